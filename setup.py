@@ -1,0 +1,52 @@
+"""spark_tracking: link Azure Databricks to an Azure Machine Learning workspace (MLflow)."""
+
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+version = {}
+with open(os.path.join(here, "spark_tracking", "_version.py")) as fh:
+    exec(fh.read(), version)
+with open(os.path.join(here, "README.md"), encoding="utf-8") as fh:
+    long_description = fh.read()
+
+setup(
+    name="spark-tracking",
+    version=version["__version__"],
+    description="Central MLflow tracking (Azure ML or any MLflow URI) for Spark sessions, "
+    "with live, lossless forwarding of metrics logged inside Spark tasks.",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["spark_tracking", "spark_tracking.*"]),
+    package_data={"spark_tracking": ["py.typed", "resources/*"]},
+    python_requires=">=3.9",
+    # On a Databricks cluster the runtime provides pyspark (its own build) and mlflow: pyspark
+    # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
+    # installing this wheel never replaces what the runtime ships.
+    install_requires=[
+        "mlflow-skinny>=2.16,<4",
+        "databricks-sdk>=0.30",
+        "azure-identity>=1.15",
+        "requests>=2.28",
+    ],
+    extras_require={
+        # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
+        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas", "pyarrow", "numpy"],
+        "plot": ["matplotlib>=3.7"],
+        "azureml": ["azureml-mlflow"],
+        "test": [
+            "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
+            "matplotlib>=3.7", "tqdm",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
+        "mlflow.run_context_provider": ["spark_tracking=spark_tracking.plugins:SparkTrackingRunContext"],
+        "mlflow.request_header_provider": ["spark_tracking=spark_tracking.plugins:SparkTrackingHeaders"],
+        "mlflow.tracking_store": [
+            "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+        ],
+    },
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
+)

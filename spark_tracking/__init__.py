@@ -1,0 +1,48 @@
+"""spark_tracking: one central MLflow store (Azure ML or any MLflow URI) for every Spark session.
+
+Importing this package is cheap (it runs in the startup hook of every Python process); the
+public names below load their modules on first use.
+
+- ``configure()``: point MLflow at the central store and name the experiment (session.py)
+- ``log_metric/log_metrics/log_param/log_params/set_tag/set_tags``: log to the active run,
+  from the driver or from inside Spark tasks (forwarded to the driver's run)
+- ``flush(timeout)``, ``stats()``: deliver what is in flight; counters of the forwarding path
+- ``get_portal_url(run_id)``: where to look at a run (AML studio or the MLflow UI)
+- ``Run``: the Azure ML run vocabulary (log, log_list, log_row, log_table, log_image, ...)
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from ._version import __version__
+
+_LAZY = {
+    "configure": "spark_tracking.session",
+    "current_config": "spark_tracking.session",
+    "log_metric": "spark_tracking.api",
+    "log_metrics": "spark_tracking.api",
+    "log_param": "spark_tracking.api",
+    "log_params": "spark_tracking.api",
+    "set_tag": "spark_tracking.api",
+    "set_tags": "spark_tracking.api",
+    "flush": "spark_tracking.api",
+    "stats": "spark_tracking.api",
+    "get_portal_url": "spark_tracking.portal",
+    "Run": "spark_tracking.run",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spark_tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,344 @@
+"""Every setting of spark_tracking, declared once, resolved in one order.
+
+Resolution order — the first source that has a value wins, later ones never overwrite:
+
+1. an explicit argument (``configure(tracking_uri=...)``, ``Config.resolve(explicit=...)``)
+2. Spark conf ``spark.sparktracking.<name>`` (read only when a SparkContext is already running)
+3. environment ``SPARK_TRACKING_<NAME>``, then the foreign variables a setting honours
+   (``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME`` set by the user are respected)
+4. the config file (JSON, non-secret; written by ``spark-tracking link`` or the init script)
+5. the embedded default
+
+The config file is the first of ``$SPARK_TRACKING_CONFIG_FILE``,
+``~/.spark_tracking/config.json`` and ``/etc/spark_tracking/config.json`` that exists.
+
+This module imports nothing heavy: it runs in the startup hook of every Python process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+ENV_PREFIX = "SPARK_TRACKING_"
+SPARK_CONF_PREFIX = "spark.sparktracking."
+#: Where MLflow's tracking URI came from when spark_tracking set it (so a later configure()
+#: can tell its own value from one the user exported).
+MANAGED_URI_ENV = "SPARK_TRACKING_MANAGED_URI"
+MANAGED_EXPERIMENT_ENV = "SPARK_TRACKING_MANAGED_EXPERIMENT"
+_MANAGED = {"MLFLOW_TRACKING_URI": MANAGED_URI_ENV, "MLFLOW_EXPERIMENT_NAME": MANAGED_EXPERIMENT_ENV}
+USER_CONFIG_FILE = os.path.join("~", ".spark_tracking", "config.json")
+SYSTEM_CONFIG_FILE = "/etc/spark_tracking/config.json"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used. The message names the value, its source
+    and the fix, followed by the masked configuration."""
+
+
+def _parse_bool(raw: str) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean; use 1/true/yes/on or 0/false/no/off")
+
+
+def _parse_positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value < 0:
+            raise ValueError(f"{raw!r} is negative; use a number >= 0")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _parse_path(raw: str) -> str:
+    return os.path.abspath(os.path.expanduser(str(raw)))
+
+
+def _parse_str(raw: str) -> str:
+    return str(raw)
+
+
+_int = _parse_positive(int)
+_float = _parse_positive(float)
+_TYPE_NAMES = {_parse_bool: "bool", _int: "int", _float: "float", _parse_path: "path", _parse_str: "str"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name, how to parse it, its default and what it means."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    doc: str
+    secret: bool = False
+    #: Foreign environment variables honoured after ``SPARK_TRACKING_<NAME>``.
+    also_env: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def spark_conf(self) -> str:
+        return SPARK_CONF_PREFIX + self.name
+
+    @property
+    def type_name(self) -> str:
+        return _TYPE_NAMES.get(self.parse, "str")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- session -----------------------------------------------------------------------------
+    Setting("disabled", _parse_bool, False,
+            "Turn spark_tracking off: no configuration, no hook work, no forwarding."),
+    Setting("strict", _parse_bool, False,
+            "Raise configuration errors into the host (notebook, init script) instead of "
+            "logging them and leaving tracking off."),
+    Setting("tracking_uri", _parse_str, None,
+            "Central store. Unset: the linked AML workspace (config file), else the embedded "
+            "store `sqlite:///<home>/mlflow.db`.", also_env=("MLFLOW_TRACKING_URI",)),
+    Setting("home", _parse_path, os.path.join("~", ".spark_tracking"),
+            "Folder of the embedded store (`mlflow.db`, `artifacts/`) and the driver spool."),
+    Setting("experiment_name", _parse_str, None,
+            "Experiment of new runs. Unset: the notebook path (Databricks, Jupyter) or the "
+            "script name.", also_env=("MLFLOW_EXPERIMENT_NAME",)),
+    Setting("config_file", _parse_path, None,
+            "Config file to read (JSON). Unset: `~/.spark_tracking/config.json`, then "
+            "`/etc/spark_tracking/config.json`. Explicit argument or environment only."),
+    # -- forwarding from Spark tasks ---------------------------------------------------------
+    Setting("forwarding", _parse_bool, True,
+            "Forward logging calls made inside Spark tasks to the run active on the driver."),
+    Setting("relay_host", _parse_str, None,
+            "Address the driver relay listens on. Unset: `spark.driver.host`, or 127.0.0.1 "
+            "when Spark runs locally."),
+    Setting("relay_port", _int, 0, "Port of the driver relay; 0 picks a free port."),
+    Setting("relay_max_connections", _int, 1024,
+            "Connections the relay accepts at once; more are refused and retried by the task."),
+    Setting("relay_max_frame_bytes", _int, 8 * 1024 * 1024,
+            "Largest frame the relay reads; a larger one closes that connection."),
+    Setting("buffer_max_points", _int, 100_000,
+            "Points a Python worker holds in memory; beyond it they spill to local disk."),
+    Setting("ship_interval", _float, 0.2,
+            "Seconds a point may wait in a task before it is shipped to the driver."),
+    Setting("task_flush_timeout", _float, 30.0,
+            "Seconds the end of a task waits to hand its points to the driver; what is left "
+            "then stays in the worker's spill file and ships with its next task."),
+    Setting("aggregate", _parse_bool, True,
+            "Add a mean-across-workers series per metric and step when several workers log."),
+    # -- sink (driver to store) --------------------------------------------------------------
+    Setting("batch_max_metrics", _int, 1000,
+            "Metrics per log_batch request (MLflow allows at most 1000)."),
+    Setting("rate_limit", _float, 0.0,
+            "Write requests per second to the store, for all executors together; 0 = no "
+            "limit. Databricks-hosted MLflow allows 47 log-batch requests/s."),
+    Setting("spool_max_bytes", _int, 1024 * 1024 * 1024,
+            "Disk the driver spool may use for points the store did not take yet."),
+    # -- Azure Machine Learning link ---------------------------------------------------------
+    Setting("azure_cloud", _parse_str, "AzureCloud",
+            "Azure cloud: AzureCloud, AzureChinaCloud or AzureUSGovernment."),
+    Setting("aml_workspace_id", _parse_str, None,
+            "ARM resource id of the AML workspace to log to."),
+    Setting("subscription_id", _parse_str, None, "Subscription of the AML workspace."),
+    Setting("resource_group", _parse_str, None, "Resource group of the AML workspace."),
+    Setting("workspace_name", _parse_str, None, "Name of the AML workspace."),
+    Setting("databricks_resource_id", _parse_str, None,
+            "ARM resource id of this Databricks workspace, to follow its AML link."),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def setting(name: str) -> Setting:
+    return _BY_NAME[name]
+
+
+def config_file_candidates(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Config files in the order they are looked for; the first that exists is read."""
+    environ = os.environ if environ is None else environ
+    chosen = explicit or environ.get(setting("config_file").env)
+    if chosen:
+        return [_parse_path(chosen)]
+    return [_parse_path(USER_CONFIG_FILE), SYSTEM_CONFIG_FILE]
+
+
+def find_config_file(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    for path in config_file_candidates(explicit, environ):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """Read a config file; unknown keys and secrets are refused with the fix."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} could not be read: {exc}. Fix or delete it.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object, not {type(data).__name__}.")
+    for key in data:
+        if key not in _BY_NAME:
+            raise ConfigError(
+                f"config file {path} has unknown key {key!r}; known keys: {', '.join(sorted(_BY_NAME))}."
+            )
+        if _BY_NAME[key].secret:
+            raise ConfigError(f"config file {path} holds secret {key!r}; secrets belong in the "
+                              f"environment ({_BY_NAME[key].env}), not in files. Remove it.")
+    return data
+
+
+def write_config_file(values: Mapping[str, Any], path: str | None = None) -> str:
+    """Merge ``values`` into the config file (atomically) and return its path. Secrets refused."""
+    path = path or config_file_candidates()[0]
+    current = read_config_file(path) if os.path.isfile(path) else {}
+    for key, value in values.items():
+        if key not in _BY_NAME or _BY_NAME[key].secret:
+            raise ConfigError(f"{key!r} cannot be written to a config file")
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = value
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(current, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def active_spark_conf() -> dict[str, str]:
+    """``spark.sparktracking.*`` of the running SparkContext, or {} (never starts Spark)."""
+    if "pyspark" not in sys.modules:
+        return {}
+    try:
+        from pyspark import SparkContext
+
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            return {}
+        return {k: v for k, v in sc.getConf().getAll() if k.startswith(SPARK_CONF_PREFIX)}
+    except Exception:  # a dying or Connect-only session: no conf to read
+        return {}
+
+
+class Config:
+    """Resolved settings. Attribute access by setting name; ``sources`` tells where each came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        self._values = values
+        self.sources = sources
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def embedded_store_uri(self) -> str:
+        return "sqlite:///" + os.path.join(self.home, "mlflow.db")
+
+    @property
+    def embedded_artifact_root(self) -> str:
+        return os.path.join(self.home, "artifacts")
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        return self.tracking_uri or self.embedded_store_uri
+
+    def debug_string(self) -> str:
+        """One line per setting that is not at its default, secrets masked."""
+        parts = []
+        for s in SETTINGS:
+            source = self.sources.get(s.name, "default")
+            if source == "default":
+                continue
+            value = "***" if s.secret else self._values[s.name]
+            parts.append(f"{s.name}={value!r} (from {source})")
+        return "config: " + ("; ".join(parts) if parts else "all defaults")
+
+    def __repr__(self) -> str:
+        return f"<Config {self.debug_string()}>"
+
+    @classmethod
+    def resolve(
+        cls,
+        explicit: Mapping[str, Any] | None = None,
+        spark_conf: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "Config":
+        """Resolve every setting in the documented order. Raises ConfigError naming the source."""
+        explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
+        environ = os.environ if environ is None else environ
+        spark_conf = active_spark_conf() if spark_conf is None else spark_conf
+        for key in explicit:
+            if key not in _BY_NAME:
+                raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(sorted(_BY_NAME))}")
+
+        file_path = find_config_file(explicit.get("config_file"), environ)
+        file_values = read_config_file(file_path) if file_path else {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for s in SETTINGS:
+            for source, raw in cls._candidates(s, explicit, spark_conf, environ, file_values, file_path):
+                try:
+                    values[s.name] = raw if source == "argument" and not isinstance(raw, str) else s.parse(raw)
+                except (TypeError, ValueError) as exc:
+                    shown = "***" if s.secret else repr(raw)
+                    raise ConfigError(
+                        f"{s.name}={shown} from {source} is not a valid {s.type_name}: {exc}. "
+                        f"Fix {source} (the setting is documented in the README's settings table)."
+                    ) from None
+                sources[s.name] = source
+                break
+            else:
+                default = s.default
+                values[s.name] = s.parse(default) if s.parse is _parse_path and default else default
+        if values["config_file"] is None and file_path:
+            values["config_file"] = file_path
+        return cls(values, sources)
+
+    @staticmethod
+    def _candidates(s: Setting, explicit, spark_conf, environ, file_values, file_path) -> Iterable[tuple[str, Any]]:
+        if s.name in explicit:
+            yield "argument", explicit[s.name]
+        if s.name == "config_file":  # where to read files from cannot come from a file
+            if s.env in environ:
+                yield f"env {s.env}", environ[s.env]
+            return
+        if s.spark_conf in spark_conf:
+            yield f"spark conf {s.spark_conf}", spark_conf[s.spark_conf]
+        if environ.get(s.env, "") != "":
+            yield f"env {s.env}", environ[s.env]
+        for name in s.also_env:
+            raw = environ.get(name, "")
+            if raw and raw != environ.get(_MANAGED.get(name, ""), None):
+                yield f"env {name}", raw
+        if s.name in file_values:
+            yield f"config file {file_path}", file_values[s.name]
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table, generated from SETTINGS (see ``spark-tracking settings``)."""
+    rows = ["| setting | env var | Spark conf | type | default | meaning |", "|---|---|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "—" if s.default is None else f"`{s.default}`"
+        env = f"`{s.env}`" + "".join(f", `{e}`" for e in s.also_env)
+        conf = "—" if s.name == "config_file" else f"`{s.spark_conf}`"
+        rows.append(f"| {s.name} | {env} | {conf} | {s.type_name} | {default} | {s.doc} |")
+    return "\n".join(rows)

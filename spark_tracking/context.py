@@ -1,0 +1,163 @@
+"""Where is this code running? Notebook path, script, Databricks cluster, job, Spark app.
+
+Pure lookups with no side effects: every function returns None when it cannot tell.
+Sources, in order: the Databricks notebook context (dbutils, when the notebook defines it),
+Spark local properties of the current thread, the environment, IPython/Jupyter, sys.argv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+
+#: Spark local properties Databricks sets on the notebook's thread.
+_DB_NOTEBOOK_PATH = "spark.databricks.notebook.path"
+_DB_CLUSTER_ID = "spark.databricks.clusterUsageTags.clusterId"
+_DB_JOB_ID = "spark.databricks.job.id"
+_DB_JOB_RUN_ID = "spark.databricks.job.runId"
+_DB_USER = "user"
+
+
+@dataclass
+class RunContext:
+    notebook_path: str | None = None
+    script: str | None = None
+    user: str | None = None
+    cluster_id: str | None = None
+    job_id: str | None = None
+    job_run_id: str | None = None
+    databricks_host: str | None = None
+    spark_app_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def on_databricks(self) -> bool:
+        return bool(self.cluster_id or os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+
+
+def _ipython_user_ns() -> dict:
+    ip_mod = sys.modules.get("IPython")
+    if ip_mod is None:
+        return {}
+    try:
+        shell = ip_mod.get_ipython()
+        return shell.user_ns if shell is not None else {}
+    except Exception:
+        return {}
+
+
+def _dbutils_context() -> dict:
+    """The Databricks notebook context as a flat dict (notebook_path + tags), or {}."""
+    dbutils = _ipython_user_ns().get("dbutils")
+    if dbutils is None:
+        return {}
+    try:
+        raw = dbutils.notebook.entry_point.getDbutils().notebook().getContext().toJson()
+        data = json.loads(raw)
+    except Exception:
+        return {}
+    flat = dict(data.get("tags") or {})
+    flat.update(data.get("extraContext") or {})
+    return flat
+
+
+def _spark_context():
+    if "pyspark" not in sys.modules:
+        return None
+    try:
+        from pyspark import SparkContext
+
+        return SparkContext._active_spark_context
+    except Exception:
+        return None
+
+
+def _local_property(sc, key: str) -> str | None:
+    if sc is None:
+        return None
+    try:
+        return sc.getLocalProperty(key)
+    except Exception:
+        return None
+
+
+def jupyter_notebook_path() -> str | None:
+    """Path of the Jupyter notebook this kernel runs, when the kernel was told."""
+    session = os.environ.get("JPY_SESSION_NAME") or _ipython_user_ns().get("__session__")
+    if session and str(session).endswith(".ipynb"):
+        return str(session)
+    return None
+
+
+def script_path() -> str | None:
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else None)
+    if not path or path in ("-c", "-m") or path.endswith(("ipykernel_launcher.py", "ipykernel/__main__.py")):
+        return None
+    return os.path.abspath(path)
+
+
+def detect() -> RunContext:
+    """Everything this process can tell about where it runs."""
+    db = _dbutils_context()
+    sc = _spark_context()
+    ctx = RunContext()
+    ctx.notebook_path = (
+        db.get("notebook_path")
+        or _local_property(sc, _DB_NOTEBOOK_PATH)
+        or os.environ.get("SPARK_TRACKING_NOTEBOOK_PATH")
+        or jupyter_notebook_path()
+    )
+    ctx.script = None if ctx.notebook_path else script_path()
+    ctx.user = db.get("user") or _local_property(sc, _DB_USER)
+    ctx.cluster_id = db.get("clusterId") or _local_property(sc, _DB_CLUSTER_ID) or os.environ.get("DB_CLUSTER_ID")
+    ctx.job_id = db.get("jobId") or _local_property(sc, _DB_JOB_ID) or os.environ.get("DB_JOB_ID")
+    ctx.job_run_id = db.get("runId") or db.get("multitaskParentRunId") or _local_property(sc, _DB_JOB_RUN_ID)
+    host = db.get("browserHostName") or os.environ.get("DATABRICKS_HOST")
+    if host and not host.startswith("http"):
+        host = "https://" + host
+    ctx.databricks_host = host
+    if sc is not None:
+        try:
+            ctx.spark_app_id = sc.applicationId
+        except Exception:
+            pass
+    return ctx
+
+
+def experiment_name_for(ctx: RunContext) -> str | None:
+    """The experiment a session logs to by default.
+
+    Databricks notebook: its workspace path, as Databricks-managed MLflow does
+    (``/Users/me@corp.com/project/train``). Jupyter: the notebook path. Script: the file
+    name without extension. Otherwise None (MLflow's default experiment).
+    """
+    if ctx.notebook_path:
+        path = ctx.notebook_path
+        if path.endswith(".ipynb") and not ctx.on_databricks:
+            return os.path.splitext(os.path.basename(path))[0]
+        return path
+    if ctx.script:
+        return os.path.splitext(os.path.basename(ctx.script))[0]
+    return None
+
+
+def context_tags(ctx: RunContext) -> dict[str, str]:
+    """MLflow tags describing where a run was created (MLflow's own names where they exist)."""
+    from ._version import __version__
+
+    tags = {
+        "mlflow.databricks.clusterID": ctx.cluster_id,
+        "mlflow.databricks.notebookPath": ctx.notebook_path if ctx.on_databricks else None,
+        "mlflow.databricks.jobID": ctx.job_id,
+        "mlflow.databricks.jobRunID": ctx.job_run_id,
+        "mlflow.databricks.webappURL": ctx.databricks_host,
+        "mlflow.user": ctx.user,
+        "mlflow.source.name": ctx.notebook_path,
+        "mlflow.source.type": "NOTEBOOK" if ctx.notebook_path else None,
+        "spark_tracking.spark_app_id": ctx.spark_app_id,
+        "spark_tracking.version": __version__,
+    }
+    return {k: str(v) for k, v in tags.items() if v}

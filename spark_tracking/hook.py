@@ -1,0 +1,100 @@
+"""The startup hook: every new Python (and IPython/Jupyter) process of an environment calls
+``configure()`` with zero lines of user code.
+
+It is a one-line ``spark_tracking_hook.pth`` file in the environment's site-packages. Python
+executes lines of ``.pth`` files that start with ``import`` at interpreter start. The line
+calls :func:`startup`, which must stay cheap (no mlflow, no pyspark import: about a
+millisecond) and must never break the process: any error is logged at debug level and
+swallowed. ``SPARK_TRACKING_DISABLED=1`` makes it return at once.
+
+``spark-tracking hook enable|disable|status [--site-packages DIR]``; the init script uses
+the same command with the cluster Python.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+
+PTH_NAME = "spark_tracking_hook.pth"
+PTH_LINE = "import spark_tracking.hook as _sth; _sth.startup()\n"
+
+_started = False
+
+
+def startup() -> None:
+    """Called from the .pth file at interpreter start. Never raises."""
+    global _started
+    if _started:
+        return
+    _started = True
+    try:
+        if os.environ.get("SPARK_TRACKING_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"):
+            return
+        from .session import configure
+
+        configure(strict=False)
+    except BaseException:  # noqa: BLE001 - a startup hook must never break its host
+        try:
+            import logging
+
+            logging.getLogger(__name__).debug("spark_tracking startup hook failed", exc_info=True)
+        except BaseException:
+            pass
+
+
+def site_packages() -> str:
+    """The site-packages of the running interpreter (where pip installs)."""
+    return sysconfig.get_paths()["purelib"]
+
+
+def pth_path(site_dir: str | None = None) -> str:
+    return os.path.join(site_dir or site_packages(), PTH_NAME)
+
+
+def enable(site_dir: str | None = None) -> tuple[str, bool]:
+    """Install the hook; returns (path, changed). Idempotent."""
+    path = pth_path(site_dir)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == PTH_LINE:
+                return path, False
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(PTH_LINE)
+    os.replace(tmp, path)
+    return path, True
+
+
+def disable(site_dir: str | None = None) -> tuple[str, bool]:
+    """Remove the hook; returns (path, changed). Idempotent."""
+    path = pth_path(site_dir)
+    try:
+        os.remove(path)
+        return path, True
+    except FileNotFoundError:
+        return path, False
+
+
+def is_enabled(site_dir: str | None = None) -> bool:
+    return os.path.isfile(pth_path(site_dir))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("hook", help="make every new Python session of this environment auto-configure")
+    p.add_argument("action", choices=("enable", "disable", "status"))
+    p.add_argument("--site-packages", dest="site_dir", default=None,
+                   help="site-packages folder to act on (default: this interpreter's)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    if args.action == "status":
+        path = pth_path(args.site_dir)
+        print(f"hook {'enabled' if os.path.isfile(path) else 'disabled'}: {path}")
+        return 0
+    path, changed = (enable if args.action == "enable" else disable)(args.site_dir)
+    state = "enabled" if args.action == "enable" else "disabled"
+    print(f"hook {state}: {path}" + ("" if changed else " (no change)"))
+    return 0
+

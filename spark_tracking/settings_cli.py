@@ -1,0 +1,22 @@
+"""``spark-tracking settings``: print the settings table or the resolved configuration."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
+    p.add_argument("--resolved", action="store_true",
+                   help="print the configuration this session resolves to (secrets masked)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from .config import Config, settings_table_markdown
+
+    if args.resolved:
+        cfg = Config.resolve()
+        print(cfg.debug_string())
+        print(f"tracking URI: {cfg.effective_tracking_uri}")
+    else:
+        print(settings_table_markdown())
+    return 0

@@ -1,0 +1,147 @@
+"""Shared fixtures. Spark and the MLflow store are real; only remote Azure/Databricks
+endpoints are faked (tests/fakes). Every server started here is stopped here."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+_CLEARED_PREFIXES = ("SPARK_TRACKING_", "MLFLOW_", "AZURE_", "DATABRICKS_", "DB_", "_MLFLOW_", "JPY_")
+#: No network beyond 127.0.0.1: MLflow's usage telemetry stays off in every process we start.
+QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "SPARK_LOCAL_IP": "127.0.0.1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _reset_mlflow_globals() -> None:
+    if "mlflow" not in sys.modules:
+        return
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    utils._tracking_uri = None
+    fluent._active_experiment_id = None
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """Each test starts from a machine with nothing configured; HOME is a fresh folder."""
+    for key in list(os.environ):
+        if key.startswith(_CLEARED_PREFIXES):
+            monkeypatch.delenv(key)
+    for key, value in QUIET_ENV.items():
+        monkeypatch.setenv(key, value)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    _reset_mlflow_globals()
+    from spark_tracking import session
+
+    monkeypatch.setattr(session, "_current", None)
+    yield
+    _reset_mlflow_globals()
+
+
+@pytest.fixture
+def sqlite_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+    """Poll until a URL answers 200 (readiness of a server we started), or fail with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)  # readiness poll of a subprocess, not test synchronisation
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class MlflowServer:
+    """A real `mlflow server` on SQLite, on 127.0.0.1, one worker."""
+
+    def __init__(self, root, workers: int = 1):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.db_uri = f"sqlite:///{root / 'server.db'}"
+        self.workers = workers
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "MlflowServer":
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED_PREFIXES)}
+        env.update(QUIET_ENV)
+        self.log = open(self.root / "mlflow-server.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri,
+             "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", str(self.workers)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        wait_http(self.uri + "/health", self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield server
+    server.stop()
+
+
+def spark_builder(master: str = "local-cluster[2,1,1024]", app_name: str = "spark-tracking-tests"):
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
+    )
+    for key, value in QUIET_ENV.items():
+        builder = builder.config(f"spark.executorEnv.{key}", value)
+    return builder
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """Real Spark with two separate executor JVMs and Python workers."""
+    session = spark_builder().getOrCreate()
+    yield session
+    session.stop()
