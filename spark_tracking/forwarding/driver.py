@@ -1,0 +1,269 @@
+"""Driver side: one relay and one sink per tracking store, started on first need.
+
+Binding. When a run starts on the driver (MLflow calls our run-context provider), or
+configure() runs while a SparkContext is up, the current thread's Spark local properties get
+the relay address, the per-session secret and a binding ``<thread ident>:<store index>``.
+Spark hands local properties to every task of jobs this thread (or a thread it starts)
+submits. When a task first reaches the relay, the relay maps it to the run at the top of that
+driver thread's MLflow run stack — nested runs and runs in concurrent threads each get their
+own points — and keeps that run for the task's lifetime.
+
+No active run. Tasks of a bound thread that log while the thread has no active run (it ended)
+get a run created for them — ``spark-tasks <app id>`` in the session's experiment — with one
+warning naming it; tasks of a thread never bound log as plain MLflow would on the executor.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import sys
+import threading
+
+from .executor import PROP_BINDING, PROP_RELAY, PROP_SECRET
+from .relay import Relay
+from .sink import Sink, Spool, Submission
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.RLock()
+_forwarder: "Forwarder | None" = None
+
+
+def _config():
+    from ..config import Config
+    from ..session import current_config
+
+    return current_config() or Config.resolve()
+
+
+def _spark_context():
+    if "pyspark" not in sys.modules:
+        return None
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context
+
+
+def _clean_metrics(rows) -> tuple[list, int]:
+    """Points from the wire, checked again (a client may be buggy): (good, bad count)."""
+    good, bad = [], 0
+    if not isinstance(rows, list):
+        return good, 1
+    for row in rows:
+        try:
+            key, value, ts, step = row
+            if (isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and type(ts) is int and type(step) is int and key):
+                good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
+                continue
+        except (TypeError, ValueError):
+            pass
+        bad += 1
+    return good, bad
+
+
+def _clean_pairs(rows) -> tuple[list, int]:
+    good, bad = [], 0
+    for row in rows if isinstance(rows, list) else [None]:
+        if isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row):
+            good.append((row[0], row[1]))
+        else:
+            bad += 1
+    return good, bad
+
+
+class Forwarder:
+    """The relay plus a sink per tracking URI, and the run resolution between them."""
+
+    def __init__(self, cfg, sc):
+        self.cfg = cfg
+        self.sc = sc
+        self.secret = secrets.token_hex(32)
+        self.sinks: list[tuple[str, Sink]] = []
+        self._runs: dict[tuple, str] = {}
+        self._orphan_runs: dict[str, str] = {}
+        self._stage_tasks: dict[int, int | None] = {}
+        host = cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
+        self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
+                           cfg.relay_max_frame_bytes).start()
+        logger.info("spark_tracking: relay listening on %s", self.relay.address)
+
+    # -- binding -----------------------------------------------------------------------------
+
+    def sink_index(self, uri: str) -> int:
+        for i, (known, _) in enumerate(self.sinks):
+            if known == uri:
+                return i
+        from mlflow.tracking import MlflowClient
+
+        cfg = self.cfg
+        spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
+        per_key = 250 if uri.startswith("azureml") else None  # AML refuses more (mlflow#11462)
+        sink = Sink(MlflowClient(uri), uri, spool, self.stage_tasks, batch_max_metrics=cfg.batch_max_metrics,
+                    max_values_per_key=per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate)
+        self.sinks.append((uri, sink))
+        return len(self.sinks) - 1
+
+    def bind(self, sc) -> None:
+        import mlflow
+
+        index = self.sink_index(mlflow.get_tracking_uri())
+        sc.setLocalProperty(PROP_RELAY, self.relay.address)
+        sc.setLocalProperty(PROP_SECRET, self.secret)
+        sc.setLocalProperty(PROP_BINDING, f"{threading.get_ident()}:{index}")
+
+    def stage_tasks(self, stage: int) -> int | None:
+        if stage not in self._stage_tasks:
+            info = None
+            try:
+                info = self.sc.statusTracker().getStageInfo(stage) if self.sc is not None else None
+            except Exception:
+                pass
+            if info is None:
+                return None  # not known (yet): ask again next time
+            self._stage_tasks[stage] = info.numTasks
+        return self._stage_tasks[stage]
+
+    # -- relay handler -----------------------------------------------------------------------
+
+    def _parse(self, binding: str) -> tuple[int, Sink]:
+        ident, _, index = binding.partition(":")
+        return int(ident), self.sinks[int(index)][1]
+
+    def resolve(self, binding: str, worker: list) -> str:
+        key = (binding, worker[0], worker[1], worker[2], worker[4])
+        run = self._runs.get(key)
+        if run is None:
+            with _lock:
+                run = self._runs.get(key) or self._active_run(binding)
+                self._runs[key] = run
+        return run
+
+    def _active_run(self, binding: str) -> str:
+        from mlflow.tracking import fluent
+
+        ident, sink = self._parse(binding)
+        stack = fluent._active_run_stack.get_all_thread_values().get(ident)
+        if stack:
+            return stack[-1].info.run_id
+        run = self._orphan_runs.get(binding)
+        if run is None:
+            from .. import context
+
+            ctx = context.detect()
+            experiment_id = fluent._get_experiment_id()
+            created = sink.client.create_run(experiment_id, run_name=f"spark-tasks {ctx.spark_app_id or ''}".strip(),
+                                             tags=context.context_tags(ctx))
+            run = self._orphan_runs[binding] = created.info.run_id
+            logger.warning("spark_tracking: Spark tasks logged while their driver thread had no active "
+                           "run; created run %s for their points. Wrap the Spark job in "
+                           "`with mlflow.start_run():` to choose the run.", run)
+        return run
+
+    def points(self, binding: str, worker: list, message: dict):
+        explicit = message.get("r")
+        run = explicit if isinstance(explicit, str) and explicit else self.resolve(binding, worker)
+        _, sink = self._parse(binding)
+        metrics, bad_m = _clean_metrics(message.get("m", []))
+        params, bad_p = _clean_pairs(message.get("p", []))
+        tags, bad_t = _clean_pairs(message.get("t", []))
+        artifacts, bad_a = _clean_pairs(message.get("a", []))
+        if bad_m + bad_p + bad_t + bad_a:
+            sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
+            logger.warning("spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a)
+        return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
+
+    def done(self, binding: str, worker: list):
+        run = self.resolve(binding, worker)
+        _, sink = self._parse(binding)
+        return sink.submit(Submission("done", run, worker))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None) -> bool:
+        return all([sink.flush(timeout) for _, sink in self.sinks])
+
+    def stats(self) -> dict:
+        out: dict = {"relay": dict(self.relay.counters, address=self.relay.address)}
+        totals: dict = {}
+        for uri, sink in self.sinks:
+            for key, value in sink.stats().items():
+                if isinstance(value, dict):
+                    bucket = totals.setdefault(key, {})
+                    for k, v in value.items():
+                        bucket[k] = bucket.get(k, 0) + v
+                else:
+                    totals[key] = totals.get(key, 0) + value
+        for key in ("received", "sent", "retried", "spooled", "requests", "aggregated", "queued"):
+            totals.setdefault(key, 0)
+        totals.setdefault("dropped", {})
+        out.update(totals)
+        return out
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for _, sink in self.sinks:
+            sink.stop(timeout)
+        self.relay.stop()
+
+
+def bind_current_thread(sc=None) -> bool:
+    """Bind Spark jobs submitted from this thread to this thread's active MLflow run.
+
+    Called by MLflow at each run start (run-context provider) and by configure(); call it
+    yourself if you started the run before creating the SparkSession. Honours
+    ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding`` and ``..._DISABLED``.
+    Returns True when bound.
+    """
+    global _forwarder
+    sc = sc or _spark_context()
+    if sc is None:
+        return False
+    cfg = _config()
+    if cfg.disabled or not cfg.forwarding:
+        return False
+    with _lock:
+        if _forwarder is None or _forwarder.sc is not sc:
+            if _forwarder is not None:
+                _forwarder.stop(5.0)
+            _forwarder = Forwarder(cfg, sc)
+        _forwarder.bind(sc)
+    return True
+
+
+def forwarder() -> Forwarder | None:
+    return _forwarder
+
+
+def flush(timeout: float | None = 30.0) -> bool:
+    """Deliver everything the driver holds for the store; True when all of it arrived."""
+    fw = _forwarder
+    return True if fw is None else fw.flush(timeout)
+
+
+def stats() -> dict:
+    fw = _forwarder
+    if fw is None:
+        return {"relay": None, "received": 0, "sent": 0, "retried": 0, "spooled": 0, "requests": 0,
+                "aggregated": 0, "queued": 0, "dropped": {}}
+    return fw.stats()
+
+
+def shutdown(timeout: float = 30.0) -> None:
+    global _forwarder
+    with _lock:
+        fw, _forwarder = _forwarder, None
+    if fw is not None:
+        fw.stop(timeout)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _forwarder is not None:
+        if not flush(30.0):
+            logger.warning("spark_tracking: not everything reached the store before exit; "
+                           "what is left is in the spool: run `spark-tracking replay`")
+        shutdown(5.0)
+
