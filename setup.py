@@ -32,7 +32,7 @@ setup(
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas", "pyarrow", "numpy"],
+        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
         "test": [

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real missing dependency inside the module
+            if not (exc.name and (name == exc.name or name.startswith(exc.name + "."))):
+                # a missing dependency inside the module, not the module itself
                 raise
             continue
         module.register(subparsers)
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -17,11 +17,9 @@ This module imports nothing heavy: it runs in the startup hook of every Python p
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 ENV_PREFIX = "SPARK_TRACKING_"
 SPARK_CONF_PREFIX = "spark.sparktracking."
@@ -72,8 +70,7 @@ _float = _parse_positive(float)
 _TYPE_NAMES = {_parse_bool: "bool", _int: "int", _float: "float", _parse_path: "path", _parse_str: "str"}
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """One setting: its name, how to parse it, its default and what it means."""
 
     name: str
@@ -180,6 +177,8 @@ def find_config_file(explicit: str | None = None, environ: Mapping[str, str] | N
 
 def read_config_file(path: str) -> dict[str, Any]:
     """Read a config file; unknown keys and secrets are refused with the fix."""
+    import json
+
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -209,6 +208,8 @@ def write_config_file(values: Mapping[str, Any], path: str | None = None) -> str
             current.pop(key, None)
         else:
             current[key] = value
+    import json
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

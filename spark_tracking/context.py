@@ -7,10 +7,8 @@ Spark local properties of the current thread, the environment, IPython/Jupyter, 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from dataclasses import dataclass, field
 
 #: Spark local properties Databricks sets on the notebook's thread.
 _DB_NOTEBOOK_PATH = "spark.databricks.notebook.path"
@@ -20,17 +18,15 @@ _DB_JOB_RUN_ID = "spark.databricks.job.runId"
 _DB_USER = "user"
 
 
-@dataclass
 class RunContext:
-    notebook_path: str | None = None
-    script: str | None = None
-    user: str | None = None
-    cluster_id: str | None = None
-    job_id: str | None = None
-    job_run_id: str | None = None
-    databricks_host: str | None = None
-    spark_app_id: str | None = None
-    extra: dict = field(default_factory=dict)
+    """What detect() found; every field None when unknown."""
+
+    __slots__ = ("notebook_path", "script", "user", "cluster_id", "job_id", "job_run_id",
+                 "databricks_host", "spark_app_id")
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
 
     @property
     def on_databricks(self) -> bool:
@@ -53,6 +49,8 @@ def _dbutils_context() -> dict:
     dbutils = _ipython_user_ns().get("dbutils")
     if dbutils is None:
         return {}
+    import json
+
     try:
         raw = dbutils.notebook.entry_point.getDbutils().notebook().getContext().toJson()
         data = json.loads(raw)
@@ -140,7 +138,10 @@ def experiment_name_for(ctx: RunContext) -> str | None:
             return os.path.splitext(os.path.basename(path))[0]
         return path
     if ctx.script:
-        return os.path.splitext(os.path.basename(ctx.script))[0]
+        name = os.path.splitext(os.path.basename(ctx.script))[0]
+        if name == "__main__":  # python -m package: name it after the package
+            name = os.path.basename(os.path.dirname(ctx.script))
+        return name
     return None
 
 

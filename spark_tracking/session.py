@@ -13,7 +13,6 @@ nothing to an AML store. The environment variable is consulted before every prov
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -21,7 +20,11 @@ import threading
 from . import context
 from .config import MANAGED_EXPERIMENT_ENV, MANAGED_URI_ENV, Config, ConfigError
 
-logger = logging.getLogger(__name__)
+
+def _logger():
+    import logging  # imported on first use: this module runs in every process's startup hook
+
+    return logging.getLogger(__name__)
 
 #: mlflow's SQL store reads its default artifact root from this variable when it has none;
 #: set for the embedded store only, so artifacts land in <home>/artifacts, not ./mlruns.
@@ -56,7 +59,7 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
         with _lock:
             cfg = Config.resolve(settings)
             if cfg.disabled:
-                logger.debug("spark_tracking is disabled (%s)", cfg.sources.get("disabled"))
+                _logger().debug("spark_tracking is disabled (%s)", cfg.sources.get("disabled"))
                 return None
             _apply_tracking_uri(cfg)
             _apply_experiment(cfg)
@@ -66,7 +69,7 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
         if settings.get("strict") or _strict_from_env():
             raise
         message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-        logger.warning("spark_tracking: tracking left unconfigured: %s", message)
+        _logger().warning("spark_tracking: tracking left unconfigured: %s", message)
         return None
 
 

@@ -145,3 +145,13 @@ def spark():
     session = spark_builder().getOrCreate()
     yield session
     session.stop()
+
+
+def pytest_collection_finish(session):
+    """Spark executors cannot import test modules: ship their functions by value."""
+    try:
+        from pyspark import cloudpickle
+    except ImportError:
+        return
+    for module in {item.module for item in session.items if getattr(item, "module", None)}:
+        cloudpickle.register_pickle_by_value(module)

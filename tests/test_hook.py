@@ -1,0 +1,63 @@
+"""The startup hook in real subprocesses of this environment."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from spark_tracking import hook
+
+PRINT_URI = "import os; print(os.environ.get('MLFLOW_TRACKING_URI'))"
+
+
+@pytest.fixture
+def hook_enabled():
+    path, _ = hook.enable()
+    yield path
+    hook.disable()
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ, **env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_a_fresh_python_is_auto_configured(hook_enabled):
+    out = _python(PRINT_URI + "; import mlflow; print(mlflow.get_tracking_uri())")
+    expected = "sqlite:///" + os.path.expanduser("~/.spark_tracking/mlflow.db")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [expected, expected]
+
+
+def test_without_the_hook_nothing_happens():
+    hook.disable()
+    assert _python(PRINT_URI).stdout.strip() == "None"
+
+
+def test_disabled_turns_the_hook_off(hook_enabled):
+    assert _python(PRINT_URI, SPARK_TRACKING_DISABLED="1").stdout.strip() == "None"
+
+
+def test_a_broken_config_does_not_break_the_process(hook_enabled, tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    out = _python("print('still alive')", SPARK_TRACKING_CONFIG_FILE=str(bad))
+    assert (out.returncode, out.stdout.strip()) == (0, "still alive")
+    out = _python(PRINT_URI, SPARK_TRACKING_CONFIG_FILE=str(bad))
+    assert out.stdout.strip() == "None"
+
+
+def test_enable_disable_are_idempotent_from_the_command_line():
+    cli = [sys.executable, "-m", "spark_tracking.cli", "hook"]
+    try:
+        first = subprocess.run(cli + ["enable"], capture_output=True, text=True, check=True).stdout
+        second = subprocess.run(cli + ["enable"], capture_output=True, text=True, check=True).stdout
+        assert first == f"hook enabled: {hook.pth_path()}\n"
+        assert second == f"hook enabled: {hook.pth_path()} (no change)\n"
+        assert open(hook.pth_path()).read() == hook.PTH_LINE
+    finally:
+        subprocess.run(cli + ["disable"], check=True, capture_output=True)
+    assert not os.path.exists(hook.pth_path())
+    again = subprocess.run(cli + ["disable"], capture_output=True, text=True, check=True).stdout
+    assert again == f"hook disabled: {hook.pth_path()} (no change)\n"
