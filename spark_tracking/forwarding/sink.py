@@ -138,21 +138,84 @@ def write_artifact_bytes(client, run_id: str, artifact_path: str, data: bytes) -
         client.log_artifact(run_id, local, artifact_path=directory or None)
 
 
+class StoreError(Exception):
+    """A log_batch the store did not take. ``invalid``: it refused the content (split it);
+    otherwise a transport failure (retry), with the server's Retry-After when it sent one."""
+
+    def __init__(self, message: str, invalid: bool = False, retry_after: float | None = None):
+        super().__init__(message)
+        self.invalid, self.retry_after = invalid, retry_after
+
+
+class RestWriter:
+    """log_batch over MLflow's REST API with no hidden retries: the sink owns the policy
+    (backoff with jitter, Retry-After, spool), so an outage never blocks it for minutes in
+    MLflow's HTTP retry loop. Used for every store MLflow talks to over HTTP(S)."""
+
+    def __init__(self, store, timeout: float = 30.0):
+        from mlflow.protos.service_pb2 import LogBatch
+
+        self.store = store
+        self.timeout = timeout
+        self.endpoint, self.method = store._METHOD_TO_INFO[LogBatch]
+        self._LogBatch = LogBatch
+
+    def log_batch(self, run_id, metrics, params, tags) -> None:
+        import json as _json
+
+        from mlflow.utils.proto_json_utils import message_to_json
+        from mlflow.utils.rest_utils import http_request
+
+        body = message_to_json(self._LogBatch(
+            run_id=run_id, metrics=[m.to_proto() for m in metrics], params=[p.to_proto() for p in params],
+            tags=[t.to_proto() for t in tags]))
+        try:
+            response = http_request(self.store.get_host_creds(), self.endpoint, self.method, max_retries=0,
+                                    timeout=self.timeout, raise_on_status=False, json=_json.loads(body))
+        except Exception as exc:  # connection refused, timeout, DNS, TLS
+            raise StoreError(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status == 200:
+            return
+        text = response.text[:300]
+        if status in (429, 503) or status >= 500:
+            raise StoreError(f"HTTP {status}: {text}", retry_after=_retry_after(response.headers.get("Retry-After")))
+        raise StoreError(f"HTTP {status}: {text}", invalid=status in (400, 404, 409, 413))
+
+
+class ClientWriter:
+    """log_batch through MlflowClient, for stores that are not HTTP (SQLite, files, plugins)."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def log_batch(self, run_id, metrics, params, tags) -> None:
+        try:
+            self.client.log_batch(run_id, metrics=metrics, params=params, tags=tags, synchronous=True)
+        except Exception as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}", invalid=is_invalid_request(exc)) from None
+
+
+def writer_for(client):
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if hasattr(store, "get_host_creds") and hasattr(type(store), "_METHOD_TO_INFO"):
+        return RestWriter(store)
+    return ClientWriter(client)
+
+
+def _retry_after(value) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
 def is_invalid_request(exc: BaseException) -> bool:
     """True when the store refused the content (4xx semantics), not the transport."""
     code = getattr(exc, "error_code", None)
     return code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST",
                     "INVALID_STATE", "RESOURCE_ALREADY_EXISTS")
 
-
-def retry_after_seconds(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None) or getattr(getattr(exc, "__cause__", None), "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 class Sink:
@@ -161,6 +224,7 @@ class Sink:
                  rate_limit: float = 0.0, aggregate: bool = True, max_attempts: int = 4,
                  clock=time.monotonic, sleep=time.sleep, linger: float = 0.02):
         self.client = client
+        self.writer = writer_for(client)
         self.tracking_uri = tracking_uri
         self.spool = spool
         self.stage_tasks = stage_tasks
@@ -182,6 +246,7 @@ class Sink:
         self._params: dict[str, dict] = defaultdict(dict)
         self._run_points: dict[str, int] = defaultdict(int)
         self._spool_retry_at = 0.0
+        self._down_until = 0.0  # after a transport failure: straight to the spool until then
         self._thread = threading.Thread(target=self._loop, name="spark-tracking-sink", daemon=True)
         self._stopping = False
         self._thread.start()
@@ -246,7 +311,7 @@ class Sink:
                 self._take(sub, pending)
         ok = self._send_all(pending)
         if flushing or self.clock() >= self._spool_retry_at:
-            self._drain_spool()
+            ok = self._drain_spool() and ok
         for sub in subs:
             sub.future.set_result(ok if sub.kind == "flush" else True)
 
@@ -352,10 +417,22 @@ class Sink:
         return requests
 
     def _send_all(self, pending: dict) -> bool:
+        """Deliver this round's requests after anything spooled earlier (order per series)."""
+        requests = [r for run, data in pending.items() for r in self._requests(run, data)]
         ok = True
+        if requests and (self.clock() < self._down_until or not self._drain_spool()):
+            for request in requests:
+                self._to_spool(request)
+            requests, ok = [], False
+        for i, request in enumerate(requests):
+            if not self._deliver(request):
+                if self.clock() < self._down_until:  # the store went down: keep order
+                    for rest in requests[i + 1:]:
+                        self._to_spool(rest)
+                    ok = False
+                    break
+                ok = False
         for run, data in pending.items():
-            for request in self._requests(run, data):
-                ok = self._deliver(request) and ok
             for path, b64 in data["artifacts"]:
                 ok = self._deliver_artifact(run, path, b64) and ok
         return ok
@@ -364,12 +441,11 @@ class Sink:
         from mlflow.entities import Metric, Param, RunTag
 
         self.limiter.acquire()
-        self.client.log_batch(
+        self.writer.log_batch(
             request["run_id"],
-            metrics=[Metric(k, v, ts, step) for k, v, ts, step in request["metrics"]],
-            params=[Param(k, v) for k, v in request["params"]],
-            tags=[RunTag(k, v) for k, v in request["tags"]],
-            synchronous=True,
+            [Metric(k, v, ts, step) for k, v, ts, step in request["metrics"]],
+            [Param(k, v) for k, v in request["params"]],
+            [RunTag(k, v) for k, v in request["tags"]],
         )
         self.counters["requests"] += 1
 
@@ -383,19 +459,20 @@ class Sink:
                 self.counters["sent"] += n
                 self._run_points[request["run_id"]] += len(request["metrics"])
                 return True
-            except Exception as exc:
-                if is_invalid_request(exc):
+            except StoreError as exc:
+                if exc.invalid:
                     return self._split_refused(request, exc)
-                self.counters["retried"] += 1
                 if attempt + 1 == self.max_attempts:
-                    logger.warning("spark_tracking sink: store unreachable after %d attempts (%s)",
-                                   self.max_attempts, exc)
+                    logger.warning("spark_tracking sink: store unreachable after %d attempts (%s); "
+                                   "spooling to %s", self.max_attempts, exc, self.spool.directory)
                     break
-                wait = retry_after_seconds(exc)
+                self.counters["retried"] += 1
+                wait = exc.retry_after
                 if wait is None:
                     wait = delay * (1 + random.random())  # exponential backoff with jitter
                     delay *= 2
                 self.sleep(min(wait, 60.0))
+        self._down_until = self.clock() + 5.0
         if spool_on_failure:
             self._to_spool(request)
         return False
@@ -439,7 +516,8 @@ class Sink:
             self.counters["spooled"] += n
         self._spool_retry_at = self.clock() + 5.0
 
-    def _drain_spool(self) -> None:
+    def _drain_spool(self) -> bool:
+        """Deliver spooled requests, oldest first; True when the spool is empty afterwards."""
         files = self.spool.files()
         for path in files:
             try:
@@ -447,17 +525,18 @@ class Sink:
             except (OSError, ValueError):
                 continue
             if record.get("tracking_uri") != strip_userinfo(self.tracking_uri):
-                continue  # another store's; `spark-tracking replay` handles it
+                continue  # another store's; `spark-tracking replay` delivers it
             request = {k: record[k] for k in ("run_id", "metrics", "params", "tags")}
             try:
                 self._log_batch(request)
-            except Exception as exc:
-                if is_invalid_request(exc):
+            except StoreError as exc:
+                if exc.invalid:
                     os.remove(path)
                     self._split_refused(request, exc)
                     continue
-                self._spool_retry_at = self.clock() + 5.0
-                return
+                self._spool_retry_at = self._down_until = self.clock() + 5.0
+                return False
             os.remove(path)
             self.counters["sent"] += len(request["metrics"]) + len(request["params"]) + len(request["tags"])
             self.counters["replayed"] += 1
+        return True

@@ -1,0 +1,239 @@
+"""Forwarding benchmark, side by side in one run (README "Benchmark").
+
+Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
+(local-cluster[2,1,1024]: two executor processes):
+
+  (a) the store's ceiling: one client sending log_batch of 1000 metrics
+  (b) naive MlflowClient.log_metric per call inside tasks
+  (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS)
+  (d) spark_tracking: spark_tracking.log_metric inside tasks, forwarded through the relay
+      (d') the same with plain mlflow.log_metric inside tasks (through the task store)
+
+and the relay alone (null store) with 1, 64 and 256 concurrent executor connections.
+Prints a Markdown report and writes it to benchmarks/results.md.
+
+    .ci/setup && .venv/bin/python benchmarks/run.py [--points N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+from conftest import QUIET_ENV, MlflowServer, spark_builder  # noqa: E402
+
+
+def in_task_points(n: int, mode: str, uri: str, run_id: str):
+    """Task body: log n points; returns (mode, per-call seconds per 1000-call block)."""
+    from pyspark import TaskContext
+
+    partition = TaskContext.get().partitionId()
+    blocks = []
+    if mode == "spark_tracking":
+        import spark_tracking
+
+        log = spark_tracking.log_metric
+        for start in range(0, n, 1000):
+            t = time.perf_counter()
+            for step in range(start, min(n, start + 1000)):
+                log("loss", 0.5 + step * 1e-6, step=step)
+            blocks.append((time.perf_counter() - t) / 1000)
+        spark_tracking.flush()
+    elif mode == "mlflow_forwarded":
+        import mlflow
+
+        with mlflow.start_run():
+            for start in range(0, n, 1000):
+                t = time.perf_counter()
+                for step in range(start, min(n, start + 1000)):
+                    mlflow.log_metric("loss_plain", 0.5, step=step)
+                blocks.append((time.perf_counter() - t) / 1000)
+    elif mode == "naive":
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        for step in range(n):
+            t = time.perf_counter()
+            client.log_metric(run_id, f"naive/worker_{partition}", 0.5, step=step)
+            blocks.append(time.perf_counter() - t)
+    elif mode == "async":
+        import mlflow
+
+        os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
+        client = mlflow.MlflowClient(uri)  # direct: the task writes to the store itself
+        for start in range(0, n, 1000):
+            t = time.perf_counter()
+            for step in range(start, min(n, start + 1000)):
+                client.log_metric(run_id, f"async/worker_{partition}", 0.5, step=step, synchronous=False)
+            blocks.append((time.perf_counter() - t) / 1000)
+        client._tracking_client.store.flush_async_logging()
+    yield statistics.median(blocks)
+
+
+def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id: str):
+    import spark_tracking
+
+    t = time.perf_counter()
+    medians = (spark.sparkContext.parallelize(range(tasks), tasks)
+               .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id)).collect())
+    spark_tracking.flush()
+    return time.perf_counter() - t, statistics.median(medians)
+
+
+def count_points(client, run_id: str, prefix: str) -> int:
+    run = client.get_run(run_id)
+    return sum(len(client.get_metric_history(run_id, k)) for k in run.data.metrics if k.startswith(prefix))
+
+
+def ceiling(client, run_id: str, total: int) -> float:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    t = time.perf_counter()
+    for start in range(0, total, 1000):
+        client.log_batch(run_id, metrics=[Metric("ceiling", 0.5, now, s) for s in range(start, start + 1000)])
+    return total / (time.perf_counter() - t)
+
+
+def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
+    """Relay + sink with a null store; returns (µs per metric, sent, stored)."""
+    import concurrent.futures
+
+    from spark_tracking.forwarding.executor import _Connection
+    from spark_tracking.forwarding.relay import Relay
+    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+
+    class NullClient:
+        stored = 0
+
+        def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):
+            NullClient.stored += len(metrics)
+
+    class Handler:
+        def __init__(self, sink):
+            self.sink = sink
+
+        def points(self, binding, worker, message):
+            return "run", self.sink.submit(Submission("points", "run", worker, [tuple(m) for m in message["m"]]))
+
+        def resolve(self, binding, worker):
+            return "run"
+
+        def done(self, binding, worker):
+            return None
+
+    import tempfile
+
+    sink = Sink(NullClient(), "null://", Spool(tempfile.mkdtemp(), 1 << 30), lambda stage: 1, linger=0.0)
+    relay = Relay("s3cret", Handler(sink), "127.0.0.1", 0, max_connections=1024).start()
+    per_conn = total // connections
+    frame = 500
+
+    def client(i: int) -> int:
+        conn = _Connection(relay.address, "s3cret")
+        sent = 0
+        for start in range(0, per_conn, frame):
+            rows = [["m", 1.0, 1, start + k] for k in range(min(frame, per_conn - start))]
+            conn.request({"op": "points", "b": "0:0", "w": [0, i, 0, i, None], "m": rows})
+            sent += len(rows)
+        conn.close()
+        return sent
+
+    t = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        sent = sum(pool.map(client, range(connections)))
+    sink.flush(60)
+    elapsed = time.perf_counter() - t
+    relay.stop()
+    sink.stop()
+    return elapsed / sent * 1e6, sent, NullClient.stored
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=60_000, help="points per task for (c) and (d)")
+    parser.add_argument("--naive", type=int, default=150, help="points per task for (b)")
+    args = parser.parse_args()
+    os.environ.update(QUIET_ENV)
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    import spark_tracking
+
+    root = Path(tempfile.mkdtemp(prefix="spark-tracking-bench-"))
+    server = MlflowServer(root, workers=1).start()
+    spark = None
+    try:
+        spark_tracking.configure(tracking_uri=server.uri, home=str(root / "home"))
+        client = mlflow.MlflowClient(server.uri)
+        spark = spark_builder(app_name="spark-tracking-bench").config("spark.ui.showConsoleProgress", "false").getOrCreate()
+        spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).collect()  # warm the executors
+        tasks, n = 2, args.points
+        rows = []
+        with mlflow.start_run(run_name="benchmark") as run:
+            rid = run.info.run_id
+            a = ceiling(client, rid, 2 * n)
+            rows.append(("(a) store ceiling: log_batch of 1000, one client", a, None, 2 * n))
+            e, per_call = measure_job(spark, args.naive, tasks, "naive", server.uri, rid)
+            got = count_points(client, rid, "naive")
+            rows.append(("(b) MlflowClient.log_metric per call in tasks", got / e, per_call, got))
+            e, per_call = measure_job(spark, n, tasks, "async", server.uri, rid)
+            got = count_points(client, rid, "async")
+            rows.append(("(c) MLflow async logging in tasks, buffered 1 s", got / e, per_call, got))
+        with mlflow.start_run(run_name="benchmark-spark-tracking") as run:
+            rid = run.info.run_id
+            e, per_call = measure_job(spark, n, tasks, "spark_tracking", server.uri, rid)
+            stored = count_points(client, rid, "loss")
+            user = count_points(client, rid, "loss/worker_")
+            rows.append(("(d) spark_tracking.log_metric in tasks (store writes incl. mean series)", stored / e, per_call, stored))
+        with mlflow.start_run(run_name="benchmark-plain-mlflow") as run:
+            e2, per_call2 = measure_job(spark, n // 4, tasks, "mlflow_forwarded", server.uri, run.info.run_id)
+            stored2 = count_points(client, run.info.run_id, "loss_plain")
+            rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2))
+        scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 64, 256)]
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.stop()
+
+    d = rows[3][1]
+    lines = [
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; mlflow server "
+        f"--workers 1 on SQLite; Spark local-cluster[2,1,1024]; {tasks} tasks.",
+        "",
+        "| path | store metrics/s | median cost per call in the task | points stored |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, rate, per_call, count in rows:  # noqa: B007
+        cost = "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
+        lines.append(f"| {name} | {rate:,.0f} | {cost} | {count:,} |")
+    lines += [
+        "",
+        f"Ratios (same run): (d)/(a) = {d / rows[0][1]:.2f}; (d)/(b) = {d / rows[1][1]:,.0f}x; "
+        f"(d)/(c) = {d / rows[2][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
+        "",
+        "Relay alone (null store), 256,000 points in frames of 500:",
+        "",
+        "| concurrent connections | µs per metric | sent | stored |",
+        "|---:|---:|---:|---:|",
+    ]
+    for c, us, sent, stored in scaling:
+        lines.append(f"| {c} | {us:.2f} | {sent:,} | {stored:,} |")
+    report = "\n".join(lines)
+    print(report)
+    with open(os.path.join(HERE, "results.md"), "w", encoding="utf-8") as fh:
+        fh.write(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
