@@ -252,3 +252,22 @@ def test_bad_metric_values_are_refused_at_the_call_site(spark, sqlite_uri, value
     with mlflow.start_run():
         errors = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
     assert errors == [message + " (int or float, NaN and inf allowed). Log text with set_tag or log_param."]
+
+
+def test_nan_and_infinities_reach_a_rest_store_as_mlflow_allows(mlflow_server, tmp_path):
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    rid = client.create_run("0").info.run_id
+    sink = _sink(mlflow_server.uri, tmp_path)
+    inf = float("inf")
+    sink.submit(Submission("points", rid, [0, 0, 0, 0, None],
+                           [("v", float("nan"), 1, 0), ("v", inf, 2, 1), ("v", -inf, 3, 2), ("v", 0.25, 4, 3)]))
+    assert sink.flush(60)
+    sink.stop()
+    values = [v for _, v in history(client, rid, "v")]
+    direct = client.create_run("0").info.run_id  # what MLflow itself stores for the same values
+    from mlflow.entities import Metric
+    client.log_batch(direct, metrics=[Metric("v", float("nan"), 1, 0), Metric("v", inf, 2, 1),
+                                      Metric("v", -inf, 3, 2), Metric("v", 0.25, 4, 3)])
+    expected = [v for _, v in history(client, direct, "v")]
+    assert values[0] != values[0] and expected[0] != expected[0]  # NaN
+    assert values[1:] == expected[1:]  # MLflow's SQL store keeps ±inf as ±max float

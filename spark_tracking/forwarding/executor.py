@@ -457,6 +457,7 @@ class _Shipper(threading.Thread):
         self.connections: dict[tuple, _Connection] = {}
         self.pending: list = []  # items taken from the deque but not yet acknowledged
         self.next_spill_check = 0.0
+        self.spill_seen = 0
 
     def run(self) -> None:
         while True:
@@ -467,17 +468,23 @@ class _Shipper(threading.Thread):
             except Exception:  # never die: the next round retries
                 logger.warning("spark_tracking: shipping failed", exc_info=True)
 
-    def drain(self) -> None:
+    def take_spilled(self, force: bool = False) -> None:
+        """Spilled points are older than anything still in the deque: they go first."""
         now = time.monotonic()
-        if now >= self.next_spill_check:
+        if force or now >= self.next_spill_check or self.spill_seen != _counters["spilled"]:
             self.next_spill_check = now + 5.0
-            self.pending.extend(_load_spilled())
+            self.spill_seen = _counters["spilled"]
+            self.pending[:0] = _load_spilled()
+
+    def drain(self) -> None:
+        self.take_spilled()
         while True:
             try:
                 item = _buf.popleft()
             except IndexError:
                 break
             if isinstance(item, _Marker):
+                self.take_spilled(force=True)
                 item.ok = self.send_pending()
                 if item.ok and item.done_binding is not None:
                     item.ok = self.send_done(item.done_binding)
@@ -552,6 +559,20 @@ def _ensure_shipper() -> None:
         if _shipper is None or not _shipper.is_alive():
             _shipper = _Shipper()
             _shipper.start()
+
+
+def _after_fork_in_child() -> None:
+    """A forked process starts empty: the parent ships what it buffered."""
+    global _pid, _wake, _shipper, _cached_ctx, _cached_binding, _shipper_lock
+    _pid = os.getpid()
+    _buf.clear()
+    _wake = threading.Event()
+    _shipper = None
+    _shipper_lock = threading.Lock()
+    _cached_ctx, _cached_binding = _UNSET, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
