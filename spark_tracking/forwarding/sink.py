@@ -39,6 +39,9 @@ from .. import validation
 
 logger = logging.getLogger(__name__)
 
+RUN_POINTS_CAP = 1_000_000  # Databricks-hosted MLflow: metric points per run
+RUN_POINTS_WARNING = 900_000
+
 class Submission:
     """What one relay request hands the sink: points of one task, a task end, or a flush."""
 
@@ -460,7 +463,7 @@ class Sink:
                 self._log_batch(request)
                 n = len(request["metrics"]) + len(request["params"]) + len(request["tags"])
                 self.counters["sent"] += n
-                self._run_points[request["run_id"]] += len(request["metrics"])
+                self._count_run_points(request["run_id"], len(request["metrics"]))
                 return True
             except StoreError as exc:
                 if exc.invalid:
@@ -479,6 +482,14 @@ class Sink:
         if spool_on_failure:
             self._to_spool(request)
         return False
+
+    def _count_run_points(self, run: str, n: int) -> None:
+        """Managed stores cap a run (Databricks: 1M metric points): say so before the cap."""
+        before = self._run_points[run]
+        after = self._run_points[run] = before + n
+        if before < RUN_POINTS_WARNING <= after:
+            logger.warning("spark_tracking: run %s has %d metric points; managed MLflow stores cap a run "
+                           "at %d. Log less often (every k steps) or start a new run.", run, after, RUN_POINTS_CAP)
 
     def _split_refused(self, request: dict, exc: BaseException) -> bool:
         entries = ([("metrics", m) for m in request["metrics"]] + [("params", p) for p in request["params"]]
