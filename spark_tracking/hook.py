@@ -14,6 +14,7 @@ the same command with the cluster Python.
 from __future__ import annotations
 
 import os
+import sys
 import sysconfig
 
 PTH_NAME = "spark_tracking_hook.pth"
@@ -34,6 +35,10 @@ def startup() -> None:
         from .session import configure
 
         configure(strict=False)
+        if _starting_pyspark_worker():
+            from .forwarding import executor
+
+            executor.install_task_hooks()  # so processes a task starts (torchrun) are bound
     except BaseException:  # noqa: BLE001 - a startup hook must never break its host
         try:
             import logging
@@ -41,6 +46,11 @@ def startup() -> None:
             logging.getLogger(__name__).debug("spark_tracking startup hook failed", exc_info=True)
         except BaseException:
             pass
+
+
+def _starting_pyspark_worker() -> bool:
+    argv = getattr(sys, "orig_argv", None) or []
+    return "pyspark.daemon" in argv or "pyspark.worker" in argv
 
 
 def site_packages() -> str:

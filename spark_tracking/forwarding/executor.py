@@ -162,11 +162,7 @@ def _on_bind(binding: Binding) -> None:
     _max_points = _setting("buffer_max_points", 100_000) or 1
     _batch_trigger = max(1, min(2000, _max_points))
     if binding.from_task:
-        _install_task_end_hook()
-        stage, partition, attempt, task_id, _ = binding.worker
-        # processes this task starts (torchrun, subprocess) inherit the binding
-        os.environ.update({ENV_RELAY: binding.relay, ENV_SECRET: binding.secret,
-                           ENV_BINDING: binding.binding, ENV_WORKER: f"{stage}:{partition}:{attempt}:{task_id}"})
+        install_task_hooks()
 
 
 # -- hot path --------------------------------------------------------------------------------
@@ -290,15 +286,14 @@ def _on_task_end() -> None:
     """Called when PySpark resets the task context: hand this task's points to the driver."""
     global _cached_ctx, _cached_binding
     b = _cached_binding
-    if b is None or not b.from_task:
-        return
     try:
-        if not flush(_setting("task_flush_timeout", 30.0), done=b):
-            logger.warning("spark_tracking: the driver did not take this task's points within "
-                           "task_flush_timeout; they stay in the spill file and ship later")
-        from . import task_store
+        if b is not None and b.from_task:
+            if not flush(_setting("task_flush_timeout", 30.0), done=b):
+                logger.warning("spark_tracking: the driver did not take this task's points within "
+                               "task_flush_timeout; they stay in the spill file and ship later")
+            from . import task_store
 
-        task_store.end_task_runs()
+            task_store.end_task_runs()
     except Exception:
         logger.warning("spark_tracking: end-of-task flush failed", exc_info=True)
     finally:
@@ -307,10 +302,32 @@ def _on_task_end() -> None:
         _cached_ctx, _cached_binding = _UNSET, None
 
 
+def _export_binding(task_context) -> None:
+    """At task start: hand the task's binding to processes it starts (torchrun ranks, ...)."""
+    try:
+        relay = task_context.getLocalProperty(PROP_RELAY)
+    except Exception:
+        return
+    if not relay:
+        for key in _ENV_KEYS:
+            os.environ.pop(key, None)
+        return
+    os.environ.update({
+        ENV_RELAY: relay, ENV_SECRET: task_context.getLocalProperty(PROP_SECRET) or "",
+        ENV_BINDING: task_context.getLocalProperty(PROP_BINDING) or "",
+        ENV_WORKER: f"{task_context.stageId()}:{task_context.partitionId()}:{task_context.attemptNumber()}:"
+                    f"{task_context.taskAttemptId()}",
+    })
+
+
 _hook_installed = False
 
 
-def _install_task_end_hook() -> None:
+def install_task_hooks() -> None:
+    """Hook task start (export the binding to child processes) and task end (flush).
+
+    Installed by the startup hook when a PySpark daemon/worker starts, when MLflow loads our
+    plugins in a worker, and at a task's first log call. Idempotent; never raises."""
     global _hook_installed
     if _hook_installed:
         return
@@ -321,13 +338,19 @@ def _install_task_end_hook() -> None:
         original = TaskContext.__dict__["_setTaskContext"].__func__
 
         def _setTaskContext(cls, task_context):
-            if task_context is None and cls is TaskContext:
-                _on_task_end()
+            if cls is TaskContext:
+                if task_context is None:
+                    _on_task_end()
+                else:
+                    _export_binding(task_context)
             original(cls, task_context)
 
         TaskContext._setTaskContext = classmethod(_setTaskContext)
+        current = TaskContext._taskContext
+        if current is not None:
+            _export_binding(current)
     except Exception:
-        logger.info("spark_tracking: no end-of-task hook on this PySpark; points ship within "
+        logger.info("spark_tracking: no task hooks on this PySpark; points ship within "
                     "ship_interval and at worker exit", exc_info=True)
 
 

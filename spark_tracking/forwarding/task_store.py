@@ -50,6 +50,7 @@ def activate_in_worker() -> bool:
         return False
     if os.environ.get("SPARK_TRACKING_FORWARDING", "").strip().lower() in ("0", "false", "no", "off"):
         return False
+    executor.install_task_hooks()
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith(SCHEME):
         return True
