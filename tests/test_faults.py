@@ -271,3 +271,21 @@ def test_nan_and_infinities_reach_a_rest_store_as_mlflow_allows(mlflow_server, t
     expected = [v for _, v in history(client, direct, "v")]
     assert values[0] != values[0] and expected[0] != expected[0]  # NaN
     assert values[1:] == expected[1:]  # MLflow's SQL store keeps ±inf as ±max float
+
+
+def test_a_stalled_store_holds_nothing_else_up(mlflow_server, tmp_path):
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    rid = client.create_run("0").info.run_id
+    with FaultProxy(mlflow_server.uri) as proxy:
+        sink = _sink(proxy.uri, tmp_path)
+        proxy.stall.set()
+        first = sink.submit(Submission("points", rid, [0, 0, 0, 0, None], _points(100)))
+        assert proxy.stalled.wait(60)  # the store holds the request
+        second = sink.submit(Submission("points", rid, [0, 0, 0, 0, None], _points(100, offset=100)))
+        assert not first.done() and not second.done()  # custody taken, delivery pending
+        proxy.stall.clear()
+        proxy.release.set()
+        assert first.result(60) is True and second.result(60) is True
+        assert sink.flush(60)
+        sink.stop()
+    assert history(client, rid, "m") == [(i, float(i)) for i in range(200)]
