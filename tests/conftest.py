@@ -90,7 +90,8 @@ class MlflowServer:
     def start(self) -> "MlflowServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED_PREFIXES)}
         env.update(QUIET_ENV)
-        self.log = open(self.root / "mlflow-server.log", "wb")
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runner processes
+        self.log = open(self.root / "mlflow-server.log", "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.db_uri,
              "--default-artifact-root", str(self.root / "artifacts"), "--host", "127.0.0.1",
