@@ -218,24 +218,23 @@ def log_metrics(metrics, step=None, timestamp=None) -> bool:
     return True
 
 
-def log_params(params) -> bool:
+def _log_pairs(kind: str, pairs, value_rule) -> bool:
     b = current_binding()
     if b is None:
         return False
-    checked = [(validation.check_key(k, "param"), validation.param_value(k, v)) for k, v in params.items()]
-    _buf.extend((b, "p", k, v) for k, v in checked)
+    name = "param" if kind == "p" else "tag"
+    checked = [(validation.check_key(k, name), value_rule(k, v)) for k, v in pairs.items()]
+    _buf.extend((b, kind, k, v) for k, v in checked)
     _wake.set()
     return True
+
+
+def log_params(params) -> bool:
+    return _log_pairs("p", params, validation.param_value)
 
 
 def set_tags(tags) -> bool:
-    b = current_binding()
-    if b is None:
-        return False
-    checked = [(validation.check_key(k, "tag"), validation.tag_value(k, v)) for k, v in tags.items()]
-    _buf.extend((b, "t", k, v) for k, v in checked)
-    _wake.set()
-    return True
+    return _log_pairs("t", tags, validation.tag_value)
 
 
 def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
