@@ -37,7 +37,7 @@ setup(
         "azureml": ["azureml-mlflow"],
         "test": [
             "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
-            "matplotlib>=3.7", "tqdm",
+            "matplotlib>=3.7", "tqdm", "wheel",
         ],
     },
     entry_points={

@@ -1,0 +1,246 @@
+"""``spark-tracking install`` and ``spark-tracking uninstall``: put spark_tracking on a Databricks
+cluster (wheel + init script + settings + secrets), or take it off, in one command.
+
+Authentication: databricks-sdk's chain (``--profile`` from ``~/.databrickscfg``, else
+``DATABRICKS_HOST``/``DATABRICKS_TOKEN``, Azure CLI, ``ARM_*`` service principal, OAuth).
+The service principal's secret is read from ``$AZURE_CLIENT_SECRET`` (never a flag, never printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from .plan import DEFAULT_SCOPE, INIT_SCRIPT_NAME, WHEEL_ENV, PlanError
+
+
+def register(subparsers) -> None:
+    """Add ``install`` and ``uninstall`` to the ``spark-tracking`` parser."""
+    p = subparsers.add_parser(
+        "install", help="install spark_tracking on a Databricks cluster (wheel, init script, settings)",
+        description="Upload the wheel and the init script, store the service principal in a secret scope, "
+                    "and add the init script, environment variables and Spark conf to the cluster spec. "
+                    "Idempotent: a second run changes nothing.")
+    p.add_argument("--cluster-id", help="the cluster to install on")
+    p.add_argument("--target", help="folder for the wheel and init script: /Volumes/<catalog>/<schema>/<volume>/"
+                                     "spark_tracking or /Workspace/Shared/spark_tracking (default: where the "
+                                     "cluster's current install is)")
+    p.add_argument("--wheel", help="the spark_tracking wheel to install (default: build one from this source "
+                                   "checkout)")
+    p.add_argument("--aml-workspace-id", help="ARM id of the Azure ML workspace to log to (= --set aml_workspace_id=...)")
+    p.add_argument("--set", dest="settings", action="append", metavar="NAME=VALUE",
+                   help="a setting for every process of the cluster (env var SPARK_TRACKING_<NAME>); repeatable")
+    p.add_argument("--unset", action="append", metavar="NAME", default=[],
+                   help="remove a setting an earlier install set; repeatable")
+    p.add_argument("--spark-conf", action="append", metavar="NAME=VALUE",
+                   help="a setting as Spark conf spark.sparktracking.<name> (wins over --set in Spark sessions)")
+    p.add_argument("--tenant-id", help="service principal tenant (stored in the secret scope)")
+    p.add_argument("--client-id", help="service principal client id; its secret is read from $AZURE_CLIENT_SECRET")
+    p.add_argument("--secret-scope", default=DEFAULT_SCOPE, help=f"secret scope for the service principal "
+                                                                  f"(default: {DEFAULT_SCOPE})")
+    _common(p)
+    p.add_argument("--print-policy", action="store_true",
+                   help="print the cluster-policy definition and cluster JSON for clusters managed as code, "
+                        "and touch nothing")
+    p.set_defaults(func=_install)
+
+    u = subparsers.add_parser("uninstall", help="take spark_tracking off a Databricks cluster's spec",
+                              description="Remove the init script, SPARK_TRACKING_* variables, secret references "
+                                          "and spark.sparktracking.* conf from the cluster spec. Uploaded files and "
+                                          "secrets stay (other clusters may use them).")
+    u.add_argument("--cluster-id", required=True, help="the cluster to uninstall from")
+    _common(u)
+    u.set_defaults(func=_uninstall)
+
+
+def _common(p) -> None:
+    p.add_argument("--profile", help="~/.databrickscfg profile (default: the SDK's usual auth chain)")
+    p.add_argument("--dry-run", action="store_true", help="print the exact change and make no change")
+    p.add_argument("--restart", action="store_true",
+                   help="accept a restart of a running cluster, or start a terminated one, to apply the change")
+
+
+def _fail(message: str) -> int:
+    print(f"spark-tracking: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _progress(name: str):
+    tty = sys.stderr.isatty()
+    shown = {"last": -1}
+
+    def report(sent: int, total: int) -> None:
+        percent = 100 if total == 0 else sent * 100 // total
+        if percent == shown["last"] or (not tty and percent not in (0, 100)):
+            return
+        shown["last"] = percent
+        line = f"  uploading {name}: {percent:3d}% ({sent / 1024:.1f}/{total / 1024:.1f} KiB)"
+        sys.stderr.write(("\r" + line + ("\n" if percent == 100 else "")) if tty else line + "\n")
+        sys.stderr.flush()
+
+    return report
+
+
+def _init_script_bytes() -> bytes:
+    from importlib import resources
+
+    return (resources.files("spark_tracking") / "resources" / INIT_SCRIPT_NAME).read_bytes()
+
+
+def _wheel(path: str | None) -> tuple[str, bytes]:
+    """(file name, bytes) of the wheel to upload; built from the source checkout when not given."""
+    if path:
+        name = os.path.basename(path)
+        if not (name.startswith("spark_tracking-") and name.endswith(".whl")):
+            raise PlanError(f"--wheel {path!r} is not a spark_tracking wheel (spark_tracking-<version>-py3-none-any.whl).")
+        try:
+            with open(path, "rb") as fh:
+                return name, fh.read()
+        except OSError as exc:
+            raise PlanError(f"--wheel {path!r} cannot be read: {exc}.") from None
+    import subprocess
+    import tempfile
+
+    import spark_tracking
+
+    source = os.path.dirname(os.path.dirname(os.path.abspath(spark_tracking.__file__)))
+    if not os.path.isfile(os.path.join(source, "setup.py")):
+        from .._version import __version__
+
+        raise PlanError("no --wheel given and spark_tracking is not a source checkout. Fix: "
+                        f"pip download spark-tracking=={__version__} --no-deps -d . and pass --wheel.")
+    with tempfile.TemporaryDirectory() as out:
+        print(f"building the wheel from {source}", file=sys.stderr)
+        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                               source, "-w", out], capture_output=True, text=True)
+        wheels = [f for f in os.listdir(out) if f.endswith(".whl")]
+        if done.returncode != 0 or len(wheels) != 1:
+            raise PlanError(f"building the wheel from {source} failed: {done.stderr.strip()[-2000:]}. "
+                            "Fix: pip install wheel setuptools, or build it yourself and pass --wheel.")
+        with open(os.path.join(out, wheels[0]), "rb") as fh:
+            return wheels[0], fh.read()
+
+
+def _options(args, cluster_spec: dict | None = None):
+    from . import plan as p
+
+    settings = p.parse_assignments(args.settings, "--set")
+    if args.aml_workspace_id:
+        settings["aml_workspace_id"] = args.aml_workspace_id
+    for name in args.unset:
+        p.check_setting_name(name, "--unset")
+    spark_conf = p.parse_assignments(args.spark_conf, "--spark-conf")
+    target_text = args.target
+    if not target_text and cluster_spec:
+        current = (cluster_spec.get("spark_env_vars") or {}).get(WHEEL_ENV, "")
+        if current:
+            target_text = os.path.dirname(current)
+    if not target_text:
+        raise PlanError("--target is required for a first install: pass /Volumes/<catalog>/<schema>/<volume>/"
+                        "spark_tracking (or /Workspace/Shared/spark_tracking).")
+    target = p.parse_target(target_text)
+    secrets = None
+    if args.client_id or args.tenant_id:
+        secret = os.environ.get("AZURE_CLIENT_SECRET", "")
+        missing = [flag for flag, value in (("--tenant-id", args.tenant_id), ("--client-id", args.client_id)) if not value]
+        if missing or not secret:
+            what = ", ".join(missing + ([] if secret else ["$AZURE_CLIENT_SECRET"]))
+            raise PlanError(f"a service principal needs --tenant-id, --client-id and $AZURE_CLIENT_SECRET; "
+                            f"missing: {what}. Fix: export AZURE_CLIENT_SECRET=... (read from the environment "
+                            "so it stays out of your shell history) and pass both flags.")
+        secrets = {"AZURE_TENANT_ID": args.tenant_id, "AZURE_CLIENT_ID": args.client_id, "AZURE_CLIENT_SECRET": secret}
+    return p.InstallOptions(target=target, wheel_name="", settings=settings, unset=tuple(args.unset),
+                            spark_conf=spark_conf, secret_scope=args.secret_scope,
+                            service_principal=secrets is not None), secrets
+
+
+def _install(args) -> int:
+    return _guarded(_do_install, args)
+
+
+def _uninstall(args) -> int:
+    return _guarded(_do_uninstall, args)
+
+
+def _guarded(func, args) -> int:
+    """Run a command; refusals and Databricks errors become one clear line, not a traceback."""
+    from databricks.sdk.errors import DatabricksError
+
+    try:
+        return func(args)
+    except PlanError as exc:
+        return _fail(str(exc))
+    except DatabricksError as exc:
+        return _fail(f"Databricks refused the request: {type(exc).__name__}: {exc}. Fix the cause above "
+                     "(permissions on the cluster, volume or secret scope; the cluster id) and run again; "
+                     "steps already done are skipped.")
+
+
+def _workspace(args):
+    from .workspace import Workspace, client
+
+    try:
+        return Workspace(client(args.profile))
+    except ValueError as exc:  # the SDK found no usable credentials
+        raise PlanError(f"cannot authenticate to Databricks ({exc}). Fix: pass --profile <name> from "
+                        "~/.databrickscfg, or set DATABRICKS_HOST and DATABRICKS_TOKEN, or log in with "
+                        "`az login` and set DATABRICKS_HOST.") from None
+
+
+def _do_install(args) -> int:
+    from .installer import plan_install
+
+    if args.print_policy:
+        opts, _ = _options(args)
+        opts.wheel_name = _wheel(args.wheel)[0] if args.wheel else f"spark_tracking-{_version()}-py3-none-any.whl"
+        _print_policy(opts)
+        return 0
+    if not args.cluster_id:
+        return _fail("--cluster-id is required (or --print-policy for clusters managed as code).")
+    ws = _workspace(args)
+    _, _, spec = ws.cluster(args.cluster_id)
+    opts, secrets = _options(args, cluster_spec=spec)
+    wheel_name, wheel_bytes = _wheel(args.wheel)
+    opts.wheel_name = wheel_name
+    files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
+    plan = plan_install(ws, args.cluster_id, opts, files, secrets, args.restart, _progress)
+    return _finish(plan, args, "install", f"spark-tracking install --target {opts.target.folder} --print-policy")
+
+
+def _do_uninstall(args) -> int:
+    from .installer import plan_uninstall
+
+    plan = plan_uninstall(_workspace(args), args.cluster_id, args.restart)
+    return _finish(plan, args, "uninstall", None)
+
+
+def _finish(plan, args, verb: str, policy_hint: str | None) -> int:
+    plan.describe(sys.stdout)
+    if args.dry_run:
+        print(f"dry run: nothing changed ({len(plan.steps)} step(s) would run)")
+        return 0
+    if plan.blocked:
+        return _fail(plan.blocked)
+    plan.execute()
+    print(f"{verb}: done ({len(plan.steps)} step(s))" if plan.changes else f"{verb}: already done, nothing changed")
+    if policy_hint and plan.changes:
+        print(f"clusters managed as code: {policy_hint}")
+    return 0
+
+
+def _version() -> str:
+    from .._version import __version__
+
+    return __version__
+
+
+def _print_policy(opts) -> None:
+    from . import plan as p
+
+    print("# cluster policy definition (fixes the installation on every cluster that uses the policy)")
+    print(json.dumps(p.policy_definition(opts), indent=2, sort_keys=True))
+    print("# cluster JSON fields (clusters API, Terraform databricks_cluster, asset bundles)")
+    print(json.dumps(p.cluster_fragment(opts), indent=2, sort_keys=True))
+    print(f"# upload the wheel and {INIT_SCRIPT_NAME} to {opts.target.folder} first "
+          "(spark-tracking install --cluster-id <any cluster> does it)")

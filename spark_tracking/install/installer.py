@@ -1,0 +1,144 @@
+"""Install and uninstall as plans: read the workspace (GET requests only), work out every step,
+then either describe the steps (``--dry-run``) or carry them out. Re-running on an installed
+cluster finds nothing to do and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+from . import plan as p
+from .workspace import Workspace
+
+#: States in which Databricks applies a spec change by restarting the cluster.
+_LIVE_STATES = ("RUNNING", "PENDING", "RESIZING", "RESTARTING")
+
+
+@dataclass
+class Step:
+    """One change to make. ``text`` describes it without any secret value."""
+
+    kind: str  # folder | upload | scope | secret | cluster | start | restart
+    text: str
+    run: Callable[[], None]
+
+
+@dataclass
+class Plan:
+    """Everything install or uninstall will do to one cluster and its files."""
+
+    cluster_id: str
+    header: str
+    steps: list[Step] = field(default_factory=list)
+    diff: str = ""
+    notes: list[str] = field(default_factory=list)
+    blocked: str | None = None  # why the plan cannot run as asked (with the fix)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.steps)
+
+    def describe(self, out: TextIO) -> None:
+        print(self.header, file=out)
+        for step in self.steps:
+            print(f"  {step.kind:<8} {step.text}", file=out)
+        if self.diff:
+            print("cluster spec change:", file=out)
+            out.write(self.diff if self.diff.endswith("\n") else self.diff + "\n")
+        if not self.steps:
+            print("  nothing to change", file=out)
+        for note in self.notes:
+            print(f"note: {note}", file=out)
+
+    def execute(self) -> None:
+        if self.blocked:
+            raise p.PlanError(self.blocked)
+        for step in self.steps:
+            step.run()
+
+
+def _size(data: bytes) -> str:
+    return f"{len(data) / 1024:.1f} KiB"
+
+
+def _cluster_steps(ws: Workspace, plan: Plan, state: str, before: dict, after: dict, restart: bool,
+                   files_changed: bool, verb: str) -> None:
+    mask = p.changed_fields(before, after)
+    live = state in _LIVE_STATES
+    if mask:
+        plan.diff = p.render_diff(before, after, f"cluster {plan.cluster_id}")
+        plan.steps.append(Step("cluster", f"update {', '.join(mask)}",
+                               lambda: ws.update_cluster(plan.cluster_id, after, mask)))
+        if live and not restart:
+            plan.blocked = (f"cluster {plan.cluster_id} is {state}: Databricks restarts a running cluster to "
+                            f"apply a new spec, which interrupts its notebooks and jobs. Fix: run {verb} "
+                            "again with --restart to accept that, or terminate the cluster first.")
+            plan.notes.append(plan.blocked)
+        elif live:
+            plan.notes.append("Databricks restarts the running cluster to apply the change")
+        elif restart:
+            plan.steps.append(Step("start", f"start cluster {plan.cluster_id}",
+                                   lambda: ws.start_cluster(plan.cluster_id)))
+        else:
+            plan.notes.append(f"the change takes effect when cluster {plan.cluster_id} next starts")
+    elif files_changed:
+        if restart and live:
+            plan.steps.append(Step("restart", f"restart cluster {plan.cluster_id} to load the new files",
+                                   lambda: ws.restart_cluster(plan.cluster_id)))
+        elif restart:
+            plan.steps.append(Step("start", f"start cluster {plan.cluster_id}",
+                                   lambda: ws.start_cluster(plan.cluster_id)))
+        elif live:
+            plan.notes.append(f"the new files load when cluster {plan.cluster_id} restarts (--restart)")
+
+
+def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: dict[str, bytes],
+                 secrets: dict[str, str] | None = None, restart: bool = False,
+                 progress: Callable[[str], Callable[[int, int], None]] | None = None) -> Plan:
+    """Read the cluster, the target folder and the secret scope; return the steps of install.
+
+    ``files``: name -> bytes to upload into the target folder (the wheel, the init script).
+    ``secrets``: env var name (``AZURE_TENANT_ID``...) -> value, stored in ``opts.secret_scope``.
+    ``progress(name)`` returns the callback that reports an upload's bytes sent.
+    """
+    name, state, spec = ws.cluster(cluster_id)
+    plan = Plan(cluster_id, f"cluster {cluster_id} \"{name}\" ({state}) on {ws.host}")
+    target = opts.target
+    if not ws.folder_exists(target):
+        plan.steps.append(Step("folder", f"create {target.folder}", lambda: ws.create_folder(target)))
+        remote = {n: None for n in files}
+    else:
+        remote = {n: ws.read_file(target, n) for n in files}
+    files_changed = False
+    for file_name, data in files.items():
+        if remote[file_name] == data:
+            plan.notes.append(f"{target.api_path(file_name)} is up to date")
+            continue
+        files_changed = True
+        plan.steps.append(Step(
+            "upload", f"{target.api_path(file_name)} ({_size(data)})",
+            lambda n=file_name, d=data: ws.write_file(target, n, d, progress(n) if progress else None)))
+    if secrets:
+        scope = opts.secret_scope
+        scope_exists = ws.scope_exists(scope)
+        if not scope_exists:
+            plan.steps.append(Step("scope", f"create secret scope {scope}", lambda: ws.create_scope(scope)))
+        for env_name, value in secrets.items():
+            key = p.SECRET_KEYS[env_name]
+            if scope_exists and ws.secret_equals(scope, key, value):
+                continue
+            plan.steps.append(Step("secret", f"{scope}/{key} (for {env_name}; value not shown)",
+                                   lambda k=key, v=value: ws.put_secret(scope, k, v)))
+    before = p.managed(spec)
+    _cluster_steps(ws, plan, state, before, p.apply_install(spec, opts), restart, files_changed, "install")
+    return plan
+
+
+def plan_uninstall(ws: Workspace, cluster_id: str, restart: bool = False) -> Plan:
+    """The steps that take spark_tracking off a cluster's spec (files and secrets are kept:
+    other clusters may use them)."""
+    name, state, spec = ws.cluster(cluster_id)
+    plan = Plan(cluster_id, f"cluster {cluster_id} \"{name}\" ({state}) on {ws.host}")
+    _cluster_steps(ws, plan, state, p.managed(spec), p.apply_uninstall(spec), restart, False, "uninstall")
+    return plan

@@ -1,0 +1,149 @@
+"""The Databricks REST boundary of the installer, through databricks-sdk. No decisions here:
+each method is one or two API calls, and reads never write.
+
+Authentication is databricks-sdk's own (``WorkspaceClient(profile=...)``): a
+``~/.databrickscfg`` profile, ``DATABRICKS_HOST`` + ``DATABRICKS_TOKEN``, Azure CLI, an
+Azure service principal (``ARM_CLIENT_ID``...), or OAuth — whatever the SDK finds first.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from typing import Callable
+
+from .plan import MANAGED_FIELDS, Target
+
+_log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class _ProgressReader(io.BytesIO):
+    """Bytes for an upload body that report how much the HTTP client has read."""
+
+    def __init__(self, data: bytes, progress: Progress | None):
+        super().__init__(data)
+        self._total = len(data)
+        self._progress = progress
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if self._progress is not None and chunk:
+            self._progress(self.tell(), self._total)
+        return chunk
+
+
+def client(profile: str | None = None):
+    """A WorkspaceClient with the SDK's usual authentication chain."""
+    from databricks.sdk import WorkspaceClient
+
+    return WorkspaceClient(profile=profile) if profile else WorkspaceClient()
+
+
+class Workspace:
+    """One Databricks workspace, as far as the installer needs it."""
+
+    def __init__(self, ws):
+        self._ws = ws
+
+    @property
+    def host(self) -> str:
+        return self._ws.config.host
+
+    # -- clusters -------------------------------------------------------------------------------
+    def cluster(self, cluster_id: str) -> tuple[str, str, dict]:
+        """(name, state, spec as a dict) of a cluster."""
+        details = self._ws.clusters.get(cluster_id).as_dict()
+        return details.get("cluster_name", ""), str(details.get("state", "")), details
+
+    def update_cluster(self, cluster_id: str, fields: dict, mask: list[str]) -> None:
+        """Partial update of ``mask`` fields; a field in the mask but not in ``fields`` is cleared."""
+        from databricks.sdk.service.compute import UpdateClusterResource
+
+        assert set(mask) <= set(MANAGED_FIELDS)
+        resource = UpdateClusterResource.from_dict({k: fields[k] for k in mask if k in fields})
+        self._ws.clusters.update(cluster_id, ",".join(mask), cluster=resource)
+
+    def start_cluster(self, cluster_id: str) -> None:
+        self._ws.clusters.start(cluster_id)
+
+    def restart_cluster(self, cluster_id: str) -> None:
+        self._ws.clusters.restart(cluster_id)
+
+    # -- files ------------------------------------------------------------------------------------
+    def read_file(self, target: Target, name: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+        from databricks.sdk.errors import NotFound
+        from databricks.sdk.service.files import FilesAPI
+        from databricks.sdk.service.workspace import ExportFormat
+
+        path = target.api_path(name)
+        try:
+            if target.kind == "volumes":
+                return FilesAPI(self._ws.api_client).download(path).contents.read()
+            return base64.b64decode(self._ws.workspace.export(path, format=ExportFormat.AUTO).content or "")
+        except NotFound:
+            return None
+
+    def folder_exists(self, target: Target) -> bool:
+        from databricks.sdk.errors import NotFound
+        from databricks.sdk.service.files import FilesAPI
+
+        try:
+            if target.kind == "volumes":
+                FilesAPI(self._ws.api_client).get_directory_metadata(target.folder)
+            else:
+                self._ws.workspace.get_status(target.folder)
+            return True
+        except NotFound:
+            return False
+
+    def create_folder(self, target: Target) -> None:
+        from databricks.sdk.service.files import FilesAPI
+
+        if target.kind == "volumes":
+            FilesAPI(self._ws.api_client).create_directory(target.folder)
+        else:
+            self._ws.workspace.mkdirs(target.folder)
+
+    def write_file(self, target: Target, name: str, data: bytes, progress: Progress | None = None) -> None:
+        """Upload (overwrite). Volumes stream the body and report progress as it is sent."""
+        from databricks.sdk.service.files import FilesAPI
+        from databricks.sdk.service.workspace import ImportFormat
+
+        path = target.api_path(name)
+        if target.kind == "volumes":
+            # the plain Files API: one PUT (these files are far below multipart sizes)
+            FilesAPI(self._ws.api_client).upload(path, _ProgressReader(data, progress), overwrite=True)
+            return
+        if progress:
+            progress(0, len(data))
+        self._ws.workspace.import_(path, content=base64.b64encode(data).decode(), format=ImportFormat.AUTO,
+                                   overwrite=True)
+        if progress:
+            progress(len(data), len(data))
+
+    # -- secrets ----------------------------------------------------------------------------------
+    def scope_exists(self, scope: str) -> bool:
+        return any(s.name == scope for s in self._ws.secrets.list_scopes())
+
+    def create_scope(self, scope: str) -> None:
+        self._ws.secrets.create_scope(scope)
+
+    def secret_equals(self, scope: str, key: str, value: str) -> bool | None:
+        """True/False when the stored value can be read, None when it cannot (then write it)."""
+        from databricks.sdk.errors import DatabricksError, NotFound
+
+        try:
+            stored = self._ws.secrets.get_secret(scope, key).value or ""
+        except NotFound:
+            return False
+        except DatabricksError as exc:  # e.g. no READ permission: cannot tell
+            _log.debug("cannot read secret %s/%s back: %s", scope, key, type(exc).__name__)
+            return None
+        return base64.b64decode(stored) == value.encode()
+
+    def put_secret(self, scope: str, key: str, value: str) -> None:
+        self._ws.secrets.put_secret(scope, key, string_value=value)

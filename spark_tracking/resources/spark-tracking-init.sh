@@ -1,0 +1,1 @@
+../../init_scripts/spark-tracking-init.sh

@@ -1,0 +1,271 @@
+"""``spark-tracking install`` / ``uninstall`` with the real databricks-sdk against a fake
+Databricks REST API on 127.0.0.1 that records every request and holds the cluster state."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from fakes.databricks import FakeDatabricks
+
+from spark_tracking.cli import main
+from spark_tracking.install import plan as p
+
+from .conftest import INIT_SCRIPT, Node
+
+SECRET = "sp-secret-value-never-printed"
+CLUSTER = "0123-456789-abcdefgh"
+TARGET = "/Volumes/main/default/libs/spark_tracking"
+AML_ID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+          "Microsoft.MachineLearningServices/workspaces/central")
+ORIGINAL = {
+    "spark_env_vars": {"TEAM": "ml"},
+    "init_scripts": [{"workspace": {"destination": "/Shared/other-init.sh"}}],
+    "spark_conf": {"spark.speculation": "false"},
+}
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """main() configures logging for the command line; leave the test process as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    with FakeDatabricks() as server:
+        monkeypatch.setenv("DATABRICKS_HOST", server.host)
+        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+        server.add_cluster(CLUSTER, **json.loads(json.dumps(ORIGINAL)))
+        yield server
+
+
+def _install(wheel, *extra: str, target: str | None = TARGET) -> list[str]:
+    args = ["install", "--cluster-id", CLUSTER, "--wheel", str(wheel)]
+    return args + (["--target", target] if target else []) + list(extra)
+
+
+def _full(wheel) -> list[str]:
+    return _install(wheel, "--aml-workspace-id", AML_ID, "--tenant-id", "tenant-guid", "--client-id", "client-guid",
+                    "--spark-conf", "rate_limit=40")
+
+
+def _expected_spec(wheel) -> dict:
+    spec = json.loads(json.dumps(ORIGINAL))
+    spec["init_scripts"].append({"volumes": {"destination": f"{TARGET}/spark-tracking-init.sh"}})
+    spec["spark_env_vars"].update({
+        "SPARK_TRACKING_WHEEL": f"{TARGET}/{wheel.name}",
+        "SPARK_TRACKING_AML_WORKSPACE_ID": AML_ID,
+        "AZURE_TENANT_ID": "{{secrets/spark-tracking/azure-tenant-id}}",
+        "AZURE_CLIENT_ID": "{{secrets/spark-tracking/azure-client-id}}",
+        "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",
+    })
+    spec["spark_conf"]["spark.sparktracking.rate_limit"] = "40"
+    return spec
+
+
+def test_install_uploads_stores_secrets_and_sets_the_spec(fake, wheel, capsys, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel)) == 0
+    out = capsys.readouterr()
+    assert p.managed(fake.cluster(CLUSTER)) == _expected_spec(wheel)
+    assert fake.cluster(CLUSTER)["state"] == "TERMINATED"
+    assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
+    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == INIT_SCRIPT.read_bytes()
+    assert fake.state.scopes["spark-tracking"] == {
+        "azure-tenant-id": b"tenant-guid", "azure-client-id": b"client-guid", "azure-client-secret": SECRET.encode()}
+    assert f"uploading {wheel.name}: 100%" in out.err
+    assert "install: done" in out.out
+    assert SECRET not in out.out + out.err
+
+
+def test_a_second_install_changes_nothing(fake, wheel, capsys, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel)) == 0
+    spec = fake.cluster(CLUSTER)
+    fake.clear_requests()
+    assert main(_full(wheel)) == 0
+    assert fake.mutations() == []
+    assert fake.cluster(CLUSTER) == spec
+    assert "install: already done, nothing changed" in capsys.readouterr().out
+    # the same without --target or settings: the earlier install is found and kept
+    assert main(_install(wheel, target=None)) == 0
+    assert fake.mutations() == []
+
+
+def test_dry_run_prints_the_exact_change_and_mutates_nothing(fake, wheel, capsys, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel) + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert fake.mutations() == []
+    assert p.managed(fake.cluster(CLUSTER)) == ORIGINAL
+    diff = out[out.index("--- cluster"):]
+    assert f'+    "SPARK_TRACKING_WHEEL": "{TARGET}/{wheel.name}",' in diff
+    assert '+    "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",' in diff
+    assert f'+        "destination": "{TARGET}/spark-tracking-init.sh"' in diff
+    assert '+    "spark.sparktracking.rate_limit": "40",' in diff or '+    "spark.sparktracking.rate_limit": "40"' in diff
+    assert "dry run: nothing changed (8 step(s) would run)" in out
+    assert SECRET not in out
+
+
+def test_uninstall_brings_back_the_original_spec(fake, wheel, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel)) == 0
+    assert main(["uninstall", "--cluster-id", CLUSTER]) == 0
+    assert p.managed(fake.cluster(CLUSTER)) == ORIGINAL
+    fake.clear_requests()
+    assert main(["uninstall", "--cluster-id", CLUSTER]) == 0
+    assert fake.mutations() == []
+
+
+def test_a_running_cluster_is_only_restarted_with_consent(fake, wheel, capsys):
+    fake.state.clusters[CLUSTER]["state"] = "RUNNING"
+    assert main(_install(wheel)) == 2
+    err = capsys.readouterr().err
+    assert f"cluster {CLUSTER} is RUNNING" in err and "--restart" in err
+    assert [r.path for r in fake.mutations()] == []
+    assert main(_install(wheel, "--restart")) == 0
+    assert fake.state.restarts == {CLUSTER: 1}
+    assert p.managed(fake.cluster(CLUSTER))["spark_env_vars"]["SPARK_TRACKING_WHEEL"] == f"{TARGET}/{wheel.name}"
+
+
+def test_restart_starts_a_terminated_cluster(fake, wheel):
+    assert main(_install(wheel, "--restart")) == 0
+    assert fake.cluster(CLUSTER)["state"] == "RUNNING"
+
+
+def test_a_workspace_folder_target(fake, wheel):
+    assert main(_install(wheel, target="/Workspace/Shared/spark_tracking")) == 0
+    spec = fake.cluster(CLUSTER)
+    assert spec["init_scripts"][-1] == {"workspace": {"destination": "/Shared/spark_tracking/spark-tracking-init.sh"}}
+    assert spec["spark_env_vars"]["SPARK_TRACKING_WHEEL"] == f"/Workspace/Shared/spark_tracking/{wheel.name}"
+    assert fake.state.workspace[f"/Shared/spark_tracking/{wheel.name}"] == wheel.read_bytes()
+    fake.clear_requests()
+    assert main(_install(wheel, target="/Workspace/Shared/spark_tracking")) == 0
+    assert fake.mutations() == []
+
+
+def test_print_policy_for_clusters_as_code(wheel, capsys):
+    assert main(["install", "--target", TARGET, "--wheel", str(wheel), "--aml-workspace-id", AML_ID,
+                 "--print-policy"]) == 0
+    out = capsys.readouterr().out
+    policy = json.loads(out.split("# cluster JSON")[0].split("\n", 1)[1])
+    assert policy["init_scripts.0.volumes.destination"] == {
+        "type": "fixed", "value": f"{TARGET}/spark-tracking-init.sh"}
+    assert policy["spark_env_vars.SPARK_TRACKING_AML_WORKSPACE_ID"] == {"type": "fixed", "value": AML_ID}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "colour=blue"], "--set 'colour': not a setting the cluster can carry"),
+    (["--set", "relay_port=eighty"], "--set relay_port='eighty' is not a valid int"),
+    (["--client-id", "c", "--tenant-id", "t"], "missing: $AZURE_CLIENT_SECRET"),
+    (["--set", "tracking_uri=https://me:hunter2@mlflow.corp"], "the value holds credentials"),
+])
+def test_bad_options_are_refused_before_any_change(fake, wheel, capsys, extra, message):
+    assert main(_install(wheel, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert fake.mutations() == []
+
+
+def test_first_install_needs_a_target(fake, wheel, capsys):
+    assert main(_install(wheel, target=None)) == 2
+    assert "--target is required for a first install" in capsys.readouterr().err
+
+
+def test_what_install_puts_on_the_cluster_configures_a_node(fake, wheel, tmp_path, runtime_site, monkeypatch):
+    """End to end: the uploaded files and the cluster's env vars drive the init script on a node."""
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    central = f"sqlite:///{tmp_path / 'central.db'}"
+    assert main(_install(wheel, "--set", f"tracking_uri={central}", "--tenant-id", "t", "--client-id", "c")) == 0
+    volume = tmp_path / "Volumes"  # the node's view of /Volumes
+    for path, data in fake.state.files.items():
+        local = volume / path[len("/Volumes/"):]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+    script = volume / TARGET[len("/Volumes/"):] / "spark-tracking-init.sh"
+    env = {}
+    for name, value in fake.cluster(CLUSTER)["spark_env_vars"].items():
+        ref = re.fullmatch(r"\{\{secrets/([^/]+)/([^/]+)\}\}", value)  # Databricks resolves these
+        env[name] = fake.state.scopes[ref.group(1)][ref.group(2)].decode() if ref else value
+    env["SPARK_TRACKING_WHEEL"] = str(volume / env["SPARK_TRACKING_WHEEL"][len("/Volumes/"):])
+    home = tmp_path / "node-home"
+    home.mkdir()
+    node = Node(tmp_path / "node", runtime_site, home)
+    node_script = node.root / "init.sh"
+    node_script.parent.mkdir(parents=True, exist_ok=True)
+    node_script.write_bytes(script.read_bytes())
+    import subprocess
+
+    full = node.base_env()
+    full.update(env, SPARK_TRACKING_INIT_ROOT=str(node.root), DB_IS_DRIVER="TRUE")
+    out = subprocess.run(["bash", str(node_script)], env=full, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"runs go to {central}" in out.stdout and SECRET not in out.stdout + node.log_file.read_text()
+    fresh = node.python_run("import os; print(os.environ['MLFLOW_TRACKING_URI'])")
+    assert fresh.stdout.strip() == central
+
+
+# -- the pure plan ---------------------------------------------------------------------------------
+
+def _opts(**kw) -> p.InstallOptions:
+    base = dict(target=p.parse_target(TARGET), wheel_name="spark_tracking-0.1.0-py3-none-any.whl")
+    base.update(kw)
+    return p.InstallOptions(**base)
+
+
+@pytest.mark.parametrize("spec", [{}, ORIGINAL, {"spark_env_vars": {"AZURE_CLIENT_ID": "own-value"}}])
+def test_uninstall_undoes_install(spec):
+    opts = _opts(settings={"experiment_name": "/Shared/x"}, spark_conf={"aggregate": "false"}, service_principal=True)
+    after = p.apply_install(spec, opts)
+    assert p.apply_install({**spec, **after}, opts) == after  # idempotent
+    if "AZURE_CLIENT_ID" not in spec.get("spark_env_vars", {}):
+        assert p.apply_uninstall(after) == p.managed(spec)
+
+
+def test_an_earlier_install_elsewhere_is_replaced_not_duplicated():
+    old = p.apply_install({}, _opts(target=p.parse_target("/Workspace/Shared/old")))
+    new = p.apply_install(old, _opts())
+    assert new["init_scripts"] == [{"volumes": {"destination": f"{TARGET}/spark-tracking-init.sh"}}]
+
+
+@pytest.mark.parametrize("text, kind, node_path", [
+    ("/Volumes/c/s/v", "volumes", "/Volumes/c/s/v/x.whl"),
+    ("/Workspace/Shared/st/", "workspace", "/Workspace/Shared/st/x.whl"),
+    ("/Users/me@corp.com/st", "workspace", "/Workspace/Users/me@corp.com/st/x.whl"),
+])
+def test_targets(text, kind, node_path):
+    target = p.parse_target(text)
+    assert (target.kind, target.node_path("x.whl")) == (kind, node_path)
+
+
+@pytest.mark.parametrize("text", ["/Volumes/c/s", "dbfs:/FileStore/x", "/tmp/x", ""])
+def test_bad_targets_name_the_fix(text):
+    with pytest.raises(p.PlanError, match="/Volumes/<catalog>/<schema>/<volume>"):
+        p.parse_target(text)
+
+
+def test_a_databrickscfg_profile_authenticates(fake, wheel, monkeypatch, tmp_path):
+    monkeypatch.delenv("DATABRICKS_HOST")
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text(f"[team]\nhost = {fake.host}\ntoken = {fake.token}\n")
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(cfg))
+    assert main(_install(wheel, "--profile", "team", "--dry-run")) == 0
+    assert fake.requests and fake.mutations() == []
+
+
+def test_databricks_errors_and_missing_credentials_are_one_clear_line(fake, wheel, capsys, monkeypatch):
+    assert main(["uninstall", "--cluster-id", "no-such-cluster"]) == 2
+    err = capsys.readouterr().err
+    assert "Databricks refused the request" in err and "no-such-cluster" in err and "Traceback" not in err
+    monkeypatch.delenv("DATABRICKS_HOST")
+    monkeypatch.delenv("DATABRICKS_TOKEN")
+    assert main(["uninstall", "--cluster-id", CLUSTER]) == 2
+    assert "cannot authenticate to Databricks" in capsys.readouterr().err

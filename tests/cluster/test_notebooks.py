@@ -1,0 +1,131 @@
+"""The example notebooks, executed in a real Jupyter kernel on a simulated cluster node.
+
+The node got spark_tracking from the real init script (startup hook + config file), the kernel
+is that node's Python, Spark runs as local-cluster with executors on the same Python: so the
+notebooks run exactly as on a configured cluster, with no tracking setup of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .conftest import REPO, Node
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+HEADER = "# Databricks notebook source\n"
+SEPARATOR = re.compile(r"^# COMMAND -{10}\s*$", re.M)
+#: Tracking setup the notebooks must not contain: the session hook does it.
+SETUP_CODE = ("set_tracking_uri", "set_experiment", "configure(", "MLFLOW_TRACKING_URI", "azureml://",
+              "get_token", "spark_tracking.hook")
+
+
+def read_databricks_source(path) -> "nbformat.NotebookNode":
+    """A Databricks source-format notebook (.py) as a Jupyter notebook."""
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(HEADER), f"{path} is not in Databricks source format"
+    cells = []
+    for chunk in SEPARATOR.split(text[len(HEADER):]):
+        chunk = chunk.strip("\n")
+        if not chunk:
+            continue
+        lines = chunk.splitlines()
+        if all(line.startswith("# MAGIC") for line in lines):
+            body = [line[len("# MAGIC "):] if line.startswith("# MAGIC ") else "" for line in lines]
+            if body[0].startswith("%md"):
+                cells.append(nbformat.v4.new_markdown_cell("\n".join([body[0][3:].strip()] + body[1:]).strip()))
+                continue
+            chunk = "\n".join(body)
+        cells.append(nbformat.v4.new_code_cell(chunk))
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "sim-cluster", "display_name": "simulated cluster", "language": "python"}
+    return nb
+
+
+@pytest.fixture(scope="module")
+def cluster_node(tmp_path_factory, wheel, runtime_site):
+    """A driver node configured by the init script, and a Jupyter kernel spec for its Python."""
+    tmp = tmp_path_factory.mktemp("notebook-node")
+    home = tmp / "home"
+    home.mkdir()
+    node = Node(tmp / "node", runtime_site, home)
+    central = f"sqlite:///{tmp / 'central.db'}"
+    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_TRACKING_URI=central)
+    assert out.returncode == 0, out.stdout + out.stderr
+    kernels = tmp / "jupyter" / "kernels" / "sim-cluster"
+    kernels.mkdir(parents=True)
+    (kernels / "kernel.json").write_text(json.dumps({
+        "argv": [str(node.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "simulated cluster", "language": "python"}))
+    return node, central, tmp / "jupyter"
+
+
+def _execute(node: Node, jupyter_path, path, tmp_path, monkeypatch):
+    nb = read_databricks_source(path)
+    env = node.base_env()
+    # what Jupyter tells a kernel about its notebook; spark_tracking names the experiment after it
+    env.update(JUPYTER_PATH=str(jupyter_path), JPY_SESSION_NAME=str(path.with_suffix(".ipynb")),
+               SPARK_MASTER="local-cluster[2,1,1024]", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))  # where this process finds the kernel spec
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="sim-cluster")
+    client.execute(env=env, cwd=str(tmp_path))
+    return nb
+
+
+def _text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def _images(nb) -> int:
+    return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_databricks_source_without_tracking_setup(path):
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith(HEADER)
+    assert not [s for s in SETUP_CODE if s in text]
+    assert read_databricks_source(path).cells
+
+
+def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, tmp_path, monkeypatch):
+    import mlflow
+
+    node, central, jupyter_path = cluster_node
+    names = [p.name for p in NOTEBOOKS]
+    assert names == ["01_check_the_link.py", "02_distributed_training.py", "03_compare_runs.py"]
+
+    check = _text(_execute(node, jupyter_path, NOTEBOOKS[0], tmp_path, monkeypatch))
+    assert f"tracking URI: {central}" in check
+    assert "experiment:   01_check_the_link" in check
+    assert "stored in experiment '01_check_the_link' (FINISHED)" in check
+
+    training = _execute(node, jupyter_path, NOTEBOOKS[1], tmp_path, monkeypatch)
+    client = mlflow.MlflowClient(central)
+    experiment = client.get_experiment_by_name("02_distributed_training")
+    assert experiment is not None, _text(training)
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["mlflow.runName"] for r in runs) == [
+        "distributed-training lr=0.02", "distributed-training lr=0.05"]
+    for run in runs:
+        metrics = run.data.metrics
+        workers = sorted(k for k in metrics if k.startswith("loss/worker_"))
+        assert workers == [f"loss/worker_{i}" for i in range(4)], sorted(metrics)
+        for key in workers + ["loss"]:
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            assert steps == list(range(40)), (key, steps)
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 4
+
+    compare = _execute(node, jupyter_path, NOTEBOOKS[2], tmp_path, monkeypatch)
+    assert _images(compare) == 2
+    assert "best run:" in _text(compare) and "loss/worker_3" in _text(compare)
