@@ -7,8 +7,9 @@ calls :func:`startup`, which must stay cheap (no mlflow, no pyspark import: abou
 millisecond) and must never break the process: any error is logged at debug level and
 swallowed. ``SPARK_TRACKING_DISABLED=1`` makes it return at once.
 
-``spark-tracking hook enable|disable|status [--site-packages DIR]``; the init script uses
-the same command with the cluster Python.
+``spark-tracking hook enable|disable|status [--site-packages DIR]``; the init script calls
+:func:`enable` / :func:`disable` with the cluster Python (not the CLI, so that no other
+subcommand's import can keep the hook from being installed).
 """
 
 from __future__ import annotations
