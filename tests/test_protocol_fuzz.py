@@ -1,0 +1,91 @@
+"""Fuzzing the relay's decoder and request handling (hypothesis, > 10,000 cases per CI run):
+no crash, no hang, memory bounded by the frame limit."""
+
+import socket
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.driver import _clean_metrics, _clean_pairs
+from spark_tracking.forwarding.relay import Relay
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=25,
+)
+requests = st.fixed_dictionaries(
+    {},
+    optional={"seq": json_values, "op": st.sampled_from(["points", "resolve", "done", "x"]) | json_values,
+              "b": st.text(max_size=10) | json_values, "w": st.lists(st.integers() | st.none(), min_size=5, max_size=5) | json_values,
+              "m": json_values, "p": json_values, "t": json_values, "a": json_values, "r": json_values},
+)
+
+
+class Stub:
+    def points(self, binding, worker, message):
+        m, _ = _clean_metrics(message.get("m", []))
+        p, _ = _clean_pairs(message.get("p", []))
+        return "run", None
+
+    def resolve(self, binding, worker):
+        return "run"
+
+    def done(self, binding, worker):
+        return None
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=512))
+def test_decode_body_answers_a_dict_or_a_protocol_error(data):
+    try:
+        assert isinstance(protocol.decode_body(data), dict)
+    except protocol.ProtocolError:
+        pass
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(requests)
+def test_dispatch_never_raises_and_always_acks(message):
+    relay = Relay.__new__(Relay)
+    relay.handler = Stub()
+    reply, settled = relay._dispatch(message)
+    assert reply["ack"] is message.get("seq") and settled is None
+    assert ("error" in reply) or ("run" in reply) or (message.get("op") == "done")
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(json_values)
+def test_cleaning_entries_from_the_wire_never_raises(value):
+    good, bad = _clean_metrics(value)
+    assert all(isinstance(k, str) and isinstance(v, float | int) for k, v, _, _ in good)
+    _clean_pairs(value)
+
+
+_relay = None
+
+
+def _shared_relay():
+    global _relay
+    if _relay is None:
+        _relay = Relay("fuzz", Stub(), "127.0.0.1", 0, max_frame_bytes=65536).start()
+    return _relay
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=300))
+def test_random_bytes_after_authentication_never_stop_the_relay(data):
+    relay = _shared_relay()
+    host, port = relay.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        nonce = protocol.recv_frame(sock)["nonce"]
+        sock.sendall(protocol.encode({"auth": protocol.auth_digest("fuzz", nonce), "v": 1}))
+        protocol.recv_frame(sock)
+        sock.sendall(data)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # still serving
+        assert "nonce" in protocol.recv_frame(sock)
+
+
+def teardown_module(module):
+    if _relay is not None:
+        _relay.stop()
