@@ -51,7 +51,6 @@ ENV_RELAY = "SPARK_TRACKING_RELAY"
 ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
-_ENV_KEYS = (ENV_RELAY, ENV_SECRET, ENV_BINDING, ENV_WORKER)
 
 _FRAME_POINTS = 5000  # points per frame to the relay (well under the frame limit)
 
@@ -138,7 +137,7 @@ def _rebind(ctx) -> Binding | None:
         if relay:
             rank = ctx.partitionId() if type(ctx).__name__ == "BarrierTaskContext" else None
             worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
-            binding = Binding(relay, ctx.getLocalProperty(PROP_SECRET) or "",
+            binding = Binding(relay, ctx.getLocalProperty(PROP_SECRET) or os.environ.get(ENV_SECRET, ""),
                               ctx.getLocalProperty(PROP_BINDING) or "", worker, True)
     elif os.environ.get(ENV_RELAY):
         try:
@@ -296,9 +295,20 @@ def _on_task_end() -> None:
     except Exception:
         logger.warning("spark_tracking: end-of-task flush failed", exc_info=True)
     finally:
-        for key in _ENV_KEYS:
-            os.environ.pop(key, None)
+        _clear_exported_binding()
         _cached_ctx, _cached_binding = _UNSET, None
+
+
+_secret_exported = False  # True when ENV_SECRET came from a job property (not the cluster)
+
+
+def _clear_exported_binding() -> None:
+    global _secret_exported
+    for key in (ENV_RELAY, ENV_BINDING, ENV_WORKER):
+        os.environ.pop(key, None)
+    if _secret_exported:
+        os.environ.pop(ENV_SECRET, None)
+        _secret_exported = False
 
 
 def _export_binding(task_context) -> None:
@@ -307,12 +317,16 @@ def _export_binding(task_context) -> None:
         relay = task_context.getLocalProperty(PROP_RELAY)
     except Exception:
         return
+    global _secret_exported
     if not relay:
-        for key in _ENV_KEYS:
-            os.environ.pop(key, None)
+        _clear_exported_binding()
         return
+    secret = task_context.getLocalProperty(PROP_SECRET)
+    if secret:
+        os.environ[ENV_SECRET] = secret
+        _secret_exported = True
     os.environ.update({
-        ENV_RELAY: relay, ENV_SECRET: task_context.getLocalProperty(PROP_SECRET) or "",
+        ENV_RELAY: relay,
         ENV_BINDING: task_context.getLocalProperty(PROP_BINDING) or "",
         ENV_WORKER: f"{task_context.stageId()}:{task_context.partitionId()}:{task_context.attemptNumber()}:"
                     f"{task_context.taskAttemptId()}",
