@@ -105,3 +105,16 @@ def test_a_forked_child_ships_its_own_points_only(bound):
     assert executor.flush(30)
     keys = sorted(p[1] for p in bound.recorder.received)
     assert keys == ["child", "parent"]
+
+
+def test_spill_files_of_other_drivers_are_left_alone(bound):
+    other = os.path.join(executor._spill_dir(), f"{executor._relay_tag('10.0.0.9:4040')}-{0:020d}-1.jsonl")
+    with open(other, "w") as fh:
+        fh.write('["10.0.0.9:4040", "1:0", [0, 0, 0, 0, null], null, "m", 1.0, 1, 0]\n')
+    try:
+        executor.log_metric("mine", 1.0, step=0)
+        assert executor.flush(30)
+        assert os.path.exists(other)
+        assert [p[1] for p in bound.recorder.received] == ["mine"]
+    finally:
+        os.remove(other)

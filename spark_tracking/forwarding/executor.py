@@ -380,14 +380,26 @@ def _item_to_json(item) -> list:
     return [b.relay, b.binding, b.worker, b.run, *item[1:]]
 
 
+def _relay_tag(relay: str) -> str:
+    """Spill files are named after their driver relay: a worker only claims files of drivers it
+    knows (other Spark applications on the same node leave each other's files alone)."""
+    import hashlib
+
+    return hashlib.sha1(relay.encode("utf-8")).hexdigest()[:16]
+
+
 def _spill(items: list) -> None:
     if not items:
         return
-    path = os.path.join(_spill_dir(), f"{os.getpid()}-{time.time_ns()}.jsonl")
-    with open(path, "w", encoding="utf-8") as fh:
-        for item in items:
-            fh.write(json.dumps(_item_to_json(item)))
-            fh.write("\n")
+    by_relay: dict[str, list] = {}
+    for item in items:
+        by_relay.setdefault(item[0].relay, []).append(item)
+    for relay, group in by_relay.items():
+        path = os.path.join(_spill_dir(), f"{_relay_tag(relay)}-{time.time_ns():020d}-{os.getpid()}.jsonl")
+        with open(path, "w", encoding="utf-8") as fh:
+            for item in group:
+                fh.write(json.dumps(_item_to_json(item)))
+                fh.write("\n")
     _counters["spilled"] += len(items)
 
 
@@ -407,9 +419,10 @@ def _spill_buffer() -> None:
 
 
 def _load_spilled() -> list:
-    """Claim spill files on this node (ours or a dead worker's) and return their items."""
+    """Claim spill files of drivers this process knows (ours or a dead worker's), oldest first."""
     items = []
-    for path in sorted(glob.glob(os.path.join(_spill_dir(), "*.jsonl"))):
+    paths = [p for relay in list(_secrets) for p in glob.glob(os.path.join(_spill_dir(), f"{_relay_tag(relay)}-*.jsonl"))]
+    for path in sorted(paths):
         claimed = path + f".{os.getpid()}.claimed"
         try:
             os.rename(path, claimed)
