@@ -224,6 +224,7 @@ def test_a_retried_task_leaves_one_point_per_step(spark, sqlite_uri):
 
     with mlflow.start_run() as run:
         attempts = spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+    assert spark_tracking.flush()
     client = mlflow.MlflowClient(sqlite_uri)
     assert attempts == [0, 1]
     expected_retried = [(s, float(s)) for s in range(10)] + [(s, 1000.0 + s) for s in range(10, 20)]

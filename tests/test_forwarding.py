@@ -22,6 +22,7 @@ def store(sqlite_uri):
 
 
 def history(client, run_id, key):
+    spark_tracking.flush()  # what reached the driver is in the store (tasks may end before the store answers)
     return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
 
 
@@ -50,6 +51,7 @@ def test_single_task_jobs_log_plain_keys(spark, store):
     with mlflow.start_run() as run:
         spark.sparkContext.parallelize(range(1), 1).mapPartitions(_train).collect()
     rid = run.info.run_id
+    spark_tracking.flush()
     assert sorted(store.get_run(rid).data.metrics) == ["loss"]
     assert history(store, rid, "loss") == [(s, float(s)) for s in range(300)]
 
@@ -90,7 +92,7 @@ def test_points_are_in_the_store_while_the_task_still_runs(spark, store):
         assert conn.recv(6) == b"logged"
         seen = []
         for _ in range(600):  # the task is blocked on us: poll the store (bounded), no sleep
-            seen = history(store, run.info.run_id, "live")
+            seen = [(m.step, m.value) for m in store.get_metric_history(run.info.run_id, "live")]  # no flush
             if seen:
                 break
             threading.Event().wait(0.05)
@@ -121,6 +123,7 @@ def test_spark_tracking_api_params_and_tags_from_tasks(spark, store):
 
     with mlflow.start_run() as run:
         spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+    spark_tracking.flush()
     data = store.get_run(run.info.run_id).data
     assert data.params == {"optimizer": "sgd"}
     assert data.tags["worker_0_host"] == data.tags["worker_1_host"] == "seen"
@@ -176,6 +179,7 @@ def test_nested_runs_get_their_own_points(spark, store):
         with mlflow.start_run(nested=True) as child:
             job("inside")
         job("after")
+    spark_tracking.flush()
     assert sorted(store.get_run(parent.info.run_id).data.metrics) == ["after", "before"]
     assert sorted(store.get_run(child.info.run_id).data.metrics) == ["inside"]
 
@@ -205,6 +209,7 @@ def test_concurrent_runs_from_two_driver_threads(spark, store):
         t.start()
     for t in threads:
         t.join(300)
+    spark_tracking.flush()
     for name, rid in runs.items():
         data = store.get_run(rid).data
         assert data.tags["thread"] == name
