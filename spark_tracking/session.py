@@ -63,8 +63,6 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
                 return None
             _apply_tracking_uri(cfg)
             _apply_experiment(cfg)
-            if cfg.forwarding:
-                _ensure_relay_secret()
             _current = cfg
             return cfg
     except Exception as exc:
@@ -78,16 +76,6 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
 RELAY_SECRET_ENV = "SPARK_TRACKING_RELAY_SECRET"
 RELAY_SECRET_GENERATED_ENV = "SPARK_TRACKING_RELAY_SECRET_GENERATED"
 
-
-def _ensure_relay_secret() -> None:
-    """Give this session a relay secret in the environment, before Spark starts, so that
-    executors started by this process (local Spark) inherit it and it never has to travel in
-    Spark job properties (which Spark writes to event logs unredacted). On a cluster the
-    installer provides it from a secret scope instead."""
-    if os.environ.get(RELAY_SECRET_ENV) or "pyspark.daemon" in (getattr(sys, "orig_argv", None) or []):
-        return
-    os.environ[RELAY_SECRET_ENV] = os.urandom(32).hex()
-    os.environ[RELAY_SECRET_GENERATED_ENV] = str(int(__import__("time").time() * 1000))
 
 
 def _strict_from_env() -> bool:

@@ -66,7 +66,6 @@ EVENT_LOG_DRIVER = textwrap.dedent("""
     import mlflow, spark_tracking
     from pyspark.sql import SparkSession
     from spark_tracking.forwarding import driver
-    spark_tracking.configure()  # what the session hook does at interpreter start
     spark = (SparkSession.builder.master("local[1]").config("spark.driver.host", "127.0.0.1")
              .config("spark.ui.enabled", "false").config("spark.eventLog.enabled", "true")
              .config("spark.eventLog.dir", sys.argv[1]).config("spark.eventLog.compress", "false").getOrCreate())
@@ -78,10 +77,12 @@ EVENT_LOG_DRIVER = textwrap.dedent("""
 """)
 
 
-def test_spark_event_logs_redact_the_relay_secret(tmp_path, sqlite_uri):
+def test_the_relay_secret_stays_out_of_spark_event_logs(tmp_path, sqlite_uri):
     logs = tmp_path / "events"
     logs.mkdir()
-    env = dict(os.environ, SPARK_TRACKING_TRACKING_URI=sqlite_uri, PYSPARK_PYTHON=sys.executable)
+    # driver and executors get the secret from their environment, as a cluster's secret scope gives it
+    env = dict(os.environ, SPARK_TRACKING_TRACKING_URI=sqlite_uri, PYSPARK_PYTHON=sys.executable,
+               SPARK_TRACKING_RELAY_SECRET="0123456789abcdef" * 4)
     out = subprocess.run([sys.executable, "-c", EVENT_LOG_DRIVER, str(logs)], capture_output=True, text=True,
                          env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

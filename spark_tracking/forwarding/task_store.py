@@ -34,6 +34,9 @@ from . import executor
 SCHEME = "spark-tracking-task"
 ENV_DELEGATE = "SPARK_TRACKING_TASK_DELEGATE_URI"
 _handed_out: dict[str, Run] = {}
+#: every run id handed out in this worker: a fluent run MLflow kept active from an earlier task
+#: (a reused worker) must log to the current task's run, never to the old one
+_ever_handed_out: set[str] = set()
 
 
 def in_spark_worker() -> bool:
@@ -108,6 +111,7 @@ class TaskStore(AbstractStore):
                        end_time=None, lifecycle_stage=LifecycleStage.ACTIVE, run_name=run_name or "")
         run = Run(info, RunData())
         _handed_out[run_id] = run
+        _ever_handed_out.add(run_id)
         return run
 
     def get_run(self, run_id):
@@ -123,7 +127,7 @@ class TaskStore(AbstractStore):
     # -- writes ------------------------------------------------------------------------------
 
     def log_batch(self, run_id, metrics, params, tags):
-        target = None if run_id in _handed_out else run_id
+        target = None if run_id in _handed_out or run_id in _ever_handed_out else run_id
         if not executor.forward_batch(target, metrics, params, tags):
             self.delegate.log_batch(run_id, metrics, params, tags)
 
