@@ -12,7 +12,6 @@ import threading
 
 import mlflow
 import pytest
-from pyspark import InheritableThread
 
 import spark_tracking
 from spark_tracking.forwarding.sink import RateLimiter, Sink, Spool, Submission
@@ -138,18 +137,19 @@ def test_store_outage_mid_job_delivers_everything_after_recovery(spark, tmp_path
         client = mlflow.MlflowClient(server.uri)
         gate = socket.create_server(("127.0.0.1", 0))
         task = _slow_task(gate.getsockname()[1], 100)
-        with mlflow.start_run() as run:
-            worst = []
-            job = InheritableThread(target=lambda: worst.extend(
-                spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()))
-            job.start()
+        def conduct():  # both tasks mid-training: take the store away, then let them go on
             conns = [gate.accept()[0] for _ in range(2)]
             for conn in conns:
                 assert conn.recv(1) == b"w"
-            server.stop()  # the store goes away while both tasks are mid-training
+            server.stop()
             for conn in conns:
                 conn.sendall(b"g")
-            job.join(300)
+
+        with mlflow.start_run() as run:
+            conductor = threading.Thread(target=conduct)
+            conductor.start()
+            worst = spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+            conductor.join(120)
             gate.close()
             assert wait_until(lambda: spark_tracking.stats()["spooled"] > 0), spark_tracking.stats()
             server.start()  # same port, same database

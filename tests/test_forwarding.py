@@ -7,7 +7,6 @@ import threading
 
 import mlflow
 import pytest
-from pyspark import InheritableThread
 
 import spark_tracking
 from spark_tracking.forwarding import driver, protocol
@@ -82,26 +81,28 @@ def test_points_are_in_the_store_while_the_task_still_runs(spark, store):
             assert conn.recv(2) == b"go"
         yield 1
 
-    with mlflow.start_run() as run:
-        result = []
-        # InheritableThread: PySpark's way to hand this thread's local properties to a new one
-        job = InheritableThread(target=lambda: result.extend(
-            spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()))
-        job.start()
+    seen = []
+
+    def watch():  # the task is blocked on us: poll the store (bounded), no sleep, then release it
         conn, _ = gate.server.accept()
         assert conn.recv(6) == b"logged"
-        seen = []
-        for _ in range(600):  # the task is blocked on us: poll the store (bounded), no sleep
-            seen = [(m.step, m.value) for m in store.get_metric_history(run.info.run_id, "live")]  # no flush
+        for _ in range(600):
+            seen[:] = [(m.step, m.value) for m in store.get_metric_history(run_id[0], "live")]  # no flush
             if seen:
                 break
             threading.Event().wait(0.05)
-        assert seen == [(7, 42.0)], "the point must be in the store while its task still runs"
-        assert job.is_alive()
         conn.sendall(b"go")
-        job.join(120)
         conn.close()
+
+    run_id = []
+    with mlflow.start_run() as run:
+        run_id.append(run.info.run_id)
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        result = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
+        watcher.join(120)
         gate.close()
+    assert seen == [(7, 42.0)], "the point must be in the store while its task still runs"
     assert result == [1]
 
 
