@@ -2,7 +2,7 @@
 
 Binding. When a run starts on the driver (MLflow calls our run-context provider), or
 configure() runs while a SparkContext is up, the current thread's Spark local properties get
-the relay address, the per-session secret and a binding ``<thread ident>:<store index>``.
+the relay address, the per-session secret and a binding ``<thread token>:<store index>``.
 Spark hands local properties to every task of jobs this thread (or a thread it starts)
 submits. When a task first reaches the relay, the relay maps it to the run at the top of that
 driver thread's MLflow run stack — nested runs and runs in concurrent threads each get their
@@ -76,6 +76,17 @@ def _clean_pairs(rows) -> tuple[list, int]:
     return good, bad
 
 
+_tokens = threading.local()
+
+
+def _thread_token() -> str:
+    """A binding token per driver thread, never reused (unlike thread idents)."""
+    token = getattr(_tokens, "value", None)
+    if token is None:
+        token = _tokens.value = secrets.token_hex(8)
+    return token
+
+
 def _relay_secret(sc) -> tuple[str, bool]:
     """The session's relay secret, and whether executors have it in their environment
     (provided to driver and executors alike, e.g. from a secret scope)."""
@@ -117,6 +128,7 @@ class Forwarder:
         self._runs: dict[tuple, str] = {}
         self._orphan_runs: dict[str, str] = {}
         self._stage_tasks: dict[int, int | None] = {}
+        self._stacks: dict[str, list] = {}
         host = cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
                            cfg.relay_max_frame_bytes).start()
@@ -140,13 +152,18 @@ class Forwarder:
 
     def bind(self, sc) -> None:
         import mlflow
+        from mlflow.tracking import fluent
 
         index = self.sink_index(mlflow.get_tracking_uri())
+        token = _thread_token()
+        # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
+        # is immune to Python reusing the ident of a thread that has ended
+        self._stacks[token] = fluent._active_run_stack.get()
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
         if not self.secret_reaches_executors:
             with _py4j_debug_off():  # py4j logs every command it sends at DEBUG, arguments included
                 sc.setLocalProperty(PROP_SECRET, self.secret)
-        sc.setLocalProperty(PROP_BINDING, f"{threading.get_ident()}:{index}")
+        sc.setLocalProperty(PROP_BINDING, f"{token}:{index}")
 
     def stage_tasks(self, stage: int) -> int | None:
         if stage not in self._stage_tasks:
@@ -162,9 +179,9 @@ class Forwarder:
 
     # -- relay handler -----------------------------------------------------------------------
 
-    def _parse(self, binding: str) -> tuple[int, Sink]:
-        ident, _, index = binding.partition(":")
-        return int(ident), self.sinks[int(index)][1]
+    def _parse(self, binding: str) -> tuple[str, Sink]:
+        token, _, index = binding.partition(":")
+        return token, self.sinks[int(index)][1]
 
     def resolve(self, binding: str, worker: list) -> str:
         key = (binding, worker[0], worker[1], worker[2], worker[4])
@@ -178,8 +195,8 @@ class Forwarder:
     def _active_run(self, binding: str) -> str:
         from mlflow.tracking import fluent
 
-        ident, sink = self._parse(binding)
-        stack = fluent._active_run_stack.get_all_thread_values().get(ident)
+        token, sink = self._parse(binding)
+        stack = self._stacks.get(token)
         if stack:
             return stack[-1].info.run_id
         run = self._orphan_runs.get(binding)
