@@ -672,7 +672,9 @@ class Run:
         self._driver_only("get_portal_url()")
         try:
             from .portal import get_portal_url
-        except ImportError:
+        except ModuleNotFoundError as exc:  # portal.py not there yet: the MLflow UI address
+            if exc.name != f"{__package__}.portal":
+                raise
             get_portal_url = None
         if get_portal_url is not None:
             return get_portal_url(self.id)

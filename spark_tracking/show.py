@@ -234,6 +234,9 @@ def plot_runs(runs: list[RunData], path: str | os.PathLike | None = None):
                 color = palette[r % 10] if len(runs) > 1 else "black"
                 ax.plot(steps, values, color=color, linewidth=2.2, marker="o" if len(steps) == 1 else None,
                         label=f"{prefix}{'mean' if workers else base}".strip())
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if not math.isnan(v)]
+        if values and min(values) > 0 and max(values) / min(values) > 100:
+            ax.set_yscale("log")  # losses spanning orders of magnitude
         ax.set_title(base)
         ax.set_xlabel("step")
         ax.grid(True, alpha=0.3)
@@ -307,8 +310,9 @@ class UiServer:
     """``mlflow server`` on a store, in its own process group; ``stop()`` ends the group."""
 
     def __init__(self, store_uri: str, host: str = "127.0.0.1", port: int = 5000,
-                 artifact_root: str | None = None):
+                 artifact_root: str | None = None, log=None):
         self.store_uri, self.host, self.port, self.artifact_root = store_uri, host, port, artifact_root
+        self.log = log  # where the server's output goes (a file object); None: inherited
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -323,7 +327,8 @@ class UiServer:
             cmd += ["--default-artifact-root", self.artifact_root]
         env = dict(os.environ)
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no background job runners
-        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=self.log,
+                                     stderr=subprocess.STDOUT if self.log is not None else None)
         try:
             self._wait_ready(ready_timeout)
         except BaseException:
@@ -398,7 +403,8 @@ def _ui(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("spark_tracking: the MLflow UI on %s has no authentication; anyone who can reach "
                        "this host can read and change the store", args.host)
-    server = UiServer(store, args.host, args.port, artifacts)
+    # the server logs to stderr: stdout carries only the URL line
+    server = UiServer(store, args.host, args.port, artifacts, log=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         server.start()

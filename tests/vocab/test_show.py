@@ -169,12 +169,13 @@ def test_ui_command_prints_the_url_serves_the_embedded_store_and_stops_on_sigter
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "_MLFLOW_"))}
     env.update(QUIET_ENV, SPARK_TRACKING_HOME=str(tmp_path / "st-home"))
+    log = open(tmp_path / "ui.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "spark_tracking.cli", "ui", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
     try:
         line = proc.stdout.readline()  # printed once the server answers /health
-        assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}  (store sqlite:///"), proc.stderr.read()
+        assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}  (store sqlite:///"), (
+            line + (tmp_path / "ui.log").read_text())
         assert str(tmp_path / "st-home" / "mlflow.db") in line
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
             assert resp.status == 200
@@ -186,7 +187,7 @@ def test_ui_command_prints_the_url_serves_the_embedded_store_and_stops_on_sigter
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
+        log.close()
 
 
 def test_ui_refuses_a_remote_configured_store(monkeypatch, capsys):
