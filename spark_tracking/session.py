@@ -73,10 +73,6 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
         return None
 
 
-RELAY_SECRET_ENV = "SPARK_TRACKING_RELAY_SECRET"
-RELAY_SECRET_GENERATED_ENV = "SPARK_TRACKING_RELAY_SECRET_GENERATED"
-
-
 
 def _strict_from_env() -> bool:
     return os.environ.get("SPARK_TRACKING_STRICT", "").strip().lower() in ("1", "true", "yes", "on")

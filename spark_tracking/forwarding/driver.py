@@ -23,7 +23,7 @@ import secrets
 import sys
 import threading
 
-from .executor import PROP_BINDING, PROP_RELAY, PROP_SECRET
+from .executor import ENV_SECRET, PROP_BINDING, PROP_RELAY, PROP_SECRET
 from .relay import Relay
 from .sink import Sink, Spool, Submission
 
@@ -90,10 +90,8 @@ def _thread_token() -> str:
 def _relay_secret(sc) -> tuple[str, bool]:
     """The session's relay secret, and whether executors have it in their environment
     (provided to driver and executors alike, e.g. from a secret scope)."""
-    from ..session import RELAY_SECRET_ENV, RELAY_SECRET_GENERATED_ENV
-
-    secret = os.environ.get(RELAY_SECRET_ENV)
-    if secret and not os.environ.get(RELAY_SECRET_GENERATED_ENV):
+    secret = os.environ.get(ENV_SECRET)
+    if secret:
         return secret, True
     return secrets.token_hex(32), False
 
