@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -103,7 +105,8 @@ def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, 
 
     node, central, jupyter_path = cluster_node
     names = [p.name for p in NOTEBOOKS]
-    assert names == ["01_check_the_link.py", "02_distributed_training.py", "03_compare_runs.py"]
+    assert names == ["01_check_the_link.py", "02_distributed_training.py", "03_compare_runs.py",
+                     "04_vocabulary.py"]
 
     check = _text(_execute(node, jupyter_path, NOTEBOOKS[0], tmp_path, monkeypatch))
     assert f"tracking URI: {central}" in check
@@ -129,3 +132,100 @@ def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, 
     compare = _execute(node, jupyter_path, NOTEBOOKS[2], tmp_path, monkeypatch)
     assert _images(compare) == 2
     assert "best run:" in _text(compare) and "loss/worker_3" in _text(compare)
+
+
+def _artifact_files(client, run_id, path=None) -> list[str]:
+    files = []
+    for entry in client.list_artifacts(run_id, path):
+        files += _artifact_files(client, run_id, entry.path) if entry.is_dir else [entry.path]
+    return sorted(files)
+
+
+def _artifact(client, run_id, path) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, path, tmp)).read_bytes()
+
+
+def test_the_vocabulary_notebook_logs_from_driver_and_tasks_and_shows_the_run(cluster_node, tmp_path, monkeypatch):
+    import mlflow
+    from PIL import Image
+
+    node, central, jupyter_path = cluster_node
+    (path,) = [p for p in NOTEBOOKS if p.name == "04_vocabulary.py"]
+    nb = _execute(node, jupyter_path, path, tmp_path, monkeypatch)
+    text = _text(nb)
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # this process's downloads below
+    client = mlflow.MlflowClient(central)
+    experiment = client.get_experiment_by_name("04_vocabulary")
+    assert experiment is not None, text
+    (run,) = client.search_runs([experiment.experiment_id])
+    run_id = run.info.run_id
+    assert (run.info.run_name, run.info.status) == ("vocabulary tour", "FINISHED")
+
+    # metrics: the driver's series, and the loss of each of the 4 tasks plus their mean, step by step
+    workers = [f"loss/worker_{w}" for w in range(4)]
+    assert sorted(run.data.metrics) == sorted(["accuracy", "learning_rate", "loss", *workers])
+
+    def history(key):
+        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+    assert history("accuracy") == list(enumerate([0.62, 0.71, 0.78, 0.82, 0.85]))
+    assert [s for s, _ in history("learning_rate")] == list(range(5))
+    per_worker = {key: history(key) for key in workers}
+    for key, points in per_worker.items():
+        assert [s for s, _ in points] == list(range(6)), (key, points)
+    mean = history("loss")
+    assert [s for s, _ in mean] == list(range(6)), mean
+    for step, value in mean:
+        assert value == pytest.approx(sum(per_worker[k][step][1] for k in workers) / 4), (step, mean)
+
+    # texts and tags
+    assert json.loads(run.data.tags["aml.text.model"]) == ["logistic regression"]
+    assert run.data.tags["dataset"] == "synthetic"
+
+    # artifacts: the driver's tables and image, one table part and one image per task, the uploaded file
+    files = _artifact_files(client, run_id)
+    stages = {m.group(1) for f in files for m in [re.search(r"/stage_(\d+)/", f)] if m}
+    assert len(stages) == 1, files  # one Spark job, one stage
+    stage = stages.pop()
+    assert files == sorted([
+        "aml/images/accuracy_curve.png",
+        *[f"aml/images/worker_loss/stage_{stage}/worker_{w}.png" for w in range(4)],
+        "aml/tables/epochs.json",
+        *[f"aml/tables/per_worker/stage_{stage}/worker_{w}.json" for w in range(4)],
+        "aml/tables/predictions.json",
+        "outputs/settings.json",
+    ])
+    assert json.loads(_artifact(client, run_id, "aml/tables/epochs.json")) == {
+        "columns": ["epoch", "accuracy"], "data": [[e, a] for e, a in enumerate([0.62, 0.71, 0.78, 0.82, 0.85])]}
+    predictions = json.loads(_artifact(client, run_id, "aml/tables/predictions.json"))
+    assert predictions["columns"] == ["label", "predicted", "confidence"] and len(predictions["data"]) == 4
+    for w in range(4):
+        part = json.loads(_artifact(client, run_id, f"aml/tables/per_worker/stage_{stage}/worker_{w}.json"))
+        assert part["columns"] == ["worker", "final_loss"] and [row[0] for row in part["data"]] == [w]
+        assert _artifact(client, run_id, f"aml/images/worker_loss/stage_{stage}/worker_{w}.png").startswith(
+            b"\x89PNG\r\n\x1a\n")
+    assert _artifact(client, run_id, "aml/images/accuracy_curve.png").startswith(b"\x89PNG\r\n\x1a\n")
+    assert json.loads(_artifact(client, run_id, "outputs/settings.json"))["epochs"] == 5
+    logged = json.loads(run.data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "aml/tables/epochs.json", "type": "table"} in logged
+
+    # the notebook's output: get_metrics() in AML's shape, the file list, the `show` report and plot
+    assert "'accuracy': [0.62, 0.71, 0.78, 0.82, 0.85]" in text
+    assert "'model': 'logistic regression'" in text
+    assert "'per_worker': {'worker': [0, 1, 2, 3]" in text
+    assert "outputs/settings.json" in text
+    assert f"run {run_id}  name vocabulary tour  status FINISHED  experiment 04_vocabulary" in text
+    assert re.search(r"^metric +worker +last +min +max +count$", text, re.M), text
+    assert re.search(r"^loss +mean( +\S+){3} +6$", text, re.M), text
+    assert re.search(r"^ +3( +\S+){3} +6$", text, re.M), text  # worker 3's row of loss
+    assert re.search(r"^  model +logistic regression$", text, re.M), text
+    assert re.search(r"^  per_worker +4 rows: worker, final_loss$", text, re.M), text
+    plot = re.search(r"^plot: (\S+\.png) \((\d+) panels\)$", text, re.M)
+    assert plot and plot.group(2) == "3", text
+    with Image.open(plot.group(1)) as image:
+        assert image.format == "PNG"
+        assert image.size == (2 * 640, 2 * 400)  # 3 panels, two per row
+        assert image.info.get("Description") == "spark-tracking show: 3 panels: accuracy, learning_rate, loss"
+    assert _images(nb) == 2  # the driver's accuracy figure and the --plot PNG
