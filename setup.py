@@ -27,7 +27,7 @@ setup(
     install_requires=[
         "mlflow-skinny>=2.16,<4",
         "databricks-sdk>=0.30",
-        "azure-identity>=1.15",
+        "azure-identity>=1.16",
         "requests>=2.28",
     ],
     extras_require={
@@ -37,13 +37,14 @@ setup(
         "azureml": ["azureml-mlflow"],
         "test": [
             "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
-            "matplotlib>=3.7", "tqdm", "wheel",
+            "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine",
         ],
     },
     entry_points={
         "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
         "mlflow.run_context_provider": ["spark_tracking=spark_tracking.plugins:SparkTrackingRunContext"],
         "mlflow.request_header_provider": ["spark_tracking=spark_tracking.plugins:SparkTrackingHeaders"],
+        "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
         ],

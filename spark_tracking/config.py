@@ -65,6 +65,17 @@ def _parse_str(raw: str) -> str:
     return str(raw)
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        for choice in choices:
+            if str(raw).strip().lower() == choice.lower():
+                return choice
+        raise ValueError(f"{raw!r} is not one of {', '.join(choices)}")
+
+    parse.__name__ = "choice"
+    return parse
+
+
 _int = _parse_positive(int)
 _float = _parse_positive(float)
 _TYPE_NAMES = {_parse_bool: "bool", _int: "int", _float: "float", _parse_path: "path", _parse_str: "str"}
@@ -91,7 +102,7 @@ class Setting(NamedTuple):
 
     @property
     def type_name(self) -> str:
-        return _TYPE_NAMES.get(self.parse, "str")
+        return _TYPE_NAMES.get(self.parse, "str" if self.parse.__name__ != "choice" else "choice")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -102,8 +113,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Raise configuration errors into the host (notebook, init script) instead of "
             "logging them and leaving tracking off."),
     Setting("tracking_uri", _parse_str, None,
-            "Central store. Unset: the linked AML workspace (config file), else the embedded "
-            "store `sqlite:///<home>/mlflow.db`.", also_env=("MLFLOW_TRACKING_URI",)),
+            "Central store. Unset: the AML workspace a link source names (see \"Link to Azure ML\"), "
+            "else the embedded store `sqlite:///<home>/mlflow.db`.", also_env=("MLFLOW_TRACKING_URI",)),
     Setting("home", _parse_path, os.path.join("~", ".spark_tracking"),
             "Folder of the embedded store (`mlflow.db`, `artifacts/`) and the driver spool."),
     Setting("experiment_name", _parse_str, None,
@@ -141,15 +152,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("spool_max_bytes", _int, 1024 * 1024 * 1024,
             "Disk the driver spool may use for points the store did not take yet."),
     # -- Azure Machine Learning link ---------------------------------------------------------
-    Setting("azure_cloud", _parse_str, "AzureCloud",
-            "Azure cloud: AzureCloud, AzureChinaCloud or AzureUSGovernment."),
+    Setting("azure_cloud", _choice("AzureCloud", "AzureChinaCloud", "AzureUSGovernment"), "AzureCloud",
+            "Azure cloud of the AML workspace: AzureCloud, AzureChinaCloud or AzureUSGovernment (ARM "
+            "endpoint, Azure AD authority and token scope follow)."),
     Setting("aml_workspace_id", _parse_str, None,
-            "ARM resource id of the AML workspace to log to."),
-    Setting("subscription_id", _parse_str, None, "Subscription of the AML workspace."),
+            "ARM resource id of the AML workspace to log to (`/subscriptions/…/providers/"
+            "Microsoft.MachineLearningServices/workspaces/<name>`)."),
+    Setting("subscription_id", _parse_str, None, "Subscription of the AML workspace (with the next two)."),
     Setting("resource_group", _parse_str, None, "Resource group of the AML workspace."),
     Setting("workspace_name", _parse_str, None, "Name of the AML workspace."),
     Setting("databricks_resource_id", _parse_str, None,
-            "ARM resource id of this Databricks workspace, to follow its AML link."),
+            "ARM resource id of this Databricks workspace, whose AML link is followed. Unset: "
+            "`DATABRICKS_AZURE_RESOURCE_ID` (databricks-sdk), or the cluster tags."),
+    Setting("azure_credential", _choice("auto", "service_principal", "workload_identity", "managed_identity",
+                                        "azure_cli"), "auto",
+            "Where Azure AD tokens come from: auto (service principal from `AZURE_CLIENT_ID`/"
+            "`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET`, workload identity, managed identity, Azure CLI) "
+            "or only the one named."),
+    Setting("azure_authority_host", _parse_str, None,
+            "Azure AD authority. Unset: the cloud's (login.microsoftonline.com, ...).",
+            also_env=("AZURE_AUTHORITY_HOST",)),
+    Setting("azure_arm_endpoint", _parse_str, None,
+            "Azure Resource Manager endpoint. Unset: the cloud's (https://management.azure.com, ...)."),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -162,3 +162,15 @@ def context_tags(ctx: RunContext) -> dict[str, str]:
         "spark_tracking.version": __version__,
     }
     return {k: str(v) for k, v in tags.items() if v}
+
+
+def in_spark_worker() -> bool:
+    """True in a PySpark Python worker process (forked by the daemon or started directly)."""
+    if "pyspark.worker" in sys.modules or "pyspark.daemon" in sys.modules:
+        return True
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(spec, "name", None) in ("pyspark.worker", "pyspark.daemon"):
+        return True
+    # at interpreter start (the startup hook) __main__ is not set up yet: the command line tells
+    argv = getattr(sys, "orig_argv", None) or []
+    return "pyspark.daemon" in argv or "pyspark.worker" in argv

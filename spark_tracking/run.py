@@ -589,6 +589,8 @@ class Run:
         directory = posixpath.dirname(path)
         if path not in {e.path for e in self._list(directory)}:
             return None
+        # one small file per table part: MLflow's per-download progress bar would be noise
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         with tempfile.TemporaryDirectory(prefix="spark-tracking-read-") as tmp:
             local = self._client().download_artifacts(self.id, path, tmp)
             with open(local, "rb") as fh:
@@ -670,23 +672,6 @@ class Run:
     def get_portal_url(self) -> str:
         """Where to look at the run: AML studio for an AML store, else the MLflow UI."""
         self._driver_only("get_portal_url()")
-        try:
-            from .portal import get_portal_url
-        except ModuleNotFoundError as exc:  # portal.py not there yet: the MLflow UI address
-            if exc.name != f"{__package__}.portal":
-                raise
-            get_portal_url = None
-        if get_portal_url is not None:
-            return get_portal_url(self.id)
-        return self._mlflow_ui_url()
+        from .portal import get_portal_url
 
-    def _mlflow_ui_url(self) -> str:
-        # until spark_tracking.portal exists: the tracking server itself when it is one,
-        # else the MLflow UI that `spark-tracking ui` serves by default
-        client = self._client()
-        experiment = client.get_run(self.id).info.experiment_id
-        uri = client.tracking_uri
-        base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        return f"{base}/#/experiments/{experiment}/runs/{self.id}"
-
-
+        return get_portal_url(self.id, self._client().tracking_uri)

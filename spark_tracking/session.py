@@ -20,6 +20,11 @@ import threading
 from . import context
 from .config import MANAGED_EXPERIMENT_ENV, MANAGED_URI_ENV, Config, ConfigError
 
+#: MLflow's request-auth plugin name, set by configure() for AML stores; this marker tells
+#: spark_tracking's own value from one the user exported.
+_AUTH_ENV = "MLFLOW_TRACKING_AUTH"
+MANAGED_AUTH_ENV = "SPARK_TRACKING_MANAGED_AUTH"
+
 
 def _logger():
     import logging  # imported on first use: this module runs in every process's startup hook
@@ -32,11 +37,17 @@ _ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 
 _lock = threading.RLock()
 _current: Config | None = None
+_current_uri: str | None = None
 
 
 def current_config() -> Config | None:
     """The configuration of the last successful configure() in this process, or None."""
     return _current
+
+
+def current_tracking_uri() -> str | None:
+    """The tracking URI the last successful configure() set (an AML link resolved), or None."""
+    return _current_uri
 
 
 def configure(*, strict: bool | None = None, **settings) -> Config | None:
@@ -52,7 +63,7 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
     the fix and leaves MLflow as it was. Returns the resolved Config, or None when disabled or
     failed. ``SPARK_TRACKING_DISABLED=1`` turns it into a no-op.
     """
-    global _current
+    global _current, _current_uri
     if strict is not None:
         settings["strict"] = strict
     try:
@@ -61,9 +72,10 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
             if cfg.disabled:
                 _logger().debug("spark_tracking is disabled (%s)", cfg.sources.get("disabled"))
                 return None
-            _apply_tracking_uri(cfg)
+            uri, auth = _store_of(cfg)
+            _apply_tracking_uri(cfg, uri, auth)
             _apply_experiment(cfg)
-            _current = cfg
+            _current, _current_uri = cfg, uri
             return cfg
     except Exception as exc:
         if settings.get("strict") or _strict_from_env():
@@ -78,9 +90,51 @@ def _strict_from_env() -> bool:
     return os.environ.get("SPARK_TRACKING_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _apply_tracking_uri(cfg: Config) -> None:
-    uri = cfg.effective_tracking_uri
-    if not cfg.tracking_uri:
+def _store_of(cfg: Config) -> tuple[str, str | None]:
+    """(tracking URI, MLflow request-auth name) of the session.
+
+    The configured tracking URI if any (AML endpoints signed with the cached Azure token), else
+    the linked AML workspace when a source names one (see ``azure.link``; not in Spark workers,
+    which forward to the driver), else the embedded store."""
+    if cfg.tracking_uri:
+        if "://" not in cfg.tracking_uri or cfg.tracking_uri.startswith(("sqlite:", "file:")):
+            return cfg.tracking_uri, None
+        from .azure import store
+
+        chosen = store.for_uri(cfg.tracking_uri)
+        return chosen.uri, chosen.auth
+    if not context.in_spark_worker():
+        from .azure import link  # files and variables only, unless a source names a workspace
+
+        source = link.find_source(cfg)
+        if source is not None:
+            from .azure import AUTH_NAME
+
+            resolved = link.resolve(cfg, source=source)
+            _logger().info("spark_tracking: logging to AML workspace %s (from %s)", resolved.workspace_id,
+                           resolved.source)
+            return resolved.tracking_uri, AUTH_NAME
+    return cfg.effective_tracking_uri, None
+
+
+def _apply_auth(auth: str | None) -> None:
+    current = os.environ.get(_AUTH_ENV)
+    managed = os.environ.get(MANAGED_AUTH_ENV)
+    if current and current != managed:
+        if auth and current != auth:
+            _logger().warning("spark_tracking: MLFLOW_TRACKING_AUTH=%s is set; the AML store needs %s. "
+                              "Unset MLFLOW_TRACKING_AUTH to let spark_tracking sign requests", current, auth)
+        return  # the user's own choice
+    if auth:
+        os.environ[_AUTH_ENV] = os.environ[MANAGED_AUTH_ENV] = auth
+    else:
+        os.environ.pop(_AUTH_ENV, None)
+        os.environ.pop(MANAGED_AUTH_ENV, None)
+
+
+def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
+    _apply_auth(auth)
+    if uri == cfg.embedded_store_uri:
         os.makedirs(cfg.home, exist_ok=True)
         os.environ.setdefault(_ARTIFACT_ROOT_ENV, cfg.embedded_artifact_root)
     previous = os.environ.get(MANAGED_URI_ENV)

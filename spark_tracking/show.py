@@ -261,7 +261,13 @@ def _config():
 
 
 def _resolved_uri(explicit: str | None) -> str:
-    return explicit or _config().effective_tracking_uri
+    if explicit:
+        return explicit
+    from .session import configure, current_tracking_uri
+
+    if current_tracking_uri() is None:
+        configure()
+    return current_tracking_uri() or _config().effective_tracking_uri
 
 
 def _show(args) -> int:

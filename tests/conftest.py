@@ -52,6 +52,7 @@ def clean_env(monkeypatch, tmp_path):
     from spark_tracking import session
 
     monkeypatch.setattr(session, "_current", None)
+    monkeypatch.setattr(session, "_current_uri", None)
     yield
     _reset_mlflow_globals()
 

@@ -120,8 +120,8 @@ class Forwarder:
             logger.warning(
                 "spark_tracking: the relay secret reaches tasks through Spark job properties, which "
                 "Spark writes to its event logs. Give driver and executors SPARK_TRACKING_RELAY_SECRET "
-                "from a secret scope (spark-tracking install does), or let the session hook run "
-                "before Spark starts (local Spark).")
+                "from a secret scope (spark-tracking install does); on local Spark, export it before "
+                "Spark starts (executors inherit the driver's environment).")
         self.sinks: list[tuple[str, Sink]] = []
         self._runs: dict[tuple, str] = {}
         self._orphan_runs: dict[str, str] = {}
@@ -142,7 +142,9 @@ class Forwarder:
 
         cfg = self.cfg
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
-        per_key = 250 if uri.startswith("azureml") else None  # AML refuses more (mlflow#11462)
+        from ..azure.store import is_aml_tracking_uri
+
+        per_key = 250 if is_aml_tracking_uri(uri) else None  # AML refuses more (mlflow#11462)
         sink = Sink(MlflowClient(uri), uri, spool, self.stage_tasks, batch_max_metrics=cfg.batch_max_metrics,
                     max_values_per_key=per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate)
         self.sinks.append((uri, sink))

@@ -29,6 +29,7 @@ from mlflow.entities import Experiment, Run, RunData, RunInfo, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.store.tracking.abstract_store import AbstractStore
 
+from ..context import in_spark_worker
 from . import executor
 
 SCHEME = "spark-tracking-task"
@@ -37,14 +38,6 @@ _handed_out: dict[str, Run] = {}
 #: every run id handed out in this worker: a fluent run MLflow kept active from an earlier task
 #: (a reused worker) must log to the current task's run, never to the old one
 _ever_handed_out: set[str] = set()
-
-
-def in_spark_worker() -> bool:
-    """True in a PySpark Python worker process (forked by the daemon or started directly)."""
-    if "pyspark.worker" in sys.modules or "pyspark.daemon" in sys.modules:
-        return True
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) in ("pyspark.worker", "pyspark.daemon")
 
 
 def activate_in_worker() -> bool:

@@ -1,0 +1,244 @@
+"""``spark-tracking doctor``: check the link step by step, each with pass/fail and a fix.
+
+Steps: the configuration (secrets masked); the AML link; a token for the ARM scope; the store
+answering; a probe run created, written and deleted; artifact support; and, on a cluster (or
+with a Spark session given), that Spark workers resolve the same configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, NamedTuple
+
+from . import AUTH_NAME, AzureLinkError
+
+#: Credential variables shown (masked) in the configuration step.
+CREDENTIAL_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
+                  "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
+_SECRET_ENV = {"AZURE_CLIENT_SECRET"}
+#: Settings a Spark worker must resolve as the driver does.
+WORKER_SETTINGS = ("disabled", "forwarding", "relay_max_frame_bytes", "buffer_max_points", "ship_interval",
+                   "task_flush_timeout")
+
+
+class Step(NamedTuple):
+    name: str
+    status: str  # PASS, FAIL, WARN, SKIP
+    detail: str
+    fix: str = ""
+
+    def render(self) -> str:
+        text = f"[{self.status}] {self.name}: {self.detail}"
+        if self.fix:
+            text += "\n       fix: " + self.fix.replace("\n", "\n            ")
+        return text
+
+
+class Doctor:
+    """Runs the steps in order; a failed step skips the ones that need it."""
+
+    def __init__(self, cfg, *, spark=None, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.spark = spark
+        self.clock = clock
+        self.steps: list[Step] = []
+        self.tracking_uri: str | None = None
+        self.auth: str | None = None
+        self.provider = None
+        self.found_source = None
+
+    @property
+    def ok(self) -> bool:
+        return all(s.status != "FAIL" for s in self.steps)
+
+    def run(self, emit: Callable[[str], None] = print) -> bool:
+        for check in (self.configuration, self.source, self.token, self.link, self.store, self.probe_run, self.artifacts,
+                      self.workers):
+            step = check()
+            if step is not None:
+                self.steps.append(step)
+                emit(step.render())
+        return self.ok
+
+    def _failed(self, name: str) -> bool:
+        return any(s.name == name and s.status in ("FAIL", "SKIP") for s in self.steps)
+
+    # -- steps -------------------------------------------------------------------------------
+    def configuration(self) -> Step:
+        env = [f"{k}={'***' if k in _SECRET_ENV else os.environ[k]}" for k in CREDENTIAL_ENV if os.environ.get(k)]
+        detail = self.cfg.debug_string() + ("; credentials env: " + ", ".join(env) if env else "")
+        return Step("configuration", "PASS", detail)
+
+    def source(self) -> Step:
+        from .link import find_source
+        from .store import for_uri
+
+        self.found_source = None
+        try:
+            if self.cfg.tracking_uri:
+                chosen = for_uri(self.cfg.tracking_uri)
+                self.tracking_uri, self.auth = chosen.uri, chosen.auth
+                kind = "an AML store" if chosen.auth else "not an AML store"
+                return Step("source", "PASS", f"tracking URI {chosen.uri} ({kind}; "
+                                              f"{self.cfg.sources.get('tracking_uri')})")
+            self.found_source = find_source(self.cfg, use_profiles=True)
+        except AzureLinkError as exc:
+            return Step("source", "FAIL", str(exc))
+        if self.found_source is None:
+            self.tracking_uri = self.cfg.embedded_store_uri
+            return Step("source", "WARN", f"no AML workspace is named; using the embedded store {self.tracking_uri}",
+                        "to log to AML: 'spark-tracking link --workspace-id <ARM id>', or "
+                        "SPARK_TRACKING_AML_WORKSPACE_ID, or the workspace's config.json")
+        self.auth = AUTH_NAME
+        return Step("source", "PASS", f"AML workspace named by {self.found_source.description}")
+
+    def token(self) -> Step | None:
+        if self.auth is None:
+            return Step("token", "SKIP", "no AML workspace") if self._failed("source") else None
+        from .credentials import describe_identity, provider_for_config
+
+        try:
+            self.provider = provider_for_config(self.cfg)
+            token = self.provider.token()
+        except AzureLinkError as exc:
+            return Step("token", "FAIL", str(exc).split("\n")[0], "\n".join(str(exc).split("\n")[1:]))
+        minutes = (self.provider.expires_on() - self.clock()) / 60
+        return Step("token", "PASS", f"token for {self.provider.scope} ({describe_identity(token)}; "
+                                     f"valid {minutes:.0f} more minutes)")
+
+    def link(self) -> Step | None:
+        from .link import resolve
+
+        if self.found_source is None:
+            return None
+        if self._failed("token"):
+            self.tracking_uri = None
+            return Step("link", "SKIP", "needs a token")
+        try:
+            found = resolve(self.cfg, source=self.found_source, use_cache=False)
+        except AzureLinkError as exc:
+            self.tracking_uri = None
+            message = str(exc)
+            head, _, fix = message.partition(". ")
+            return Step("link", "FAIL", head, fix)
+        self.tracking_uri = found.tracking_uri
+        return Step("link", "PASS", f"AML workspace {found.workspace_id} in {found.region or '?'} ({found.cloud}); "
+                                    f"tracking URI {found.tracking_uri}")
+
+    def _client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def store(self) -> Step:
+        if self.tracking_uri is None or self._failed("token"):
+            return Step("store", "SKIP", "needs a workspace and a token")
+        with _auth_env(self.auth):
+            try:
+                self._client().search_experiments(max_results=1)
+            except Exception as exc:  # noqa: BLE001 - reported with the fix
+                return Step("store", "FAIL", f"{self.tracking_uri} did not answer: {_short(exc)}", _store_fix(exc))
+        return Step("store", "PASS", f"{self.tracking_uri} answers")
+
+    def probe_run(self) -> Step:
+        if self._failed("store"):
+            return Step("probe run", "SKIP", "the store did not answer")
+        with _auth_env(self.auth):
+            client = self._client()
+            try:
+                experiment = client.get_experiment_by_name("spark-tracking-doctor")
+                experiment_id = (experiment.experiment_id if experiment is not None
+                                 else client.create_experiment("spark-tracking-doctor"))
+                run = client.create_run(experiment_id, run_name="doctor probe")
+                client.log_metric(run.info.run_id, "probe", 1.0)
+                client.delete_run(run.info.run_id)
+            except Exception as exc:  # noqa: BLE001
+                return Step("probe run", "FAIL", f"creating, writing or deleting a run failed: {_short(exc)}",
+                            _store_fix(exc))
+        return Step("probe run", "PASS", f"created, wrote and deleted run {run.info.run_id} in experiment "
+                                         "'spark-tracking-doctor'")
+
+    def artifacts(self) -> Step | None:
+        if self.auth is None:
+            return None
+        from .store import azureml_mlflow_installed
+
+        if azureml_mlflow_installed():
+            return Step("artifacts", "PASS", "azureml-mlflow is installed: artifacts go to the workspace's storage")
+        return Step("artifacts", "WARN", "metrics, params and tags work; artifacts (log_artifact, log_row, "
+                                         "log_image, models) need azureml-mlflow",
+                    "pip install 'spark-tracking[azureml]' (or add azureml-mlflow to the cluster libraries)")
+
+    def workers(self) -> Step | None:
+        spark = self.spark
+        if spark is None:
+            return None
+        driver = {k: getattr(self.cfg, k) for k in WORKER_SETTINGS}
+        try:
+            seen = spark.sparkContext.parallelize(range(2), 2).map(lambda _: _worker_view()).collect()
+        except Exception as exc:  # noqa: BLE001
+            return Step("workers", "FAIL", f"a Spark job failed: {_short(exc)}", "check the cluster's Spark logs")
+        differing = sorted({k for view in seen for k in WORKER_SETTINGS if view.get(k) != driver[k]})
+        if differing:
+            return Step("workers", "FAIL", f"workers resolve {', '.join(differing)} differently from the driver: "
+                                           f"{seen[0]} vs {driver}",
+                        "set spark_tracking settings as cluster environment variables or in the config file "
+                        "written by the init script, not in one notebook's environment")
+        return Step("workers", "PASS", f"{len(seen)} Spark tasks resolve the same configuration")
+
+
+def _worker_view() -> dict:
+    from spark_tracking.config import Config
+
+    cfg = Config.resolve()
+    return {k: getattr(cfg, k) for k in WORKER_SETTINGS}
+
+
+class _auth_env:
+    """MLFLOW_TRACKING_AUTH for the checks, restored afterwards."""
+
+    def __init__(self, auth: str | None):
+        self.auth = auth
+
+    def __enter__(self):
+        self.before = os.environ.get("MLFLOW_TRACKING_AUTH")
+        if self.auth:
+            os.environ["MLFLOW_TRACKING_AUTH"] = self.auth
+        return self
+
+    def __exit__(self, *exc):
+        if self.auth:
+            if self.before is None:
+                os.environ.pop("MLFLOW_TRACKING_AUTH", None)
+            else:
+                os.environ["MLFLOW_TRACKING_AUTH"] = self.before
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:400]
+
+
+def _store_fix(exc: BaseException) -> str:
+    text = str(exc)
+    if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
+        return ("grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "
+                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* actions")
+    if "401" in text or "Unauthorized" in text:
+        return "the token was refused: check AZURE_TENANT_ID is the workspace's tenant and azure_cloud its cloud"
+    return "check the network path to the tracking URI (proxy, private endpoint, firewall)"
+
+
+def doctor(spark=None, emit: Callable[[str], None] = print, **settings) -> bool:
+    """Run every check and print one line per step; True when none failed. In a notebook pass
+    the session (``doctor(spark)``) to also check that Spark workers see the same configuration.
+    Keyword arguments are settings, as for ``configure()``."""
+    from ..config import Config, ConfigError
+
+    try:
+        cfg = Config.resolve(settings)
+    except ConfigError as exc:
+        emit(Step("configuration", "FAIL", str(exc)).render())
+        return False
+    return Doctor(cfg, spark=spark).run(emit)

@@ -1,0 +1,207 @@
+"""Which AML workspace this session logs to, resolved from its sources in a fixed order.
+
+The first source that names a workspace wins:
+
+1. ``aml_workspace_id`` (an ARM id), or ``subscription_id`` + ``resource_group`` +
+   ``workspace_name``: each an argument, Spark conf ``spark.sparktracking.*``, environment
+   ``SPARK_TRACKING_*`` or the spark_tracking config file (in that order, as every setting);
+2. an AML ``config.json`` in the working directory or a parent (also ``.azureml/config.json``),
+   as ``Workspace.from_config()`` finds it;
+3. the Databricks workspace's own link: ARM ``properties.parameters.amlWorkspaceId`` of the
+   ``Microsoft.Databricks/workspaces`` resource, whose id is the setting
+   ``databricks_resource_id``, else the databricks-sdk configuration
+   (``DATABRICKS_AZURE_RESOURCE_ID``, or ``azure_workspace_resource_id`` of the profile in
+   ``~/.databrickscfg``), else found from the cluster tags of a running Spark session
+   (``spark.databricks.clusterUsageTags.azureSubscriptionId`` and ``spark.databricks.workspaceUrl``).
+
+Then the AML workspace resource is read from ARM for its region and MLflow tracking URI. A
+resolved link is cached (no secrets: ids and URLs) in ``<home>/aml-link.json`` for twelve
+hours, so a new Python process on the same machine does not call ARM again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import Any, Mapping, NamedTuple
+
+from . import AzureLinkError
+from .clouds import cloud as cloud_named
+from .resources import (DATABRICKS_PROVIDER, WorkspaceRef, aml_link_of_databricks, find_aml_config,
+                        parse_workspace_id, read_aml_config, tracking_uri_of)
+
+logger = logging.getLogger(__name__)
+
+CACHE_FILE = "aml-link.json"
+CACHE_SECONDS = 12 * 3600
+DATABRICKS_SDK_ENV = "DATABRICKS_AZURE_RESOURCE_ID"
+_TAG_SUBSCRIPTION = "spark.databricks.clusterUsageTags.azureSubscriptionId"
+_WORKSPACE_URL = "spark.databricks.workspaceUrl"
+
+
+class Link(NamedTuple):
+    """A resolved link: what ``spark-tracking link`` records and a session logs to."""
+
+    workspace_id: str
+    tracking_uri: str
+    region: str
+    cloud: str
+    source: str
+
+    @property
+    def workspace(self) -> WorkspaceRef:
+        return parse_workspace_id(self.workspace_id)
+
+
+class Source(NamedTuple):
+    """Where the workspace comes from, found without the network."""
+
+    kind: str  # "aml" (a workspace ref), "databricks" (a Databricks resource id), "databricks-url"
+    value: Any
+    description: str
+
+
+def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | None = None,
+                spark_conf: Mapping[str, str] | None = None, use_profiles: bool = False) -> Source | None:
+    """The first source that names a workspace, or None. Cheap: files and variables only
+    (``use_profiles`` also reads the databricks-sdk profile file; the link command does)."""
+    environ = os.environ if environ is None else environ
+    if cfg.aml_workspace_id:
+        return Source("aml", parse_workspace_id(cfg.aml_workspace_id),
+                      f"aml_workspace_id ({cfg.sources.get('aml_workspace_id')})")
+    parts = {k: getattr(cfg, k) for k in ("subscription_id", "resource_group", "workspace_name")}
+    if any(parts.values()):
+        missing = [k for k, v in parts.items() if not v]
+        if missing:
+            given = ", ".join(f"{k} ({cfg.sources.get(k)})" for k, v in parts.items() if v)
+            raise AzureLinkError(
+                f"{given} set but {', '.join(missing)} not: set all three (SPARK_TRACKING_SUBSCRIPTION_ID, "
+                f"SPARK_TRACKING_RESOURCE_GROUP, SPARK_TRACKING_WORKSPACE_NAME) or aml_workspace_id")
+        return Source("aml", WorkspaceRef(*parts.values()),
+                      "subscription_id, resource_group, workspace_name "
+                      f"({cfg.sources.get('workspace_name')})")
+    path = find_aml_config(cwd)
+    if path:
+        return Source("aml", read_aml_config(path), f"AML config file {path}")
+    if cfg.databricks_resource_id:
+        return Source("databricks", parse_workspace_id(cfg.databricks_resource_id, DATABRICKS_PROVIDER,
+                                                       "databricks_resource_id"),
+                      f"the Databricks workspace's link (databricks_resource_id, {cfg.sources.get('databricks_resource_id')})")
+    sdk_id = environ.get(DATABRICKS_SDK_ENV) or (_profile_resource_id(environ) if use_profiles else None)
+    if sdk_id:
+        return Source("databricks", parse_workspace_id(sdk_id, DATABRICKS_PROVIDER, DATABRICKS_SDK_ENV),
+                      "the Databricks workspace's link (databricks-sdk configuration)")
+    conf = spark_conf if spark_conf is not None else _spark_conf()
+    if conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL):
+        return Source("databricks-url", (conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]),
+                      "the Databricks workspace's link (cluster tags)")
+    return None
+
+
+def _profile_resource_id(environ: Mapping[str, str]) -> str | None:
+    """``azure_workspace_resource_id`` of the databricks-sdk profile (its file and profile variables)."""
+    import configparser
+
+    path = os.path.expanduser(environ.get("DATABRICKS_CONFIG_FILE") or "~/.databrickscfg")
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(path, encoding="utf-8")
+    except (OSError, configparser.Error):
+        return None
+    profile = environ.get("DATABRICKS_CONFIG_PROFILE") or "DEFAULT"
+    section = parser.defaults() if profile == "DEFAULT" else (parser[profile] if parser.has_section(profile) else {})
+    return section.get("azure_workspace_resource_id") or None
+
+
+def _spark_conf() -> dict[str, str]:
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return {}
+    try:
+        from pyspark import SparkContext
+
+        sc = SparkContext._active_spark_context
+        if sc is None:
+            return {}
+        conf = sc.getConf()
+        return {k: conf.get(k) for k in (_TAG_SUBSCRIPTION, _WORKSPACE_URL) if conf.contains(k)}
+    except Exception:  # a Connect-only or dying session
+        return {}
+
+
+def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = True, **find_kwargs) -> Link:
+    """Resolve the link (ARM calls through ``arm``, built from ``cfg`` when None)."""
+    source = source or find_source(cfg, **find_kwargs)
+    if source is None:
+        raise AzureLinkError(
+            "no Azure ML workspace is named: set SPARK_TRACKING_AML_WORKSPACE_ID (or subscription_id, "
+            "resource_group, workspace_name), put the workspace's config.json in the working directory, "
+            "or link the Databricks workspace to an AML workspace in the Azure portal")
+    try:
+        chosen = cloud_named(cfg.azure_cloud)
+    except ValueError as exc:
+        raise AzureLinkError(str(exc)) from None
+    key = f"{chosen.name}|{source.kind}|{source.value if source.kind != 'aml' else source.value.id}"
+    cache_path = os.path.join(cfg.home, CACHE_FILE)
+    if use_cache:
+        cached = _read_cache(cache_path).get(key)
+        if cached and time.time() - cached.get("resolved_at", 0) < CACHE_SECONDS:
+            return Link(**{f: cached[f] for f in Link._fields})
+    if arm is None:
+        from .arm import ArmClient
+        from .credentials import provider_for_config
+
+        arm = ArmClient(cfg.azure_arm_endpoint or chosen.arm_endpoint, provider_for_config(cfg))
+    if source.kind == "aml":
+        ref = source.value
+    else:
+        databricks_id = (source.value.id if source.kind == "databricks"
+                         else _find_databricks_id(arm, *source.value))
+        resource = arm.get(databricks_id, "Databricks workspace",
+                           "Check databricks_resource_id / DATABRICKS_AZURE_RESOURCE_ID (the 'Resource ID' on "
+                           "the Databricks workspace's Properties page)")
+        ref = parse_workspace_id(aml_link_of_databricks(resource, databricks_id),
+                                 what=f"amlWorkspaceId of Databricks workspace {databricks_id}")
+    workspace = arm.get(ref.id, "Azure ML workspace",
+                        f"Check the workspace id from {source.description}: subscription, resource group and "
+                        f"name must match the workspace's 'Resource ID' in the Azure portal")
+    link = Link(ref.id, tracking_uri_of(workspace, ref, chosen), str(workspace.get("location") or ""),
+                chosen.name, source.description)
+    if use_cache:
+        _write_cache(cache_path, key, link)
+    return link
+
+
+def _find_databricks_id(arm, subscription_id: str, workspace_url: str) -> str:
+    host = workspace_url.replace("https://", "").strip("/").lower()
+    for item in arm.list_databricks_workspaces(subscription_id):
+        if str((item.get("properties") or {}).get("workspaceUrl") or "").lower() == host:
+            return item["id"]
+    raise AzureLinkError(
+        f"no Databricks workspace with URL {host} is visible in subscription {subscription_id}: grant the "
+        f"credential Reader on the Databricks workspace, or set SPARK_TRACKING_DATABRICKS_RESOURCE_ID")
+
+
+def _read_cache(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: str, key: str, link: Link) -> None:
+    data = _read_cache(path)
+    data[key] = {**link._asdict(), "resolved_at": time.time()}
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only home only costs the next process an ARM call
+        logger.debug("spark_tracking: could not cache the AML link in %s: %s", path, exc)

@@ -1,0 +1,133 @@
+"""Pure helpers: ARM resource ids, AML ``config.json`` files and AML tracking URIs. No I/O
+beyond reading a config file, no network: the logic the link resolution is built from."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Mapping, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+from . import AzureLinkError
+from .clouds import Cloud
+
+AML_PROVIDER = "Microsoft.MachineLearningServices/workspaces"
+DATABRICKS_PROVIDER = "Microsoft.Databricks/workspaces"
+_ID = re.compile(
+    r"^/?subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"(?P<provider>[^/]+/[^/]+)/(?P<name>[^/?#]+)/?$", re.I)
+
+
+class WorkspaceRef(NamedTuple):
+    """An ARM workspace resource: AML or Databricks."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+    provider: str = AML_PROVIDER
+
+    @property
+    def id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/{self.provider}/{self.name}")
+
+
+def parse_workspace_id(text: str, provider: str = AML_PROVIDER, what: str = "aml_workspace_id") -> WorkspaceRef:
+    """Parse an ARM resource id of ``provider``; the error shows the expected shape."""
+    match = _ID.match(str(text).strip())
+    if not match or match["provider"].lower() != provider.lower():
+        raise AzureLinkError(
+            f"{what}={text!r} is not an ARM id of a {provider} resource; expected "
+            f"/subscriptions/<subscription id>/resourceGroups/<group>/providers/{provider}/<name> "
+            f"(the 'Resource ID' on the resource's Properties page in the Azure portal)")
+    return WorkspaceRef(match["sub"], match["rg"], match["name"], provider)
+
+
+AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
+
+
+def find_aml_config(start: str | None = None) -> str | None:
+    """The AML ``config.json`` that ``Workspace.from_config()`` would read: in ``start`` (the
+    working directory) or a parent, as ``.azureml/config.json`` or ``config.json``. A
+    ``config.json`` without any AML key is someone else's file and is passed over."""
+    folder = os.path.abspath(start or os.getcwd())
+    while True:
+        for candidate in (os.path.join(folder, ".azureml", "config.json"), os.path.join(folder, "config.json")):
+            if os.path.isfile(candidate) and _looks_like_aml_config(candidate):
+                return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _looks_like_aml_config(path: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and any(k in data for k in AML_CONFIG_KEYS + ("Scope",))
+
+
+def read_aml_config(path: str) -> WorkspaceRef:
+    """The workspace named by an AML ``config.json`` (keys subscription_id, resource_group,
+    workspace_name; or ``Scope``, an ARM id, as AI Studio writes it)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise AzureLinkError(f"AML config file {path} could not be read: {exc}") from None
+    if isinstance(data.get("Scope"), str):
+        return parse_workspace_id(data["Scope"], what=f"'Scope' in {path}")
+    missing = [k for k in AML_CONFIG_KEYS if not str(data.get(k) or "").strip()]
+    if missing:
+        raise AzureLinkError(
+            f"AML config file {path} lacks {', '.join(missing)}; download it again from the AML "
+            f"workspace's overview page in the Azure portal ('Download config.json')")
+    return WorkspaceRef(*(str(data[k]).strip() for k in AML_CONFIG_KEYS))
+
+
+def aml_link_of_databricks(resource: Mapping[str, Any], databricks_id: str) -> str:
+    """The AML workspace id a Databricks workspace resource records as its link."""
+    value = (((resource.get("properties") or {}).get("parameters") or {}).get("amlWorkspaceId") or {}).get("value")
+    if not value:
+        raise AzureLinkError(
+            f"Databricks workspace {databricks_id} has no linked Azure ML workspace "
+            f"(properties.parameters.amlWorkspaceId is empty). Link one on the Databricks workspace's "
+            f"overview page in the Azure portal ('Link Azure ML workspace'), or name the workspace "
+            f"with SPARK_TRACKING_AML_WORKSPACE_ID or 'spark-tracking link --workspace-id ID'")
+    return str(value)
+
+
+def to_https(uri: str) -> str:
+    """``azureml://host/path?`` (as AML reports it) as the https URL MLflow's REST client uses."""
+    parts = urlsplit(uri.strip())
+    if parts.scheme not in ("azureml", "https"):
+        raise AzureLinkError(f"{uri!r} is not an AML tracking URI (azureml://<region>.api.azureml.ms/mlflow/...)")
+    return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def tracking_uri_of(workspace: Mapping[str, Any], ref: WorkspaceRef, cloud: Cloud) -> str:
+    """The https MLflow tracking URI of an AML workspace resource (as ARM returns it): its
+    ``properties.mlFlowTrackingUri`` when ARM reports one, else built from its region."""
+    reported = (workspace.get("properties") or {}).get("mlFlowTrackingUri")
+    if reported:
+        return to_https(reported)
+    region = str(workspace.get("location") or "").replace(" ", "").lower()
+    if not region:
+        raise AzureLinkError(f"ARM returned AML workspace {ref.id} without a location or MLflow tracking URI")
+    return f"https://{region}.{cloud.aml_api_suffix}/mlflow/v1.0{ref.id}"
+
+
+def workspace_ref_of_tracking_uri(uri: str) -> WorkspaceRef | None:
+    """The AML workspace an AML tracking URI points at, or None for other URIs."""
+    path = urlsplit(uri).path
+    at = path.lower().find("/subscriptions/")
+    if at < 0:
+        return None
+    try:
+        return parse_workspace_id(path[at:])
+    except AzureLinkError:
+        return None

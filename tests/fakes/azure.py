@@ -1,0 +1,284 @@
+"""A fake of the Azure side on 127.0.0.1, over TLS (a test CA from trustme), for the real
+azure-identity, requests and MLflow clients to talk to:
+
+- ``aad``: an Azure AD authority (OpenID discovery + the v2 token endpoint, client credentials)
+  issuing HS256-signed JWTs that expire after ``token_lifetime`` seconds of ``time.time()``;
+- ``arm``: Azure Resource Manager serving Databricks and AML workspace resources, with
+  per-identity grants (403 AuthorizationFailed otherwise) and ARM's 404 shape;
+- ``aml``: an AML-shaped MLflow endpoint (``/mlflow/v2.0/subscriptions/…/workspaces/<ws>``) that
+  checks the bearer token (signature, audience, expiry) on every request, then proxies the
+  MLflow REST call to a real ``mlflow server``.
+
+Every request is recorded; ``rejected`` lists the store requests refused and why.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import requests
+
+ARM_AUDIENCE = "https://management.azure.com"
+TENANT = "72f988bf-0000-4000-8000-000000000001"
+
+
+@dataclass
+class ServicePrincipal:
+    client_id: str
+    secret: str
+    object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+class _Server:
+    def __init__(self, name: str, handler, ssl_context):
+        self.name = name
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.httpd.socket = ssl_context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name=f"fake-{name}", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+class FakeAzure:
+    def __init__(self, tmp_path, mlflow_url: str, token_lifetime: float = 3600.0, audience: str = ARM_AUDIENCE):
+        import trustme
+
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = str(tmp_path / "fake-azure-ca.pem")
+        self.ca.cert_pem.write_to_path(self.ca_file)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self.mlflow_url = mlflow_url.rstrip("/")
+        self.token_lifetime = token_lifetime
+        self.audience = audience
+        self.scopes_requested: list[str] = []
+        self.signing_key = uuid.uuid4().hex
+        self.principals: dict[str, ServicePrincipal] = {}
+        self.resources: dict[str, dict] = {}
+        #: (object id) -> resource ids (lowercase) it may read in ARM; "*" for all
+        self.arm_grants: dict[str, set[str]] = {}
+        #: object ids the AML endpoint refuses with 403
+        self.aml_forbidden: set[str] = set()
+        self.tokens_issued = 0
+        self.requests: list[tuple[str, str, str]] = []  # (server, method, path)
+        self.store_accepted = 0
+        self.rejected: list[str] = []
+        self.log_batch_metrics = 0
+        self._lock = threading.Lock()
+        self.aad = _Server("aad", self._handler(self._aad), context)
+        self.arm = _Server("arm", self._handler(self._arm), context)
+        self.aml = _Server("aml", self._handler(self._aml), context)
+        self._session = requests.Session()
+
+    # -- setup ---------------------------------------------------------------------------------
+    def __enter__(self) -> "FakeAzure":
+        for server in (self.aad, self.arm, self.aml):
+            server.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for server in (self.aad, self.arm, self.aml):
+            server.stop()
+        self._session.close()
+
+    def add_principal(self, client_id: str = "spark-tracking-sp", secret: str = "s3cr3t-value") -> ServicePrincipal:
+        sp = ServicePrincipal(client_id, secret)
+        self.principals[client_id] = sp
+        return sp
+
+    def grant(self, principal: ServicePrincipal, resource_id: str = "*") -> None:
+        self.arm_grants.setdefault(principal.object_id, set()).add(resource_id.lower())
+
+    def add_aml_workspace(self, subscription: str, group: str, name: str, location: str = "westeurope",
+                          report_tracking_uri: bool = True) -> str:
+        rid = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
+        properties: dict[str, Any] = {"workspaceId": str(uuid.uuid4()), "friendlyName": name}
+        if report_tracking_uri:
+            host = urlsplit(self.aml.url).netloc
+            properties["mlFlowTrackingUri"] = f"azureml://{host}/mlflow/v2.0{rid}"
+        self.resources[rid.lower()] = {"id": rid, "name": name, "location": location,
+                                       "type": "Microsoft.MachineLearningServices/workspaces",
+                                       "properties": properties}
+        return rid
+
+    def add_databricks_workspace(self, subscription: str, group: str, name: str, aml_workspace_id: str | None,
+                                 workspace_url: str = "adb-1234567890123456.7.azuredatabricks.net") -> str:
+        rid = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Databricks/workspaces/{name}"
+        parameters = {"enableNoPublicIp": {"type": "Bool", "value": True}}
+        if aml_workspace_id:
+            parameters["amlWorkspaceId"] = {"type": "String", "value": aml_workspace_id}
+        self.resources[rid.lower()] = {"id": rid, "name": name, "location": "westeurope",
+                                       "type": "Microsoft.Databricks/workspaces",
+                                       "properties": {"parameters": parameters, "workspaceUrl": workspace_url}}
+        return rid
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to trust the fake (its CA) and find Azure AD and ARM."""
+        return {"REQUESTS_CA_BUNDLE": self.ca_file, "SPARK_TRACKING_AZURE_AUTHORITY_HOST": self.aad.url,
+                "SPARK_TRACKING_AZURE_ARM_ENDPOINT": self.arm.url}
+
+    # -- tokens --------------------------------------------------------------------------------
+    def issue(self, sp: ServicePrincipal, scope: str) -> dict:
+        now = time.time()
+        audience = scope[: -len("/.default")] if scope.endswith("/.default") else scope
+        claims = {"aud": audience, "iss": f"https://sts.windows.net/{TENANT}/", "iat": int(now), "nbf": int(now),
+                  "exp": int(now + self.token_lifetime), "appid": sp.client_id, "oid": sp.object_id, "tid": TENANT}
+        with self._lock:
+            self.tokens_issued += 1
+        token = jwt.encode(claims, self.signing_key, algorithm="HS256")
+        return {"token_type": "Bearer", "expires_in": int(self.token_lifetime),
+                "ext_expires_in": int(self.token_lifetime), "access_token": token}
+
+    def check(self, header: str | None) -> tuple[dict | None, str]:
+        """(claims, "") for a valid ARM-audience bearer token, else (None, why)."""
+        if not header or not header.startswith("Bearer "):
+            return None, "no bearer token"
+        try:
+            claims = jwt.decode(header[7:], self.signing_key, algorithms=["HS256"], audience=self.audience,
+                                options={"verify_exp": False, "verify_nbf": False})
+        except jwt.InvalidTokenError as exc:
+            return None, f"invalid token: {exc}"
+        if claims["exp"] <= time.time():
+            return None, f"token expired {time.time() - claims['exp']:.0f}s ago"
+        return claims, ""
+
+    # -- handlers ------------------------------------------------------------------------------
+    def _handler(self, route):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self) -> bytes:
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def reply(self, status: int, payload: Any = None, raw: bytes | None = None,
+                      headers: dict[str, str] | None = None):
+                data = raw if raw is not None else json.dumps(payload if payload is not None else {}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                route(self, "GET", self._body())
+
+            def do_POST(self):
+                route(self, "POST", self._body())
+
+            def do_PATCH(self):
+                route(self, "PATCH", self._body())
+
+            def do_DELETE(self):
+                route(self, "DELETE", self._body())
+
+        return Handler
+
+    def _aad(self, h, method: str, body: bytes) -> None:
+        path = urlsplit(h.path).path
+        self.requests.append(("aad", method, path))
+        match = re.match(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$", path)
+        if method == "GET" and match:
+            base = f"{self.aad.url}/{match[1]}"
+            return h.reply(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
+                                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                                 "issuer": f"{self.aad.url}/{match[1]}/v2.0"})
+        if method == "POST" and re.match(r"^/[^/]+/oauth2/v2\.0/token$", path):
+            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            sp = self.principals.get(form.get("client_id", ""))
+            if form.get("grant_type") != "client_credentials" or sp is None:
+                return h.reply(400, {"error": "unauthorized_client", "error_description":
+                                     f"AADSTS700016: Application with identifier '{form.get('client_id')}' "
+                                     f"was not found in the directory."})
+            if form.get("client_secret") != sp.secret:
+                return h.reply(401, {"error": "invalid_client", "error_description":
+                                     "AADSTS7000215: Invalid client secret provided."})
+            scope = form.get("scope", "").split()[0]
+            self.scopes_requested.append(scope)
+            return h.reply(200, self.issue(sp, scope))
+        h.reply(404, {"error": "not_found"})
+
+    def _arm(self, h, method: str, body: bytes) -> None:
+        parts = urlsplit(h.path)
+        self.requests.append(("arm", method, parts.path))
+        claims, why = self.check(h.headers.get("Authorization"))
+        if claims is None:
+            return h.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": why}})
+        if "api-version" not in parse_qs(parts.query):
+            return h.reply(400, {"error": {"code": "MissingApiVersionParameter",
+                                           "message": "The api-version query parameter (?api-version=) is required"}})
+        grants = self.arm_grants.get(claims["oid"], set())
+        path = parts.path.rstrip("/")
+        listing = re.match(r"^/subscriptions/([^/]+)/providers/Microsoft\.Databricks/workspaces$", path, re.I)
+        if listing:
+            items = [r for key, r in self.resources.items()
+                     if r["type"] == "Microsoft.Databricks/workspaces" and key.startswith(f"/subscriptions/{listing[1].lower()}/")
+                     and ("*" in grants or key in grants)]
+            return h.reply(200, {"value": items})
+        if "*" not in grants and path.lower() not in grants:
+            action = "/".join(path.split("/providers/", 1)[-1].split("/")[:2]) + "/read"
+            return h.reply(403, {"error": {"code": "AuthorizationFailed", "message":
+                                           f"The client '{claims['appid']}' with object id '{claims['oid']}' does not "
+                                           f"have authorization to perform action '{action}' over scope '{path}' "
+                                           f"or the scope is invalid."}})
+        resource = self.resources.get(path.lower())
+        if resource is None:
+            kind = "/".join(path.split("/providers/", 1)[-1].split("/")[:2]) if "/providers/" in path else "resource"
+            return h.reply(404, {"error": {"code": "ResourceNotFound", "message":
+                                           f"The Resource '{kind}/{path.rsplit('/', 1)[-1]}' was not found."}})
+        h.reply(200, resource)
+
+    def _aml(self, h, method: str, body: bytes) -> None:
+        parts = urlsplit(h.path)
+        match = re.match(r"^/mlflow/v2\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                         r"Microsoft\.MachineLearningServices/workspaces/([^/]+)(/api/.*)$", parts.path, re.I)
+        self.requests.append(("aml", method, parts.path))
+        if not match:
+            return h.reply(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route {parts.path}"})
+        claims, why = self.check(h.headers.get("Authorization"))
+        if claims is None:
+            with self._lock:
+                self.rejected.append(f"{method} {match[2]}: {why}")
+            return h.reply(401, {"error_code": "UNAUTHENTICATED", "message": why},
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if claims["oid"] in self.aml_forbidden:
+            with self._lock:
+                self.rejected.append(f"{method} {match[2]}: forbidden")
+            return h.reply(403, {"error_code": "PERMISSION_DENIED", "message":
+                                 f"The client '{claims['appid']}' does not have permission to perform "
+                                 f"'Microsoft.MachineLearningServices/workspaces/experiments/runs/write'"})
+        target = self.mlflow_url + match[2] + (f"?{parts.query}" if parts.query else "")
+        response = self._session.request(method, target, data=body or None,
+                                          headers={"Content-Type": h.headers.get("Content-Type", "application/json")})
+        with self._lock:
+            self.store_accepted += 1
+            if match[2].endswith("/runs/log-batch") and response.status_code == 200:
+                self.log_batch_metrics += len(json.loads(body or b"{}").get("metrics", []))
+        h.reply(response.status_code, raw=response.content)
