@@ -243,8 +243,10 @@ def write_config_file(values: Mapping[str, Any], path: str | None = None) -> str
     return path
 
 
-def active_spark_conf() -> dict[str, str]:
-    """``spark.sparktracking.*`` of the running SparkContext, or {} (never starts Spark)."""
+def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, str]:
+    """``spark.sparktracking.*`` (or the keys ``wanted`` accepts) of the running SparkContext,
+    or {} (never starts Spark)."""
+    wanted = wanted or (lambda key: key.startswith(SPARK_CONF_PREFIX))
     if "pyspark" not in sys.modules:
         return {}
     try:
@@ -253,7 +255,7 @@ def active_spark_conf() -> dict[str, str]:
         sc = SparkContext._active_spark_context
         if sc is None:
             return {}
-        return {k: v for k, v in sc.getConf().getAll() if k.startswith(SPARK_CONF_PREFIX)}
+        return {k: v for k, v in sc.getConf().getAll() if wanted(k)}
     except Exception:  # a dying or Connect-only session: no conf to read
         return {}
 

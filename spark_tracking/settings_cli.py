@@ -16,7 +16,22 @@ def _run(args) -> int:
     if args.resolved:
         cfg = Config.resolve()
         print(cfg.debug_string())
-        print(f"tracking URI: {cfg.effective_tracking_uri}")
+        print(f"tracking URI: {_where(cfg)}")
     else:
         print(settings_table_markdown())
     return 0
+
+
+def _where(cfg) -> str:
+    if cfg.tracking_uri:
+        return cfg.tracking_uri
+    from .azure import AzureLinkError
+    from .azure.link import find_source
+
+    try:
+        source = find_source(cfg)
+    except AzureLinkError as exc:
+        return f"none: {exc}"
+    if source is not None:
+        return f"the Azure ML workspace named by {source.description} ('spark-tracking link --dry-run' resolves it)"
+    return cfg.embedded_store_uri

@@ -116,20 +116,9 @@ def _profile_resource_id(environ: Mapping[str, str]) -> str | None:
 
 
 def _spark_conf() -> dict[str, str]:
-    import sys
+    from ..config import active_spark_conf
 
-    if "pyspark" not in sys.modules:
-        return {}
-    try:
-        from pyspark import SparkContext
-
-        sc = SparkContext._active_spark_context
-        if sc is None:
-            return {}
-        conf = sc.getConf()
-        return {k: conf.get(k) for k in (_TAG_SUBSCRIPTION, _WORKSPACE_URL) if conf.contains(k)}
-    except Exception:  # a Connect-only or dying session
-        return {}
+    return active_spark_conf(lambda key: key in (_TAG_SUBSCRIPTION, _WORKSPACE_URL))
 
 
 def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = True, **find_kwargs) -> Link:

@@ -141,13 +141,12 @@ def check(environ) -> tuple[list[str], list[str]]:
         return info, errors
     if cfg.tracking_uri:
         info.append(f"runs go to {_mask_uri(cfg.tracking_uri)} (from {cfg.sources['tracking_uri']})")
-    elif cfg.aml_workspace_id or cfg.workspace_name:
-        where = cfg.aml_workspace_id or f"{cfg.subscription_id}/{cfg.resource_group}/{cfg.workspace_name}"
-        source = cfg.sources.get("aml_workspace_id") or cfg.sources.get("workspace_name")
-        info.append(f"runs go to the Azure ML workspace {where} (from {source})")
+    elif (source := _aml_source(cfg, environ, errors)) is not None:
+        info.append(f"runs go to the Azure ML workspace named by {source.description}; each driver session "
+                    "resolves it through ARM (check with: spark-tracking doctor)")
         info.append("credentials: " + ("service principal (AZURE_CLIENT_ID from the cluster environment)"
                                        if present else "the cluster's managed identity or azure-identity defaults"))
-    else:
+    elif not errors:
         info.append(
             f"WARNING: no central store configured: runs go to the embedded store {cfg.embedded_store_uri} "
             "on the driver's local disk and are lost with the cluster. Fix: spark-tracking install "
@@ -155,6 +154,18 @@ def check(environ) -> tuple[list[str], list[str]]:
         )
     info.append(cfg.debug_string())
     return info, errors
+
+
+def _aml_source(cfg, environ, errors: list[str]):
+    """The AML link source a session will follow (files and variables only: no network here)."""
+    from ..azure import AzureLinkError
+    from ..azure.link import find_source
+
+    try:
+        return find_source(cfg, environ=environ, spark_conf={})
+    except AzureLinkError as exc:
+        errors.append(str(exc))
+        return None
 
 
 def _restore_user_disabled() -> None:

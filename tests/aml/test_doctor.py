@@ -109,3 +109,29 @@ def test_doctor_reports_a_wrong_workspace_with_the_fix(azure, principal, workspa
 def test_doctor_without_a_link_points_at_the_embedded_store(capsys):
     lines = _doctor_lines()
     assert _statuses(lines) == ["PASS configuration", "WARN source", "PASS store", "PASS probe run"]
+
+
+def test_no_secret_or_token_reaches_logs_output_or_files(azure, principal, workspace, spark, tmp_path, caplog,
+                                                         capsys, monkeypatch):
+    import logging
+    import os
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+    spark_tracking.configure(strict=True)
+    with mlflow.start_run():
+        mlflow.log_metric("loss", 0.5)
+        spark.sparkContext.parallelize(range(2), 2).map(lambda x: mlflow.log_metric("task", x)).collect()
+    spark_tracking.flush()
+    assert main(["doctor"]) == 0
+    assert main(["link", "--config-file", str(tmp_path / "linked.json")]) == 0
+    assert main(["settings", "--resolved"]) == 0
+    written = "".join(open(os.path.join(root, f), errors="replace").read()
+                      for root, _, files in os.walk(tmp_path / "home") for f in files)
+    written += (tmp_path / "linked.json").read_text()
+    seen = {"logs": caplog.text, "output": "".join(capsys.readouterr()), "files": written,
+            "environment": "\n".join(f"{k}={v}" for k, v in os.environ.items() if k != "AZURE_CLIENT_SECRET")}
+    assert azure.issued
+    for where, text in seen.items():
+        for secret in [SECRET, *azure.issued]:
+            assert secret not in text, f"a secret or token reached the {where}"

@@ -210,3 +210,33 @@ def test_a_failed_link_leaves_the_session_unconfigured_with_the_reason(azure, pr
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert "spark_tracking: tracking left unconfigured: AzureLinkError: Azure ML workspace" in caplog.text
     assert "was not found (HTTP 404 ResourceNotFound" in caplog.text
+
+
+def test_the_init_script_check_names_the_link_source_without_network():
+    from spark_tracking.install.node import check
+
+    info, errors = check({"DATABRICKS_AZURE_RESOURCE_ID": DBX_ID})
+    assert errors == []
+    assert info[0] == ("runs go to the Azure ML workspace named by the Databricks workspace's link (databricks-sdk "
+                       "configuration); each driver session resolves it through ARM (check with: spark-tracking doctor)")
+    info, errors = check({"SPARK_TRACKING_AML_WORKSPACE_ID": "ws-ml"})
+    assert errors == [
+        "aml_workspace_id='ws-ml' is not an ARM id of a Microsoft.MachineLearningServices/workspaces resource; "
+        "expected /subscriptions/<subscription id>/resourceGroups/<group>/providers/"
+        "Microsoft.MachineLearningServices/workspaces/<name> (the 'Resource ID' on the resource's Properties "
+        "page in the Azure portal)"]
+
+
+def test_portal_urls_for_each_kind_of_store(sqlite_uri, mlflow_server):
+    from spark_tracking import get_portal_url
+
+    for uri, base in ((sqlite_uri, "http://127.0.0.1:5000"), (mlflow_server.uri, mlflow_server.uri)):
+        client = mlflow.MlflowClient(uri)
+        experiment = client.create_experiment(f"portal-{len(base)}-{os.getpid()}") if uri == sqlite_uri else "0"
+        run = client.create_run(experiment)
+        assert get_portal_url(run.info.run_id, uri) == f"{base}/#/experiments/{experiment}/runs/{run.info.run_id}"
+    wsid = f"?wsid=/subscriptions/{SUB}/resourcegroups/{GROUP}/workspaces/{NAME}"
+    assert get_portal_url("r1", f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{AML_ID}") == (
+        "https://ml.azure.com/runs/r1" + wsid)
+    assert get_portal_url("r1", f"https://chinaeast2.api.ml.azure.cn/mlflow/v1.0{AML_ID}") == (
+        "https://studio.ml.azure.cn/runs/r1" + wsid)

@@ -216,7 +216,7 @@ def test_only_what_the_runtime_lacks_is_installed_and_nothing_present_moves(tmp_
     _metadata_only_wheel(index, "azure-identity", "1.27.0", ("azure-core>=1.31", "msal>=1.30"))
     out = sim.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}")
     assert out.returncode == 0, out.stdout + sim.log_file.read_text()
-    assert "installing requirements the runtime lacks: azure-identity>=1.15" in out.stdout
+    assert "installing requirements the runtime lacks: azure-identity>=1.16" in out.stdout
     assert sim.own_site_entries() == {"spark_tracking", "spark_tracking-0.1.0.dist-info", "spark_tracking_hook.pth",
                                       "azure_identity-1.27.0.dist-info"}
     again = sim.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}")
@@ -231,6 +231,6 @@ def test_a_requirement_that_would_move_the_runtime_is_refused(tmp_path, wheel):
     _metadata_only_wheel(index, "mlflow-skinny", "99.0")
     out = sim.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}")
     assert out.returncode == 0
-    assert "ERROR: pip could not install azure-identity>=1.15 without changing what the runtime provides" in out.stdout
+    assert "ERROR: pip could not install azure-identity>=1.16 without changing what the runtime provides" in out.stdout
     assert not any(name.startswith("mlflow") for name in sim.own_site_entries())
     assert not sim.hook_file.exists()

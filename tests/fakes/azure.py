@@ -79,6 +79,7 @@ class FakeAzure:
         #: object ids the AML endpoint refuses with 403
         self.aml_forbidden: set[str] = set()
         self.tokens_issued = 0
+        self.issued: list[str] = []  # every access token handed out (tests look for leaks)
         self.requests: list[tuple[str, str, str]] = []  # (server, method, path)
         self.store_accepted = 0
         self.rejected: list[str] = []
@@ -142,9 +143,10 @@ class FakeAzure:
         audience = scope[: -len("/.default")] if scope.endswith("/.default") else scope
         claims = {"aud": audience, "iss": f"https://sts.windows.net/{TENANT}/", "iat": int(now), "nbf": int(now),
                   "exp": int(now + self.token_lifetime), "appid": sp.client_id, "oid": sp.object_id, "tid": TENANT}
+        token = jwt.encode(claims, self.signing_key, algorithm="HS256")
         with self._lock:
             self.tokens_issued += 1
-        token = jwt.encode(claims, self.signing_key, algorithm="HS256")
+            self.issued.append(token)
         return {"token_type": "Bearer", "expires_in": int(self.token_lifetime),
                 "ext_expires_in": int(self.token_lifetime), "access_token": token}
 
