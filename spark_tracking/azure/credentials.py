@@ -144,8 +144,11 @@ def token_provider(cloud: Cloud, kind: str = "auto", authority_host: str | None 
     with _providers_lock:
         provider = _providers.get(key)
         if provider is None:
-            provider = _providers[key] = TokenProvider(build_credential(kind, cloud, authority_host),
-                                                       cloud.arm_scope, kind)
+            try:
+                credential = build_credential(kind, cloud, authority_host)
+            except (ValueError, OSError) as exc:  # an unreadable certificate, a malformed setting
+                raise explain_failure(kind, cloud.arm_scope, exc) from None
+            provider = _providers[key] = TokenProvider(credential, cloud.arm_scope, kind)
         return provider
 
 

@@ -53,6 +53,10 @@ ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 
 _FRAME_POINTS = 5000  # points per frame to the relay (well under the frame limit)
+#: bytes of artifact content per frame, and per artifact, under the relay's default frame limit
+#: (8 MiB, base64 makes 4 bytes of 3): a larger frame would be refused on every retry
+_FRAME_BYTES = 6 * 1024 * 1024
+MAX_TASK_ARTIFACT_BYTES = 4 * 1024 * 1024
 
 
 def _setting(name: str, default):
@@ -242,9 +246,21 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
         return False
     if not isinstance(artifact_path, str) or not artifact_path or artifact_path.startswith("/") or ".." in artifact_path.split("/"):
         raise InvalidInput(f"artifact path {artifact_path!r} must be a relative path like 'tables/rows.json'")
-    _buf.append((b, "a", artifact_path, base64.b64encode(bytes(data)).decode("ascii")))
+    data = bytes(data)
+    if len(data) > MAX_TASK_ARTIFACT_BYTES:
+        raise InvalidInput(
+            f"artifact {artifact_path!r} is {len(data)} bytes; a Spark task forwards at most "
+            f"{MAX_TASK_ARTIFACT_BYTES} bytes (4 MiB) per artifact through the driver. Write larger files to "
+            f"shared storage (a Unity Catalog volume, /dbfs) and log them from the driver with "
+            f"mlflow.log_artifact, or split them")
+    _buf.append((b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
     _wake.set()
     return True
+
+
+def _frame_cost(item) -> int:
+    """Approximate bytes an item adds to a frame: params, tags and artifacts by their text."""
+    return len(item[2]) + len(item[3]) + 50 if len(item) == 4 else 100
 
 
 # -- flush, stats ----------------------------------------------------------------------------
@@ -550,10 +566,15 @@ class _Shipper(threading.Thread):
         while self.pending:
             first = self.pending[0][0]
             key = _group_key(first)
-            group, rest = [], []
+            group, rest, size = [], [], 0
             for item in self.pending:
                 same = item[0] is first or _group_key(item[0]) == key
-                (group if same and len(group) < _FRAME_POINTS else rest).append(item)
+                cost = _frame_cost(item)
+                if same and len(group) < _FRAME_POINTS and (not group or size + cost <= _FRAME_BYTES):
+                    group.append(item)
+                    size += cost
+                else:
+                    rest.append(item)
             if not self.send_group(first, group):
                 _spill(self.pending)
                 self.pending = []

@@ -240,3 +240,31 @@ def test_portal_urls_for_each_kind_of_store(sqlite_uri, mlflow_server):
         "https://ml.azure.com/runs/r1" + wsid)
     assert get_portal_url("r1", f"https://chinaeast2.api.ml.azure.cn/mlflow/v1.0{AML_ID}") == (
         "https://studio.ml.azure.cn/runs/r1" + wsid)
+
+
+def test_a_service_principal_with_a_certificate(azure, workspace, mlflow_server, tmp_path, monkeypatch):
+    import trustme
+
+    rsa = trustme.CA(key_type=trustme.KeyType.RSA)  # azure-identity signs assertions with RS256
+    issued = rsa.issue_cert("spark-tracking-cert-sp", key_type=trustme.KeyType.RSA)
+    pem = tmp_path / "sp.pem"  # what a cluster mounts from a secret: the key and the certificate
+    pem.write_bytes(issued.private_key_pem.bytes() + issued.cert_chain_pems[0].bytes())
+    sp = azure.add_principal(client_id="cert-sp", secret=None, certificate=issued.cert_chain_pems[0].bytes())
+    azure.grant(sp)
+    monkeypatch.setenv("AZURE_TENANT_ID", "72f988bf-0000-4000-8000-000000000001")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "cert-sp")
+    monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(pem))
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+    spark_tracking.configure(strict=True, azure_credential="service_principal")
+    logs_a_run_through_aml(azure, mlflow_server, "link-with-certificate")
+    other = rsa.issue_cert("someone-else", key_type=trustme.KeyType.RSA)  # a key Azure AD does not know for this principal
+    pem.write_bytes(other.private_key_pem.bytes() + other.cert_chain_pems[0].bytes())
+    from spark_tracking.azure import credentials
+
+    credentials.reset()
+    assert "AADSTS700027: Client assertion contains an invalid signature." in resolve_error(
+        aml_workspace_id=workspace, azure_credential="service_principal")
+    credentials.reset()
+    pem.write_bytes(b"not a certificate")
+    assert resolve_error(aml_workspace_id=workspace, azure_credential="service_principal").startswith(
+        "no Azure AD token for https://management.azure.com/.default (azure_credential=service_principal): ")

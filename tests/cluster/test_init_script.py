@@ -13,6 +13,7 @@ from spark_tracking.install import node as node_helpers
 from .conftest import INIT_SCRIPT, Node, make_runtime
 
 SECRET = "s3cr3t-value-that-must-never-leak"
+AML_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
 PRINT_CONFIG = (
     "import os, sys, mlflow; print(os.environ.get('MLFLOW_TRACKING_URI')); "
     "print(os.environ.get('MLFLOW_EXPERIMENT_NAME')); print(mlflow.get_tracking_uri()); "
@@ -104,7 +105,7 @@ print(sorted(set((r[1], r[2]) for r in rows)))
 
 
 def test_secrets_never_reach_the_log_the_output_or_any_file(node: Node, wheel):
-    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_AML_WORKSPACE_ID="/subscriptions/s/rg",
+    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_AML_WORKSPACE_ID=AML_ID,
                         AZURE_TENANT_ID="tenant", AZURE_CLIENT_ID="client", AZURE_CLIENT_SECRET=SECRET)
     assert out.returncode == 0, out.stdout
     assert "credentials: service principal" in out.stdout

@@ -35,8 +35,10 @@ TENANT = "72f988bf-0000-4000-8000-000000000001"
 @dataclass
 class ServicePrincipal:
     client_id: str
-    secret: str
+    secret: str | None
     object_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    #: PEM of the certificate whose key signs this principal's client assertions, if any
+    certificate: bytes | None = None
 
 
 class _Server:
@@ -101,8 +103,9 @@ class FakeAzure:
             server.stop()
         self._session.close()
 
-    def add_principal(self, client_id: str = "spark-tracking-sp", secret: str = "s3cr3t-value") -> ServicePrincipal:
-        sp = ServicePrincipal(client_id, secret)
+    def add_principal(self, client_id: str = "spark-tracking-sp", secret: str | None = "s3cr3t-value",
+                      certificate: bytes | None = None) -> ServicePrincipal:
+        sp = ServicePrincipal(client_id, secret, certificate=certificate)
         self.principals[client_id] = sp
         return sp
 
@@ -219,13 +222,32 @@ class FakeAzure:
                 return h.reply(400, {"error": "unauthorized_client", "error_description":
                                      f"AADSTS700016: Application with identifier '{form.get('client_id')}' "
                                      f"was not found in the directory."})
-            if form.get("client_secret") != sp.secret:
+            if "client_assertion" in form:
+                if not self._assertion_valid(sp, form):
+                    return h.reply(401, {"error": "invalid_client", "error_description":
+                                         "AADSTS700027: Client assertion contains an invalid signature."})
+            elif sp.secret is None or form.get("client_secret") != sp.secret:
                 return h.reply(401, {"error": "invalid_client", "error_description":
                                      "AADSTS7000215: Invalid client secret provided."})
             scope = form.get("scope", "").split()[0]
             self.scopes_requested.append(scope)
             return h.reply(200, self.issue(sp, scope))
         h.reply(404, {"error": "not_found"})
+
+    @staticmethod
+    def _assertion_valid(sp: ServicePrincipal, form: dict) -> bool:
+        """A certificate credential's client assertion: a JWT signed by the principal's key."""
+        from cryptography import x509
+
+        if sp.certificate is None:
+            return False
+        key = x509.load_pem_x509_certificate(sp.certificate).public_key()
+        try:
+            claims = jwt.decode(form["client_assertion"], key, algorithms=["RS256", "PS256"],
+                                options={"verify_aud": False})
+        except jwt.InvalidTokenError:
+            return False
+        return claims.get("iss") == claims.get("sub") == sp.client_id
 
     def _arm(self, h, method: str, body: bytes) -> None:
         parts = urlsplit(h.path)

@@ -111,3 +111,30 @@ def test_a_run_other_than_the_jobs_run_is_refused_in_tasks(spark, store):
         with pytest.raises(Exception, match="is not the run this Spark task logs to"):
             spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
         other.complete()
+
+
+def test_large_task_artifacts_arrive_whole_and_too_large_ones_are_refused(spark, store):
+    def task(rows):
+        import io
+
+        from spark_tracking import Run
+        from spark_tracking.validation import InvalidInput
+
+        run = Run.get_context()
+        for name in ("a", "b"):  # 3 MiB each: together more than one frame to the driver may carry
+            run.upload_file(f"big/{name}.bin", io.BytesIO(name.encode() * (3 * 1024 * 1024)))
+        try:
+            run.upload_file("big/too_big.bin", io.BytesIO(b"x" * (5 * 1024 * 1024)))
+        except InvalidInput as exc:
+            yield str(exc)
+
+    with Run.start_logging("big files") as run:
+        (message,) = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
+        files = run.get_file_names()
+        data = {name: run._read_artifact(f"big/{name}.bin") for name in ("a", "b")}
+    assert message == (
+        "artifact 'big/too_big.bin' is 5242880 bytes; a Spark task forwards at most 4194304 bytes (4 MiB) per "
+        "artifact through the driver. Write larger files to shared storage (a Unity Catalog volume, /dbfs) and "
+        "log them from the driver with mlflow.log_artifact, or split them")
+    assert sorted(f for f in files if f.startswith("big/")) == ["big/a.bin", "big/b.bin"]
+    assert data == {"a": b"a" * (3 * 1024 * 1024), "b": b"b" * (3 * 1024 * 1024)}
