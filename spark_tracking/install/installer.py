@@ -5,6 +5,8 @@ cluster finds nothing to do and changes nothing.
 
 from __future__ import annotations
 
+import secrets as secrets_module
+
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -119,17 +121,21 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
         plan.steps.append(Step(
             "upload", f"{target.api_path(file_name)} ({_size(data)})",
             lambda n=file_name, d=data: ws.write_file(target, n, d, progress(n) if progress else None)))
-    if secrets:
-        scope = opts.secret_scope
-        scope_exists = ws.scope_exists(scope)
-        if not scope_exists:
-            plan.steps.append(Step("scope", f"create secret scope {scope}", lambda: ws.create_scope(scope)))
-        for env_name, value in secrets.items():
-            key = p.SECRET_KEYS[env_name]
-            if scope_exists and ws.secret_equals(scope, key, value):
-                continue
-            plan.steps.append(Step("secret", f"{scope}/{key} (for {env_name}; value not shown)",
-                                   lambda k=key, v=value: ws.put_secret(scope, k, v)))
+    scope = opts.secret_scope
+    scope_exists = ws.scope_exists(scope)
+    if not scope_exists:
+        plan.steps.append(Step("scope", f"create secret scope {scope}", lambda: ws.create_scope(scope)))
+    for env_name, value in (secrets or {}).items():
+        key = p.SECRET_KEYS[env_name]
+        if scope_exists and ws.secret_equals(scope, key, value):
+            continue
+        plan.steps.append(Step("secret", f"{scope}/{key} (for {env_name}; value not shown)",
+                               lambda k=key, v=value: ws.put_secret(scope, k, v)))
+    if not (scope_exists and ws.secret_exists(scope, p.RELAY_SECRET_KEY)):
+        # made once and kept: a running cluster holds the value it started with
+        plan.steps.append(Step("secret", f"{scope}/{p.RELAY_SECRET_KEY} (random, for {p.RELAY_SECRET_ENV}; "
+                                         "value not shown)",
+                               lambda: ws.put_secret(scope, p.RELAY_SECRET_KEY, secrets_module.token_hex(32))))
     before = p.managed(spec)
     _cluster_steps(ws, plan, state, before, p.apply_install(spec, opts), restart, files_changed, "install")
     return plan

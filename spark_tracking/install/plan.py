@@ -8,7 +8,8 @@ A cluster is "installed" when its spec carries, and only these fields are ever t
 - ``spark_env_vars``: ``SPARK_TRACKING_WHEEL`` (the wheel the init script installs), the
   non-secret settings given with ``--set`` as ``SPARK_TRACKING_<NAME>``, and, with a service
   principal, ``AZURE_TENANT_ID`` / ``AZURE_CLIENT_ID`` / ``AZURE_CLIENT_SECRET`` as
-  ``{{secrets/<scope>/<key>}}`` references (never values);
+  ``{{secrets/<scope>/<key>}}`` references (never values), and ``SPARK_TRACKING_RELAY_SECRET``
+  as a reference to the random relay secret install keeps in that scope;
 - ``spark_conf``: ``spark.sparktracking.<name>`` for settings given with ``--spark-conf``.
 
 Settings go to environment variables by default because they reach every process of the
@@ -40,6 +41,10 @@ SECRET_KEYS = {
     "AZURE_CLIENT_SECRET": "azure-client-secret",
 }
 DEFAULT_SCOPE = "spark-tracking"
+#: The driver relay's secret: random, kept in the scope, given to driver and executors alike
+#: through their environment (Spark writes job properties, the fallback, to its event logs).
+RELAY_SECRET_ENV = "SPARK_TRACKING_RELAY_SECRET"
+RELAY_SECRET_KEY = "relay-secret"
 _SECRET_REF = re.compile(r"^\{\{secrets/([^/}]+)/([^/}]+)\}\}$")
 _SETTINGS = {s.name: s for s in SETTINGS}
 
@@ -174,6 +179,7 @@ def apply_install(spec: dict, opts: InstallOptions) -> dict:
     if opts.service_principal:
         for name, key in SECRET_KEYS.items():
             env[name] = _secret_ref(opts.secret_scope, key)
+    env[RELAY_SECRET_ENV] = _secret_ref(opts.secret_scope, RELAY_SECRET_KEY)
     fields["spark_env_vars"] = env
 
     conf = dict(fields.get("spark_conf", {}))

@@ -145,5 +145,18 @@ class Workspace:
             return None
         return base64.b64decode(stored) == value.encode()
 
+    def secret_exists(self, scope: str, key: str) -> bool | None:
+        """True/False when it can be told, None when it cannot (no READ permission)."""
+        from databricks.sdk.errors import DatabricksError, NotFound
+
+        try:
+            self._ws.secrets.get_secret(scope, key)
+        except NotFound:
+            return False
+        except DatabricksError as exc:
+            _log.debug("cannot read secret %s/%s: %s", scope, key, type(exc).__name__)
+            return None
+        return True
+
     def put_secret(self, scope: str, key: str, value: str) -> None:
         self._ws.secrets.put_secret(scope, key, string_value=value)

@@ -66,6 +66,7 @@ def _expected_spec(wheel) -> dict:
         "AZURE_TENANT_ID": "{{secrets/spark-tracking/azure-tenant-id}}",
         "AZURE_CLIENT_ID": "{{secrets/spark-tracking/azure-client-id}}",
         "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",
+        "SPARK_TRACKING_RELAY_SECRET": "{{secrets/spark-tracking/relay-secret}}",
     })
     spec["spark_conf"]["spark.sparktracking.rate_limit"] = "40"
     return spec
@@ -79,8 +80,11 @@ def test_install_uploads_stores_secrets_and_sets_the_spec(fake, wheel, capsys, m
     assert fake.cluster(CLUSTER)["state"] == "TERMINATED"
     assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
     assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == INIT_SCRIPT.read_bytes()
+    relay_secret = fake.state.scopes["spark-tracking"].pop("relay-secret")
+    assert re.fullmatch(rb"[0-9a-f]{64}", relay_secret)  # random, made by install, kept in the scope only
     assert fake.state.scopes["spark-tracking"] == {
         "azure-tenant-id": b"tenant-guid", "azure-client-id": b"client-guid", "azure-client-secret": SECRET.encode()}
+    assert relay_secret.decode() not in out.out + out.err
     assert f"uploading {wheel.name}: 100%" in out.err
     assert "install: done" in out.out
     assert SECRET not in out.out + out.err
@@ -111,7 +115,8 @@ def test_dry_run_prints_the_exact_change_and_mutates_nothing(fake, wheel, capsys
     assert '+    "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",' in diff
     assert f'+        "destination": "{TARGET}/spark-tracking-init.sh"' in diff
     assert '+    "spark.sparktracking.rate_limit": "40",' in diff or '+    "spark.sparktracking.rate_limit": "40"' in diff
-    assert "dry run: nothing changed (8 step(s) would run)" in out
+    assert "dry run: nothing changed (9 step(s) would run)" in out
+    assert "spark-tracking/relay-secret (random, for SPARK_TRACKING_RELAY_SECRET; value not shown)" in out
     assert SECRET not in out
 
 
