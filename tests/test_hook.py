@@ -61,3 +61,9 @@ def test_enable_disable_are_idempotent_from_the_command_line():
     assert not os.path.exists(hook.pth_path())
     again = subprocess.run(cli + ["disable"], capture_output=True, text=True, check=True).stdout
     assert again == f"hook disabled: {hook.pth_path()} (no change)\n"
+
+
+def test_the_hook_imports_nothing_heavy(hook_enabled):
+    heavy = ("mlflow", "pyspark", "azure.identity", "requests", "databricks.sdk", "spark_tracking.azure.resources")
+    out = _python(f"import sys; print([m for m in {heavy!r} if m in sys.modules])")
+    assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr

@@ -21,18 +21,14 @@ hours, so a new Python process on the same machine does not call ARM again.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
 from typing import Any, Mapping, NamedTuple
 
 from . import AzureLinkError
-from .clouds import cloud as cloud_named
-from .resources import (DATABRICKS_PROVIDER, WorkspaceRef, aml_link_of_databricks, find_aml_config,
-                        parse_workspace_id, read_aml_config, tracking_uri_of)
 
-logger = logging.getLogger(__name__)
+# This module runs in the startup hook of every process (configure() asks find_source whether
+# any source names a workspace): what only a found source needs is imported when it is found.
 
 CACHE_FILE = "aml-link.json"
 CACHE_SECONDS = 12 * 3600
@@ -51,7 +47,9 @@ class Link(NamedTuple):
     source: str
 
     @property
-    def workspace(self) -> WorkspaceRef:
+    def workspace(self):
+        from .resources import parse_workspace_id
+
         return parse_workspace_id(self.workspace_id)
 
 
@@ -68,6 +66,19 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
     """The first source that names a workspace, or None. Cheap: files and variables only
     (``use_profiles`` also reads the databricks-sdk profile file; the link command does)."""
     environ = os.environ if environ is None else environ
+    named = any(getattr(cfg, k) for k in ("aml_workspace_id", "subscription_id", "resource_group",
+                                          "workspace_name", "databricks_resource_id"))
+    config_path = None if named else find_aml_config(cwd)
+    if not (named or config_path or environ.get(DATABRICKS_SDK_ENV) or use_profiles):
+        conf = spark_conf if spark_conf is not None else _spark_conf()
+        if not (conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL)):
+            return None  # the common case, at every process start: nothing names a workspace
+    return _first_source(cfg, config_path, environ, spark_conf, use_profiles)
+
+
+def _first_source(cfg, config_path, environ, spark_conf, use_profiles) -> Source | None:
+    from .resources import DATABRICKS_PROVIDER, WorkspaceRef, parse_workspace_id, read_aml_config
+
     if cfg.aml_workspace_id:
         return Source("aml", parse_workspace_id(cfg.aml_workspace_id),
                       f"aml_workspace_id ({cfg.sources.get('aml_workspace_id')})")
@@ -82,9 +93,8 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
         return Source("aml", WorkspaceRef(*parts.values()),
                       "subscription_id, resource_group, workspace_name "
                       f"({cfg.sources.get('workspace_name')})")
-    path = find_aml_config(cwd)
-    if path:
-        return Source("aml", read_aml_config(path), f"AML config file {path}")
+    if config_path:
+        return Source("aml", read_aml_config(config_path), f"AML config file {config_path}")
     if cfg.databricks_resource_id:
         return Source("databricks", parse_workspace_id(cfg.databricks_resource_id, DATABRICKS_PROVIDER,
                                                        "databricks_resource_id"),
@@ -98,6 +108,35 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
         return Source("databricks-url", (conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]),
                       "the Databricks workspace's link (cluster tags)")
     return None
+
+
+AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
+
+
+def find_aml_config(start: str | None = None) -> str | None:
+    """The AML ``config.json`` that ``Workspace.from_config()`` would read: in ``start`` (the
+    working directory) or a parent, as ``.azureml/config.json`` or ``config.json``. A
+    ``config.json`` without any AML key is someone else's file and is passed over."""
+    folder = os.path.abspath(start or os.getcwd())
+    while True:
+        for candidate in (os.path.join(folder, ".azureml", "config.json"), os.path.join(folder, "config.json")):
+            if os.path.isfile(candidate) and _looks_like_aml_config(candidate):
+                return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
+def _looks_like_aml_config(path: str) -> bool:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and any(k in data for k in AML_CONFIG_KEYS + ("Scope",))
 
 
 def _profile_resource_id(environ: Mapping[str, str]) -> str | None:
@@ -123,6 +162,9 @@ def _spark_conf() -> dict[str, str]:
 
 def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = True, **find_kwargs) -> Link:
     """Resolve the link (ARM calls through ``arm``, built from ``cfg`` when None)."""
+    from .clouds import cloud as cloud_named
+    from .resources import aml_link_of_databricks, parse_workspace_id, tracking_uri_of
+
     source = source or find_source(cfg, **find_kwargs)
     if source is None:
         raise AzureLinkError(
@@ -175,6 +217,8 @@ def _find_databricks_id(arm, subscription_id: str, workspace_url: str) -> str:
 
 
 def _read_cache(path: str) -> dict[str, Any]:
+    import json
+
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -184,6 +228,9 @@ def _read_cache(path: str) -> dict[str, Any]:
 
 
 def _write_cache(path: str, key: str, link: Link) -> None:
+    import json
+    import logging
+
     data = _read_cache(path)
     data[key] = {**link._asdict(), "resolved_at": time.time()}
     try:
@@ -193,4 +240,4 @@ def _write_cache(path: str, key: str, link: Link) -> None:
             json.dump(data, fh, indent=2, sort_keys=True)
         os.replace(tmp, path)
     except OSError as exc:  # a read-only home only costs the next process an ARM call
-        logger.debug("spark_tracking: could not cache the AML link in %s: %s", path, exc)
+        logging.getLogger(__name__).debug("spark_tracking: could not cache the AML link in %s: %s", path, exc)

@@ -4,7 +4,6 @@ beyond reading a config file, no network: the logic the link resolution is built
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -45,31 +44,6 @@ def parse_workspace_id(text: str, provider: str = AML_PROVIDER, what: str = "aml
 
 
 AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
-
-
-def find_aml_config(start: str | None = None) -> str | None:
-    """The AML ``config.json`` that ``Workspace.from_config()`` would read: in ``start`` (the
-    working directory) or a parent, as ``.azureml/config.json`` or ``config.json``. A
-    ``config.json`` without any AML key is someone else's file and is passed over."""
-    folder = os.path.abspath(start or os.getcwd())
-    while True:
-        for candidate in (os.path.join(folder, ".azureml", "config.json"), os.path.join(folder, "config.json")):
-            if os.path.isfile(candidate) and _looks_like_aml_config(candidate):
-                return candidate
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            return None
-        folder = parent
-
-
-def _looks_like_aml_config(path: str) -> bool:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and any(k in data for k in AML_CONFIG_KEYS + ("Scope",))
-
 
 def read_aml_config(path: str) -> WorkspaceRef:
     """The workspace named by an AML ``config.json`` (keys subscription_id, resource_group,
