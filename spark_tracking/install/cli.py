@@ -201,11 +201,31 @@ def _do_install(args) -> int:
     ws = _workspace(args)
     _, _, spec = ws.cluster(args.cluster_id)
     opts, secrets = _options(args, cluster_spec=spec)
+    _follow_the_workspace_link(opts, ws, spec)
     wheel_name, wheel_bytes = _wheel(args.wheel)
     opts.wheel_name = wheel_name
     files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
     plan = plan_install(ws, args.cluster_id, opts, files, secrets, args.restart, _progress)
     return _finish(plan, args, "install", f"spark-tracking install --target {opts.target.folder} --print-policy")
+
+
+#: settings that name the store; without any, nodes follow the Databricks workspace's AML link
+_STORE_SETTINGS = ("tracking_uri", "aml_workspace_id", "subscription_id", "workspace_name", "databricks_resource_id")
+
+
+def _follow_the_workspace_link(opts, ws, spec: dict) -> None:
+    """No store named (here or by an earlier install): give the nodes this workspace's ARM id,
+    known to the databricks-sdk configuration on Azure, so sessions follow its AML link (a
+    session starts before Spark, so it cannot read the id from the cluster tags)."""
+    from ..config import setting
+
+    env = spec.get("spark_env_vars") or {}
+    kept = [n for n in _STORE_SETTINGS if n not in opts.unset and setting(n).env in env]
+    if any(n in opts.settings for n in _STORE_SETTINGS) or kept:
+        return
+    resource_id = ws.azure_resource_id()
+    if resource_id:
+        opts.settings["databricks_resource_id"] = resource_id
 
 
 def _do_uninstall(args) -> int:

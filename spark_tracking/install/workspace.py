@@ -125,6 +125,10 @@ class Workspace:
         if progress:
             progress(len(data), len(data))
 
+    def azure_resource_id(self) -> str | None:
+        """This workspace's ARM resource id when the SDK configuration knows it (Azure)."""
+        return getattr(self._ws.config, "azure_workspace_resource_id", None) or None
+
     # -- secrets ----------------------------------------------------------------------------------
     def scope_exists(self, scope: str) -> bool:
         return any(s.name == scope for s in self._ws.secrets.list_scopes())

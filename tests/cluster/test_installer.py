@@ -274,3 +274,27 @@ def test_databricks_errors_and_missing_credentials_are_one_clear_line(fake, whee
     monkeypatch.delenv("DATABRICKS_TOKEN")
     assert main(["uninstall", "--cluster-id", CLUSTER]) == 2
     assert "cannot authenticate to Databricks" in capsys.readouterr().err
+
+
+def test_without_a_store_the_nodes_follow_the_workspace_link():
+    """The databricks-sdk configuration knows the workspace's ARM id only with Azure
+    authentication (with a token it refuses the pair), so the SDK side is a stand-in here."""
+    from spark_tracking.install.cli import _follow_the_workspace_link
+
+    dbx = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/dbx"
+
+    class AzureAuthenticatedWorkspace:
+        def azure_resource_id(self):
+            return dbx
+
+    def settings_after(settings: dict, env: dict, unset=()) -> dict:
+        opts = p.InstallOptions(target=p.parse_target(TARGET), wheel_name="w.whl", settings=dict(settings),
+                                unset=tuple(unset))
+        _follow_the_workspace_link(opts, AzureAuthenticatedWorkspace(), {"spark_env_vars": env})
+        return opts.settings
+
+    assert settings_after({}, {}) == {"databricks_resource_id": dbx}
+    assert settings_after({"aml_workspace_id": AML_ID}, {}) == {"aml_workspace_id": AML_ID}
+    kept = {"SPARK_TRACKING_TRACKING_URI": "http://mlflow.internal"}  # named by an earlier install
+    assert settings_after({}, kept) == {}
+    assert settings_after({}, kept, unset=["tracking_uri"]) == {"databricks_resource_id": dbx}
