@@ -175,7 +175,8 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         chosen = cloud_named(cfg.azure_cloud)
     except ValueError as exc:
         raise AzureLinkError(str(exc)) from None
-    key = f"{chosen.name}|{source.kind}|{source.value if source.kind != 'aml' else source.value.id}"
+    named = getattr(source.value, "id", source.value)  # an ARM id, or (subscription, workspace URL)
+    key = f"{chosen.name}|{cfg.azure_arm_endpoint or chosen.arm_endpoint}|{source.kind}|{named}"
     cache_path = os.path.join(cfg.home, CACHE_FILE)
     if use_cache:
         cached = _read_cache(cache_path).get(key)
