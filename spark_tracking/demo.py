@@ -10,6 +10,7 @@ here sets up tracking beyond ``configure()``, which the startup hook would also 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 
 
@@ -90,6 +91,9 @@ def _local_spark(master: str):
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # local executors inherit this environment: the relay secret reaches them without travelling
+    # in job properties (which Spark writes to its event logs)
+    os.environ.setdefault("SPARK_TRACKING_RELAY_SECRET", secrets.token_hex(32))
     return (SparkSession.builder.master(master).appName("spark-tracking-demo")
             .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
