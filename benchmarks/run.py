@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import sys
 import threading
@@ -175,6 +176,7 @@ def main() -> int:
     try:
         spark_tracking.configure(tracking_uri=server.uri, home=str(root / "home"))
         client = mlflow.MlflowClient(server.uri)
+        os.environ.setdefault("SPARK_TRACKING_RELAY_SECRET", secrets.token_hex(32))  # as on a cluster: env
         spark = spark_builder(app_name="spark-tracking-bench").config("spark.ui.showConsoleProgress", "false").getOrCreate()
         spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).collect()  # warm the executors
         tasks, n = 2, args.points

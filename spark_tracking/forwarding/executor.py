@@ -258,11 +258,6 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
     return True
 
 
-def _frame_cost(item) -> int:
-    """Approximate bytes an item adds to a frame: params, tags and artifacts by their text."""
-    return len(item[2]) + len(item[3]) + 50 if len(item) == 4 else 100
-
-
 # -- flush, stats ----------------------------------------------------------------------------
 
 def flush(timeout: float | None = 30.0, done: Binding | None = None) -> bool:
@@ -569,7 +564,7 @@ class _Shipper(threading.Thread):
             group, rest, size = [], [], 0
             for item in self.pending:
                 same = item[0] is first or _group_key(item[0]) == key
-                cost = _frame_cost(item)
+                cost = 100 if len(item) == 5 else len(item[2]) + len(item[3]) + 50  # metrics flat, text by size
                 if same and len(group) < _FRAME_POINTS and (not group or size + cost <= _FRAME_BYTES):
                     group.append(item)
                     size += cost
