@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.fakes.azure import FakeAzure
+from fakes.azure import FakeAzure
 
 SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"
 GROUP = "rg-ml"

@@ -194,7 +194,7 @@ def test_a_missing_service_principal(azure, workspace):
 
 
 def test_an_unreachable_arm(azure, principal, workspace, monkeypatch):
-    from tests.conftest import free_port
+    from conftest import free_port
 
     closed = f"https://127.0.0.1:{free_port()}"
     message = resolve_error(aml_workspace_id=workspace, azure_arm_endpoint=closed)

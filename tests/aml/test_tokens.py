@@ -107,7 +107,7 @@ def test_sovereign_clouds(name, scope, authority, arm):
 def test_a_sovereign_cloud_asks_for_its_own_audience(tmp_path, mlflow_server, principal, monkeypatch):
     from spark_tracking.azure import link
     from spark_tracking.config import Config
-    from tests.fakes.azure import FakeAzure
+    from fakes.azure import FakeAzure
 
     with FakeAzure(tmp_path, mlflow_server.uri, audience="https://management.usgovcloudapi.net") as gov:
         sp = gov.add_principal(client_id=principal.client_id, secret=SECRET)
