@@ -69,7 +69,12 @@ class ArmClient:
         answer = f"HTTP {response.status_code} {code}: {message}".rstrip(": ")
         if response.status_code == 404:
             raise AzureLinkError(f"{what} {name} was not found ({answer}). {fix_404}")
-        if response.status_code in (401, 403):
+        if response.status_code == 401:
+            raise AzureLinkError(
+                f"ARM did not accept the token of {describe_identity(token)} reading {what} {name} ({answer}). "
+                f"Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the workspace's cloud and AZURE_TENANT_ID "
+                f"the tenant of the subscription")
+        if response.status_code == 403:
             raise AzureLinkError(
                 f"ARM refused to let {describe_identity(token)} read {what} {name} ({answer}). Grant it the "
                 f"Reader role on that resource (or a role with */read on it), and check that AZURE_TENANT_ID "

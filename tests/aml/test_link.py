@@ -268,3 +268,20 @@ def test_a_service_principal_with_a_certificate(azure, workspace, mlflow_server,
     pem.write_bytes(b"not a certificate")
     assert resolve_error(aml_workspace_id=workspace, azure_credential="service_principal").startswith(
         "no Azure AD token for https://management.azure.com/.default (azure_credential=service_principal): ")
+
+
+def test_a_token_arm_does_not_accept(tmp_path, mlflow_server, principal, monkeypatch):
+    from fakes.azure import FakeAzure
+
+    # ARM of another cloud: the token (audience management.azure.com) is refused with 401
+    with FakeAzure(tmp_path, mlflow_server.uri, audience="https://management.usgovcloudapi.net") as gov:
+        sp = gov.add_principal(client_id=principal.client_id, secret=SECRET)
+        gov.grant(sp)
+        rid = gov.add_aml_workspace(SUB, GROUP, NAME)
+        for key, value in gov.env().items():
+            monkeypatch.setenv(key, value)
+        message = resolve_error(aml_workspace_id=rid)
+    assert message.startswith(f"ARM did not accept the token of the identity appid={principal.client_id}, ")
+    assert message.endswith(f"reading Azure ML workspace {rid} (HTTP 401 InvalidAuthenticationToken: invalid token: "
+                            "Audience doesn't match). Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the "
+                            "workspace's cloud and AZURE_TENANT_ID the tenant of the subscription")
