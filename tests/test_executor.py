@@ -118,3 +118,9 @@ def test_spill_files_of_other_drivers_are_left_alone(bound):
         assert [p[1] for p in bound.recorder.received] == ["mine"]
     finally:
         os.remove(other)
+
+
+def test_the_task_artifact_limit_follows_the_relays_frame_limit(monkeypatch):
+    assert executor.max_task_artifact_bytes() == 4 * 1024 * 1024  # the default 8 MiB frames allow 4 MiB
+    monkeypatch.setenv("SPARK_TRACKING_RELAY_MAX_FRAME_BYTES", str(1024 * 1024))
+    assert executor.max_task_artifact_bytes() == 1024 * 1024 * 9 // 16  # base64 of it fits 3/4 of a frame

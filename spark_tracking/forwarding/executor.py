@@ -53,10 +53,18 @@ ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 
 _FRAME_POINTS = 5000  # points per frame to the relay (well under the frame limit)
-#: bytes of artifact content per frame, and per artifact, under the relay's default frame limit
-#: (8 MiB, base64 makes 4 bytes of 3): a larger frame would be refused on every retry
-_FRAME_BYTES = 6 * 1024 * 1024
-MAX_TASK_ARTIFACT_BYTES = 4 * 1024 * 1024
+_MAX_ARTIFACT_BYTES = 4 * 1024 * 1024  # per artifact from a task, when the relay's frames allow it
+
+
+def _frame_budget() -> int:
+    """Bytes of content a frame to the relay may carry: three quarters of the relay's limit
+    (``relay_max_frame_bytes``), the rest for JSON. A larger frame is refused on every retry."""
+    return _setting("relay_max_frame_bytes", protocol.MAX_FRAME_BYTES) * 3 // 4
+
+
+def max_task_artifact_bytes() -> int:
+    """The largest artifact a task can forward: alone in a frame once base64 (4 bytes of 3)."""
+    return min(_MAX_ARTIFACT_BYTES, _frame_budget() * 3 // 4)
 
 
 def _setting(name: str, default):
@@ -247,10 +255,11 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
     if not isinstance(artifact_path, str) or not artifact_path or artifact_path.startswith("/") or ".." in artifact_path.split("/"):
         raise InvalidInput(f"artifact path {artifact_path!r} must be a relative path like 'tables/rows.json'")
     data = bytes(data)
-    if len(data) > MAX_TASK_ARTIFACT_BYTES:
+    limit = max_task_artifact_bytes()
+    if len(data) > limit:
         raise InvalidInput(
             f"artifact {artifact_path!r} is {len(data)} bytes; a Spark task forwards at most "
-            f"{MAX_TASK_ARTIFACT_BYTES} bytes (4 MiB) per artifact through the driver. Write larger files to "
+            f"{limit} bytes ({limit / 2**20:g} MiB) per artifact through the driver. Write larger files to "
             f"shared storage (a Unity Catalog volume, /dbfs) and log them from the driver with "
             f"mlflow.log_artifact, or split them")
     _buf.append((b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
@@ -514,6 +523,7 @@ class _Shipper(threading.Thread):
     def __init__(self):
         super().__init__(name="spark-tracking-shipper", daemon=True)
         self.interval = _setting("ship_interval", 0.2)
+        self.frame_bytes = _frame_budget()
         self.connections: dict[tuple, _Connection] = {}
         self.pending: list = []  # items taken from the deque but not yet acknowledged
         self.next_spill_check = 0.0
@@ -565,7 +575,7 @@ class _Shipper(threading.Thread):
             for item in self.pending:
                 same = item[0] is first or _group_key(item[0]) == key
                 cost = 100 if len(item) == 5 else len(item[2]) + len(item[3]) + 50  # metrics flat, text by size
-                if same and len(group) < _FRAME_POINTS and (not group or size + cost <= _FRAME_BYTES):
+                if same and len(group) < _FRAME_POINTS and (not group or size + cost <= self.frame_bytes):
                     group.append(item)
                     size += cost
                 else:
