@@ -309,9 +309,11 @@ def _on_task_end() -> None:
             if not flush(_setting("task_flush_timeout", 30.0), done=b):
                 logger.warning("spark_tracking: the driver did not take this task's points within "
                                "task_flush_timeout; they stay in the spill file and ship later")
-            from . import task_store
-
-            task_store.end_task_runs()
+            # only if MLflow ran in this task: importing task_store imports mlflow, and mlflow
+            # loading our plugins while task_store is half-imported leaves the worker unrouted
+            task_store = sys.modules.get(f"{__package__}.task_store")
+            if task_store is not None:
+                task_store.end_task_runs()
     except Exception:
         logger.warning("spark_tracking: end-of-task flush failed", exc_info=True)
     finally:
