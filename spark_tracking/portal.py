@@ -16,7 +16,7 @@ def get_portal_url(run_id: str, tracking_uri: str | None = None) -> str:
 
     ``tracking_uri`` defaults to MLflow's current tracking URI (the one configure() set).
     """
-    from .azure.clouds import CLOUDS, cloud as cloud_named
+    from .azure.clouds import cloud as cloud_named, cloud_of_host
     from .azure.resources import workspace_ref_of_tracking_uri
     from .azure.store import is_aml_tracking_uri
 
@@ -27,8 +27,7 @@ def get_portal_url(run_id: str, tracking_uri: str | None = None) -> str:
     if is_aml_tracking_uri(tracking_uri):
         ref = workspace_ref_of_tracking_uri(tracking_uri)
         if ref is not None:
-            host = urlsplit(tracking_uri).netloc.lower()
-            chosen = next((c for c in CLOUDS.values() if host.endswith("." + c.aml_api_suffix)), None)
+            chosen = cloud_of_host(urlsplit(tracking_uri).netloc)
             if chosen is None:  # a proxy or private endpoint: the configured cloud
                 from .config import Config
 

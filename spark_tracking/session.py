@@ -97,7 +97,7 @@ def _store_of(cfg: Config) -> tuple[str, str | None]:
     the linked AML workspace when a source names one (see ``azure.link``; not in Spark workers,
     which forward to the driver), else the embedded store."""
     if cfg.tracking_uri:
-        if "://" not in cfg.tracking_uri or cfg.tracking_uri.startswith(("sqlite:", "file:")):
+        if not cfg.tracking_uri.startswith(("azureml://", "https://")):  # only these can be AML's
             return cfg.tracking_uri, None
         from .azure import store
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 #: MLflow request-auth plugin name (``MLFLOW_TRACKING_AUTH``) that signs AML store requests.
 AUTH_NAME = "spark-tracking-azure"
+#: The keys of an AML ``config.json`` that name its workspace (``Workspace.from_config()``).
+AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
 
 
 class AzureLinkError(RuntimeError):

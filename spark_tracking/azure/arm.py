@@ -3,13 +3,10 @@ AzureLinkError naming the resource, the HTTP answer and the fix; no business log
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from . import AzureLinkError
 from .credentials import TokenProvider, describe_identity
-
-logger = logging.getLogger(__name__)
 
 API_VERSIONS = {
     "Microsoft.MachineLearningServices/workspaces": "2024-04-01",

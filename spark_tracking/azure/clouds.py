@@ -39,7 +39,12 @@ def cloud(name: str) -> Cloud:
         raise ValueError(f"unknown Azure cloud {name!r}; set SPARK_TRACKING_AZURE_CLOUD to one of {names}") from None
 
 
+def cloud_of_host(host: str) -> Cloud | None:
+    """The cloud whose AML regional APIs ``host`` (``<region>.<suffix>[:port]``) belongs to."""
+    host = host.lower().split(":")[0]
+    return next((c for c in CLOUDS.values() if host.endswith("." + c.aml_api_suffix)), None)
+
+
 def is_aml_host(host: str) -> bool:
     """True for a host of AML's regional APIs in any known cloud."""
-    host = host.lower().split(":")[0]
-    return any(host.endswith("." + c.aml_api_suffix) for c in CLOUDS.values())
+    return cloud_of_host(host) is not None

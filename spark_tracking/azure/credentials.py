@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
+from requests.auth import AuthBase
+
 from . import AzureLinkError
 from .clouds import KNOWN_AUTHORITY_HOSTS, Cloud
 
@@ -107,7 +109,6 @@ class TokenProvider:
         self._token: str | None = None
         self._expires_on = 0.0
         self._renew_at = 0.0
-        self.fetched = 0  # how many tokens this provider obtained (for doctor and tests)
 
     def token(self) -> str:
         """A token valid for at least the renewal margin; obtains a new one when due."""
@@ -124,7 +125,6 @@ class TokenProvider:
                                    "one is valid for %.0f s more", type(exc).__name__, self._expires_on - now)
                     return self._token
                 raise explain_failure(self.kind, self.scope, exc) from None
-            self.fetched += 1
             lifetime = max(0.0, access.expires_on - now)
             self._token, self._expires_on = access.token, float(access.expires_on)
             self._renew_at = access.expires_on - min(self.MARGIN, lifetime / 2)
@@ -184,12 +184,6 @@ def describe_identity(token: str) -> str:
     claims = token_claims(token)
     parts = [f"{k}={claims[k]}" for k in ("appid", "oid", "upn", "tid") if claims.get(k)]
     return "the identity " + (", ".join(parts) if parts else "of the token")
-
-
-try:
-    from requests.auth import AuthBase
-except ImportError:  # requests is a dependency; keep the module importable for the docs
-    AuthBase = object
 
 
 class BearerAuth(AuthBase):

@@ -25,7 +25,7 @@ import os
 import time
 from typing import Any, Mapping, NamedTuple
 
-from . import AzureLinkError
+from . import AML_CONFIG_KEYS, AzureLinkError
 
 # This module runs in the startup hook of every process (configure() asks find_source whether
 # any source names a workspace): what only a found source needs is imported when it is found.
@@ -108,9 +108,6 @@ def _first_source(cfg, config_path, environ, spark_conf, use_profiles) -> Source
         return Source("databricks-url", (conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]),
                       "the Databricks workspace's link (cluster tags)")
     return None
-
-
-AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
 
 
 def find_aml_config(start: str | None = None) -> str | None:

@@ -8,7 +8,7 @@ import re
 from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-from . import AzureLinkError
+from . import AML_CONFIG_KEYS, AzureLinkError
 from .clouds import Cloud
 
 AML_PROVIDER = "Microsoft.MachineLearningServices/workspaces"
@@ -42,8 +42,6 @@ def parse_workspace_id(text: str, provider: str = AML_PROVIDER, what: str = "aml
             f"(the 'Resource ID' on the resource's Properties page in the Azure portal)")
     return WorkspaceRef(match["sub"], match["rg"], match["name"], provider)
 
-
-AML_CONFIG_KEYS = ("subscription_id", "resource_group", "workspace_name")
 
 def read_aml_config(path: str) -> WorkspaceRef:
     """The workspace named by an AML ``config.json`` (keys subscription_id, resource_group,

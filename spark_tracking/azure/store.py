@@ -17,7 +17,6 @@ class Store(NamedTuple):
     uri: str
     #: value for MLFLOW_TRACKING_AUTH, or None
     auth: str | None
-    note: str = ""
 
 
 def azureml_mlflow_installed() -> bool:
@@ -38,10 +37,9 @@ def is_aml_tracking_uri(uri: str) -> bool:
 def for_uri(uri: str) -> Store:
     """The store for a configured tracking URI: AML endpoints get the cached-token auth."""
     if uri.startswith("azureml://"):
-        if azureml_mlflow_installed():
-            return Store(uri, None, "azureml:// handled by azureml-mlflow (its own credentials)")
-        return Store(to_https(uri), AUTH_NAME, "azureml:// as https with spark_tracking's credentials "
-                                               "(azureml-mlflow is not installed)")
+        if azureml_mlflow_installed():  # its own scheme, credentials and artifacts
+            return Store(uri, None)
+        return Store(to_https(uri), AUTH_NAME)  # spoken as https with spark_tracking's credentials
     if is_aml_tracking_uri(uri):
         return Store(uri, AUTH_NAME)
     return Store(uri, None)
