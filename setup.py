@@ -35,6 +35,9 @@ setup(
         "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
+        # the distributed-training patterns the tests prove (tests/patterns); torch pinned
+        # exactly: its CPU build lies on the machine, a range pulls GBs of CUDA wheels
+        "patterns": ["torch==2.13.0"],
         "test": [
             "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
             "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine",

@@ -1,15 +1,19 @@
 """MLflow's input rules, checked at the call site (mlflow/utils/validation.py, checked 2026-11).
 
-Accepted and coerced: int and float metric values (NaN and ±inf included, as MLflow), numpy
-scalars, 0-d arrays and 0-d tensors (anything with ``.item()`` giving a number). Params and
+Accepted and coerced: int and float metric values (NaN and ±inf included, as MLflow; an int
+beyond the float range is refused, MLflow stores doubles), numpy scalars, 0-d arrays and 0-d
+tensors (anything with ``.item()`` giving a number), integer-like steps and timestamps (numpy
+integers included). Params and
 tag values are turned into ``str`` as MLflow does. Refused with :class:`InvalidInput`: bool,
 None, strings and other non-numbers as metric values; keys that are empty, longer than 250
-characters or have characters outside ``[/\\w.\\- :]``; params over 6000 characters; tag values
+characters or have characters outside ``[/\\w.\\- :]``, keys MLflow's path rule refuses
+(``loss/``, ``/loss``, ``a//b``, ``./a``: a key must be its own normalised path); params over 6000 characters; tag values
 over 8000 characters; non-integer steps.
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
 
 MAX_KEY_LENGTH = 250
@@ -26,27 +30,51 @@ class InvalidInput(ValueError):
     """A logging call with a value MLflow would refuse; the message names it and the rule."""
 
 
-def check_key(key, kind: str = "metric") -> str:
+def check_key(key, kind: str = "metric", max_length: int = MAX_KEY_LENGTH, suffix: str = "") -> str:
+    """``key`` if MLflow takes it as a ``kind`` key. ``suffix``: what the store will append
+    (a Spark task's per-worker ``/worker_<n>``), which must fit in ``max_length`` too."""
     if not isinstance(key, str):
         raise InvalidInput(f"{kind} key {key!r} must be a string, not {type(key).__name__}")
     if not key:
         raise InvalidInput(f"{kind} key must not be empty")
-    if len(key) > MAX_KEY_LENGTH:
+    if len(key) + len(suffix) > max_length:
+        if suffix:
+            raise InvalidInput(
+                f"{kind} key {key[:40]!r}... is {len(key)} characters; inside a Spark task it is stored "
+                f"per worker as '<key>{suffix}', and MLflow allows at most {max_length} characters: "
+                f"shorten the key to {max_length - len(suffix)} characters or fewer")
         raise InvalidInput(
-            f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {MAX_KEY_LENGTH}"
+            f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {max_length}"
         )
     if not _KEY_RE.match(key):
         raise InvalidInput(
             f"{kind} key {key!r} has characters MLflow refuses; use letters, digits, "
             "underscores (_), dashes (-), periods (.), spaces ( ), colons (:) and slashes (/)"
         )
+    if "/" in key or key[0] == "." or key[-1] == ".":
+        norm = posixpath.normpath(key)
+        if norm != key or norm == "." or norm.startswith(("..", "/")):
+            raise InvalidInput(
+                f"{kind} key {key!r} is refused by MLflow: keys are used as file paths and must not "
+                f"resolve to another name (this one resolves to {norm!r}); drop leading, trailing and "
+                "doubled slashes and '.'/'..' parts, e.g. use {fix!r}".format(fix=_path_fix(key)))
     return key
+
+
+def _path_fix(key: str) -> str:
+    parts = [p for p in key.split("/") if p not in ("", ".", "..")]
+    return "/".join(parts) or "loss"
+
+
+_MAX_FLOAT = 1.7976931348623157e308
 
 
 def metric_value(key: str, value) -> float:
     kind = type(value)
-    if kind is float or kind is int:
+    if kind is float:
         return value
+    if kind is int:
+        return _int_value(key, value)
     if kind is bool or value is None or isinstance(value, (str, bytes)):
         raise InvalidInput(
             f"metric {key!r} got {value!r} ({kind.__name__}); a metric value must be a number "
@@ -62,7 +90,7 @@ def metric_value(key: str, value) -> float:
                 "log one number per call (a 0-d array or scalar), e.g. value.mean().item()"
             ) from None
         if type(value) is not bool and isinstance(value, (int, float)):
-            return value
+            return _int_value(key, value) if isinstance(value, int) else float(value)
     else:
         try:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -72,6 +100,14 @@ def metric_value(key: str, value) -> float:
     raise InvalidInput(
         f"metric {key!r} got {value!r} ({kind.__name__}); a metric value must be a number"
     )
+
+
+def _int_value(key: str, value: int) -> float:
+    if -_MAX_FLOAT <= value <= _MAX_FLOAT:
+        return float(value)
+    raise InvalidInput(
+        f"metric {key!r} got an integer of {len(str(abs(value)))} digits, beyond what MLflow stores "
+        "(a 64-bit float, at most about 1.8e308); log float('inf') or a scaled value instead")
 
 
 def step_value(step) -> int:

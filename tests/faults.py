@@ -1,8 +1,10 @@
-"""A fault-injecting HTTP proxy in front of the real MLflow server (127.0.0.1 only)."""
+"""Fault tools the regression tests share: a fault-injecting HTTP proxy in front of the real
+MLflow server, and faults between Spark tasks and the driver relay (127.0.0.1 only)."""
 
 from __future__ import annotations
 
 import http.server
+import os
 import socketserver
 import threading
 import urllib.request
@@ -87,3 +89,89 @@ class FaultProxy:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- task side: faults between a Spark task and the driver relay --------------------------------
+
+class FaultyTransport:
+    """Wraps the task side's transport (``spark_tracking.forwarding.shipper.RelayTransport``):
+    while ``down`` is set the relay is unreachable (a dropped connection); ``timeouts`` requests
+    time out after reaching the relay (a slow relay: the request WAS dispatched, the reply is
+    lost). Records every request it passes on (``sent``: the messages, ids included)."""
+
+    def __init__(self, inner=None):
+        from spark_tracking.forwarding.shipper import RelayTransport
+
+        self.inner = inner or RelayTransport()
+        self.down = threading.Event()
+        self.timeouts = 0
+        self.sent: list[dict] = []
+
+    def request(self, relay, secret, message, timeout, on_wait=None):
+        from spark_tracking.forwarding.shipper import Timeout, Unreachable
+
+        if self.down.is_set():
+            raise Unreachable("fault: connection dropped")
+        self.sent.append(dict(message))
+        reply = self.inner.request(relay, secret, message, timeout, on_wait)
+        if self.timeouts > 0:
+            self.timeouts -= 1
+            raise Timeout("fault: reply lost")
+        return reply
+
+    def close(self):
+        self.inner.close()
+
+
+class StalledRelay:
+    """A relay that accepts connections and authenticates, then never answers a request (a
+    driver whose store stalls, seen from a task). 127.0.0.1 only; ``close()`` stops it."""
+
+    def __init__(self, secret: str):
+        import socket
+
+        from spark_tracking.forwarding import protocol
+
+        self.secret = secret
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        self.connections = []
+        self.requests = 0
+        self._protocol = protocol
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        protocol = self._protocol
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+            try:
+                conn.sendall(protocol.encode({"nonce": "ab" * 32}))
+                protocol.recv_frame(conn, 1024)
+                conn.sendall(protocol.encode({"ok": True}))
+                protocol.recv_frame(conn)
+                self.requests += 1
+            except OSError:
+                pass
+
+    def close(self):
+        self.server.close()
+        for conn in self.connections:
+            conn.close()
+
+
+def tiny_spill(store, max_bytes: int = 16):
+    """A full disk, without a tmpfs: cap the spill store at a few bytes."""
+    store.max_bytes = max_bytes
+    return store
+
+
+def kill_own_python_worker() -> None:
+    """In a Spark task: kill -9 this Python worker (as the OOM killer would)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -7,8 +7,9 @@ import sys
 import threading
 
 import pytest
+from faults import FaultyTransport
 
-from spark_tracking.forwarding import executor
+from spark_tracking.forwarding import binding, executor
 from spark_tracking.forwarding.relay import Relay
 
 
@@ -41,17 +42,19 @@ def relay():
 
 
 @pytest.fixture
-def bound(monkeypatch, relay):
+def bound(monkeypatch, relay, tmp_path):
     """This process looks like a child a task started (torchrun rank 3)."""
     monkeypatch.setenv(executor.ENV_RELAY, relay.address)
     monkeypatch.setenv(executor.ENV_SECRET, "test-secret")
     monkeypatch.setenv(executor.ENV_BINDING, "1:0")
     monkeypatch.setenv(executor.ENV_WORKER, "5:2:0:77")
     monkeypatch.setenv("RANK", "3")
-    monkeypatch.setattr(executor, "_cached_ctx", executor._UNSET)
+    monkeypatch.setattr(executor.shipper.spill, "folder", str(tmp_path / "spill"))
+    monkeypatch.setattr(executor.shipper.spill, "_checked", False)
+    binding.forget()
     yield relay
     executor.flush(30)
-    executor._cached_ctx, executor._cached_binding = executor._UNSET, None
+    binding.forget()
 
 
 def test_processes_started_by_a_task_forward_with_their_rank(bound):
@@ -59,20 +62,25 @@ def test_processes_started_by_a_task_forward_with_their_rank(bound):
         executor.log_metric("loss", step / 10, step=step)
     assert executor.flush(30)
     got = bound.recorder.received
-    assert [(p[0], p[1], p[2], p[4]) for p in got] == [((5, 2, 0, 77, 3), "loss", s / 10, s) for s in range(100)]
+    assert [(p[0], p[1], p[2], p[4]) for p in got] == [((5, 2, 0, 77, 3, 0), "loss", s / 10, s) for s in range(100)]
 
 
-def test_a_full_buffer_spills_to_disk_and_nothing_is_lost(bound, monkeypatch, caplog):
+def test_a_relay_that_drops_out_costs_nothing_points_spill_and_ship_later(bound, monkeypatch, caplog):
     monkeypatch.setenv("SPARK_TRACKING_BUFFER_MAX_POINTS", "1000")
-    monkeypatch.setattr(executor, "_cached_ctx", executor._UNSET)  # re-read the bound
-    spilled = executor.stats()["spilled"]
-    for step in range(5000):  # faster than the shipper's interval: the buffer hits its bound
+    binding.forget()  # re-read the settings
+    faulty = FaultyTransport()
+    monkeypatch.setattr(executor.shipper, "transport", faulty)
+    faulty.down.set()
+    for step in range(5000):
         executor.log_metric("x", step, step=step)
-    assert executor.stats()["spilled"] > spilled
+    assert not executor.flush(5)  # the relay is down: the points go to disk, not to memory
+    assert executor.stats()["spilled"] == 5000 and executor.stats()["buffered"] == 0
     assert "points spilled to" in caplog.text
+    faulty.down.clear()
+    monkeypatch.setattr(executor.shipper, "_down_until", 0.0)
     assert executor.flush(60)
-    steps = sorted(p[4] for p in bound.recorder.received)
-    assert steps == list(range(5000))
+    assert sorted(p[4] for p in bound.recorder.received) == list(range(5000))
+    assert executor.shipper.spill.files() == []
 
 
 def test_no_mlflow_import_on_the_hot_path(relay):
@@ -87,7 +95,7 @@ def test_no_mlflow_import_on_the_hot_path(relay):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
-    assert ((0, 0, 0, 0, None), "m", 1.0) == relay.recorder.received[0][:3]
+    assert ((0, 0, 0, 0, None, 0), "m", 1.0) == relay.recorder.received[0][:3]
 
 
 def test_a_forked_child_ships_its_own_points_only(bound):
@@ -108,16 +116,13 @@ def test_a_forked_child_ships_its_own_points_only(bound):
 
 
 def test_spill_files_of_other_drivers_are_left_alone(bound):
-    other = os.path.join(executor._spill_dir(), f"{executor._relay_tag('10.0.0.9:4040')}-{0:020d}-1.jsonl")
-    with open(other, "w") as fh:
-        fh.write('["10.0.0.9:4040", "1:0", [0, 0, 0, 0, null], null, "m", 1.0, 1, 0]\n')
-    try:
-        executor.log_metric("mine", 1.0, step=0)
-        assert executor.flush(30)
-        assert os.path.exists(other)
-        assert [p[1] for p in bound.recorder.received] == ["mine"]
-    finally:
-        os.remove(other)
+    store = executor.shipper.spill
+    store.write("10.0.0.9:4040", [{"id": "x:1", "op": "points", "b": "1:0", "w": [0, 0, 0, 0, None, 0],
+                                   "m": [["m", 1.0, 1, 0]]}])
+    executor.log_metric("mine", 1.0, step=0)
+    assert executor.flush(30)
+    assert len(store.files()) == 1
+    assert [p[1] for p in bound.recorder.received] == ["mine"]
 
 
 def test_the_task_artifact_limit_follows_the_relays_frame_limit(monkeypatch):

@@ -12,14 +12,37 @@ Authentication, on every connection, before anything else:
 
 The per-session secret never crosses the wire; the relay compares in constant time.
 
-Then request/response, one at a time per connection (the client waits for each ack):
+Then request/response, one at a time per connection (the client waits for each reply).
+Every request carries ``"id"``: a string unique per logical request for the life of the
+sending process and UNCHANGED when the request is re-sent after a timeout or a reconnect (the
+task side uses ``<random hex>:<n>``; a spilled frame keeps its id on disk). The relay never
+dispatches an id twice: a repeat of an id in flight waits for the first dispatch's reply, a
+repeat of a recently completed id gets the stored reply. ``"seq"`` numbers the requests of one
+connection (the reply's ``"ack"`` echoes it).
 
-``{"seq": n, "op": "points", "b": binding, "w": [stage, partition, attempt, task_id, rank],
+The worker list ``"w"`` is ``[stage, partition, attempt, task_id, rank, stage_attempt]``:
+``rank`` is the barrier rank or a started process's ``RANK``, else null; ``stage_attempt`` is
+the task's stage attempt (0 where PySpark does not tell it: 3.5–4.3 do not give Python tasks
+``stageAttemptNumber()``; the driver may know better). A relay also accepts the five-item list
+of older clients (stage_attempt 0). The worker id of per-worker series is ``rank`` when set,
+else ``partition``.
+
+``{"id": i, "seq": n, "op": "points", "b": binding, "w": worker, ["r": run_id,]
 "m": [[key, value, timestamp_ms, step], ...], "p": [[key, value], ...], "t": [[key, value],
 ...], "a": [[artifact_path, base64], ...]}`` → ``{"ack": n, "run": run_id}`` once the driver
-holds the points (in its sink queue or its disk spool), or ``{"ack": n, "error": text}``.
-``{"seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
-``{"seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
+has custody (the points are in its sink and will be delivered or spooled to disk), or
+``{"ack": n, "error": text}`` (refused: the task splits the frame and drops, with a count,
+what is refused alone — never re-sent as is). ``"r"`` names an explicit run; without it the
+run active in the driver thread that bound the job.
+``{"id": i, "seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
+``{"id": i, "seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
+The driver marks that worker done for every run it logged to; it never creates a run for it.
+
+Binding, from the driver to tasks (Spark local properties, ``PROP_*``) and from a task to the
+processes it starts (environment, ``ENV_*``): relay address, session secret (only when the
+executors do not have it in their environment), binding ``<thread token>:<store index>``,
+and ``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
+reaches tasks too. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
 """
 
 from __future__ import annotations
@@ -29,9 +52,20 @@ import hmac
 import json
 import struct
 
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+
+
+PROP_RELAY = "spark_tracking.relay"
+PROP_SECRET = "spark_tracking.secret"
+PROP_BINDING = "spark_tracking.binding"
+PROP_MAX_FRAME = "spark_tracking.max_frame"
+ENV_RELAY = "SPARK_TRACKING_RELAY"
+ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
+ENV_BINDING = "SPARK_TRACKING_BINDING"
+ENV_WORKER = "SPARK_TRACKING_WORKER"
+ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
 
 
 class ProtocolError(Exception):
@@ -41,6 +75,11 @@ class ProtocolError(Exception):
 def encode(message: dict) -> bytes:
     body = json.dumps(message, separators=(",", ":")).encode("utf-8")
     return HEADER.pack(len(body)) + body
+
+
+def encoded_size(value) -> int:
+    """Bytes ``value`` takes inside a frame (UTF-8 JSON, as :func:`encode` writes it)."""
+    return len(json.dumps(value, separators=(",", ":")).encode("utf-8"))
 
 
 def decode_body(body: bytes) -> dict:

@@ -176,6 +176,6 @@ class Relay:
 
 
 def _valid_worker(worker) -> bool:
-    return (isinstance(worker, list) and len(worker) == 5
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in worker[:4])
+    return (isinstance(worker, list) and len(worker) in (5, 6)  # 6: protocol v2 (stage attempt)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in worker[:4] + worker[5:])
             and (worker[4] is None or isinstance(worker[4], int)))

@@ -1,0 +1,218 @@
+"""Which driver and which run a Spark task's points go to: the task's :class:`Binding`.
+
+Sources, first that applies:
+
+1. the running task's TaskContext: the Spark local properties the driver set for the job
+   (``protocol.PROP_RELAY``, ``PROP_SECRET`` — or ``SPARK_TRACKING_RELAY_SECRET`` in the
+   executor's environment —, ``PROP_BINDING``, ``PROP_MAX_FRAME``);
+2. in processes a task started (torchrun ranks, ``subprocess``, ``multiprocessing`` spawn),
+   which have no TaskContext: the environment the task's Python worker exported for them at
+   task start (``protocol.ENV_*``). Their worker id is their ``RANK`` when set.
+
+Settings a worker needs (``buffer_max_points``, ``ship_interval``, ``task_flush_timeout``,
+``relay_max_frame_bytes``) are read through :mod:`spark_tracking.config` like on the driver
+(environment > config file > default; there is no Spark conf in a worker), except that the
+frame limit the driver's relay uses reaches tasks through ``PROP_MAX_FRAME``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping, NamedTuple
+
+from .._compat import pyspark as compat
+from . import protocol
+
+logger = logging.getLogger(__name__)
+
+
+class TaskSettings(NamedTuple):
+    """The settings of the task side, resolved once per binding."""
+
+    buffer_max_points: int = 100_000
+    ship_interval: float = 0.2
+    task_flush_timeout: float = 30.0
+    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
+
+    @classmethod
+    def resolve(cls, max_frame: str | None = None, environ: Mapping[str, str] | None = None) -> "TaskSettings":
+        """Through the one resolver (no Spark conf in workers); ``max_frame``: the driver's
+        ``PROP_MAX_FRAME`` local property, which wins over the worker's own value."""
+        from ..config import Config, ConfigError
+
+        try:
+            cfg = Config.resolve(spark_conf={}, environ=environ)
+            values = cls(max(1, cfg.buffer_max_points), cfg.ship_interval, cfg.task_flush_timeout,
+                         cfg.relay_max_frame_bytes)
+        except ConfigError as exc:  # a worker keeps logging; the driver reports config errors
+            logger.warning("spark_tracking: task settings fall back to defaults: %s", exc)
+            values = cls()
+        if max_frame and max_frame.isdigit() and int(max_frame) > 0:
+            values = values._replace(max_frame_bytes=int(max_frame))
+        return values
+
+
+class Binding:
+    """Where a task's points go: relay address, secret, driver thread binding, worker list
+    (``[stage, partition, attempt, task_id, rank, stage_attempt]``, see :mod:`.protocol`)."""
+
+    __slots__ = ("relay", "secret", "binding", "worker", "from_task", "run", "settings", "key_suffix",
+                 "_for_runs")
+
+    def __init__(self, relay: str, secret: str, binding: str, worker: list, from_task: bool,
+                 run: str | None = None, settings: TaskSettings | None = None):
+        self.relay, self.secret, self.binding, self.worker, self.from_task = relay, secret, binding, worker, from_task
+        self.run = run  # None: the run the driver thread had active; else this explicit run id
+        self.settings = settings or TaskSettings()
+        #: what the driver's sink may append to a metric key of this worker
+        self.key_suffix = f"/worker_{worker_id(worker)}"
+        self._for_runs: dict = {}
+
+    def for_run(self, run_id: str | None) -> "Binding":
+        """The same binding, aimed at an explicit run id (MlflowClient(...).log_*(run_id, ...))."""
+        if run_id is None:
+            return self
+        derived = self._for_runs.get(run_id)
+        if derived is None:
+            derived = self._for_runs[run_id] = Binding(self.relay, self.secret, self.binding, self.worker,
+                                                        self.from_task, run_id, self.settings)
+        return derived
+
+    @property
+    def group(self) -> tuple:
+        """Points of bindings with equal groups travel in one frame."""
+        return (self.relay, self.binding, tuple(self.worker), self.run)
+
+    def __repr__(self) -> str:  # never shows the secret
+        return f"Binding(relay={self.relay!r}, binding={self.binding!r}, worker={self.worker!r})"
+
+
+def worker_id(worker: list) -> int:
+    """The id of a worker's series: its rank where ranks exist, else its partition."""
+    return worker[4] if worker[4] is not None else worker[1]
+
+
+def from_task_context(ctx) -> Binding | None:
+    relay = ctx.getLocalProperty(protocol.PROP_RELAY)
+    if not relay:
+        return None
+    rank = ctx.partitionId() if compat.is_barrier(ctx) else None
+    worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank,
+              compat.stage_attempt_number(ctx)]
+    secret = ctx.getLocalProperty(protocol.PROP_SECRET) or os.environ.get(protocol.ENV_SECRET, "")
+    return Binding(relay, secret, ctx.getLocalProperty(protocol.PROP_BINDING) or "", worker, True,
+                   settings=TaskSettings.resolve(ctx.getLocalProperty(protocol.PROP_MAX_FRAME)))
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
+    environ = os.environ if environ is None else environ
+    relay = environ.get(protocol.ENV_RELAY)
+    if not relay:
+        return None
+    try:
+        parts = [int(x) for x in environ.get(protocol.ENV_WORKER, "0:0:0:0").split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (4, 5):
+        parts = [0, 0, 0, 0]
+    stage, partition, attempt, task_id = parts[:4]
+    stage_attempt = parts[4] if len(parts) == 5 else 0
+    rank = environ.get("RANK", "")
+    worker = [stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt]
+    return Binding(relay, environ.get(protocol.ENV_SECRET, ""), environ.get(protocol.ENV_BINDING, ""), worker,
+                   False, settings=TaskSettings.resolve(environ.get(protocol.ENV_MAX_FRAME), environ))
+
+
+class ChildExport:
+    """The binding a task's Python worker hands to the processes it starts, via environment.
+
+    Set when a task starts, removed when it ends (a reused worker's next task may be unbound).
+    The secret is exported only when it came from a job property; when the executor has it in
+    its environment (the cluster's secret scope) it is already there."""
+
+    def __init__(self, environ=None):
+        self.environ = os.environ if environ is None else environ
+        self.secret_exported = False
+
+    def export(self, ctx) -> None:
+        try:
+            relay = ctx.getLocalProperty(protocol.PROP_RELAY)
+        except Exception:  # a context not filled in yet (3.5/4.0 barrier tasks): next hook
+            return
+        if not relay:
+            self.clear()
+            return
+        secret = ctx.getLocalProperty(protocol.PROP_SECRET)
+        if secret:
+            self.environ[protocol.ENV_SECRET] = secret
+            self.secret_exported = True
+        values = {
+            protocol.ENV_RELAY: relay,
+            protocol.ENV_BINDING: ctx.getLocalProperty(protocol.PROP_BINDING) or "",
+            protocol.ENV_WORKER: f"{ctx.stageId()}:{ctx.partitionId()}:{ctx.attemptNumber()}:"
+                                 f"{ctx.taskAttemptId()}:{compat.stage_attempt_number(ctx)}",
+        }
+        max_frame = ctx.getLocalProperty(protocol.PROP_MAX_FRAME)
+        if max_frame:
+            values[protocol.ENV_MAX_FRAME] = max_frame
+        self.environ.update(values)
+
+    def clear(self) -> None:
+        for key in (protocol.ENV_RELAY, protocol.ENV_BINDING, protocol.ENV_WORKER, protocol.ENV_MAX_FRAME):
+            self.environ.pop(key, None)
+        if self.secret_exported:
+            self.environ.pop(protocol.ENV_SECRET, None)
+            self.secret_exported = False
+
+
+# -- the binding of this process, cached per task (the hot path reads it on every call) -------
+
+_UNSET = object()
+_read_ctx = None  # compat.task_context_reader(), once pyspark.taskcontext is loaded
+_cached_ctx = _UNSET
+_cached: Binding | None = None
+#: called with each new binding (the executor starts its shipper and task hooks there)
+on_bind = None
+
+
+def current() -> Binding | None:
+    """The binding of the running task (cached per task), or of a process a task started."""
+    global _read_ctx
+    read = _read_ctx
+    if read is None:
+        read = _read_ctx = compat.task_context_reader() or _no_context
+    ctx = read()
+    if ctx is _cached_ctx:
+        return _cached
+    return _rebind(ctx)
+
+
+def _no_context():
+    global _read_ctx
+    _read_ctx = None  # look again next call: pyspark may load later
+    return None
+
+
+def _rebind(ctx) -> Binding | None:
+    global _cached_ctx, _cached
+    try:
+        binding = from_task_context(ctx) if ctx is not None else from_environ()
+    except Exception:  # noqa: BLE001 - a half-built context: unbound for now, look again later
+        logger.debug("spark_tracking: task context not readable yet", exc_info=True)
+        return None
+    _cached_ctx, _cached = ctx, binding
+    if binding is not None and on_bind is not None:
+        on_bind(binding)
+    return binding
+
+
+def cached() -> Binding | None:
+    """The binding cached for the running task, without looking (None when none)."""
+    return _cached
+
+
+def forget() -> None:
+    """The task ended (or the process forked): look again at the next call."""
+    global _cached_ctx, _cached
+    _cached_ctx, _cached = _UNSET, None
