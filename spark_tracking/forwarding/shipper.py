@@ -58,7 +58,9 @@ class Transport(Protocol):
     """Sends one request to a relay and returns its reply."""
 
     def request(self, relay: str, secret: str, message: dict, timeout: float,
-                on_wait: Callable[[], None] | None = None) -> dict: ...
+                on_wait: Callable[[], bool] | None = None) -> dict:
+        """Raises Unreachable, Refused or Timeout. ``on_wait`` is called while waiting for the
+        reply; when it returns True the wait ends with Timeout."""
 
     def close(self) -> None: ...
 
@@ -135,8 +137,8 @@ class _Connection:
                 raise Timeout("relay did not answer in time")
             readable, _, _ = select.select([self.sock], [], [], min(left, 0.2))
             if not readable:
-                if on_wait is not None:
-                    on_wait()
+                if on_wait is not None and on_wait():
+                    raise Timeout("the sender stopped waiting (a flush deadline passed)")
                 continue
             chunk = self.sock.recv(min(n, 1 << 20))
             if not chunk:
@@ -472,10 +474,14 @@ class Shipper:
             return deadline
         return flush if deadline is None else min(deadline, flush)
 
-    def _relieve(self) -> None:
-        """While waiting for a reply: the queue must not grow past its bound in memory."""
+    def _relieve(self) -> bool:
+        """While waiting for a reply: the queue must not grow past its bound in memory.
+        True: stop waiting (a flush deadline passed)."""
+        flush = self._flush_deadline
+        if flush is not None and self.clock() >= flush:
+            return True
         if len(self.queue) <= self.max_points:
-            return
+            return False
         items, markers = [], []
         while True:
             try:
@@ -487,6 +493,7 @@ class Shipper:
         requests = [frame(b, group[start:start + FRAME_POINTS])
                     for b, group in _group(items) for start in range(0, len(group), FRAME_POINTS)]
         self._keep(requests, spill=True)
+        return False
 
     # -- keeping what the relay did not take -------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""Regression tests of the task side (issue H): one bad entry never blocks a worker, frames fit
+the relay, spill files are atomic, private and bounded, keys are refused at the call, task end
+keeps its time budget, re-sent requests keep their id. Real relay, no Spark."""
+
+import json
+import os
+import stat
+import threading
+import time
+
+import pytest
+from faults import FaultyTransport, StalledRelay, tiny_spill
+
+from spark_tracking.forwarding import binding, executor, protocol
+from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding.spill import SpillStore
+from spark_tracking.validation import InvalidInput
+
+
+class Recorder:
+    """A relay handler that keeps what it receives; refuses frames holding a "poison" key,
+    as a driver whose store refuses them would."""
+
+    def __init__(self):
+        self.received, self.requests = [], []
+        self.lock = threading.Lock()
+
+    def points(self, binding, worker, message):
+        with self.lock:
+            self.requests.append(message)
+            if any(m[0] == "poison" for m in message["m"]):
+                raise ValueError("float() argument out of range")
+            self.received.extend((tuple(worker), *m) for m in message["m"])
+        return "run-1", None
+
+    def resolve(self, binding, worker):
+        return "run-1"
+
+    def done(self, binding, worker):
+        return None
+
+
+def _bind(monkeypatch, tmp_path, address, **settings):
+    monkeypatch.setenv(protocol.ENV_RELAY, address)
+    monkeypatch.setenv(protocol.ENV_SECRET, "test-secret")
+    monkeypatch.setenv(protocol.ENV_BINDING, "1:0")
+    monkeypatch.setenv(protocol.ENV_WORKER, "5:2:0:77:1")
+    for name, value in settings.items():
+        monkeypatch.setenv(f"SPARK_TRACKING_{name.upper()}", str(value))
+    monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(tmp_path / "spill")))
+    monkeypatch.setattr(executor.shipper, "_down_until", 0.0)
+    binding.forget()
+
+
+@pytest.fixture
+def relay(monkeypatch, tmp_path):
+    recorder = Recorder()
+    relay = Relay("test-secret", recorder, max_frame_bytes=64 * 1024).start()
+    relay.recorder = recorder
+    _bind(monkeypatch, tmp_path, relay.address)
+    yield relay
+    executor.flush(10)
+    binding.forget()
+    relay.stop()
+
+
+def test_the_worker_list_carries_the_stage_attempt_and_rank(relay, monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    binding.forget()
+    executor.log_metric("loss", 0.5, step=1)
+    assert executor.flush(30)
+    assert relay.recorder.received == [((5, 2, 0, 77, 3, 1), "loss", 0.5, relay.recorder.received[0][3], 1)]
+
+
+# -- item 1: one bad entry never blocks a worker ------------------------------------------------
+
+def test_an_integer_beyond_floats_is_refused_at_the_call(relay):
+    with pytest.raises(InvalidInput, match=r"metric 'x' got an integer of 401 digits, beyond what MLflow stores"):
+        executor.log_metric("x", 10**400, step=0)
+    executor.log_metric("x", 2, step=0)
+    assert executor.flush(30)
+    assert [(p[1], p[2], type(p[2])) for p in relay.recorder.received] == [("x", 2.0, float)]
+
+
+def test_numpy_values_and_steps_from_plain_mlflow_are_checked_and_forwarded(relay):
+    np = pytest.importorskip("numpy")
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    assert executor.forward_batch(None, [Metric("acc", np.float32(0.5), np.int64(ts), np.int64(7))])
+    with pytest.raises(InvalidInput, match="step"):
+        executor.forward_batch(None, [Metric("acc", 1.0, ts, "seven")])
+    assert executor.flush(30)
+    assert [(p[1], p[2], p[3], p[4]) for p in relay.recorder.received] == [("acc", 0.5, ts, 7)]
+
+
+def test_frames_are_cut_by_their_real_size_to_a_lowered_frame_limit(relay, monkeypatch):
+    # the relay reads frames of 64 KiB at most; the driver tells tasks so (spark_tracking.max_frame)
+    monkeypatch.setenv(protocol.ENV_MAX_FRAME, str(64 * 1024))
+    binding.forget()
+    key = "k" * 200
+    for step in range(5000):
+        executor.log_metric(key, 1.0, step=step)
+    assert executor.flush(60)
+    assert sorted(p[4] for p in relay.recorder.received) == list(range(5000))
+    assert executor.stats()["dropped"] == 0
+
+
+def test_a_frame_the_relay_refuses_is_split_and_only_the_refused_entry_dropped(relay, caplog):
+    before = dict(executor.stats())
+    for step in range(100):
+        executor.log_metric("loss", 1.0, step=step)
+    executor.log_metric("poison", 1.0, step=0)
+    assert executor.flush(30)  # not retried forever: the worker is not blocked
+    executor.log_metric("after", 1.0, step=0)
+    assert executor.flush(30)
+    got = sorted((p[1], p[4]) for p in relay.recorder.received)
+    assert got == [("after", 0)] + [("loss", s) for s in range(100)]
+    assert executor.stats()["dropped"] - before["dropped"] == 1
+    assert "dropped 1 entries" in caplog.text
+
+
+# -- §2: a re-sent request keeps its id -----------------------------------------------------------
+
+def test_a_request_re_sent_after_a_lost_reply_keeps_its_id(relay, monkeypatch):
+    faulty = FaultyTransport()
+    faulty.timeouts = 1
+    monkeypatch.setattr(executor.shipper, "transport", faulty)
+    executor.log_metric("loss", 1.0, step=0)
+    assert executor.flush(30)
+    points = [m for m in faulty.sent if m["op"] == "points"]
+    assert len(points) == 2 and points[0]["id"] == points[1]["id"]
+    ids = [m["id"] for m in faulty.sent]
+    assert len(set(ids)) == len(ids) - 1
+
+
+# -- item 7: keys MLflow refuses are refused at the call --------------------------------------------
+
+@pytest.mark.parametrize("key,resolves", [("loss/", "loss"), ("/loss", "/loss"), ("a//b", "a/b")])
+def test_keys_mlflow_refuses_as_paths_are_refused_at_the_call(relay, key, resolves):
+    with pytest.raises(InvalidInput, match=f"resolves to '{resolves}'"):
+        executor.log_metric(key, 1.0)
+    with pytest.raises(InvalidInput, match="resolves to"):
+        executor.log_params({key: 1})
+
+
+def test_a_key_the_per_worker_suffix_would_push_past_250_is_refused_with_the_fix(relay):
+    executor.log_metric("k" * 241, 1.0)  # '/worker_2' makes 250
+    with pytest.raises(InvalidInput, match=r"is 242 characters; inside a Spark task it is stored per worker as "
+                                           r"'<key>/worker_2'.*shorten the key to 241 characters or fewer"):
+        executor.log_metric("k" * 242, 1.0)
+
+
+# -- item 17: task end waits at most task_flush_timeout in total ---------------------------------
+
+def test_a_stalled_relay_costs_a_task_at_most_its_flush_timeout_then_points_are_on_disk(monkeypatch, tmp_path):
+    stalled = StalledRelay("test-secret")
+    try:
+        _bind(monkeypatch, tmp_path, stalled.address, task_flush_timeout=2)
+        for step in range(3 * 5000):  # three frames: a per-frame wait would take three times longer
+            executor.log_metric("loss", 1.0, step=step)
+        start = time.monotonic()
+        assert not executor.flush(binding.current().settings.task_flush_timeout)
+        assert time.monotonic() - start < 2.5
+        frames = [json.loads(line) for name in executor.shipper.spill.files()
+                  for line in open(os.path.join(executor.shipper.spill.folder, name))]
+        assert sorted(m[3] for f in frames for m in f["m"]) == list(range(3 * 5000))
+    finally:
+        stalled.close()
+        binding.forget()
+
+
+# -- items 2, 14, 15: spill files are atomic, private, owned and bounded ---------------------------
+
+def test_a_spill_file_is_invisible_until_complete(tmp_path, monkeypatch):
+    store, other = SpillStore(str(tmp_path / "s")), SpillStore(str(tmp_path / "s"))
+    seen_during_write = []
+    rename = os.rename
+
+    def rename_and_look(src, dst):
+        seen_during_write.append(other.claim(["h:1"]))  # another worker claims while we write
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename_and_look)
+    store.write("h:1", [{"id": "a:1", "m": [["x", 1.0, 1, s] for s in range(200_000)]}])
+    monkeypatch.setattr(os, "rename", rename)
+    assert seen_during_write == [[]]
+    claimed = other.claim(["h:1"])
+    assert len(claimed[0].frames[0]["m"]) == 200_000
+
+
+def test_the_spill_folder_is_private_to_its_user(tmp_path):
+    store = SpillStore(str(tmp_path / "s"))
+    store.write("h:1", [{"id": "a:1", "m": []}])
+    assert stat.S_IMODE(os.stat(store.folder).st_mode) == 0o700
+    (name,) = store.files()
+    assert stat.S_IMODE(os.stat(os.path.join(store.folder, name)).st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="planting a file of another user needs root")
+def test_spill_files_of_another_user_are_never_read(tmp_path, caplog):
+    store = SpillStore(str(tmp_path / "s"))
+    store.write("h:1", [{"id": "a:1", "m": [["planted", 1.0, 1, 0]]}])
+    (name,) = store.files()
+    os.chown(os.path.join(store.folder, name), 12345, 12345)
+    assert store.claim(["h:1"]) == []
+    assert "not a file of this user" in caplog.text
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="a folder of another user needs root")
+def test_a_spill_folder_owned_by_another_user_is_refused(tmp_path, monkeypatch, caplog):
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o777)
+    os.chown(folder, 12345, 12345)
+    _bind(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)
+    monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(folder)))
+    executor.log_metric("x", 1.0)
+    assert not executor.flush(3)
+    assert "not a folder owned by this user" in caplog.text
+    binding.forget()
+
+
+def test_a_full_spill_disk_never_reaches_the_log_call_and_is_counted(monkeypatch, tmp_path, caplog):
+    _bind(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)  # nothing listens on port 9
+    tiny_spill(executor.shipper.spill, 16)
+    before = executor.stats()["dropped"]
+    for step in range(50):
+        assert executor.log_metric("x", 1.0, step=step)
+    assert not executor.flush(3)
+    assert executor.stats()["dropped"] - before == 50
+    assert "dropped 50 points" in caplog.text and "cap of 16 bytes" in caplog.text
+    binding.forget()
+
+
+def test_spill_reads_are_bounded(tmp_path):
+    store = SpillStore(str(tmp_path / "s"), max_read_bytes=1000)
+    for n in range(5):
+        store.write("h:1", [{"id": f"a:{n}", "m": [["x", 1.0, 1, s] for s in range(50)]}])
+    first = store.claim(["h:1"])
+    assert len(first) == 1 and len(store.files()) == 4
