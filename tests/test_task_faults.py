@@ -25,11 +25,19 @@ def history(client, run_id, key):
 
 def test_a_task_that_raises_after_logging_hands_over_its_curve(spark, store):
     def diverge(rows):
-        import mlflow
+        import os
 
+        from pyspark import TaskContext
+
+        import spark_tracking
+
+        if TaskContext.get().attemptNumber() > 0:
+            raise FloatingPointError("loss diverged at step 200")  # retries log nothing
+        # nothing ships in the background before the task ends: only the task's end can save it
+        os.environ["SPARK_TRACKING_SHIP_INTERVAL"] = "3600"
         for step in range(200):
-            mlflow.log_metric("curve", 1.0 + step, step=step)
-        mlflow.log_metric("curve", 1e6, step=200)
+            spark_tracking.log_metric("curve", 1.0 + step, step=step)
+        spark_tracking.log_metric("curve", 1e6, step=200)
         raise FloatingPointError("loss diverged at step 200")
 
     with mlflow.start_run() as run:
