@@ -1,0 +1,55 @@
+"""Each PySpark private spark_tracking touches (spark_tracking/_compat/pyspark.py), checked
+against the installed PySpark, in a fresh interpreter (the wrappers are process-wide)."""
+
+import subprocess
+import sys
+import textwrap
+
+import pyspark
+
+
+def run(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()
+
+
+def test_the_task_context_is_read_and_its_set_and_reset_are_seen():
+    out = run("""
+        from pyspark.taskcontext import BarrierTaskContext, TaskContext
+        from spark_tracking._compat import pyspark as compat
+        seen = []
+        assert compat.wrap_set_task_context(lambda ctx: seen.append(("start", type(ctx).__name__)),
+                                            lambda: seen.append(("end",)))
+        assert compat.wrap_set_task_context(lambda ctx: None, lambda: None)  # idempotent
+        read = compat.task_context_reader()
+        ctx = object.__new__(BarrierTaskContext)
+        TaskContext._setTaskContext(ctx)
+        assert read() is ctx and compat.is_barrier(ctx) and compat.current_task_context() is ctx
+        TaskContext._setTaskContext(None)
+        assert read() is None
+        print(seen, compat.stage_attempt_number(ctx))
+    """)
+    assert out == "[('start', 'BarrierTaskContext'), ('end',)] 0"
+
+
+def test_the_worker_steps_it_wraps_exist_in_this_pyspark():
+    out = run("""
+        import pyspark.worker
+        from spark_tracking._compat import pyspark as compat
+        print(sorted(compat.wrap_worker_entry(lambda: None, lambda: None)))
+    """)
+    wrapped = eval(out)
+    assert {"read_command", "read_udfs", "main"} <= set(wrapped), (pyspark.__version__, wrapped)
+    if pyspark.__version__ >= "4":
+        assert "handle_worker_exception" in wrapped
+
+
+def test_outside_pyspark_nothing_is_imported_or_wrapped():
+    out = run("""
+        import sys
+        from spark_tracking._compat import pyspark as compat
+        print(compat.task_context_reader(), compat.wrap_worker_entry(lambda: None, lambda: None),
+              compat.hook_forked_workers(lambda: None), "pyspark" in sys.modules)
+    """)
+    assert out == "None [] False False"
