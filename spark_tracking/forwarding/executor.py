@@ -85,6 +85,12 @@ _binding.on_bind = _on_bind
 
 # -- hot path --------------------------------------------------------------------------------
 
+def _wake_shipper() -> None:
+    wake = shipper.wake
+    if not wake.is_set():  # set() takes a lock and notifies: once per batch, not per call
+        wake.set()
+
+
 def _metric_key(key, b: Binding) -> str:
     validation.check_key(key, suffix=b.key_suffix)
     if len(_good_keys) < 100_000:
@@ -112,7 +118,7 @@ def log_metric(key, value, step=None, timestamp=None) -> bool:
         timestamp = validation.timestamp_value(timestamp)
     _buf.append((b, key, value, timestamp, step))
     if len(_buf) >= _batch_trigger:
-        shipper.wake.set()
+        _wake_shipper()
     return True
 
 
@@ -125,7 +131,7 @@ def log_metrics(metrics, step=None, timestamp=None) -> bool:
     checked = [(_metric_key(k, b), validation.metric_value(k, v)) for k, v in metrics.items()]
     _buf.extend((b, k, v, timestamp, step) for k, v in checked)
     if len(_buf) >= _batch_trigger:
-        shipper.wake.set()
+        _wake_shipper()
     return True
 
 
@@ -136,7 +142,7 @@ def _log_pairs(kind: str, pairs, value_rule) -> bool:
     name = "param" if kind == "p" else "tag"
     checked = [(validation.check_key(k, name), value_rule(k, v)) for k, v in pairs.items()]
     _buf.extend((b, kind, k, v) for k, v in checked)
-    shipper.wake.set()
+    _wake_shipper()
     return True
 
 
@@ -163,7 +169,7 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
             f"shared storage (a Unity Catalog volume, /dbfs) and log them from the driver with "
             f"mlflow.log_artifact, or split them")
     _buf.append((b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
-    shipper.wake.set()
+    _wake_shipper()
     return True
 
 
@@ -194,7 +200,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     rows.extend((b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
     _buf.extend(rows)
     if len(_buf) >= _batch_trigger or params or tags:
-        shipper.wake.set()
+        _wake_shipper()
     return True
 
 
