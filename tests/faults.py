@@ -93,6 +93,31 @@ class FaultProxy:
 
 # -- task side: faults between a Spark task and the driver relay --------------------------------
 
+class RecordingHandler:
+    """A relay handler that keeps the points it receives (``received``: (worker, key, value,
+    timestamp, step)); it refuses frames holding a key in ``poison``, as a driver whose store
+    refuses them would."""
+
+    def __init__(self, poison=()):
+        self.received, self.requests = [], []
+        self.poison = set(poison)
+        self.lock = threading.Lock()
+
+    def points(self, binding, worker, message):
+        with self.lock:
+            self.requests.append(message)
+            if any(m[0] in self.poison for m in message["m"]):
+                raise ValueError("float() argument out of range")
+            self.received.extend((tuple(worker), *m) for m in message["m"])
+        return "run-1", None
+
+    def resolve(self, binding, worker):
+        return "run-1"
+
+    def done(self, binding, worker):
+        return None
+
+
 class FaultyTransport:
     """Wraps the task side's transport (``spark_tracking.forwarding.shipper.RelayTransport``):
     while ``down`` is set the relay is unreachable (a dropped connection); ``timeouts`` requests

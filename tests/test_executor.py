@@ -4,37 +4,17 @@ buffer is full, fork safety, and no `import mlflow` on the hot path."""
 import os
 import subprocess
 import sys
-import threading
 
 import pytest
-from faults import FaultyTransport
+from faults import FaultyTransport, RecordingHandler
 
 from spark_tracking.forwarding import binding, executor
 from spark_tracking.forwarding.relay import Relay
 
 
-class Recorder:
-    """A relay handler that keeps what it receives."""
-
-    def __init__(self):
-        self.received = []
-        self.lock = threading.Lock()
-
-    def points(self, binding, worker, message):
-        with self.lock:
-            self.received.extend((tuple(worker), *m) for m in message["m"])
-        return "run-1", None
-
-    def resolve(self, binding, worker):
-        return "run-1"
-
-    def done(self, binding, worker):
-        return None
-
-
 @pytest.fixture
 def relay():
-    handler = Recorder()
+    handler = RecordingHandler()
     relay = Relay("test-secret", handler).start()
     relay.recorder = handler
     yield relay

@@ -5,39 +5,15 @@ keeps its time budget, re-sent requests keep their id. Real relay, no Spark."""
 import json
 import os
 import stat
-import threading
 import time
 
 import pytest
-from faults import FaultyTransport, StalledRelay, tiny_spill
+from faults import FaultyTransport, RecordingHandler, StalledRelay, tiny_spill
 
 from spark_tracking.forwarding import binding, executor, protocol
 from spark_tracking.forwarding.relay import Relay
 from spark_tracking.forwarding.spill import SpillStore
 from spark_tracking.validation import InvalidInput
-
-
-class Recorder:
-    """A relay handler that keeps what it receives; refuses frames holding a "poison" key,
-    as a driver whose store refuses them would."""
-
-    def __init__(self):
-        self.received, self.requests = [], []
-        self.lock = threading.Lock()
-
-    def points(self, binding, worker, message):
-        with self.lock:
-            self.requests.append(message)
-            if any(m[0] == "poison" for m in message["m"]):
-                raise ValueError("float() argument out of range")
-            self.received.extend((tuple(worker), *m) for m in message["m"])
-        return "run-1", None
-
-    def resolve(self, binding, worker):
-        return "run-1"
-
-    def done(self, binding, worker):
-        return None
 
 
 def _bind(monkeypatch, tmp_path, address, **settings):
@@ -54,7 +30,7 @@ def _bind(monkeypatch, tmp_path, address, **settings):
 
 @pytest.fixture
 def relay(monkeypatch, tmp_path):
-    recorder = Recorder()
+    recorder = RecordingHandler(poison={"poison"})
     relay = Relay("test-secret", recorder, max_frame_bytes=64 * 1024).start()
     relay.recorder = recorder
     _bind(monkeypatch, tmp_path, relay.address)
