@@ -34,10 +34,13 @@ setup(
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
         "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
+        # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
+        "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
         "test": [
             "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
             "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine",
+            "nbconvert", "pillow",
         ],
     },
     entry_points={
