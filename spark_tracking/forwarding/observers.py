@@ -38,7 +38,7 @@ def remove(observer: Observer) -> None:
     """Stop calling ``observer``; a no-op when it is not registered."""
     global _observers
     with _lock:
-        _observers = tuple(o for o in _observers if o is not observer)
+        _observers = tuple(o for o in _observers if o != observer)  # ==: bound methods are new objects
 
 
 def registered() -> tuple[Observer, ...]:

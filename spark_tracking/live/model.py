@@ -88,7 +88,7 @@ class Metric:
             self._thin()
 
     def _thin(self) -> None:
-        while len(self.sums) > self.max_points // 2:
+        while len(self.sums) > self.max_points:
             self.stride *= 2
             self.sums = {s: v for s, v in self.sums.items() if self._kept(s)}
         for curve in self.curves.values():
