@@ -129,23 +129,27 @@ class RunDetails:
         the run ends (``stop()`` ends it sooner, ``wait()`` waits for it)."""
         if self._thread is not None or self._done.is_set():
             return
-        if self.run_id is None:
-            import mlflow
+        import mlflow  # here, not first on the view's thread: concurrent first imports of mlflow fail
 
+        if self.run_id is None:
             active = mlflow.active_run()
             self.run_id = active.info.run_id if active is not None else None
         self._read_run()
         if in_notebook() and file is None:
             from .notebook import NotebookFrontend
 
-            self._frontend = NotebookFrontend()
+            self._start(NotebookFrontend())
         else:
             from .text import TextFrontend
 
-            self._frontend = TextFrontend(file or sys.stdout)
+            self._start(TextFrontend(file or sys.stdout))
+
+    def _start(self, frontend) -> None:
+        """Draw on ``frontend`` (``live``, ``open``, ``update``, ``finish``) from now on."""
+        self._frontend = frontend
         observers.add(self._observe)
-        self._frontend.open(self.snapshot())
-        if not self._frontend.live:  # not a terminal: the summary once, no thread
+        frontend.open(self.snapshot())
+        if not frontend.live:  # not a terminal: the summary once, no thread
             self._finish()
             return
         self._thread = threading.Thread(target=self._loop, name="spark-tracking-live", daemon=True)

@@ -65,20 +65,22 @@ class Metric:
                 self.hidden += 1
                 return
             curve = self.curves[worker] = Curve()
-        if curve.last_step is not None and step < curve.last_step:
-            return  # a later attempt repeating steps the worker already logged
-        self.count += 1
-        if self.origin is None:
-            self.origin = step
-        if step == curve.last_step:  # the same step again: the new value replaces the old
+        last = curve.last_step
+        if last is not None and step <= last:
+            if step < last:
+                return  # a later attempt repeating steps the worker already logged
+            self.count += 1  # the same step again: the new value replaces the old
             if curve.steps and curve.steps[-1] == step:
                 self.sums[step][0] += value - curve.values[-1]
                 curve.values[-1] = value
             curve.last_value = value
             return
+        self.count += 1
+        if self.origin is None:
+            self.origin = step
         curve.last_step, curve.last_value = step, value
-        if not self._kept(step):
-            return
+        if (step - self.origin) % self.stride:
+            return  # between the kept steps
         curve.steps.append(step)
         curve.values.append(value)
         total = self.sums.setdefault(step, [0.0, 0])

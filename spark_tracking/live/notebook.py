@@ -2,7 +2,8 @@
 
 One ``VBox`` in the cell's output: a header (``HTML``: run, status, link, counters), the chart
 (``Image``: a PNG drawn with matplotlib's Agg canvas, no pyplot, so nothing else in the
-notebook is touched) and the latest-values table (``HTML``). Updating a widget's value sends
+notebook is touched) and the latest-values table (``HTML``). Header and table change at every
+refresh; the chart as often as ``CHART_SHARE`` allows. Updating a widget's value sends
 one small comm message from the view's thread; the frontend redraws that output while other
 cells run (as ``tqdm.notebook`` progress bars do).
 
@@ -18,6 +19,7 @@ import base64
 import html
 import io
 import math
+import time
 
 from .model import Snapshot
 from .text import counters_line, format_summary, headline, table_rows
@@ -26,6 +28,11 @@ from .text import counters_line, format_summary, headline, table_rows
 PANEL_SIZE = (4.8, 3.0)
 DPI = 80
 COLUMNS = 2
+#: at most this share of the driver's time goes to drawing the chart: a draw that took d seconds
+#: is followed by the next one no sooner than d / CHART_SHARE later (a draw takes about 0.1 s
+#: on an idle driver, so the chart follows about every second; a busy driver gets fewer chart
+#: updates rather than a slower relay)
+CHART_SHARE = 0.1
 
 
 class Chart:
@@ -46,8 +53,12 @@ class Chart:
         keys = list(snap.curves)
         ncols = min(COLUMNS, len(keys))
         nrows = math.ceil(len(keys) / ncols)
-        fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), dpi=DPI, layout="constrained")
+        fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), dpi=DPI)
         FigureCanvasAgg(fig)
+        # fixed margins (in inches, so any grid looks the same): a layout engine costs a third of a draw
+        width, height = fig.get_size_inches()
+        fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, top=1 - 0.3 / height, bottom=0.45 / height,
+                            wspace=0.25, hspace=0.5)
         self._lines, self._axes = {}, {}
         for index, key in enumerate(keys):
             ax = fig.add_subplot(nrows, ncols, index + 1)
@@ -131,6 +142,7 @@ class NotebookFrontend:
         self.box = ipywidgets.VBox([self.header, self.image, self.table])
         self.handle = None
         self._png: bytes | None = None
+        self._next_draw = 0.0
 
     @property
     def figure(self):
@@ -143,15 +155,18 @@ class NotebookFrontend:
         self.update(snap)
         self.handle = display(self.box, display_id=True)
 
-    def update(self, snap: Snapshot) -> None:
-        png = self.chart.draw(snap)
-        if png is not None and png != self._png:
-            self._png = self.image.value = png
+    def update(self, snap: Snapshot, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now >= self._next_draw:
+            png = self.chart.draw(snap)
+            self._next_draw = now + (time.monotonic() - now) / CHART_SHARE
+            if png is not None and png != self._png:
+                self._png = self.image.value = png
         self.table.value = table_html(snap)
         self.header.value = header_html(snap)  # last: its refresh number marks a complete update
 
     def finish(self, snap: Snapshot) -> None:
-        self.update(snap)
+        self.update(snap, final=True)
         if self.handle is None:
             return
         chart = (f'<img src="data:image/png;base64,{base64.b64encode(self._png).decode("ascii")}" alt="live view chart">'
