@@ -135,3 +135,13 @@ def test_a_run_that_is_not_a_run_is_refused_with_the_fix():
         RunDetails(42)
     with pytest.raises(ValueError, match="refresh_interval=0"):
         RunDetails("r", refresh_interval=0)
+
+
+def test_the_vocabulary_run_shows_its_details(capsys, sqlite_uri, run_id):
+    import spark_tracking
+
+    assert spark_tracking.RunDetails is RunDetails
+    spark_tracking.Run(run_id, tracking_uri=sqlite_uri).show_details()  # stdout is not a terminal here
+    out = capsys.readouterr().out
+    assert out.startswith(f"run {run_id[:8]} watched  RUNNING\n"), out
+    assert observers.registered() == ()
