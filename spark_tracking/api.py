@@ -95,7 +95,7 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 def stats() -> dict[str, Any]:
     """Counters of the forwarding path in this process: received, sent, retried, spooled,
-    dropped (by cause), ... — see the README's "Forwarding" section."""
+    dropped (by cause), ... — see docs/forwarding.md."""
     if executor.current_binding() is not None:
         return executor.stats()
     from .forwarding import driver

@@ -5,7 +5,7 @@ the run, so the results are visible in AML studio, the MLflow UI and ``spark-tra
 The same calls work inside Spark tasks, where they go through ``spark_tracking.api`` and are
 forwarded to the driver's run (metrics as ``<key>/worker_<n>`` plus their mean ``<key>``).
 
-How each call is stored (the README's "Azure ML logging vocabulary" section has the table):
+How each call is stored (docs/vocabulary.md has the table):
 
 - ``log(name, number)``: a point of the MLflow metric ``name``. Each call is the next step
   (0, 1, 2, ...), so repeated calls build a series. On the driver the series continues after
