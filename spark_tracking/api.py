@@ -8,7 +8,8 @@ driver relay, which logs them to the run that was active when the job was submit
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .forwarding import executor
 

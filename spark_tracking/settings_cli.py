@@ -29,10 +29,12 @@ def configuration_page() -> str:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
-    p.add_argument("--resolved", action="store_true",
-                   help="print the configuration this session resolves to (secrets masked)")
-    p.add_argument("--markdown", action="store_true",
-                   help="print the documentation page of every setting (docs/configuration.md)")
+    p.add_argument(
+        "--resolved", action="store_true", help="print the configuration this session resolves to (secrets masked)"
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the documentation page of every setting (docs/configuration.md)"
+    )
     p.set_defaults(func=_run)
 
 
