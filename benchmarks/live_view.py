@@ -120,6 +120,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.update({"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
     import mlflow  # noqa: F401  (as on a driver: loaded before the sink and the view use it)
+
     store = "file://" + tempfile.mkdtemp(prefix="spark-tracking-live-bench-")  # status reads only; none here
     results = {False: [], True: []}
     measure(True, store, args.calls // 10, args.points // 10)  # warm-up: imports, font cache, first draw
@@ -135,7 +136,7 @@ def main() -> int:
         "## Live view (benchmarks/live_view.py)",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; relay + sink "
-        f"in-process on a null store; {args.rounds} alternated rounds after a warm-up, medians. \"on\": a RunDetails view of the run "
+        f'in-process on a null store; {args.rounds} alternated rounds after a warm-up, medians. "on": a RunDetails view of the run '
         "refreshing once a second as in a notebook.",
         "",
         "| view | Sink.submit, ns per call (observer only) | relay, µs per metric (4 connections, view running) | relay points stored |",

@@ -37,8 +37,10 @@ def _run_id_of(run) -> str | None:
     run_id = getattr(run, "id", None)  # spark_tracking.Run (the AML vocabulary)
     if isinstance(run_id, str):
         return run_id
-    raise TypeError(f"RunDetails(run={run!r}): pass a run id (str), an MLflow Run or ActiveRun, "
-                    "a spark_tracking.Run, or None for the active run")
+    raise TypeError(
+        f"RunDetails(run={run!r}): pass a run id (str), an MLflow Run or ActiveRun, "
+        "a spark_tracking.Run, or None for the active run"
+    )
 
 
 def _counters() -> dict[str, int]:
@@ -46,8 +48,12 @@ def _counters() -> dict[str, int]:
 
     stats = api.stats()
     dropped = stats.get("dropped") or {}
-    return {"received": int(stats.get("received", 0)), "stored": int(stats.get("sent", 0)),
-            "spooled": int(stats.get("spooled", 0)), "dropped": int(sum(dropped.values()))}
+    return {
+        "received": int(stats.get("received", 0)),
+        "stored": int(stats.get("sent", 0)),
+        "spooled": int(stats.get("spooled", 0)),
+        "dropped": int(sum(dropped.values())),
+    }
 
 
 def in_notebook() -> bool:
@@ -81,12 +87,23 @@ class RunDetails:
     (default: MLflow's current one). ``clock`` is for tests.
     """
 
-    def __init__(self, run=None, *, refresh_interval: float = 1.0, status_interval: float = 5.0,
-                 max_points: int = 500, max_metrics: int = 12, max_workers: int = 64,
-                 tracking_uri: str | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        run=None,
+        *,
+        refresh_interval: float = 1.0,
+        status_interval: float = 5.0,
+        max_points: int = 500,
+        max_metrics: int = 12,
+        max_workers: int = 64,
+        tracking_uri: str | None = None,
+        clock=time.monotonic,
+    ):
         if refresh_interval <= 0 or status_interval <= 0:
-            raise ValueError(f"RunDetails: refresh_interval={refresh_interval!r} and status_interval="
-                             f"{status_interval!r} must be positive numbers of seconds")
+            raise ValueError(
+                f"RunDetails: refresh_interval={refresh_interval!r} and status_interval="
+                f"{status_interval!r} must be positive numbers of seconds"
+            )
         if max_points < 4:
             raise ValueError(f"RunDetails: max_points={max_points!r} must be at least 4")
         self.run_id = _run_id_of(run)
@@ -202,8 +219,14 @@ class RunDetails:
             return snapshot
 
     def snapshot(self) -> Snapshot:
-        snap = self.live.snapshot(run_id=self.run_id, run_name=self.run_name, status=self.status, url=self.url,
-                                  refresh=self.refreshes, counters=_counters())
+        snap = self.live.snapshot(
+            run_id=self.run_id,
+            run_name=self.run_name,
+            status=self.status,
+            url=self.url,
+            refresh=self.refreshes,
+            counters=_counters(),
+        )
         snap.hidden_points += self.not_shown
         return snap
 
@@ -217,7 +240,7 @@ class RunDetails:
 
         try:
             run = MlflowClient(self.tracking_uri).get_run(self.run_id)
-        except Exception as exc:  # the store is unreachable: keep drawing what the relay delivers
+        except Exception as exc:  # noqa: BLE001 - the store is unreachable: keep drawing what the relay delivers
             logger.debug("spark_tracking live view: status of run %s unknown: %s", self.run_id, exc)
             return
         self.status = run.info.status
@@ -227,7 +250,7 @@ class RunDetails:
 
             try:
                 self.url = get_portal_url(self.run_id, self.tracking_uri)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a view without a link is still a view
                 logger.debug("spark_tracking live view: no link for run %s: %s", self.run_id, exc)
                 self.url = ""
 

@@ -31,7 +31,7 @@ def worker_of(worker) -> int:
 class Curve:
     """One worker's points of one metric: kept steps and values, plus the latest point."""
 
-    __slots__ = ("steps", "values", "last_step", "last_value")
+    __slots__ = ("last_step", "last_value", "steps", "values")
 
     def __init__(self):
         self.steps = array("q")
@@ -50,7 +50,7 @@ class Metric:
         self.max_points, self.max_workers = max_points, max_workers
         self.curves: dict[int, Curve] = {}
         self.sums: dict[int, list] = {}  # kept step -> [sum, count] over the workers
-        self.origin: int | None = None
+        self.origin = 0  # the metric's first step: kept steps are origin + k * stride
         self.stride = 1
         self.count = 0  # points received (all workers, kept or not)
         self.hidden = 0
@@ -76,7 +76,7 @@ class Metric:
             curve.last_value = value
             return
         self.count += 1
-        if self.origin is None:
+        if self.count == 1:
             self.origin = step
         curve.last_step, curve.last_value = step, value
         if (step - self.origin) % self.stride:
@@ -170,8 +170,16 @@ class LiveRun:
             latest = [c.last_value for c in metric.curves.values() if not math.isnan(c.last_value)]
             steps = [c.last_step for c in metric.curves.values() if c.last_step is not None]
             if steps:
-                rows.append(Row(key, max(steps), sum(latest) / len(latest) if latest else math.nan,
-                                min(latest, default=math.nan), max(latest, default=math.nan),
-                                len(metric.curves), metric.count))
+                rows.append(
+                    Row(
+                        key,
+                        max(steps),
+                        sum(latest) / len(latest) if latest else math.nan,
+                        min(latest, default=math.nan),
+                        max(latest, default=math.nan),
+                        len(metric.curves),
+                        metric.count,
+                    )
+                )
         hidden = self.hidden_points + sum(m.hidden for m in self.metrics.values())
         return Snapshot(points=self.points, curves=curves, rows=rows, hidden_points=hidden, **fields)

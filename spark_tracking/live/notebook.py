@@ -20,11 +20,12 @@ import html
 import io
 import math
 import time
+from typing import Any
 
 from .model import Snapshot
 from .text import counters_line, format_summary, headline, table_rows
 
-#: inches per panel at DPI: 384 × 240 pixels
+#: inches per panel at DPI: 384 x 240 pixels
 PANEL_SIZE = (4.8, 3.0)
 DPI = 80
 COLUMNS = 2
@@ -41,10 +42,10 @@ class Chart:
     milliseconds); a new metric or worker lays the figure out again."""
 
     def __init__(self):
-        self.figure = None
+        self.figure: Any = None  # matplotlib Figure, once laid out
         self._layout: tuple | None = None
-        self._lines: dict[tuple[str, object], object] = {}
-        self._axes: dict[str, object] = {}
+        self._lines: dict[tuple[str, object], Any] = {}
+        self._axes: dict[str, Any] = {}
 
     def _lay_out(self, snap: Snapshot) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,8 +58,14 @@ class Chart:
         FigureCanvasAgg(fig)
         # fixed margins (in inches, so any grid looks the same): a layout engine costs a third of a draw
         width, height = fig.get_size_inches()
-        fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, top=1 - 0.3 / height, bottom=0.45 / height,
-                            wspace=0.25, hspace=0.5)
+        fig.subplots_adjust(
+            left=0.5 / width,
+            right=1 - 0.15 / width,
+            top=1 - 0.3 / height,
+            bottom=0.45 / height,
+            wspace=0.25,
+            hspace=0.5,
+        )
         self._lines, self._axes = {}, {}
         for index, key in enumerate(keys):
             ax = fig.add_subplot(nrows, ncols, index + 1)
@@ -103,15 +110,19 @@ class Chart:
 
 def header_html(snap: Snapshot) -> str:
     colour = {"RUNNING": "#1a7f37", "FINISHED": "#0969da", "FAILED": "#cf222e", "KILLED": "#cf222e"}.get(
-        snap.status, "#6e7781")
-    link = (f' &nbsp;<a href="{html.escape(snap.url)}" target="_blank" rel="noopener">open the run</a>'
-            if snap.url else "")
+        snap.status, "#6e7781"
+    )
+    link = (
+        f' &nbsp;<a href="{html.escape(snap.url)}" target="_blank" rel="noopener">open the run</a>' if snap.url else ""
+    )
     # data-* attributes: the same figures, machine-readable (tests read them from the comm messages)
-    return (f'<div class="spark-tracking-live" data-run="{html.escape(snap.run_id or "")}" '
-            f'data-status="{html.escape(snap.status)}" data-points="{snap.points}" data-refresh="{snap.refresh}">'
-            f'<b>{html.escape(headline(snap))}</b>'
-            f' <span style="color:{colour}">&#9679;</span>{link}<br>'
-            f'<span style="font-family:monospace;font-size:90%">{html.escape(counters_line(snap))}</span></div>')
+    return (
+        f'<div class="spark-tracking-live" data-run="{html.escape(snap.run_id or "")}" '
+        f'data-status="{html.escape(snap.status)}" data-points="{snap.points}" data-refresh="{snap.refresh}">'
+        f"<b>{html.escape(headline(snap))}</b>"
+        f' <span style="color:{colour}">&#9679;</span>{link}<br>'
+        f'<span style="font-family:monospace;font-size:90%">{html.escape(counters_line(snap))}</span></div>'
+    )
 
 
 def table_html(snap: Snapshot) -> str:
@@ -130,11 +141,13 @@ class NotebookFrontend:
 
     def __init__(self):
         try:
-            import ipywidgets
+            import ipywidgets  # type: ignore[import-untyped]
             import matplotlib  # noqa: F401
         except ImportError as exc:
-            raise ImportError(f"RunDetails.show() in a notebook needs ipywidgets and matplotlib ({exc}): "
-                              'pip install "spark-tracking[notebook]"') from None
+            raise ImportError(
+                f"RunDetails.show() in a notebook needs ipywidgets and matplotlib ({exc}): "
+                'pip install "spark-tracking[notebook]"'
+            ) from None
         self.chart = Chart()
         self.header = ipywidgets.HTML()
         self.image = ipywidgets.Image(format="png")
@@ -169,7 +182,10 @@ class NotebookFrontend:
         self.update(snap, final=True)
         if self.handle is None:
             return
-        chart = (f'<img src="data:image/png;base64,{base64.b64encode(self._png).decode("ascii")}" alt="live view chart">'
-                 if self._png else "")
+        chart = (
+            f'<img src="data:image/png;base64,{base64.b64encode(self._png).decode("ascii")}" alt="live view chart">'
+            if self._png
+            else ""
+        )
         static = {"text/html": f"{header_html(snap)}{chart}{table_html(snap)}", "text/plain": format_summary(snap)}
         self.handle.update(static, raw=True)

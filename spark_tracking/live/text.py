@@ -27,8 +27,10 @@ def headline(snap: Snapshot) -> str:
 
 def counters_line(snap: Snapshot) -> str:
     c = snap.counters
-    line = (f"points from tasks {snap.points:,}  |  forwarding: received {c.get('received', 0):,}  "
-            f"stored {c.get('stored', 0):,}  spooled {c.get('spooled', 0):,}  dropped {c.get('dropped', 0):,}")
+    line = (
+        f"points from tasks {snap.points:,}  |  forwarding: received {c.get('received', 0):,}  "
+        f"stored {c.get('stored', 0):,}  spooled {c.get('spooled', 0):,}  dropped {c.get('dropped', 0):,}"
+    )
     if snap.hidden_points:
         line += f"  |  {snap.hidden_points:,} points not drawn (view limits)"
     return line

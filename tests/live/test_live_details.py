@@ -10,7 +10,8 @@ import pytest
 
 from spark_tracking.forwarding import observers
 from spark_tracking.forwarding.sink import Sink, Spool, Submission
-from spark_tracking.live import RunDetails, details as details_module
+from spark_tracking.live import RunDetails
+from spark_tracking.live import details as details_module
 
 
 class Terminal(io.StringIO):
@@ -28,8 +29,12 @@ def run_id(sqlite_uri):
 
 
 def _points(run_id, partition, steps, key="loss"):
-    return Submission("points", run_id, [0, partition, 0, partition, None, 0],
-                      [(key, 1.0 / (s + 1) + partition, 1_700_000_000_000 + s, s) for s in steps])
+    return Submission(
+        "points",
+        run_id,
+        [0, partition, 0, partition, None, 0],
+        [(key, 1.0 / (s + 1) + partition, 1_700_000_000_000 + s, s) for s in steps],
+    )
 
 
 def test_outside_a_tty_the_summary_is_printed_once(sqlite_uri, run_id):
@@ -39,7 +44,7 @@ def test_outside_a_tty_the_summary_is_printed_once(sqlite_uri, run_id):
     assert text.count("run ") == 1
     assert re.match(rf"run {run_id[:8]} watched  RUNNING\n", text), text
     assert "no points from tasks yet" in text
-    assert f"link: http://127.0.0.1:5000/#/experiments/" in text
+    assert "link: http://127.0.0.1:5000/#/experiments/" in text
     assert observers.registered() == ()  # nothing left listening
 
 

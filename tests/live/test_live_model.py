@@ -21,7 +21,15 @@ def test_a_curve_per_worker_and_the_mean_step_by_step():
     assert workers == {0: [(0, 1.0), (1, 0.5)], 1: [(0, 3.0)]}
     assert mean == [(0, 2.0), (1, 0.5)]
     (row,) = snap.rows
-    assert (row.metric, row.step, row.mean, row.low, row.high, row.workers, row.points) == ("loss", 1, 1.75, 0.5, 3.0, 2, 3)
+    assert (row.metric, row.step, row.mean, row.low, row.high, row.workers, row.points) == (
+        "loss",
+        1,
+        1.75,
+        0.5,
+        3.0,
+        2,
+        3,
+    )
     assert snap.points == 3
 
 

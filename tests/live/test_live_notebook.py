@@ -15,10 +15,8 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
 from cluster.test_notebooks import REPO, read_databricks_source
 
 nbclient = pytest.importorskip("nbclient")
@@ -58,18 +56,34 @@ def executed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("live-notebook")
     kernels = tmp / "jupyter" / "kernels" / "live-view"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "live view", "language": "python"}))
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "live view",
+                "language": "python",
+            }
+        )
+    )
     store = f"sqlite:///{tmp / 'store.db'}"
     nb = read_databricks_source(NOTEBOOK)
     nb.metadata["kernelspec"] = {"name": "live-view", "display_name": "live view", "language": "python"}
     nb.cells.insert(-1, nbformat.v4.new_code_cell(CHECK_CELL))
-    env = {k: v for k, v in __import__("os").environ.items()
-           if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "PYSPARK_", "JPY_"))}
-    env.update(JUPYTER_PATH=str(tmp / "jupyter"), MLFLOW_TRACKING_URI=store, HOME=str(tmp),
-               SPARK_MASTER="local-cluster[2,1,1024]", PYSPARK_PYTHON=sys.executable,
-               MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", SPARK_LOCAL_IP="127.0.0.1")
+    env = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "PYSPARK_", "JPY_"))
+    }
+    env.update(
+        JUPYTER_PATH=str(tmp / "jupyter"),
+        MLFLOW_TRACKING_URI=store,
+        HOME=str(tmp),
+        SPARK_MASTER="local-cluster[2,1,1024]",
+        PYSPARK_PYTHON=sys.executable,
+        MLFLOW_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("JUPYTER_PATH", str(tmp / "jupyter"))  # where this process finds the kernel spec
         client = RecordingClient(nb, timeout=600, kernel_name="live-view")
@@ -110,8 +124,9 @@ def test_the_final_figure_has_a_curve_per_worker_plus_the_mean(executed):
     assert figure == {metric: expected for metric in METRICS}
     summary = _text(nb.cells[_cell_index(nb, "details.wait(")])
     assert re.search(r"^run \w{8} live view  FINISHED$", summary, re.M), summary
-    assert re.search(rf"^loss +{ROUNDS * STEPS - 1} +\S+ +\S+ +\S+ +{WORKERS} +{ROUNDS * STEPS * WORKERS}$",
-                     summary, re.M), summary
+    assert re.search(
+        rf"^loss +{ROUNDS * STEPS - 1} +\S+ +\S+ +\S+ +{WORKERS} +{ROUNDS * STEPS * WORKERS}$", summary, re.M
+    ), summary
 
 
 def test_the_output_keeps_the_final_chart_as_static_html(executed):
@@ -140,8 +155,8 @@ def _chromium() -> str:
 
 
 def test_the_exported_notebook_draws_the_chart_in_a_browser(executed):
-    from nbconvert import HTMLExporter
     import numpy as np
+    from nbconvert import HTMLExporter
     from PIL import Image
 
     nb, _, _, tmp = executed
@@ -153,17 +168,34 @@ def test_the_exported_notebook_draws_the_chart_in_a_browser(executed):
     shot = tmp / "screenshot.png"
     profile = tmp / "chromium-profile"
     done = subprocess.run(
-        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--host-resolver-rules=MAP * ~NOTFOUND", f"--user-data-dir={profile}", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=1400,9000", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=180)
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={profile}",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1400,9000",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert shot.exists(), done.stderr[-3000:]
     screen = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     magenta = (screen[:, :, 0] > 240) & (screen[:, :, 1] < 20) & (screen[:, :, 2] > 240)
     rows, cols = np.nonzero(magenta)
     assert rows.size, "the chart's frame is not in the screenshot"
-    inside = screen[rows.min() + 6:rows.max() - 5, cols.min() + 6:cols.max() - 5]
+    inside = screen[rows.min() + 6 : rows.max() - 5, cols.min() + 6 : cols.max() - 5]
 
     show = nb.cells[_cell_index(nb, "details.show()")]
     (output,) = [o for o in show.outputs if o.output_type == "display_data"]
