@@ -1,6 +1,6 @@
 # Databricks notebook source
 # MAGIC %md
-# MAGIC # 5 · Watch a distributed run live: `RunDetails(run).show()`
+# MAGIC # 5 · Watch a distributed run live: `RunDetails().show()`
 # MAGIC
 # MAGIC Azure ML users watch a run from the notebook with `RunDetails(run).show()`. spark_tracking's
 # MAGIC `RunDetails` does the same for training that runs **inside Spark tasks**: one panel per metric
@@ -81,9 +81,9 @@ def local_sgd(rows, weights, lr, round_index):
 # MAGIC %md
 # MAGIC ## Start the run and its live view
 # MAGIC
-# MAGIC `RunDetails(run).show()` draws the view in this cell's output and returns at once
-# MAGIC (`RunDetails()` with no argument follows the active run). `spark_tracking.Run(...).show_details()`
-# MAGIC is the same for the Azure ML vocabulary.
+# MAGIC `RunDetails().show()` draws the view of the active run in this cell's output and returns at once
+# MAGIC (`RunDetails(run)` names a run: an id, an MLflow run or a `spark_tracking.Run`).
+# MAGIC `spark_tracking.Run(...).show_details()` is the same for the Azure ML vocabulary.
 
 # COMMAND ----------
 
@@ -93,7 +93,7 @@ import spark_tracking
 
 run = mlflow.start_run(run_name="live view")
 mlflow.log_params({"workers": WORKERS, "rounds": ROUNDS, "steps": STEPS, "lr": 0.03})
-details = spark_tracking.RunDetails(run)
+details = spark_tracking.RunDetails()
 details.show()
 
 # COMMAND ----------
