@@ -7,8 +7,8 @@ integers included). Params and
 tag values are turned into ``str`` as MLflow does. Refused with :class:`InvalidInput`: bool,
 None, strings and other non-numbers as metric values; keys that are empty, longer than 250
 characters or have characters outside ``[/\\w.\\- :]``, keys MLflow's path rule refuses
-(``loss/``, ``/loss``, ``a//b``, ``./a``: a key must be its own normalised path); params over 6000 characters; tag values
-over 8000 characters; non-integer steps.
+(``loss/``, ``/loss``, ``a//b``, ``./a``: a key must be its own normalised path); params over
+6000 characters; tag values over 8000 characters; non-integer steps.
 """
 
 from __future__ import annotations

@@ -2,11 +2,11 @@
 what reaches a real MLflow store: a task that raises after logging, a Python worker killed
 with SIGKILL mid-task, a barrier stage that Spark runs again."""
 
+import faults
 import mlflow
 import pytest
 from pyspark import cloudpickle
 
-import faults
 import spark_tracking
 
 cloudpickle.register_pickle_by_value(faults)  # executors cannot import the tests' modules
@@ -69,9 +69,11 @@ def test_a_python_worker_killed_mid_task_loses_no_step_and_doubles_none(spark, s
     assert history(store, run.info.run_id, "k9") == [(s, float(s)) for s in range(200)]
 
 
-@pytest.mark.xfail(reason="needs the driver's first-attempt-wins across stage attempts (issue H item 10, "
-                          "driver side): PySpark tells Python tasks no stage attempt, tasks send 0",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="needs the driver's first-attempt-wins across stage attempts (issue H item 10, "
+    "driver side): PySpark tells Python tasks no stage attempt, tasks send 0",
+    strict=False,
+)
 def test_a_barrier_stage_run_again_stores_each_step_once(spark, store, tmp_path):
     marker = str(tmp_path / "failed-once")
 

@@ -50,6 +50,7 @@ def test_the_worker_list_carries_the_stage_attempt_and_rank(relay, monkeypatch):
 
 # -- item 1: one bad entry never blocks a worker ------------------------------------------------
 
+
 def test_an_integer_beyond_floats_is_refused_at_the_call(relay):
     with pytest.raises(InvalidInput, match=r"metric 'x' got an integer of 401 digits, beyond what MLflow stores"):
         executor.log_metric("x", 10**400, step=0)
@@ -98,6 +99,7 @@ def test_a_frame_the_relay_refuses_is_split_and_only_the_refused_entry_dropped(r
 
 # -- §2: a re-sent request keeps its id -----------------------------------------------------------
 
+
 def test_a_request_re_sent_after_a_lost_reply_keeps_its_id(relay, monkeypatch):
     faulty = FaultyTransport()
     faulty.timeouts = 1
@@ -112,6 +114,7 @@ def test_a_request_re_sent_after_a_lost_reply_keeps_its_id(relay, monkeypatch):
 
 # -- item 7: keys MLflow refuses are refused at the call --------------------------------------------
 
+
 @pytest.mark.parametrize("key,resolves", [("loss/", "loss"), ("/loss", "/loss"), ("a//b", "a/b")])
 def test_keys_mlflow_refuses_as_paths_are_refused_at_the_call(relay, key, resolves):
     with pytest.raises(InvalidInput, match=f"resolves to '{resolves}'"):
@@ -122,12 +125,16 @@ def test_keys_mlflow_refuses_as_paths_are_refused_at_the_call(relay, key, resolv
 
 def test_a_key_the_per_worker_suffix_would_push_past_250_is_refused_with_the_fix(relay):
     executor.log_metric("k" * 241, 1.0)  # '/worker_2' makes 250
-    with pytest.raises(InvalidInput, match=r"is 242 characters; inside a Spark task it is stored per worker as "
-                                           r"'<key>/worker_2'.*shorten the key to 241 characters or fewer"):
+    with pytest.raises(
+        InvalidInput,
+        match=r"is 242 characters; inside a Spark task it is stored per worker as "
+        r"'<key>/worker_2'.*shorten the key to 241 characters or fewer",
+    ):
         executor.log_metric("k" * 242, 1.0)
 
 
 # -- item 17: task end waits at most task_flush_timeout in total ---------------------------------
+
 
 def test_a_stalled_relay_costs_a_task_at_most_its_flush_timeout_then_points_are_on_disk(monkeypatch, tmp_path):
     stalled = StalledRelay("test-secret")
@@ -138,8 +145,11 @@ def test_a_stalled_relay_costs_a_task_at_most_its_flush_timeout_then_points_are_
         start = time.monotonic()
         assert not executor.flush(binding.current().settings.task_flush_timeout)
         assert time.monotonic() - start < 2.5
-        frames = [json.loads(line) for name in executor.shipper.spill.files()
-                  for line in open(os.path.join(executor.shipper.spill.folder, name))]
+        frames = [
+            json.loads(line)
+            for name in executor.shipper.spill.files()
+            for line in open(os.path.join(executor.shipper.spill.folder, name))
+        ]
         assert sorted(m[3] for f in frames for m in f["m"]) == list(range(3 * 5000))
     finally:
         stalled.close()
@@ -147,6 +157,7 @@ def test_a_stalled_relay_costs_a_task_at_most_its_flush_timeout_then_points_are_
 
 
 # -- items 2, 14, 15: spill files are atomic, private, owned and bounded ---------------------------
+
 
 def test_a_spill_file_is_invisible_until_complete(tmp_path, monkeypatch):
     store, other = SpillStore(str(tmp_path / "s")), SpillStore(str(tmp_path / "s"))

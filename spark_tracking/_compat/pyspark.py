@@ -18,7 +18,7 @@ from typing import Callable
 
 logger = logging.getLogger(__name__)
 
-#: The daemon's per-worker entry and the worker's steps this module wraps (3.5.0–4.3.0).
+#: The daemon's per-worker entry and the worker's steps this module wraps (3.5.0-4.3.0).
 _WORKER_STEPS = ("read_command", "read_udfs")
 
 
@@ -26,7 +26,7 @@ def task_context_reader() -> Callable[[], object] | None:
     """A cheap zero-argument callable giving the running task's TaskContext (or None), or
     None when ``pyspark.taskcontext`` is not loaded in this process.
 
-    Reads the private class attribute ``TaskContext._taskContext`` (3.5.0–4.3.0):
+    Reads the private class attribute ``TaskContext._taskContext`` (3.5.0-4.3.0):
     ``TaskContext.get()`` is public but costs a classmethod call per log call."""
     module = sys.modules.get("pyspark.taskcontext")
     if module is None:
@@ -43,7 +43,7 @@ def is_barrier(task_context) -> bool:
 def stage_attempt_number(task_context) -> int:
     """The stage attempt of a task, or 0 where PySpark does not tell it.
 
-    PySpark 3.5.0–4.3.0 give Python tasks no ``stageAttemptNumber()`` (the JVM does not send
+    PySpark 3.5.0-4.3.0 give Python tasks no ``stageAttemptNumber()`` (the JVM does not send
     it to the worker); a PySpark that adds it is used as is."""
     method = getattr(task_context, "stageAttemptNumber", None)
     if method is None:
@@ -57,7 +57,7 @@ def stage_attempt_number(task_context) -> int:
 def wrap_set_task_context(on_start: Callable[[object], None], on_end: Callable[[], None]) -> bool:
     """Call ``on_start(ctx)`` / ``on_end()`` when PySpark sets / resets the task context.
 
-    Wraps the private classmethod ``TaskContext._setTaskContext`` (3.5.0–4.3.0). The worker
+    Wraps the private classmethod ``TaskContext._setTaskContext`` (3.5.0-4.3.0). The worker
     resets it to None after a task's output is written and before it reports success. On
     4.3.0 the context is complete when set; on 3.5.0/4.0.0 a barrier task's is set before
     its local properties are read and a plain task's is not set at all (see
@@ -69,7 +69,7 @@ def wrap_set_task_context(on_start: Callable[[object], None], on_end: Callable[[
         if getattr(original, "_spark_tracking", False):
             return True
 
-        def _setTaskContext(cls, task_context):
+        def _setTaskContext(cls, task_context):  # noqa: N802 - the name PySpark calls
             if cls is TaskContext:
                 if task_context is None:
                     on_end()
@@ -77,10 +77,10 @@ def wrap_set_task_context(on_start: Callable[[object], None], on_end: Callable[[
                     on_start(task_context)
             original(cls, task_context)
 
-        _setTaskContext._spark_tracking = True
-        TaskContext._setTaskContext = classmethod(_setTaskContext)
+        _setTaskContext._spark_tracking = True  # type: ignore[attr-defined]
+        TaskContext._setTaskContext = classmethod(_setTaskContext)  # type: ignore[method-assign,assignment]
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.debug("spark_tracking: TaskContext._setTaskContext cannot be wrapped", exc_info=True)
         return False
 
@@ -96,7 +96,7 @@ def _wrap(owner, name: str, make: Callable[[Callable], Callable]) -> bool:
     if not callable(original) or getattr(original, "_spark_tracking", False):
         return False
     wrapper = functools.wraps(original)(make(original))
-    wrapper._spark_tracking = True
+    wrapper._spark_tracking = True  # type: ignore[attr-defined]
     setattr(owner, name, wrapper)
     return True
 
@@ -125,7 +125,7 @@ def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[
         import importlib
 
         module = importlib.import_module(name)
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.debug("spark_tracking: no PySpark worker module to hook", exc_info=True)
         return wrapped
 
@@ -133,12 +133,14 @@ def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[
         def call(*args, **kwargs):
             _quietly(on_task_ready)
             return original(*args, **kwargs)
+
         return call
 
     def on_error(original):
         def call(*args, **kwargs):
             _quietly(on_task_over)
             return original(*args, **kwargs)
+
         return call
 
     def around(original):
@@ -147,6 +149,7 @@ def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[
                 return original(*args, **kwargs)
             finally:
                 _quietly(on_task_over)
+
         return call
 
     for step in _WORKER_STEPS:
@@ -192,5 +195,5 @@ def hook_forked_workers(install: Callable[[], None]) -> bool:
 def _quietly(fn: Callable[[], None]) -> None:
     try:
         fn()
-    except Exception:  # noqa: BLE001 - never break the worker
+    except Exception:
         logger.warning("spark_tracking: a task hook failed", exc_info=True)

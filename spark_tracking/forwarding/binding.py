@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from .._compat import pyspark as compat
 from . import protocol
@@ -36,15 +37,16 @@ class TaskSettings(NamedTuple):
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
 
     @classmethod
-    def resolve(cls, max_frame: str | None = None, environ: Mapping[str, str] | None = None) -> "TaskSettings":
+    def resolve(cls, max_frame: str | None = None, environ: Mapping[str, str] | None = None) -> TaskSettings:
         """Through the one resolver (no Spark conf in workers); ``max_frame``: the driver's
         ``PROP_MAX_FRAME`` local property, which wins over the worker's own value."""
         from ..config import Config, ConfigError
 
         try:
             cfg = Config.resolve(spark_conf={}, environ=environ)
-            values = cls(max(1, cfg.buffer_max_points), cfg.ship_interval, cfg.task_flush_timeout,
-                         cfg.relay_max_frame_bytes)
+            values = cls(
+                max(1, cfg.buffer_max_points), cfg.ship_interval, cfg.task_flush_timeout, cfg.relay_max_frame_bytes
+            )
         except ConfigError as exc:  # a worker keeps logging; the driver reports config errors
             logger.warning("spark_tracking: task settings fall back to defaults: %s", exc)
             values = cls()
@@ -57,11 +59,28 @@ class Binding:
     """Where a task's points go: relay address, secret, driver thread binding, worker list
     (``[stage, partition, attempt, task_id, rank, stage_attempt]``, see :mod:`.protocol`)."""
 
-    __slots__ = ("relay", "secret", "binding", "worker", "from_task", "run", "settings", "key_suffix",
-                 "_for_runs")
+    __slots__ = (
+        "_for_runs",
+        "binding",
+        "from_task",
+        "key_suffix",
+        "relay",
+        "run",
+        "secret",
+        "settings",
+        "worker",
+    )
 
-    def __init__(self, relay: str, secret: str, binding: str, worker: list, from_task: bool,
-                 run: str | None = None, settings: TaskSettings | None = None):
+    def __init__(
+        self,
+        relay: str,
+        secret: str,
+        binding: str,
+        worker: list,
+        from_task: bool,
+        run: str | None = None,
+        settings: TaskSettings | None = None,
+    ):
         self.relay, self.secret, self.binding, self.worker, self.from_task = relay, secret, binding, worker, from_task
         self.run = run  # None: the run the driver thread had active; else this explicit run id
         self.settings = settings or TaskSettings()
@@ -69,14 +88,15 @@ class Binding:
         self.key_suffix = f"/worker_{worker_id(worker)}"
         self._for_runs: dict = {}
 
-    def for_run(self, run_id: str | None) -> "Binding":
+    def for_run(self, run_id: str | None) -> Binding:
         """The same binding, aimed at an explicit run id (MlflowClient(...).log_*(run_id, ...))."""
         if run_id is None:
             return self
         derived = self._for_runs.get(run_id)
         if derived is None:
-            derived = self._for_runs[run_id] = Binding(self.relay, self.secret, self.binding, self.worker,
-                                                        self.from_task, run_id, self.settings)
+            derived = self._for_runs[run_id] = Binding(
+                self.relay, self.secret, self.binding, self.worker, self.from_task, run_id, self.settings
+            )
         return derived
 
     @property
@@ -98,11 +118,23 @@ def from_task_context(ctx) -> Binding | None:
     if not relay:
         return None
     rank = ctx.partitionId() if compat.is_barrier(ctx) else None
-    worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank,
-              compat.stage_attempt_number(ctx)]
+    worker = [
+        ctx.stageId(),
+        ctx.partitionId(),
+        ctx.attemptNumber(),
+        ctx.taskAttemptId(),
+        rank,
+        compat.stage_attempt_number(ctx),
+    ]
     secret = ctx.getLocalProperty(protocol.PROP_SECRET) or os.environ.get(protocol.ENV_SECRET, "")
-    return Binding(relay, secret, ctx.getLocalProperty(protocol.PROP_BINDING) or "", worker, True,
-                   settings=TaskSettings.resolve(ctx.getLocalProperty(protocol.PROP_MAX_FRAME)))
+    return Binding(
+        relay,
+        secret,
+        ctx.getLocalProperty(protocol.PROP_BINDING) or "",
+        worker,
+        True,
+        settings=TaskSettings.resolve(ctx.getLocalProperty(protocol.PROP_MAX_FRAME)),
+    )
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
@@ -120,8 +152,14 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
     stage_attempt = parts[4] if len(parts) == 5 else 0
     rank = environ.get("RANK", "")
     worker = [stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt]
-    return Binding(relay, environ.get(protocol.ENV_SECRET, ""), environ.get(protocol.ENV_BINDING, ""), worker,
-                   False, settings=TaskSettings.resolve(environ.get(protocol.ENV_MAX_FRAME), environ))
+    return Binding(
+        relay,
+        environ.get(protocol.ENV_SECRET, ""),
+        environ.get(protocol.ENV_BINDING, ""),
+        worker,
+        False,
+        settings=TaskSettings.resolve(environ.get(protocol.ENV_MAX_FRAME), environ),
+    )
 
 
 class ChildExport:
@@ -138,7 +176,7 @@ class ChildExport:
     def export(self, ctx) -> None:
         try:
             relay = ctx.getLocalProperty(protocol.PROP_RELAY)
-        except Exception:  # a context not filled in yet (3.5/4.0 barrier tasks): next hook
+        except Exception:  # noqa: BLE001 - a context not filled in yet (3.5/4.0 barrier tasks): next hook
             return
         if not relay:
             self.clear()
@@ -151,7 +189,7 @@ class ChildExport:
             protocol.ENV_RELAY: relay,
             protocol.ENV_BINDING: ctx.getLocalProperty(protocol.PROP_BINDING) or "",
             protocol.ENV_WORKER: f"{ctx.stageId()}:{ctx.partitionId()}:{ctx.attemptNumber()}:"
-                                 f"{ctx.taskAttemptId()}:{compat.stage_attempt_number(ctx)}",
+            f"{ctx.taskAttemptId()}:{compat.stage_attempt_number(ctx)}",
         }
         max_frame = ctx.getLocalProperty(protocol.PROP_MAX_FRAME)
         if max_frame:
@@ -173,7 +211,7 @@ _read_ctx = None  # compat.task_context_reader(), once pyspark.taskcontext is lo
 _cached_ctx = _UNSET
 _cached: Binding | None = None
 #: called with each new binding (the executor starts its shipper and task hooks there)
-on_bind = None
+on_bind: Callable[[Binding], None] | None = None
 
 
 def current() -> Binding | None:
@@ -198,7 +236,7 @@ def _rebind(ctx) -> Binding | None:
     global _cached_ctx, _cached
     try:
         binding = from_task_context(ctx) if ctx is not None else from_environ()
-    except Exception:  # noqa: BLE001 - a half-built context: unbound for now, look again later
+    except Exception:
         logger.debug("spark_tracking: task context not readable yet", exc_info=True)
         return None
     _cached_ctx, _cached = ctx, binding

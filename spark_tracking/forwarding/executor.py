@@ -41,14 +41,18 @@ from ..validation import InvalidInput
 from . import binding as _binding
 from . import protocol
 from .binding import Binding, TaskSettings
-from .shipper import Shipper, _Connection  # noqa: F401 - _Connection: benchmarks, tests
+from .shipper import Shipper, _Connection
 
 logger = logging.getLogger(__name__)
 
 # wire and property names (defined in .protocol; kept here for existing importers)
 PROP_RELAY, PROP_SECRET, PROP_BINDING = protocol.PROP_RELAY, protocol.PROP_SECRET, protocol.PROP_BINDING
-ENV_RELAY, ENV_SECRET, ENV_BINDING, ENV_WORKER = (protocol.ENV_RELAY, protocol.ENV_SECRET, protocol.ENV_BINDING,
-                                                  protocol.ENV_WORKER)
+ENV_RELAY, ENV_SECRET, ENV_BINDING, ENV_WORKER = (
+    protocol.ENV_RELAY,
+    protocol.ENV_SECRET,
+    protocol.ENV_BINDING,
+    protocol.ENV_WORKER,
+)
 
 _MAX_ARTIFACT_BYTES = 4 * 1024 * 1024  # per artifact from a task, when the relay's frames allow it
 
@@ -84,6 +88,7 @@ _binding.on_bind = _on_bind
 
 
 # -- hot path --------------------------------------------------------------------------------
+
 
 def _wake_shipper() -> None:
     wake = shipper.wake
@@ -158,7 +163,12 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
     b = current_binding()
     if b is None:
         return False
-    if not isinstance(artifact_path, str) or not artifact_path or artifact_path.startswith("/") or ".." in artifact_path.split("/"):
+    if (
+        not isinstance(artifact_path, str)
+        or not artifact_path
+        or artifact_path.startswith("/")
+        or ".." in artifact_path.split("/")
+    ):
         raise InvalidInput(f"artifact path {artifact_path!r} must be a relative path like 'tables/rows.json'")
     data = bytes(data)
     limit = max_task_artifact_bytes()
@@ -167,7 +177,8 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
             f"artifact {artifact_path!r} is {len(data)} bytes; a Spark task forwards at most "
             f"{limit} bytes ({limit / 2**20:g} MiB) per artifact through the driver. Write larger files to "
             f"shared storage (a Unity Catalog volume, /dbfs) and log them from the driver with "
-            f"mlflow.log_artifact, or split them")
+            f"mlflow.log_artifact, or split them"
+        )
     _buf.append((b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
     _wake_shipper()
     return True
@@ -181,7 +192,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     if b is None:
         return False
     b = b.for_run(run_id)
-    rows = []
+    rows: list = []
     for m in metrics:
         key, value, step, ts = m.key, m.value, m.step, m.timestamp
         if key not in _good_keys:
@@ -195,8 +206,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
             if ts is None:
                 ts = int(time.time() * 1000)
         rows.append((b, key, value, ts, step))
-    rows.extend((b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value))
-                for p in params)
+    rows.extend((b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params)
     rows.extend((b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
     _buf.extend(rows)
     if len(_buf) >= _batch_trigger or params or tags:
@@ -205,6 +215,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
 
 
 # -- flush, stats ----------------------------------------------------------------------------
+
 
 def flush(timeout: float | None = 30.0, done: Binding | None = None) -> bool:
     """Wait until everything logged so far is in the driver's custody. True when it is; False
@@ -223,13 +234,15 @@ def resolve_run_id(timeout: float = 10.0) -> str | None:
         return None
     conn = _Connection(b.relay, b.secret, timeout)
     try:
-        return conn.request({"id": f"resolve:{os.getpid()}:{time.time_ns()}", "op": "resolve", "b": b.binding,
-                             "w": b.worker}).get("run")
+        return conn.request(
+            {"id": f"resolve:{os.getpid()}:{time.time_ns()}", "op": "resolve", "b": b.binding, "w": b.worker}
+        ).get("run")
     finally:
         conn.close()
 
 
 # -- task start and end ----------------------------------------------------------------------
+
 
 def _on_task_start(task_context=None) -> None:
     """The task context is complete: hand the binding to processes the task starts."""
@@ -246,9 +259,12 @@ def _on_task_end() -> None:
         if b is not None and b.from_task:
             timeout = b.settings.task_flush_timeout
             if not flush(timeout, done=b):
-                logger.warning("spark_tracking: the driver did not take this task's points within "
-                               "task_flush_timeout (%gs); they are in the spill file %s and ship later",
-                               timeout, shipper.spill.folder)
+                logger.warning(
+                    "spark_tracking: the driver did not take this task's points within "
+                    "task_flush_timeout (%gs); they are in the spill file %s and ship later",
+                    timeout,
+                    shipper.spill.folder,
+                )
             # only if MLflow ran in this task: importing task_store imports mlflow, and mlflow
             # loading our plugins while task_store is half-imported leaves the worker unrouted
             task_store = sys.modules.get(f"{__package__}.task_store")
@@ -282,8 +298,7 @@ def install_task_hooks() -> None:
         if current is not None:
             _on_task_start(current)
     except Exception:
-        logger.info("spark_tracking: no task hooks on this PySpark; points ship within "
-                    "ship_interval", exc_info=True)
+        logger.info("spark_tracking: no task hooks on this PySpark; points ship within ship_interval", exc_info=True)
 
 
 def _install_in_worker() -> None:
@@ -310,4 +325,3 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 def _ship_at_exit() -> None:
     if shipper.is_alive() and shipper.buffered():
         shipper.shutdown(5.0)
-

@@ -22,7 +22,7 @@ connection (the reply's ``"ack"`` echoes it).
 
 The worker list ``"w"`` is ``[stage, partition, attempt, task_id, rank, stage_attempt]``:
 ``rank`` is the barrier rank or a started process's ``RANK``, else null; ``stage_attempt`` is
-the task's stage attempt (0 where PySpark does not tell it: 3.5–4.3 do not give Python tasks
+the task's stage attempt (0 where PySpark does not tell it: 3.5-4.3 do not give Python tasks
 ``stageAttemptNumber()``; the driver may know better). A relay also accepts the five-item list
 of older clients (stage_attempt 0). The worker id of per-worker series is ``rank`` when set,
 else ``partition``.

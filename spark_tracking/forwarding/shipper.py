@@ -57,8 +57,9 @@ class Timeout(Exception):
 class Transport(Protocol):
     """Sends one request to a relay and returns its reply."""
 
-    def request(self, relay: str, secret: str, message: dict, timeout: float,
-                on_wait: Callable[[], bool] | None = None) -> dict:
+    def request(
+        self, relay: str, secret: str, message: dict, timeout: float, on_wait: Callable[[], bool] | None = None
+    ) -> dict:
         """Raises Unreachable, Refused or Timeout. ``on_wait`` is called while waiting for the
         reply; when it returns True the wait ends with Timeout."""
 
@@ -82,14 +83,15 @@ class _Connection:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             hello = protocol.recv_frame(sock)
-            sock.sendall(protocol.encode({"auth": protocol.auth_digest(self.secret, hello["nonce"]),
-                                          "v": protocol.VERSION}))
+            sock.sendall(
+                protocol.encode({"auth": protocol.auth_digest(self.secret, hello["nonce"]), "v": protocol.VERSION})
+            )
             if not protocol.recv_frame(sock).get("ok"):
                 raise Unreachable("relay refused the session secret")
         except Unreachable:
             sock.close()
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any handshake failure means "not reachable"
             sock.close()
             raise Unreachable(f"relay handshake failed: {exc}") from None
         self.sock = sock
@@ -101,6 +103,7 @@ class _Connection:
         self.seq += 1
         message["seq"] = self.seq
         sock = self.sock
+        assert sock is not None
         try:
             sock.settimeout(timeout or self.timeout)
             sock.sendall(protocol.encode(message))
@@ -130,17 +133,19 @@ class _Connection:
         return protocol.decode_body(self._recv(length, deadline, on_wait))
 
     def _recv(self, n: int, deadline: float, on_wait) -> bytes:
+        sock = self.sock
+        assert sock is not None
         chunks = []
         while n:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Timeout("relay did not answer in time")
-            readable, _, _ = select.select([self.sock], [], [], min(left, 0.2))
+            readable, _, _ = select.select([sock], [], [], min(left, 0.2))
             if not readable:
                 if on_wait is not None and on_wait():
                     raise Timeout("the sender stopped waiting (a flush deadline passed)")
                 continue
-            chunk = self.sock.recv(min(n, 1 << 20))
+            chunk = sock.recv(min(n, 1 << 20))
             if not chunk:
                 raise ConnectionError("relay closed the connection")
             chunks.append(chunk)
@@ -178,7 +183,7 @@ class Marker:
     """Put in the queue by :meth:`Shipper.flush`: set once everything before it is in the
     driver's custody (``ok``), or spilled (``ok`` False)."""
 
-    __slots__ = ("event", "ok", "done_binding", "deadline")
+    __slots__ = ("deadline", "done_binding", "event", "ok")
 
     def __init__(self, deadline: float | None, done_binding=None):
         self.event = threading.Event()
@@ -190,7 +195,7 @@ class Marker:
 class _Request:
     """A frame to send: relay, secret, the message (with its id), entries and a size bound."""
 
-    __slots__ = ("relay", "secret", "message", "entries", "size")
+    __slots__ = ("entries", "message", "relay", "secret", "size")
 
     def __init__(self, relay, secret, message, entries, size=None):
         self.relay, self.secret, self.message, self.entries = relay, secret, message, entries
@@ -210,9 +215,20 @@ def _new_id() -> str:
 def frame(b, items: list) -> _Request:
     """The "points" request for queue items of one binding (see :mod:`.protocol`), with an
     upper bound of its encoded size (JSON escapes a character in at most 6 bytes)."""
-    metrics, params, tags, artifacts = [], [], [], []
-    message = {"id": _new_id(), "op": "points", "b": b.binding, "w": b.worker, "m": metrics, "p": params,
-               "t": tags, "a": artifacts}
+    metrics: list = []
+    params: list = []
+    tags: list = []
+    artifacts: list = []
+    message = {
+        "id": _new_id(),
+        "op": "points",
+        "b": b.binding,
+        "w": b.worker,
+        "m": metrics,
+        "p": params,
+        "t": tags,
+        "a": artifacts,
+    }
     if b.run is not None:
         message["r"] = b.run
     lists = {"p": params, "t": tags, "a": artifacts}
@@ -269,16 +285,27 @@ class Shipper:
     seconds; ``spill``: the :class:`SpillStore`; ``secrets``: relay address -> secret (memory
     only). Settings are applied with :meth:`configure`."""
 
-    def __init__(self, transport: Transport | None = None, spill: SpillStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, request_timeout: float = 10.0):
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        spill: SpillStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        request_timeout: float = 10.0,
+    ):
         self.transport = transport or RelayTransport()
         self.spill = spill or SpillStore()
         self.clock = clock
         self.request_timeout = request_timeout
         self.queue: deque = deque()
         self.wake = threading.Event()
-        self.counters = {"shipped": 0, "spilled": 0, "send_failures": 0, "dropped": 0, "flush_timeouts": 0,
-                         "refused": 0}
+        self.counters = {
+            "shipped": 0,
+            "spilled": 0,
+            "send_failures": 0,
+            "dropped": 0,
+            "flush_timeouts": 0,
+            "refused": 0,
+        }
         self.secrets: dict[str, str] = {}
         self.interval = 0.2
         self.max_points = 100_000
@@ -359,8 +386,11 @@ class Shipper:
         self.transport = type(self.transport)() if isinstance(self.transport, RelayTransport) else self.transport
 
     def buffered(self) -> int:
-        return (sum(1 for item in list(self.queue) if not isinstance(item, Marker)) + len(self.pending)
-                + sum(r.entries for r in self.held))
+        return (
+            sum(1 for item in list(self.queue) if not isinstance(item, Marker))
+            + len(self.pending)
+            + sum(r.entries for r in self.held)
+        )
 
     # -- the thread --------------------------------------------------------------------------
 
@@ -410,7 +440,7 @@ class Shipper:
         pending, self.pending = self.pending, []
         for b, items in _group(pending):
             for start in range(0, len(items), FRAME_POINTS):
-                requests.append(frame(b, items[start:start + FRAME_POINTS]))
+                requests.append(frame(b, items[start : start + FRAME_POINTS]))
         unsent = self._send(requests, deadline)
         if unsent:
             self._keep(unsent, spill)
@@ -451,8 +481,12 @@ class Shipper:
             except Refused as exc:
                 self.counters["refused"] += 1
                 if req.entries <= 1 or req.message.get("op") != "points":
-                    logger.warning("spark_tracking: the driver refused a %s request of this task (%s); "
-                                   "dropped %d entries", req.message.get("op"), exc, req.entries)
+                    logger.warning(
+                        "spark_tracking: the driver refused a %s request of this task (%s); dropped %d entries",
+                        req.message.get("op"),
+                        exc,
+                        req.entries,
+                    )
                 return _REFUSED
             except Timeout:
                 self.counters["send_failures"] += 1
@@ -482,7 +516,8 @@ class Shipper:
             return True
         if len(self.queue) <= self.max_points:
             return False
-        items, markers = [], []
+        items: list = []
+        markers: list = []
         while True:
             try:
                 item = self.queue.popleft()
@@ -490,8 +525,11 @@ class Shipper:
                 break
             (markers if isinstance(item, Marker) else items).append(item)
         self.queue.extendleft(reversed(markers))
-        requests = [frame(b, group[start:start + FRAME_POINTS])
-                    for b, group in _group(items) for start in range(0, len(group), FRAME_POINTS)]
+        requests = [
+            frame(b, group[start : start + FRAME_POINTS])
+            for b, group in _group(items)
+            for start in range(0, len(group), FRAME_POINTS)
+        ]
         self._keep(requests, spill=True)
         return False
 
@@ -513,12 +551,20 @@ class Shipper:
             try:
                 self.spill.write(relay, [r.message for r in group])
                 self.counters["spilled"] += count
-                logger.warning("spark_tracking: %d points spilled to %s: the driver relay did not take them "
-                               "(they ship when it does)", count, self.spill.folder)
+                logger.warning(
+                    "spark_tracking: %d points spilled to %s: the driver relay did not take them "
+                    "(they ship when it does)",
+                    count,
+                    self.spill.folder,
+                )
             except (SpillFull, OSError) as exc:
                 self.counters["dropped"] += count
-                logger.warning("spark_tracking: dropped %d points: the driver relay did not take them and the "
-                               "spill folder refused them (%s)", count, exc)
+                logger.warning(
+                    "spark_tracking: dropped %d points: the driver relay did not take them and the "
+                    "spill folder refused them (%s)",
+                    count,
+                    exc,
+                )
 
     def _resend_spilled(self, force: bool = False, deadline: float | None = None) -> None:
         """Spilled frames of known relays go again (bounded reads), with their ids."""
@@ -539,7 +585,7 @@ class Shipper:
             unsent = self._send(requests, deadline)
             if unsent:
                 self.spill.release(c, [dict(r.message, relay=r.relay) for r in unsent])
-                for rest in claimed[n + 1:]:
+                for rest in claimed[n + 1 :]:
                     self.spill.release(rest)
                 return
             self.spill.done(c)

@@ -18,6 +18,7 @@ worker only claims files of drivers it knows.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import os
 import stat
 import tempfile
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def default_folder() -> str:
 class Claimed:
     """Frames read from one claimed file; :meth:`SpillStore.done` or ``.release`` it."""
 
-    __slots__ = ("path", "frames")
+    __slots__ = ("frames", "path")
 
     def __init__(self, path: str, frames: list):
         self.path, self.frames = path, frames
@@ -71,14 +72,14 @@ class SpillStore:
 
     def _ready(self) -> str:
         if not self._checked:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(self.folder, 0o700)
-            except FileExistsError:
-                pass
             st = os.lstat(self.folder)
             if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-                raise SpillFull(f"spill folder {self.folder} is not a folder owned by this user "
-                                f"(uid {os.getuid()}); remove it or point TMPDIR elsewhere")
+                raise SpillFull(
+                    f"spill folder {self.folder} is not a folder owned by this user "
+                    f"(uid {os.getuid()}); remove it or point TMPDIR elsewhere"
+                )
             if stat.S_IMODE(st.st_mode) != 0o700:
                 os.chmod(self.folder, 0o700)
             self._checked = True
@@ -94,10 +95,8 @@ class SpillStore:
     def used_bytes(self) -> int:
         total = 0
         for entry in self._entries():
-            try:
+            with contextlib.suppress(OSError):  # removed meanwhile by another worker
                 total += entry.stat(follow_symlinks=False).st_size
-            except OSError:
-                pass
         return total
 
     # -- writing -----------------------------------------------------------------------------
@@ -105,8 +104,9 @@ class SpillStore:
     def write(self, relay: str, frames: Iterable[dict]) -> int:
         """Write frames of one relay as one file, atomically; returns the bytes written.
         Raises :class:`SpillFull` over the cap, OSError when the disk refuses."""
-        data = "".join(json.dumps(dict(frame, relay=relay), separators=(",", ":")) + "\n"
-                       for frame in frames).encode("utf-8")
+        data = "".join(json.dumps(dict(frame, relay=relay), separators=(",", ":")) + "\n" for frame in frames).encode(
+            "utf-8"
+        )
         if not data:
             return 0
         folder = self._ready()
@@ -121,10 +121,8 @@ class SpillStore:
                 fh.write(data)
             os.rename(tmp, os.path.join(folder, name))
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
-            except OSError:
-                pass
             raise
         return len(data)
 
@@ -146,7 +144,8 @@ class SpillStore:
                 candidates.append(entry)
             elif _CLAIM in name and not _alive(name.rsplit(".", 1)[-1]):
                 self._take_back(entry.path)  # its worker died while sending it
-        out, budget = [], self.max_read_bytes
+        out: list[Claimed] = []
+        budget = self.max_read_bytes
         for entry in sorted(candidates, key=lambda e: e.name[17:]):
             try:
                 st = entry.stat(follow_symlinks=False)
@@ -187,10 +186,8 @@ class SpillStore:
 
     def done(self, claimed: Claimed) -> None:
         """The frames of a claimed file reached the driver (or were dropped with a count)."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(claimed.path)
-        except FileNotFoundError:
-            pass
 
     def release(self, claimed: Claimed, frames: list | None = None) -> None:
         """Give a claimed file back (nothing sent), or only ``frames`` of it (rewritten)."""
@@ -203,10 +200,8 @@ class SpillStore:
         self.done(claimed)
 
     def _take_back(self, path: str) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.rename(path, path.split(_CLAIM, 1)[0])
-        except OSError:
-            pass
 
     def files(self) -> list[str]:
         """Names of complete spill files (for tests and ``stats``)."""

@@ -58,10 +58,15 @@ DRIVER = textwrap.dedent("""
 def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri):
     hook.enable()
     try:
-        env = dict(os.environ, SPARK_TRACKING_TRACKING_URI=sqlite_uri, PYSPARK_PYTHON=sys.executable,
-                   PYSPARK_DRIVER_PYTHON=sys.executable)
-        out = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=env, timeout=600,
-                             cwd=tmp_path)
+        env = dict(
+            os.environ,
+            SPARK_TRACKING_TRACKING_URI=sqlite_uri,
+            PYSPARK_PYTHON=sys.executable,
+            PYSPARK_DRIVER_PYTHON=sys.executable,
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", DRIVER], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path
+        )
     finally:
         hook.disable()
     assert out.returncode == 0, out.stderr[-4000:]
@@ -71,6 +76,12 @@ def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri):
         got = [m.step for m in client.get_metric_history(run_id, f"ddp_loss/worker_{rank}")]
         assert sorted(got) == list(range(5)), f"rank {rank}: {sorted(client.get_run(run_id).data.metrics)}"
     # nothing in executor-local stores: no rank opened a store of its own
-    assert not list(tmp_path.rglob("mlruns")) and mlflow.MlflowClient(sqlite_uri).search_runs(
-        [run.experiment_id for run in [client.get_experiment(client.get_run(run_id).info.experiment_id)]]
-    )[0].info.run_id == run_id
+    assert (
+        not list(tmp_path.rglob("mlruns"))
+        and mlflow.MlflowClient(sqlite_uri)
+        .search_runs([run.experiment_id for run in [client.get_experiment(client.get_run(run_id).info.experiment_id)]])[
+            0
+        ]
+        .info.run_id
+        == run_id
+    )
