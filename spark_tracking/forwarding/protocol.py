@@ -110,9 +110,13 @@ def check_auth(secret: str, nonce: str, message: dict) -> bool:
 
 # -- blocking socket helpers (client side) ----------------------------------------------------
 
-def recv_exactly(sock, n: int) -> bytes:
+def recv_exactly(sock, n: int, before_recv=None) -> bytes:
+    """``n`` bytes from ``sock``; ``before_recv()`` (if given) runs before each ``recv`` (it may
+    wait for the socket to be readable, or raise to give up)."""
     chunks = []
     while n:
+        if before_recv is not None:
+            before_recv()
         chunk = sock.recv(min(n, 1 << 20))
         if not chunk:
             raise ConnectionError("relay closed the connection")
@@ -121,7 +125,7 @@ def recv_exactly(sock, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock, limit: int = MAX_FRAME_BYTES) -> dict:
-    (length,) = HEADER.unpack(recv_exactly(sock, HEADER.size))
+def recv_frame(sock, limit: int = MAX_FRAME_BYTES, before_recv=None) -> dict:
+    (length,) = HEADER.unpack(recv_exactly(sock, HEADER.size, before_recv))
     check_length(length, limit)
-    return decode_body(recv_exactly(sock, length))
+    return decode_body(recv_exactly(sock, length, before_recv))

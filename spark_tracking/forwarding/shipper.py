@@ -126,31 +126,21 @@ class _Connection:
         return reply
 
     def _reply(self, timeout: float, on_wait) -> dict:
-        deadline = time.monotonic() + timeout
-        header = self._recv(protocol.HEADER.size, deadline, on_wait)
-        (length,) = protocol.HEADER.unpack(header)
-        protocol.check_length(length)
-        return protocol.decode_body(self._recv(length, deadline, on_wait))
-
-    def _recv(self, n: int, deadline: float, on_wait) -> bytes:
         sock = self.sock
         assert sock is not None
-        chunks = []
-        while n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Timeout("relay did not answer in time")
-            readable, _, _ = select.select([sock], [], [], min(left, 0.2))
-            if not readable:
+        deadline = time.monotonic() + timeout
+
+        def wait_readable() -> None:  # in ticks: the shipper relieves memory while it waits
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout("relay did not answer in time")
+                if select.select([sock], [], [], min(left, 0.2))[0]:
+                    return
                 if on_wait is not None and on_wait():
                     raise Timeout("the sender stopped waiting (a flush deadline passed)")
-                continue
-            chunk = sock.recv(min(n, 1 << 20))
-            if not chunk:
-                raise ConnectionError("relay closed the connection")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
+
+        return protocol.recv_frame(sock, before_recv=wait_readable)
 
     def close(self) -> None:
         if self.sock is not None:
