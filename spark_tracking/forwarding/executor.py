@@ -41,7 +41,7 @@ from ..validation import InvalidInput
 from . import binding as _binding
 from . import protocol
 from .binding import Binding, TaskSettings
-from .shipper import Shipper, _Connection
+from .shipper import Shipper, _Connection, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def resolve_run_id(timeout: float = 10.0) -> str | None:
     conn = _Connection(b.relay, b.secret, timeout)
     try:
         return conn.request(
-            {"id": f"resolve:{os.getpid()}:{time.time_ns()}", "op": "resolve", "b": b.binding, "w": b.worker}
+            {"id": new_id(), "op": "resolve", "b": b.binding, "w": b.worker}
         ).get("run")
     finally:
         conn.close()

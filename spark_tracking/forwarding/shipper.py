@@ -23,6 +23,7 @@ Frames are cut by their real encoded size: at most ``max_frame_bytes`` of the re
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
@@ -46,11 +47,11 @@ class Unreachable(ConnectionError):
     """The relay cannot be reached (connect or authentication failed)."""
 
 
-class Refused(Exception):
+class Refused(ConnectionError):
     """The relay took the frame and refused it (error reply, or closed the connection)."""
 
 
-class Timeout(Exception):
+class Timeout(ConnectionError):
     """No reply in time; the request may or may not have been dispatched."""
 
 
@@ -193,13 +194,12 @@ class _Request:
 
 
 _ids = uuid.uuid4().hex
-_id_seq = 0
+_id_seq = itertools.count(1)  # next() is atomic: the task thread and the shipper both take ids
 
 
-def _new_id() -> str:
-    global _id_seq
-    _id_seq += 1
-    return f"{_ids}:{os.getpid()}:{_id_seq}"
+def new_id() -> str:
+    """A request id: unique in this process's life, kept when the request is re-sent."""
+    return f"{_ids}:{os.getpid()}:{next(_id_seq)}"
 
 
 def frame(b, items: list) -> _Request:
@@ -210,7 +210,7 @@ def frame(b, items: list) -> _Request:
     tags: list = []
     artifacts: list = []
     message = {
-        "id": _new_id(),
+        "id": new_id(),
         "op": "points",
         "b": b.binding,
         "w": b.worker,
@@ -244,7 +244,7 @@ def _halves(req: _Request) -> list:
     for part in (entries[:mid], entries[mid:]):
         if part:
             message = {k: v for k, v in req.message.items() if k not in ("m", "p", "t", "a", "seq")}
-            message.update(id=_new_id(), m=[], p=[], t=[], a=[])
+            message.update(id=new_id(), m=[], p=[], t=[], a=[])
             for kind, row in part:
                 message[kind].append(row)
             out.append(_Request(req.relay, req.secret, message, len(part)))
@@ -416,7 +416,7 @@ class Shipper:
         marker.ok = self._send_pending(marker.deadline, spill=True)
         if marker.ok and marker.done_binding is not None:
             b = marker.done_binding
-            message = {"id": _new_id(), "op": "done", "b": b.binding, "w": b.worker}
+            message = {"id": new_id(), "op": "done", "b": b.binding, "w": b.worker}
             marker.ok = self._request(_Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
         if self._flush_deadline is not None and (marker.deadline is None or marker.deadline >= self._flush_deadline):
             self._flush_deadline = None
