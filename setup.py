@@ -22,17 +22,18 @@ setup(
     package_data={"spark_tracking": ["py.typed", "resources/*"]},
     python_requires=">=3.9",
     # On a Databricks cluster the runtime provides pyspark (its own build) and mlflow: pyspark
-    # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
-    # installing this wheel never replaces what the runtime ships.
+    # is kept out of the hard requirements and mlflow gets a wide range, so installing this wheel
+    # never replaces what the runtime ships. The range covers every DBR LTS ML still in support
+    # (14.3: 2.9.2 ... 18: 3.8.1; CI runs 2.9.2, 3.0.1 and the latest release).
     install_requires=[
-        "mlflow-skinny>=2.16,<4",
+        "mlflow-skinny>=2.9.2,<4",
         "databricks-sdk>=0.30",
         "azure-identity>=1.16",
         "requests>=2.28",
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
+        "local": ["pyspark>=3.5", "mlflow>=2.9.2,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
         "test": [
@@ -47,6 +48,10 @@ setup(
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+            "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
+        ],
+        "mlflow.default_experiment_provider": [
+            "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

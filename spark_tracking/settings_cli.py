@@ -6,7 +6,8 @@ from __future__ import annotations
 def register(subparsers) -> None:
     p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
     p.add_argument("--resolved", action="store_true",
-                   help="print the configuration this session resolves to (secrets masked)")
+                   help="print the configuration this session resolves to (secrets masked) and where runs go, "
+                        "with the source that won and why")
     p.set_defaults(func=_run)
 
 
@@ -16,22 +17,22 @@ def _run(args) -> int:
     if args.resolved:
         cfg = Config.resolve()
         print(cfg.debug_string())
-        print(f"tracking URI: {_where(cfg)}")
+        print(f"tracking URI: {where(cfg)}")
     else:
         print(settings_table_markdown())
     return 0
 
 
-def _where(cfg) -> str:
-    if cfg.tracking_uri:
-        return cfg.tracking_uri
+def where(cfg) -> str:
+    """Where a session with ``cfg`` sends its runs and why (files and environment only)."""
     from .azure import AzureLinkError
-    from .azure.link import find_source
+    from .azure.store import LAZY_URI
+    from .session import choose_store
 
     try:
-        source = find_source(cfg)
+        choice = choose_store(cfg)
     except AzureLinkError as exc:
-        return f"none: {exc}"
-    if source is not None:
-        return f"the Azure ML workspace named by {source.description} ('spark-tracking link --dry-run' resolves it)"
-    return cfg.embedded_store_uri
+        return f"{cfg.embedded_store_uri}, because the Azure ML link is misconfigured: {exc}"
+    if choice.uri == LAZY_URI:
+        return f"{choice.why} ('spark-tracking link --dry-run' resolves it now)"
+    return f"{choice.uri} ({choice.why})"
