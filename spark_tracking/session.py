@@ -174,7 +174,7 @@ def choose_store(cfg: Config) -> StoreChoice:
 
         chosen = store.for_uri(cfg.tracking_uri)
         return StoreChoice(chosen.uri, chosen.auth, why + (" (an Azure ML endpoint)" if chosen.auth else ""))
-    platform = f", over the platform default {cfg.tracking_uri!r}" if cfg.tracking_uri else ""
+    platform = f", over {cfg.tracking_uri!r}, the {source_of_uri}" if cfg.tracking_uri else ""
     if not context.in_spark_worker():
         from .azure import link  # files and variables only, unless a source names a workspace
 
@@ -188,7 +188,7 @@ def choose_store(cfg: Config) -> StoreChoice:
                 return StoreChoice(chosen.uri, chosen.auth,
                                    f"the Azure ML workspace {cached.workspace_id} named by {source.description}"
                                    f"{platform} (link from the cache in {cfg.home})")
-            return StoreChoice(store.LAZY_URI, None,
+            return StoreChoice(store.lazy_uri(link.cache_key(cfg, source)), None,
                                f"the Azure ML workspace named by {source.description}{platform}; resolved "
                                "at MLflow's first request", pending=source)
     if cfg.tracking_uri:

@@ -26,13 +26,12 @@ def _run(args) -> int:
 def where(cfg) -> str:
     """Where a session with ``cfg`` sends its runs and why (files and environment only)."""
     from .azure import AzureLinkError
-    from .azure.store import LAZY_URI
     from .session import choose_store
 
     try:
         choice = choose_store(cfg)
     except AzureLinkError as exc:
         return f"{cfg.embedded_store_uri}, because the Azure ML link is misconfigured: {exc}"
-    if choice.uri == LAZY_URI:
+    if choice.pending is not None:
         return f"{choice.why} ('spark-tracking link --dry-run' resolves it now)"
     return f"{choice.uri} ({choice.why})"

@@ -39,12 +39,15 @@ def global_tracking_uri() -> str | None:
     return getattr(module, "_tracking_uri", None) if module is not None else None
 
 
-def store_for_uri(uri: str):
-    """The tracking store MLflow builds for ``uri`` (its registry, plugins included).
-    Checked: ``_get_store(store_uri)`` in 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
+def build_store(uri: str, artifact_uri: str | None = None):
+    """A new tracking store for ``uri``, built by the builder MLflow's registry holds for its
+    scheme (plugins included), for use from inside another store builder: MLflow 3 builds
+    stores under a lock that is not re-entrant, so ``_get_store`` there would deadlock.
+    Checked: ``_tracking_store_registry.get_store_builder`` in 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
     from mlflow.tracking._tracking_service import utils
 
-    return utils._get_store(uri)
+    builder = utils._tracking_store_registry.get_store_builder(uri)
+    return builder(store_uri=uri, artifact_uri=artifact_uri)
 
 
 def put_default_experiment_provider_first(provider) -> None:

@@ -202,7 +202,8 @@ def _spark_conf() -> dict[str, str]:
     return active_spark_conf(lambda key: key in (_TAG_SUBSCRIPTION, _WORKSPACE_URL))
 
 
-def _cache_key(cfg, source: Source) -> str:
+def cache_key(cfg, source: Source) -> str:
+    """Names a link in the cache: the cloud, the ARM endpoint and what the source names."""
     named = getattr(source.value, "id", source.value)  # an ARM id, or (subscription, workspace URL)
     return f"{str(cfg.azure_cloud).lower()}|{cfg.azure_arm_endpoint or ''}|{source.kind}|{named}"
 
@@ -211,7 +212,7 @@ def cached(cfg, source: Source) -> Link | None:
     """The link of ``source`` from the cache in ``<home>`` when it is fresh, else None. Reads
     one file: what the startup hook may do (a new process on a node where the link was
     resolved once needs no ARM call)."""
-    entry = _read_cache(os.path.join(cfg.home, CACHE_FILE)).get(_cache_key(cfg, source))
+    entry = _read_cache(os.path.join(cfg.home, CACHE_FILE)).get(cache_key(cfg, source))
     if entry and time.time() - entry.get("resolved_at", 0) < CACHE_SECONDS:
         try:
             return Link(**{f: entry[f] for f in Link._fields})
@@ -235,7 +236,7 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         chosen = cloud_named(cfg.azure_cloud)
     except ValueError as exc:
         raise AzureLinkError(str(exc)) from None
-    key = _cache_key(cfg, source)
+    key = cache_key(cfg, source)
     cache_path = os.path.join(cfg.home, CACHE_FILE)
     if use_cache:
         found = cached(cfg, source)

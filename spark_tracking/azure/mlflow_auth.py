@@ -54,7 +54,7 @@ def logged_models_unsupported() -> AmlFeatureMissing:
     shown = ".".join(map(str, installed_version())) or "this MLflow"
     return AmlFeatureMissing(
         f"Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow {shown} needs "
-        "(MLflow >= 2.17 creates a 'logged model' first; Azure ML answers 404, azure-sdk-for-python#44896). "
+        "(MLflow >= 2.17 creates a 'logged model' first, an API Azure ML does not have: azure-sdk-for-python#44896). "
         "Fix: log the model with MLflow < 2.17 (e.g. pip install 'mlflow<2.17' in the notebook, as Microsoft's "
         "examples pin 2.16.2), or save it with mlflow.<flavor>.save_model and upload the folder with "
         "mlflow.log_artifacts (artifacts need azureml-mlflow: pip install 'spark-tracking[azureml]')")

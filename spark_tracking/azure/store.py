@@ -24,7 +24,14 @@ from .resources import to_https, workspace_ref_of_tracking_uri
 #: The tracking-store scheme of a link not resolved yet (interpreter start reads no network):
 #: MLflow builds its store at the first request, through ``lazy_link_store`` below.
 LAZY_SCHEME = "spark-tracking-aml"
-LAZY_URI = f"{LAZY_SCHEME}://link"
+
+
+def lazy_uri(cache_key: str) -> str:
+    """The tracking URI of a link still to resolve. It names the link (a checksum of its cache
+    key) because MLflow keeps one store per URI for the life of the process."""
+    import zlib
+
+    return f"{LAZY_SCHEME}://link/{zlib.crc32(cache_key.encode()):08x}"
 #: MLflow's request-auth plugins (``mlflow.request_auth_provider``) exist from MLflow 2.8 (mlflow#10049).
 REQUEST_AUTH_SINCE = (2, 8)
 
@@ -125,6 +132,8 @@ def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = Non
     the result is cached for the node), and gets the real store. A link that fails gives the
     embedded store, with a message (see ``session``)."""
     from .. import session
-    from .._compat.mlflow import store_for_uri
+    from .._compat.mlflow import build_store
 
-    return store_for_uri(session.resolve_pending_link())
+    # MLflow calls this under its store-building lock, once per URI and process
+
+    return build_store(session.resolve_pending_link(), artifact_uri)
