@@ -79,7 +79,9 @@ def test_install_uploads_stores_secrets_and_sets_the_spec(fake, wheel, capsys, m
     assert p.managed(fake.cluster(CLUSTER)) == _expected_spec(wheel)
     assert fake.cluster(CLUSTER)["state"] == "TERMINATED"
     assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
-    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == INIT_SCRIPT.read_bytes()
+    # the uploaded copy carries the non-secret settings (standard access mode passes no cluster variable)
+    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == p.bake_init_script(
+        INIT_SCRIPT.read_bytes(), _expected_spec(wheel)["spark_env_vars"])
     relay_secret = fake.state.scopes["spark-tracking"].pop("relay-secret")
     assert re.fullmatch(rb"[0-9a-f]{64}", relay_secret)  # random, made by install, kept in the scope only
     assert fake.state.scopes["spark-tracking"] == {
