@@ -303,6 +303,11 @@ def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
     previous = os.environ.get(MANAGED_URI_ENV)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[MANAGED_URI_ENV] = uri
+    if "mlflow" in sys.modules:
+        _apply_to_imported_mlflow(uri, previous)
+
+
+def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
     from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module
 
     fluent_utils = global_tracking_uri_module()

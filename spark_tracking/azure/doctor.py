@@ -255,7 +255,7 @@ def _store_fix(exc: BaseException) -> str:
     text = str(exc)
     if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
         return ("grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "
-                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* actions")
+                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* and workspaces/jobs/* actions")
     if "401" in text or "Unauthorized" in text:
         return "the token was refused: check AZURE_TENANT_ID is the workspace's tenant and azure_cloud its cloud"
     return "check the network path to the tracking URI (proxy, private endpoint, firewall)"
