@@ -22,6 +22,9 @@ import sys
 
 # No ``typing`` import at run time (it costs milliseconds in every process's startup hook):
 # annotations are strings (``from __future__ import annotations``) that nothing evaluates.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Mapping
 
 ENV_PREFIX = "SPARK_TRACKING_"
 SPARK_CONF_PREFIX = "spark.sparktracking."

@@ -89,6 +89,7 @@ class SparkTrackingExperiment(DefaultExperimentProvider):
         from . import session
 
         name = self._name or session.default_experiment_name()
+        assert name, "in_context() said there is a name"
         client = MlflowClient()
         found = client.get_experiment_by_name(name)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(name)

@@ -62,13 +62,13 @@ _ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 _lock = _thread.RLock()  # not ``threading``: it costs a millisecond at every interpreter start
 _current: Config | None = None
 _current_uri: str | None = None
-_choice: "StoreChoice | None" = None
+_choice: StoreChoice | None = None
 
 
 class StoreChoice:
     """Where a session's runs go, and why (``settings --resolved`` and ``doctor`` print ``why``)."""
 
-    __slots__ = ("uri", "auth", "why", "pending")
+    __slots__ = ("auth", "pending", "uri", "why")
 
     def __init__(self, uri: str, auth: str | None, why: str, pending=None):
         self.uri, self.auth, self.why = uri, auth, why

@@ -58,9 +58,13 @@ def put_default_experiment_provider_first(provider) -> None:
     and its ``_registry`` list). Checked: 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
     import sys
 
+    # during MLflow's own import of the registry module (which loads this plugin) it is in
+    # sys.modules but not yet an attribute of its package
     module = sys.modules.get("mlflow.tracking.default_experiment.registry")
     if module is None:
-        from mlflow.tracking.default_experiment import registry as module
+        import importlib
+
+        module = importlib.import_module("mlflow.tracking.default_experiment.registry")
     registry = module._default_experiment_provider_registry._registry
     if not registry or registry[0] is not provider:
         registry.insert(0, provider)

@@ -26,6 +26,10 @@ import time
 
 from . import AML_CONFIG_KEYS, AzureLinkError
 
+TYPE_CHECKING = False  # the type checker's view only: ``typing`` costs every process start
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
 # This module runs in the startup hook of every process (configure() asks find_source whether
 # any source names a workspace): what only a found source needs is imported when it is found,
 # and nothing here imports ``typing`` (annotations are strings nothing evaluates).
@@ -73,6 +77,11 @@ class Link(_Record):
 
     _fields = ("workspace_id", "tracking_uri", "region", "cloud", "source")
     __slots__ = _fields
+    workspace_id: str
+    tracking_uri: str
+    region: str
+    cloud: str
+    source: str
 
     @property
     def workspace(self):
@@ -89,6 +98,9 @@ class Source(_Record):
 
     _fields = ("kind", "value", "description")
     __slots__ = _fields
+    kind: str
+    value: Any
+    description: str
 
 
 def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | None = None,

@@ -139,3 +139,26 @@ def node(tmp_path, runtime_site) -> Node:
     home = tmp_path / "node-home"
     home.mkdir()
     return Node(tmp_path / "node", runtime_site, home)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """The command line's main() configures logging; leave the test process as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def databricks_api(monkeypatch):
+    """The fake Databricks REST API, with the SDK's environment pointing at it."""
+    from fakes.databricks import FakeDatabricks
+
+    with FakeDatabricks() as server:
+        monkeypatch.setenv("DATABRICKS_HOST", server.host)
+        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+        yield server

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes.databricks import FakeDatabricks
 
 from spark_tracking.cli import main
 from spark_tracking.install import cli as install_cli
@@ -18,24 +17,10 @@ CLUSTER = "0123-456789-abcdefgh"
 TARGET = "/Volumes/main/default/libs/spark_tracking"
 
 
-@pytest.fixture(autouse=True)
-def _root_logger_restored():
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture
-def fake(monkeypatch):
-    with FakeDatabricks() as server:
-        monkeypatch.setenv("DATABRICKS_HOST", server.host)
-        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
-        server.add_cluster(CLUSTER)
-        yield server
+def fake(databricks_api):
+    databricks_api.add_cluster(CLUSTER)
+    return databricks_api
 
 
 def _install(wheel, *extra: str) -> list[str]:

@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-from fakes.databricks import FakeDatabricks
 
 from spark_tracking.cli import main
 from spark_tracking.install import plan as p
@@ -26,25 +25,10 @@ ORIGINAL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _root_logger_restored():
-    """main() configures logging for the command line; leave the test process as it was."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture
-def fake(monkeypatch):
-    with FakeDatabricks() as server:
-        monkeypatch.setenv("DATABRICKS_HOST", server.host)
-        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
-        server.add_cluster(CLUSTER, **json.loads(json.dumps(ORIGINAL)))
-        yield server
+def fake(databricks_api):
+    databricks_api.add_cluster(CLUSTER, **json.loads(json.dumps(ORIGINAL)))
+    return databricks_api
 
 
 def _install(wheel, *extra: str, target: str | None = TARGET) -> list[str]:
