@@ -25,14 +25,14 @@ setup(
     # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
     # installing this wheel never replaces what the runtime ships.
     install_requires=[
-        "mlflow-skinny>=2.16,<4",
+        "mlflow-skinny>=2.9,<4",
         "databricks-sdk>=0.30",
         "azure-identity>=1.16",
         "requests>=2.28",
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
+        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
         # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
