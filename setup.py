@@ -37,7 +37,7 @@ setup(
         "azureml": ["azureml-mlflow"],
         # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
         # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
-        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests"],
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [
             "pytest>=8",
