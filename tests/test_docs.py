@@ -45,4 +45,3 @@ def test_every_page_has_its_place_in_the_navigation():
     pages = {p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")}
     assert pages - in_nav == set(), "add these pages to nav in mkdocs.yml"
     assert in_nav - pages == set()
-
