@@ -658,3 +658,13 @@ class Run:
         from .portal import get_portal_url
 
         return get_portal_url(self.id, self._client().tracking_uri)
+
+    def show_details(self, **options) -> None:
+        """A live view of this run in the notebook (a text summary elsewhere), refreshed while
+        Spark tasks log to it: ``spark_tracking.RunDetails(self, **options).show()``. Keep a
+        ``RunDetails`` yourself to ``wait()`` for the run's end or ``stop()`` the view."""
+        self._driver_only("show_details()")
+        from .live import RunDetails
+
+        options.setdefault("tracking_uri", self._tracking_uri)
+        RunDetails(self, **options).show()
