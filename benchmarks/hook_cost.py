@@ -46,9 +46,11 @@ def main() -> int:
     finally:
         (hook.enable if was_enabled else hook.disable)()
     without, with_hook = statistics.median(times["without"]), statistics.median(times["with"])
-    print(f"python -c pass, median of {args.runs}: without hook {without * 1e3:.1f} ms, with hook "
-          f"{with_hook * 1e3:.1f} ms, hook cost {(with_hook - without) * 1e3:.1f} ms "
-          f"(ratio {with_hook / without:.2f})")
+    print(
+        f"python -c pass, median of {args.runs}: without hook {without * 1e3:.1f} ms, with hook "
+        f"{with_hook * 1e3:.1f} ms, hook cost {(with_hook - without) * 1e3:.1f} ms "
+        f"(ratio {with_hook / without:.2f})"
+    )
     return 0
 
 

@@ -30,6 +30,7 @@ def configuration_page() -> str:
 
 
 def register(subparsers) -> None:
+    """Add ``settings`` to the ``spark-tracking`` command."""
     p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
     p.add_argument(
         "--resolved",
