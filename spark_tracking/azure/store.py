@@ -76,23 +76,21 @@ def is_aml_tracking_uri(uri: str) -> bool:
 
 
 def for_uri(uri: str) -> Store:
-    """The store for a configured tracking URI: AML endpoints get the cached-token auth."""
-    if uri.startswith("azureml://"):
-        if azureml_mlflow_installed():  # its own scheme, credentials and artifacts
-            return Store(uri, None)
-        return Store(to_https(uri), AUTH_NAME)  # spoken as https with spark_tracking's credentials
-    if is_aml_tracking_uri(uri):
-        return Store(uri, AUTH_NAME)
-    return Store(uri, None)
+    """The store for a tracking URI: an AML endpoint goes through azureml-mlflow's own
+    ``azureml://`` store when it is installed (its artifact repository serves only runs that store
+    made), else as https with spark_tracking's cached-token auth; other URIs as they are."""
+    if not (uri.startswith("azureml://") or is_aml_tracking_uri(uri)):
+        return Store(uri, None)
+    https = to_https(uri)
+    if azureml_mlflow_installed():
+        parts = urlsplit(https)
+        return Store(f"azureml://{parts.netloc}{parts.path}", None)
+    return Store(https, AUTH_NAME)
 
 
 def for_link(link) -> Store:
-    """The store for a resolved link: azureml-mlflow's ``azureml://`` store when it is
-    installed (artifacts and models work), else https with spark_tracking's auth."""
-    if azureml_mlflow_installed():
-        https = urlsplit(link.tracking_uri)
-        return Store(f"azureml://{https.netloc}{https.path}", None)
-    return Store(link.tracking_uri, AUTH_NAME)
+    """The store for a resolved link (see ``for_uri``)."""
+    return for_uri(link.tracking_uri)
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:

@@ -121,6 +121,8 @@ def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
     found = link.Link(AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud",
                       "test")
     assert store.for_link(found) == store.Store(f"azureml://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None)
+    assert store.for_uri(found.tracking_uri) == store.for_link(found)  # a configured https URI too
+    assert store.for_uri("http://127.0.0.1:5000") == store.Store("http://127.0.0.1:5000", None)
 
 
 # -- 6. MLflow without request-auth plugins --------------------------------------------------------
