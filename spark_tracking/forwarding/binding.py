@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from .. import layout
 from .._compat import pyspark as compat
 from . import protocol
 
@@ -85,7 +86,7 @@ class Binding:
         self.run = run  # None: the run the driver thread had active; else this explicit run id
         self.settings = settings or TaskSettings()
         #: what the driver's sink may append to a metric key of this worker
-        self.key_suffix = f"/worker_{worker_id(worker)}"
+        self.key_suffix = layout.worker_key_suffix(layout.worker_id(worker))
         self._for_runs: dict = {}
 
     def for_run(self, run_id: str | None) -> Binding:
@@ -108,12 +109,8 @@ class Binding:
         return f"Binding(relay={self.relay!r}, binding={self.binding!r}, worker={self.worker!r})"
 
 
-def worker_id(worker: list) -> int:
-    """The id of a worker's series: its rank where ranks exist, else its partition."""
-    return worker[4] if worker[4] is not None else worker[1]
-
-
 def from_task_context(ctx) -> Binding | None:
+    """The binding a running task's local properties give, or None (a job not bound)."""
     relay = ctx.getLocalProperty(protocol.PROP_RELAY)
     if not relay:
         return None
@@ -138,6 +135,7 @@ def from_task_context(ctx) -> Binding | None:
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
+    """The binding a task exported to a process it started, or None."""
     environ = os.environ if environ is None else environ
     relay = environ.get(protocol.ENV_RELAY)
     if not relay:
@@ -174,6 +172,7 @@ class ChildExport:
         self.secret_exported = False
 
     def export(self, ctx) -> None:
+        """At task start: the task's binding into the environment (or none, for an unbound job)."""
         try:
             relay = ctx.getLocalProperty(protocol.PROP_RELAY)
         except Exception:  # noqa: BLE001 - a context not filled in yet (3.5/4.0 barrier tasks): next hook
@@ -197,6 +196,7 @@ class ChildExport:
         self.environ.update(values)
 
     def clear(self) -> None:
+        """At task end: remove what :meth:`export` set."""
         for key in (protocol.ENV_RELAY, protocol.ENV_BINDING, protocol.ENV_WORKER, protocol.ENV_MAX_FRAME):
             self.environ.pop(key, None)
         if self.secret_exported:

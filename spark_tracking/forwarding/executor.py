@@ -128,6 +128,7 @@ def log_metric(key, value, step=None, timestamp=None) -> bool:
 
 
 def log_metrics(metrics, step=None, timestamp=None) -> bool:
+    """Append several metrics of one step (checked like :func:`log_metric`); False when unbound."""
     b = current_binding()
     if b is None:
         return False
@@ -152,14 +153,17 @@ def _log_pairs(kind: str, pairs, value_rule) -> bool:
 
 
 def log_params(params) -> bool:
+    """Append params (values as ``str``, MLflow's limits checked); False when unbound."""
     return _log_pairs("p", params, validation.param_value)
 
 
 def set_tags(tags) -> bool:
+    """Append tags (values as ``str``, MLflow's limits checked); False when unbound."""
     return _log_pairs("t", tags, validation.tag_value)
 
 
 def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
+    """Append an artifact (at most :func:`max_task_artifact_bytes`); False when unbound."""
     b = current_binding()
     if b is None:
         return False
@@ -224,6 +228,7 @@ def flush(timeout: float | None = 30.0, done: Binding | None = None) -> bool:
 
 
 def stats() -> dict:
+    """The task side's counters: shipped, spilled, dropped, refused, send_failures, flush_timeouts, buffered."""
     return dict(shipper.counters, buffered=shipper.buffered())
 
 
@@ -234,9 +239,7 @@ def resolve_run_id(timeout: float = 10.0) -> str | None:
         return None
     conn = _Connection(b.relay, b.secret, timeout)
     try:
-        return conn.request(
-            {"id": new_id(), "op": "resolve", "b": b.binding, "w": b.worker}
-        ).get("run")
+        return conn.request({"id": new_id(), "op": "resolve", "b": b.binding, "w": b.worker}).get("run")
     finally:
         conn.close()
 

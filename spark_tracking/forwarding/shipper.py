@@ -64,7 +64,8 @@ class Transport(Protocol):
         """Raises Unreachable, Refused or Timeout. ``on_wait`` is called while waiting for the
         reply; when it returns True the wait ends with Timeout."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close every connection."""
 
 
 class _Connection:
@@ -159,12 +160,14 @@ class RelayTransport:
         self.connections: dict[tuple, _Connection] = {}
 
     def request(self, relay: str, secret: str, message: dict, timeout: float, on_wait=None) -> dict:
+        """One request on the connection to ``relay`` (opened and authenticated when needed)."""
         conn = self.connections.get((relay, secret))
         if conn is None:
             conn = self.connections[(relay, secret)] = _Connection(relay, secret, min(timeout, self.connect_timeout))
         return conn.request(message, timeout, on_wait)
 
     def close(self) -> None:
+        """Close every connection."""
         for conn in self.connections.values():
             conn.close()
         self.connections.clear()
@@ -322,6 +325,7 @@ class Shipper:
         self.ensure_running()
 
     def ensure_running(self) -> None:
+        """Start the shipper thread if this process has none running."""
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._stopping = False
@@ -329,6 +333,7 @@ class Shipper:
                 self._thread.start()
 
     def is_alive(self) -> bool:
+        """True while the shipper thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
     def flush(self, timeout: float | None = 30.0, done=None) -> bool:
@@ -376,6 +381,7 @@ class Shipper:
         self.transport = type(self.transport)() if isinstance(self.transport, RelayTransport) else self.transport
 
     def buffered(self) -> int:
+        """Points not in the driver's custody yet (queued, pending or held)."""
         return (
             sum(1 for item in list(self.queue) if not isinstance(item, Marker))
             + len(self.pending)

@@ -45,6 +45,7 @@ def relay_tag(relay: str) -> str:
 
 
 def default_folder() -> str:
+    """``<tmp>/spark_tracking_spill-<uid>``: one folder per local user."""
     return os.path.join(tempfile.gettempdir(), f"spark_tracking_spill-{os.getuid()}")
 
 
@@ -93,6 +94,7 @@ class SpillStore:
             return list(os.scandir(self._ready()))
 
     def used_bytes(self) -> int:
+        """Bytes the folder holds (complete, claimed and half-written files)."""
         total = 0
         for entry in self._entries():
             with contextlib.suppress(OSError):  # removed meanwhile by another worker
