@@ -418,8 +418,8 @@ class Shipper:
             self._send_pending(None)
 
     def _settle(self, marker: Marker) -> None:
-        self._resend_spilled(force=True, deadline=marker.deadline)
-        marker.ok = self._send_pending(marker.deadline, spill=True)
+        spilled_sent = self._resend_spilled(force=True, deadline=marker.deadline)
+        marker.ok = self._send_pending(marker.deadline, spill=True) and spilled_sent
         if marker.ok and marker.done_binding is not None:
             b = marker.done_binding
             message = {"id": new_id(), "op": "done", "b": b.binding, "w": b.worker}
@@ -562,26 +562,36 @@ class Shipper:
                     exc,
                 )
 
-    def _resend_spilled(self, force: bool = False, deadline: float | None = None) -> None:
-        """Spilled frames of known relays go again (bounded reads), with their ids."""
+    def _resend_spilled(self, force: bool = False, deadline: float | None = None) -> bool:
+        """Spilled frames of known relays go again (bounded reads), with their ids. ``force``
+        (a flush): until none is left. True when none of them is left on disk."""
         now = self.clock()
-        if not self.secrets or now < self._down_until or (not force and now < self._next_spill_check):
-            return
+        if not self.secrets:
+            return True
+        if not force and now < self._next_spill_check:
+            return True
         self._next_spill_check = now + 5.0
-        try:
-            claimed = self.spill.claim(self.secrets)
-        except OSError:
-            return
-        for n, c in enumerate(claimed):
-            requests = []
-            for message in c.frames:
-                relay = message.pop("relay")
-                if relay in self.secrets:
-                    requests.append(_Request(relay, self.secrets[relay], message, len(_entries(message)) or 1))
-            unsent = self._send(requests, deadline)
-            if unsent:
-                self.spill.release(c, [dict(r.message, relay=r.relay) for r in unsent])
-                for rest in claimed[n + 1 :]:
-                    self.spill.release(rest)
-                return
-            self.spill.done(c)
+        while True:
+            if self.clock() < self._down_until:
+                return not self.spill.has_files(self.secrets)
+            try:
+                claimed = self.spill.claim(self.secrets)
+            except OSError:
+                return False
+            if not claimed:
+                return True
+            for n, c in enumerate(claimed):
+                requests = []
+                for message in c.frames:
+                    relay = message.pop("relay")
+                    if relay in self.secrets:
+                        requests.append(_Request(relay, self.secrets[relay], message, len(_entries(message)) or 1))
+                unsent = self._send(requests, deadline)
+                if unsent:
+                    self.spill.release(c, [dict(r.message, relay=r.relay) for r in unsent])
+                    for rest in claimed[n + 1 :]:
+                        self.spill.release(rest)
+                    return False
+                self.spill.done(c)
+            if not force:
+                return True

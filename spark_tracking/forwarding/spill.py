@@ -205,6 +205,11 @@ class SpillStore:
         with contextlib.suppress(OSError):
             os.rename(path, path.split(_CLAIM, 1)[0])
 
+    def has_files(self, relays: Iterable[str]) -> bool:
+        """True when complete files of these relays are waiting."""
+        tags = {relay_tag(r) for r in relays}
+        return any(name[:16] in tags for name in self.files())
+
     def files(self) -> list[str]:
         """Names of complete spill files (for tests and ``stats``)."""
         return sorted(e.name for e in self._entries() if e.name.endswith(_SUFFIX))
