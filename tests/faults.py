@@ -206,3 +206,13 @@ def before_store_call(sink, action, times: int = 1):
             return writer.log_batch(*args, **kwargs)
 
     sink.writer = Interleaved()
+
+
+def wait_until(condition, timeout: float = 120.0) -> bool:
+    """Wait for a condition of another process/thread, bounded (not a fixed sleep)."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return True
+        tick.wait(0.05)
+    return condition()
