@@ -91,3 +91,8 @@ def test_random_bytes_after_authentication_never_stop_the_relay(data):
 def teardown_module(module):
     if _relay is not None:
         _relay.stop()
+
+
+def test_a_value_beyond_float_range_is_one_malformed_entry_not_a_failed_request():
+    good, bad = _clean_metrics([["k", 10**400, 1, 0], ["k", 1.5, 2, 1]])
+    assert good == [("k", 1.5, 2, 1)] and bad == 1
