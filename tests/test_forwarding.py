@@ -161,10 +161,14 @@ def test_other_kinds_of_spark_jobs(spark, store, kind):
                 _log_ten("m")
                 yield 1
             assert spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(fn).collect() == [1, 1]
-    rid = run.info.run_id
+    assert_ten_steps_of_two_workers(store, run.info.run_id, "m")
+
+
+def assert_ten_steps_of_two_workers(store, rid, key):
+    """Worker w logged w * 100 + step for steps 0-9, each step once; the mean is 50 + step."""
     for w in range(2):
-        assert history(store, rid, f"m/worker_{w}") == [(s, float(w * 100 + s)) for s in range(10)]
-    assert history(store, rid, "m") == [(s, 50.0 + s) for s in range(10)]
+        assert history(store, rid, f"{key}/worker_{w}") == [(s, float(w * 100 + s)) for s in range(10)]
+    assert history(store, rid, key) == [(s, 50.0 + s) for s in range(10)]
 
 
 def test_nested_runs_get_their_own_points(spark, store):
@@ -317,10 +321,7 @@ def test_a_barrier_shuffle_map_stage_rerun_stores_each_step_once(spark, store, t
         counts = (spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(task)
                   .reduceByKey(lambda a, b: a + b).collect())
     assert sorted(counts) == [(0, 1), (1, 1)]
-    rid = run.info.run_id
-    for w in range(2):
-        assert history(store, rid, f"loss/worker_{w}") == [(s, float(w * 100 + s)) for s in range(10)]
-    assert history(store, rid, "loss") == [(s, 50.0 + s) for s in range(10)]
+    assert_ten_steps_of_two_workers(store, run.info.run_id, "loss")
 
 
 def test_means_are_written_when_the_stage_ends_though_some_tasks_never_logged(spark, store):

@@ -3,13 +3,11 @@ custody at stop, spool claims across processes, replay past refusals, request li
 refused run, first-attempt-wins across stage attempts, means counted per worker, bounded state."""
 
 import json
-import logging
 import os
 import subprocess
 import sys
 
 import mlflow
-import pytest
 
 from spark_tracking import cli
 from spark_tracking.forwarding.sink import Sink, Spool, Submission
