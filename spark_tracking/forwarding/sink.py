@@ -38,6 +38,7 @@ from typing import Callable
 
 from .. import validation
 from .._compat import mlflow as mlflow_compat
+from . import observers
 from .bounded import BoundedDict
 
 logger = logging.getLogger(__name__)
@@ -375,12 +376,14 @@ class Sink:
 
     def submit(self, sub: Submission) -> concurrent.futures.Future:
         self.counters["received"] += len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
+        observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         if self._evacuated:  # stopped: straight to disk, custody is the same
             with self.lock:
                 self._spool_submissions([sub])
             return sub.future
         self.queue.append(sub)
         self.wake.set()
+        observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         return sub.future
 
     def flush(self, timeout: float | None = 30.0) -> bool:
