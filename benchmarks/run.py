@@ -150,6 +150,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
     import tempfile
 
     from faults import SinkHandler
+
     from spark_tracking.forwarding.executor import _Connection
     from spark_tracking.forwarding.relay import Relay
     from spark_tracking.forwarding.sink import Sink, Spool

@@ -6,13 +6,13 @@ import threading
 import time
 
 import pytest
+from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
-from spark_tracking.forwarding import protocol, relay as relay_module
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding import relay as relay_module
 from spark_tracking.forwarding.executor import _Connection
 from spark_tracking.forwarding.relay import Relay
 from spark_tracking.forwarding.sink import Sink, Spool
-
-from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
 
 class Echo:

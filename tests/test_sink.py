@@ -8,11 +8,10 @@ import subprocess
 import sys
 
 import mlflow
+from faults import FaultProxy, before_store_call
 
 from spark_tracking import cli
 from spark_tracking.forwarding.sink import Sink, Spool, Submission
-
-from faults import FaultProxy, before_store_call
 
 TS = 1_700_000_000_000
 

@@ -12,7 +12,7 @@ def active_run_stack() -> list:
     """The calling thread's fluent run stack, the list MLflow pushes and pops in place.
 
     Checked on MLflow 3.17: ``mlflow.tracking.fluent._active_run_stack`` is a
-    ``ThreadLocalVariable`` whose ``get()`` returns the thread's list (also 2.10–3.x); older
+    ``ThreadLocalVariable`` whose ``get()`` returns the thread's list (also 2.10 to 3.x); older
     releases (2.9) keep one module-level list, returned as it is.
     """
     from mlflow.tracking import fluent

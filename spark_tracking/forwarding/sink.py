@@ -613,8 +613,9 @@ class Sink:
             cost = key_cost.get(key)
             if cost is None:  # the JSON of one metric: key, value, timestamp and step at full length
                 cost = key_cost[key] = len(json.dumps(key)) + 110
-            if (len(current["metrics"]) >= self.batch_max_metrics or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH
-                    or size + cost > budget or (self.max_values_per_key and per_key[key] >= self.max_values_per_key)):
+            if (len(current["metrics"]) >= self.batch_max_metrics
+                    or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH or size + cost > budget
+                    or (self.max_values_per_key and per_key[key] >= self.max_values_per_key)):
                 close()
             current["metrics"].append(list(point))
             per_key[key] += 1
