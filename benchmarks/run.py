@@ -124,7 +124,7 @@ def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id:
     t = time.perf_counter()
     medians = (spark.sparkContext.parallelize(range(tasks), tasks)
                .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id)).collect())
-    spark_tracking.flush()
+    assert spark_tracking.flush(900), "the store did not take everything: the counts would be early"
     return time.perf_counter() - t, statistics.median(medians)
 
 
@@ -270,9 +270,22 @@ def main() -> int:
         lines.append(f"| {c} | {us:.2f} | {sent:,} | {stored:,} |")
     report = "\n".join(lines)
     print(report)
-    with open(os.path.join(HERE, "results.md"), "w", encoding="utf-8") as fh:
-        fh.write(report + "\n")
+    write_report(report)
     return 0
+
+
+def write_report(report: str) -> None:
+    """Put the report at the top of results.md, keeping the sections other benchmarks add
+    below it (each between ``<!-- name -->`` markers)."""
+    path = os.path.join(HERE, "results.md")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = ""
+    sections = text[text.index("<!-- "):] if "<!-- " in text else ""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(report + "\n" + ("\n" + sections if sections else ""))
 
 
 if __name__ == "__main__":

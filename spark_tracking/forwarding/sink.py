@@ -427,11 +427,15 @@ class Sink:
             self._spool_submissions(subs)
             spooled = self.counters["spooled"] - before[0]
             lost = self.dropped["spool_full"] - before[1]
+        store = strip_userinfo(self.tracking_uri)
         if spooled or lost:
             logger.warning("spark_tracking sink: the store at %s did not take %d values in time; they are in "
                            "the spool %s: run `spark-tracking replay` once the store answers%s",
-                           strip_userinfo(self.tracking_uri), spooled, self.spool.directory,
+                           store, spooled, self.spool.directory,
                            f" ({lost} more did not fit: spool_max_bytes, dropped)" if lost else "")
+        elif self.spool.files():
+            logger.warning("spark_tracking sink: the store at %s did not take what waits in the spool %s: run "
+                           "`spark-tracking replay` once the store answers", store, self.spool.directory)
 
     def _spool_submissions(self, subs: list) -> None:
         """Spool submissions as requests, means of open steps included (called with the lock)."""
