@@ -39,6 +39,9 @@ setup(
             "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
             "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine",
         ],
+        # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
+        # exactly: a range admitting a newer one downloads several GB of CUDA wheels
+        "patterns": ["scikit-learn", "hyperopt", "torch==2.13.0"],
     },
     entry_points={
         "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
@@ -47,6 +50,9 @@ setup(
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+        ],
+        "mlflow.artifact_repository": [
+            "spark-tracking-artifacts=spark_tracking.forwarding.task_artifacts:TaskArtifactRepository",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

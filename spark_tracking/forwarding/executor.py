@@ -151,6 +151,8 @@ def _rebind(ctx) -> Binding | None:
             worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
             binding = Binding(relay, ctx.getLocalProperty(PROP_SECRET) or os.environ.get(ENV_SECRET, ""),
                               ctx.getLocalProperty(PROP_BINDING) or "", worker, True)
+        else:
+            binding = _session_binding(ctx)
     elif os.environ.get(ENV_RELAY):
         try:
             stage, partition, attempt, task_id = (int(x) for x in os.environ.get(ENV_WORKER, "0:0:0:0").split(":"))
@@ -164,6 +166,26 @@ def _rebind(ctx) -> Binding | None:
     if binding is not None:
         _on_bind(binding)
     return binding
+
+
+def _session_binding(ctx) -> Binding | None:
+    """A task of a job from a driver thread never bound: the session's relay, from the file the
+    driver added with ``SparkContext.addFile`` (``protocol.SESSION_FILE_PREFIX``), or None."""
+    try:
+        from pyspark.files import SparkFiles
+
+        found = sorted(glob.glob(os.path.join(SparkFiles.getRootDirectory(), protocol.SESSION_FILE_PREFIX + "*.json")))
+        if not found:
+            return None
+        with open(found[-1], encoding="utf-8") as fh:
+            session = json.load(fh)
+    except Exception:
+        logger.debug("spark_tracking: no session file in this task", exc_info=True)
+        return None
+    rank = ctx.partitionId() if type(ctx).__name__ == "BarrierTaskContext" else None
+    worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
+    return Binding(session["relay"], session.get("secret") or os.environ.get(ENV_SECRET, ""),
+                   protocol.SESSION_BINDING, worker, True)
 
 
 def _on_bind(binding: Binding) -> None:

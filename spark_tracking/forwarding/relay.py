@@ -35,6 +35,9 @@ class Handler(Protocol):
 
     def done(self, binding: str, worker: list) -> Future | None: ...
 
+    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        """One of ``protocol.RUN_OPS`` (runs, logged models, artifacts a task asks for)."""
+
 
 class Relay:
     def __init__(self, secret: str, handler: Handler, host: str = "127.0.0.1", port: int = 0,
@@ -169,6 +172,8 @@ class Relay:
                 return {"ack": seq, "run": self.handler.resolve(binding, worker)}, None
             if op == "done":
                 return {"ack": seq}, self.handler.done(binding, worker)
+            if op in protocol.RUN_OPS:
+                return {"ack": seq, **self.handler.run_op(op, binding, worker, message)}, None
             return {"ack": seq, "error": f"unknown op {op!r}"}, None
         except Exception as exc:
             logger.warning("spark_tracking relay: request failed", exc_info=True)
