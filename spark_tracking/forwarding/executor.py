@@ -688,7 +688,10 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
         return False
     b = b.for_run(run_id)
     _buf.extend((b, m.key, m.value, m.timestamp, m.step or 0) for m in metrics)
-    _buf.extend((b, "p", p.key, str(p.value)) for p in params)
-    _buf.extend((b, "t", t.key, str(t.value)) for t in tags)
-    _after_append()
+    if params:
+        _buf.extend((b, "p", p.key, str(p.value)) for p in params)
+    if tags:
+        _buf.extend((b, "t", t.key, str(t.value)) for t in tags)
+    if params or tags or len(_buf) >= _batch_trigger:  # metrics wake the shipper in batches, as log_metric does
+        _after_append()
     return True
