@@ -13,26 +13,31 @@ from spark_tracking.forwarding.relay import Relay
 from .conftest import history
 
 
-def test_first_log_call_with_the_relay_down_neither_raises_nor_blocks(spark, store):
+def _log_fifty(key):
     def task(rows):
         import time
 
         import mlflow
 
         started = time.monotonic()
-        mlflow.log_metric("down", 1.0, step=0)
+        mlflow.log_metric(key, 1.0, step=0)
         first_call = time.monotonic() - started
         for step in range(1, 50):
-            mlflow.log_metric("down", 1.0, step=step)
+            mlflow.log_metric(key, 1.0, step=step)
         run = mlflow.active_run()
         yield first_call, run.info.run_id, run.inputs.dataset_inputs
 
+    return task
+
+
+def test_first_log_call_with_the_relay_down_neither_raises_nor_blocks(spark, store):
     with mlflow.start_run() as parent:
         forwarder = driver.forwarder()
         address = forwarder.relay.address
         forwarder.relay.stop()
         try:
-            (first_call, run_id, inputs), = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+            (first_call, run_id, inputs), = spark.sparkContext.parallelize([0], 1).mapPartitions(
+                _log_fifty("down")).collect()
         finally:  # the relay comes back at the same address; the spilled points follow
             host, port = address.rsplit(":", 1)
             forwarder.relay = Relay(forwarder.secret, forwarder, host, int(port)).start()
@@ -40,7 +45,7 @@ def test_first_log_call_with_the_relay_down_neither_raises_nor_blocks(spark, sto
         assert inputs == []  # a well-formed run (MLflow 3.0.x reads run.inputs.dataset_inputs)
         assert run_id != parent.info.run_id  # a stand-in until the driver answers
         # the next task on the node ships what the first one spilled
-        spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+        spark.sparkContext.parallelize(range(2), 2).mapPartitions(_log_fifty("after")).collect()
     assert history(store, parent.info.run_id, "down") == [(s, 1.0) for s in range(50)]
 
 
