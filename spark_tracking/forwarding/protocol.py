@@ -42,6 +42,10 @@ entities travel as ``{"$e": proto message name, "p": base64 of the serialized pr
 - ``{"op": "artifact_commit", "u": upload_id, "k": "runs" | "models", "i": run or model id,
   "p": relative artifact path, "z": size}`` → ``{"v": true}`` once the file is in the
   artifact store of that run or logged model.
+- ``{"op": "artifact_list", "k": ..., "i": ..., "p": path or null}`` → ``{"v": [file_info,
+  ...]}``; ``{"op": "artifact_read", "u": read_id, "k": ..., "i": ..., "p": path, "o": offset,
+  "n": length}`` → ``{"v": base64}``, shorter than "n" at the end of the file (reads such as
+  ``log_table`` appending to a table, or loading a model, inside a task).
 
 Jobs from driver threads that were never bound (hyperopt's dispatcher, thread pools) carry no
 local properties. The driver adds a file ``SESSION_FILE_PREFIX<n>.json`` to the Spark session
@@ -63,7 +67,8 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 SESSION_BINDING = "*"
 SESSION_FILE_PREFIX = "spark-tracking-session-"
 #: operations tasks request on the driver's store (see above); answered by ``forwarding.run_ops``
-RUN_OPS = frozenset({"get_run", "create_run", "update_run", "store_call", "artifact_chunk", "artifact_commit"})
+RUN_OPS = frozenset({"get_run", "create_run", "update_run", "store_call", "artifact_chunk", "artifact_commit",
+                     "artifact_list", "artifact_read"})
 #: tracking-store methods a task may call through "store_call" (reads and writes a task's
 #: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs)
 STORE_CALLS = frozenset({

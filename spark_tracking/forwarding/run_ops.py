@@ -235,6 +235,41 @@ class RunOps:
             shutil.rmtree(staging, ignore_errors=True)
         return True
 
+    def _artifact_root(self, client, message) -> str:
+        kind, target = message.get("k"), message.get("i")
+        if kind == "runs" and isinstance(target, str):
+            return client.get_run(target).info.artifact_uri
+        if kind == "models" and isinstance(target, str):
+            return client.get_logged_model(target).artifact_location
+        raise ValueError(f"artifact target {kind!r}/{target!r} is not a run or a logged model")
+
+    def _artifact_list(self, client, binding, worker, message):
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        path = message.get("p") or None
+        return encode(get_artifact_repository(self._artifact_root(client, message)).list_artifacts(
+            None if path is None else _relative_path(path)))
+
+    def _artifact_read(self, client, binding, worker, message):
+        """Part of a file, at most ``chunk_bytes`` from offset "o"; the driver downloads the file
+        once per read id "u" (the first part) and drops it after the last part."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        path = self._upload_path(message.get("u"))
+        offset, length = message.get("o"), message.get("n")
+        if type(offset) is not int or type(length) is not int or offset < 0 or not 0 < length <= 2**23:
+            raise ValueError(f"read of {length!r} bytes at {offset!r} is out of bounds")
+        if not os.path.exists(path):
+            repo = get_artifact_repository(self._artifact_root(client, message))
+            local = repo.download_artifacts(_relative_path(message.get("p")), dst_path=tempfile.mkdtemp(dir=os.path.dirname(path)))
+            os.replace(local, path)
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+        if len(data) < length:
+            os.remove(path)
+        return base64.b64encode(data).decode("ascii")
+
     def close(self) -> None:
         if self._uploads_dir is not None:
             shutil.rmtree(self._uploads_dir, ignore_errors=True)

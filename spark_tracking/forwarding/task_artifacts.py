@@ -14,8 +14,9 @@ file goes in chunks (``executor.max_task_artifact_bytes()``, at most 4 MiB) of o
 each, so a task holds one chunk in memory whatever the file's size; the driver writes chunks to
 its local disk and uploads the whole file with its ``MlflowClient``. At most
 ``run_ops.MAX_TASK_ARTIFACT_BYTES`` (2 GiB) per file; a larger file is refused at the call with
-the fix. Reading artifacts in a task (listing, downloading) is not forwarded: load models on
-the driver with ``mlflow.<flavor>.load_model(f"runs:/{run_id}/model")``.
+the fix. Reads (listing, downloading: ``log_table`` appends to an existing table) come from
+the driver the same way, a chunk at a time. Models logged in a task load on the driver with
+``mlflow.<flavor>.load_model(f"runs:/{run_id}/model")``.
 """
 
 from __future__ import annotations
@@ -96,11 +97,22 @@ class TaskArtifactRepository(ArtifactRepository):
                 self._send(os.path.join(root, name), self._destination(artifact_path, sub))
 
     def list_artifacts(self, path=None):
-        # MLflow lists before some writes (log_table appends to an existing table): from a task,
-        # the run's artifacts start out empty
-        return []
+        sub = self._destination(None, (path or "").strip("/")) or None
+        infos = _request("artifact_list", {"k": self.kind, "i": self.target, "p": sub})
+        if self.base:  # paths relative to this repository's root
+            from mlflow.entities import FileInfo
+
+            infos = [FileInfo(posixpath.relpath(f.path, self.base), f.is_dir, f.file_size) for f in infos]
+        return infos
 
     def _download_file(self, remote_file_path, local_path):
-        raise MlflowException(
-            f"reading artifact {remote_file_path!r} inside a Spark task is not supported: spark_tracking "
-            "forwards writes only. Load models on the driver, e.g. mlflow.sklearn.load_model(f'runs:/{run_id}/model')")
+        read, offset, chunk = uuid.uuid4().hex, 0, executor.max_task_artifact_bytes()
+        with open(local_path, "wb") as fh:
+            while True:
+                data = base64.b64decode(_request("artifact_read", {
+                    "u": read, "k": self.kind, "i": self.target, "p": self._destination(None, remote_file_path),
+                    "o": offset, "n": chunk}))
+                fh.write(data)
+                offset += len(data)
+                if len(data) < chunk:
+                    break

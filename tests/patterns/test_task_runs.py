@@ -120,3 +120,18 @@ def test_artifacts_arrive_whole_in_chunks(spark, store, size):
     local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/data/blob.bin")
     assert open(local, "rb").read() == data
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/meta.json") == {"size": size}
+
+
+def test_log_table_twice_in_a_task_appends(spark, store):
+    def task(rows):
+        import mlflow
+
+        with mlflow.start_run(run_name="table"):
+            mlflow.log_table({"a": [1], "b": ["x"]}, "tables/rows.json")
+            mlflow.log_table({"a": [2], "b": ["y"]}, "tables/rows.json")  # MLflow reads, then appends
+            yield mlflow.active_run().info.run_id
+
+    with mlflow.start_run():
+        (run_id,) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+    assert mlflow.artifacts.load_dict(f"runs:/{run_id}/tables/rows.json") == {
+        "columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}
