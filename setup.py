@@ -25,19 +25,36 @@ setup(
     # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
     # installing this wheel never replaces what the runtime ships.
     install_requires=[
-        "mlflow-skinny>=2.16,<4",
+        "mlflow-skinny>=2.9,<4",
         "databricks-sdk>=0.30",
         "azure-identity>=1.16",
         "requests>=2.28",
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.16,<4", "pandas<3", "pyarrow", "numpy"],
+        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
+        # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
+        "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
+        # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
+        # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [
-            "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
-            "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine",
+            "pytest>=8",
+            "pytest-timeout",
+            "hypothesis",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "matplotlib>=3.7",
+            "tqdm",
+            "wheel",
+            "trustme",
+            "time-machine",
+            "nbconvert",
+            "pillow",
         ],
         # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
         # exactly: a range admitting a newer one downloads several GB of CUDA wheels

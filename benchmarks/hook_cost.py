@@ -1,5 +1,5 @@
 """Start-up cost of the session hook: `python -c pass` with and without it, interleaved in one
-run (README "Benchmark"). Restores the hook's previous state.
+run (docs/benchmarks.md). Restores the hook's previous state.
 
     .venv/bin/python benchmarks/hook_cost.py [--runs 40]
 """

@@ -13,17 +13,19 @@ from ._version import __version__
 
 #: module -> the subcommands it registers (for the docs; order is the order in --help).
 COMMAND_MODULES = (
-    "spark_tracking.demo",            # demo
-    "spark_tracking.hook",            # hook enable|disable|status
-    "spark_tracking.settings_cli",    # settings
-    "spark_tracking.azure.cli",       # link, doctor
-    "spark_tracking.install.cli",     # install, uninstall
-    "spark_tracking.show",            # show, ui
+    "spark_tracking.demo",  # demo
+    "spark_tracking.hook",  # hook enable|disable|status
+    "spark_tracking.settings_cli",  # settings
+    "spark_tracking.azure.cli",  # link, doctor
+    "spark_tracking.install.cli",  # install, uninstall
+    "spark_tracking.show",  # show, ui
     "spark_tracking.forwarding.replay",  # replay
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``spark-tracking`` parser, with the commands of every module in COMMAND_MODULES
+    whose dependencies are installed."""
     parser = argparse.ArgumentParser(
         prog="spark-tracking",
         description="Link Spark sessions to a central MLflow store (Azure ML or any MLflow URI).",
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``spark-tracking`` with ``argv`` (default: the command line); its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from spark_tracking import Run
+from spark_tracking.store import RunReader
 
 
 def _vocabulary_task(rows):
@@ -54,6 +55,7 @@ def test_every_call_from_tasks_reaches_the_drivers_run(spark, store):
 
 def test_a_run_sent_to_tasks_in_a_closure_logs_there(spark, store):
     with Run.start_logging("closure") as run:
+
         def task(rows):
             from pyspark import TaskContext
 
@@ -69,6 +71,7 @@ def test_a_run_sent_to_tasks_in_a_closure_logs_there(spark, store):
 
 def test_a_single_task_job_logs_plain_keys(spark, store):
     with Run.start_logging("single") as run:
+
         def task(rows):
             from spark_tracking import Run
 
@@ -82,6 +85,7 @@ def test_a_single_task_job_logs_plain_keys(spark, store):
 
 def test_reading_or_ending_the_run_from_a_task_is_refused_clearly(spark, store):
     with Run.start_logging("refused"):
+
         def task(rows):
             from spark_tracking import Run
 
@@ -131,10 +135,12 @@ def test_large_task_artifacts_arrive_whole_and_too_large_ones_are_refused(spark,
     with Run.start_logging("big files") as run:
         (message,) = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
         files = run.get_file_names()
-        data = {name: run._read_artifact(f"big/{name}.bin") for name in ("a", "b")}
+        reader = RunReader(store, run.id)
+        data = {name: reader.read_artifact(f"big/{name}.bin") for name in ("a", "b")}
     assert message == (
         "artifact 'big/too_big.bin' is 5242880 bytes; a Spark task forwards at most 4194304 bytes (4 MiB) per "
         "artifact through the driver. Write larger files to shared storage (a Unity Catalog volume, /dbfs) and "
-        "log them from the driver with mlflow.log_artifact, or split them")
+        "log them from the driver with mlflow.log_artifact, or split them"
+    )
     assert sorted(f for f in files if f.startswith("big/")) == ["big/a.bin", "big/b.bin"]
     assert data == {"a": b"a" * (3 * 1024 * 1024), "b": b"b" * (3 * 1024 * 1024)}
