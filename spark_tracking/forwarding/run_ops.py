@@ -56,7 +56,7 @@ def encode(value):
     """A JSON-able form of ``value`` (MLflow entities as protobuf, enums by name)."""
     from enum import Enum
 
-    if value is None or isinstance(value, (bool, int, float, str)) and not isinstance(value, Enum):
+    if value is None or (isinstance(value, (bool, int, float, str)) and not isinstance(value, Enum)):
         return value
     if isinstance(value, Enum):
         return {"$n": type(value).__name__, "v": value.value}
@@ -134,6 +134,8 @@ class RunOps:
         self._experiments: dict[str, str] = {}  # run id -> experiment id (parents)
 
     def handle(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        """The reply to one request: ``{"v": value}``; MLflow errors travel as values the task
+        raises again with MLflow's error code."""
         from mlflow.exceptions import MlflowException
 
         client = self.client_for(binding)
@@ -261,8 +263,10 @@ class RunOps:
             raise ValueError(f"read of {length!r} bytes at {offset!r} is out of bounds")
         if not os.path.exists(path):
             repo = get_artifact_repository(self._artifact_root(client, message))
-            local = repo.download_artifacts(_relative_path(message.get("p")), dst_path=tempfile.mkdtemp(dir=os.path.dirname(path)))
+            staging = tempfile.mkdtemp(dir=os.path.dirname(path))
+            local = repo.download_artifacts(_relative_path(message.get("p")), dst_path=staging)
             os.replace(local, path)
+            shutil.rmtree(staging, ignore_errors=True)
         with open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read(length)
@@ -271,5 +275,6 @@ class RunOps:
         return base64.b64encode(data).decode("ascii")
 
     def close(self) -> None:
+        """Drop files of uploads and reads that never finished (a task that died)."""
         if self._uploads_dir is not None:
             shutil.rmtree(self._uploads_dir, ignore_errors=True)

@@ -87,9 +87,11 @@ class TaskArtifactRepository(ArtifactRepository):
                  timeout=120.0 + size / 2**20)
 
     def log_artifact(self, local_file, artifact_path=None):
+        """Send one file to the driver (see the module docstring)."""
         self._send(local_file, self._destination(artifact_path, os.path.basename(local_file)))
 
     def log_artifacts(self, local_dir, artifact_path=None):
+        """Send every file under ``local_dir``, one at a time."""
         for root, _, files in os.walk(local_dir):
             relative = os.path.relpath(root, local_dir)
             for name in sorted(files):
@@ -97,6 +99,7 @@ class TaskArtifactRepository(ArtifactRepository):
                 self._send(os.path.join(root, name), self._destination(artifact_path, sub))
 
     def list_artifacts(self, path=None):
+        """The artifacts under ``path``, as the driver's store lists them."""
         sub = self._destination(None, (path or "").strip("/")) or None
         infos = _request("artifact_list", {"k": self.kind, "i": self.target, "p": sub})
         if self.base:  # paths relative to this repository's root
