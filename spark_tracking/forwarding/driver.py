@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
-import json
 import secrets
 import sys
 import tempfile

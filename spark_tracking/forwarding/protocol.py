@@ -37,8 +37,8 @@ entities travel as ``{"$e": proto message name, "p": base64 of the serialized pr
 - ``{"op": "store_call", "m": method, "a": [args...]}`` → ``{"v": result}``: one of
   ``STORE_CALLS`` (logged models, run inputs/outputs, metric history) on the driver's store.
 - ``{"op": "artifact_chunk", "u": upload_id, "o": offset, "d": base64}`` → ``{"v": bytes
-  held}``: part of a file (at most ``artifact_chunk_bytes`` raw), written to a file on the
-  driver's disk at that offset (a re-sent chunk rewrites the same bytes).
+  held}``: part of a file (at most 4 MiB raw, less under a lowered ``relay_max_frame_bytes``),
+  written to a file on the driver's disk at that offset (a re-sent chunk rewrites the same bytes).
 - ``{"op": "artifact_commit", "u": upload_id, "k": "runs" | "models", "i": run or model id,
   "p": relative artifact path, "z": size}`` → ``{"v": true}`` once the file is in the
   artifact store of that run or logged model.
