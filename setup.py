@@ -22,8 +22,9 @@ setup(
     package_data={"spark_tracking": ["py.typed", "resources/*"]},
     python_requires=">=3.9",
     # On a Databricks cluster the runtime provides pyspark (its own build) and mlflow: pyspark
-    # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
-    # installing this wheel never replaces what the runtime ships.
+    # is kept out of the hard requirements and mlflow gets a wide range, so installing this wheel
+    # never replaces what the runtime ships. The range covers every DBR LTS ML still in support
+    # (14.3: 2.9.2 ... 18: 3.8.1; CI runs 2.9.2, 3.0.1 and the latest release).
     install_requires=[
         "mlflow-skinny>=2.9,<4",
         "databricks-sdk>=0.30",
@@ -67,6 +68,10 @@ setup(
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+            "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
+        ],
+        "mlflow.default_experiment_provider": [
+            "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],
         "mlflow.artifact_repository": [
             "spark-tracking-artifacts=spark_tracking.forwarding.task_artifacts:TaskArtifactRepository",
