@@ -191,11 +191,10 @@ class Forwarder:
 
         cfg = self.cfg
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
-        from ..azure.store import is_aml_tracking_uri
+        from ..azure.store import limits_for
 
-        per_key = 250 if is_aml_tracking_uri(uri) else None  # AML refuses more (mlflow#11462)
         sink = Sink(MlflowClient(uri), uri, spool, self.stages.tasks, batch_max_metrics=cfg.batch_max_metrics,
-                    max_values_per_key=per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate,
+                    max_values_per_key=limits_for(uri).max_values_per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate,
                     stages_finished=self.stages.finished)
         self.sinks.append((uri, sink))
         return len(self.sinks) - 1
