@@ -59,7 +59,7 @@ def test_processes_started_by_a_task_forward_with_their_rank(bound):
         executor.log_metric("loss", step / 10, step=step)
     assert executor.flush(30)
     got = bound.recorder.received
-    assert [(p[0], p[1], p[2], p[4]) for p in got] == [((5, 2, 0, 77, 3), "loss", s / 10, s) for s in range(100)]
+    assert [(p[0], p[1], p[2], p[4]) for p in got] == [((5, 2, 0, 77, 3, 0), "loss", s / 10, s) for s in range(100)]
 
 
 def test_a_full_buffer_spills_to_disk_and_nothing_is_lost(bound, monkeypatch, caplog):
@@ -87,7 +87,7 @@ def test_no_mlflow_import_on_the_hot_path(relay):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
-    assert ((0, 0, 0, 0, None), "m", 1.0) == relay.recorder.received[0][:3]
+    assert ((0, 0, 0, 0, None, 0), "m", 1.0) == relay.recorder.received[0][:3]
 
 
 def test_a_forked_child_ships_its_own_points_only(bound):

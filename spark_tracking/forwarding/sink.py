@@ -36,7 +36,7 @@ import time
 from collections import defaultdict, deque
 from typing import Callable
 
-from .. import validation
+from .. import layout, validation
 from .._compat import mlflow as mlflow_compat
 from . import observers
 from .bounded import BoundedDict
@@ -294,11 +294,6 @@ def is_invalid_request(exc: BaseException) -> bool:
 
 
 
-def worker_id(worker: list) -> int:
-    """Whose series a point belongs to: the rank when the worker has one, else the partition."""
-    return worker[4] if worker[4] is not None else worker[1]
-
-
 def attempt_of(worker: list) -> tuple:
     """Which attempt of a task logged: (stage attempt, task attempt, task id). Spark restarts
     the task attempt at 0 in each stage attempt; the task id tells any two attempts apart."""
@@ -532,7 +527,7 @@ class Sink:
         run, worker = sub.run_id, sub.worker
         stage = worker[0]
         state = self._stage(run, stage)
-        wid, who = worker_id(worker), attempt_of(worker)
+        wid, who = layout.worker_id(worker), attempt_of(worker)
         out = pending.setdefault(run, _new_pending())
         expected = self.stage_tasks(stage)
         multi = worker[4] is not None or expected is None or expected > 1
@@ -548,7 +543,7 @@ class Sink:
             if not multi:
                 out["metrics"].append((key, value, ts, step))
                 continue
-            out["metrics"].append((f"{key}/worker_{wid}", value, ts, step))
+            out["metrics"].append((layout.worker_metric_key(key, wid), value, ts, step))
             if self.aggregate and ((key, step) in state.agg or step > state.mean_through.get(key, -1 << 63)):
                 values = state.agg.setdefault((key, step), {})
                 values[wid] = (value, ts)
