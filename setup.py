@@ -60,6 +60,9 @@ setup(
             "nbconvert",
             "pillow",
         ],
+        # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
+        # exactly: a range admitting a newer one downloads several GB of CUDA wheels
+        "patterns": ["scikit-learn", "hyperopt", "torch==2.13.0"],
     },
     entry_points={
         "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
@@ -72,6 +75,9 @@ setup(
         ],
         "mlflow.default_experiment_provider": [
             "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
+        ],
+        "mlflow.artifact_repository": [
+            "spark-tracking-artifacts=spark_tracking.forwarding.task_artifacts:TaskArtifactRepository",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

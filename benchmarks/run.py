@@ -8,9 +8,14 @@ Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
   (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS)
   (d) spark_tracking: spark_tracking.log_metric inside tasks, forwarded through the relay
       (d') the same with plain mlflow.log_metric inside tasks (through the task store)
+  (e) MLflow's own floor: plain mlflow.log_metric inside tasks into a do-nothing in-process
+      store, and (e') the forwarded path, alternated in the same tasks
 
-and the relay alone (null store) with 1, 64 and 256 concurrent executor connections.
-Prints a Markdown report and writes it to benchmarks/results.md.
+  (e) latency: a running task logs a point every 25 ms; the driver polls the store and notes
+      when each becomes readable (p50/p95 from the log call to readable, poll interval included)
+
+and the relay alone (null store) from 1 to 1024 concurrent executor connections (cost per
+metric). Prints a Markdown report and writes it to benchmarks/results.md.
 
     .ci/setup && .venv/bin/python benchmarks/run.py [--points N]
 """
@@ -74,8 +79,45 @@ def in_task_points(n: int, mode: str, uri: str, run_id: str):
             for step in range(start, min(n, start + 1000)):
                 client.log_metric(run_id, f"async/worker_{partition}", 0.5, step=step, synchronous=False)
             blocks.append((time.perf_counter() - t) / 1000)
-        client._tracking_client.store.flush_async_logging()
+        from spark_tracking._compat import mlflow as mlflow_compat
+
+        mlflow_compat.tracking_store(client).flush_async_logging()
     yield statistics.median(blocks)
+
+
+def latency_task(n: int, interval: float):
+    """Task body: log n points ``interval`` apart, each carrying the wall time of its log call."""
+    import spark_tracking
+
+    for step in range(n):
+        spark_tracking.log_metric("latency", time.time(), step=step)
+        time.sleep(interval)
+    yield n
+
+
+def latency(spark, client, run_id: str, n: int = 200, interval: float = 0.025, poll: float = 0.02):
+    """Seconds from the log call in a running task to readable in the store: (p50, p95, seen)."""
+    seen: dict[int, float] = {}
+    job_done = threading.Event()
+
+    def watch():
+        give_up = None
+        while len(seen) < n and (give_up is None or time.time() < give_up):
+            now = time.time()
+            for m in client.get_metric_history(run_id, "latency"):
+                seen.setdefault(m.step, now - m.value)
+            if give_up is None and job_done.is_set():
+                give_up = time.time() + 30
+            time.sleep(poll)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    spark.sparkContext.parallelize(range(1), 1).mapPartitions(lambda _: latency_task(n, interval)).collect()
+    job_done.set()
+    watcher.join(60)
+    values = sorted(seen.values())
+    p95 = values[min(len(values) - 1, int(0.95 * len(values)))] if values else float("nan")
+    return statistics.median(values) if values else float("nan"), p95, len(values)
 
 
 def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id: str):
@@ -84,7 +126,7 @@ def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id:
     t = time.perf_counter()
     medians = (spark.sparkContext.parallelize(range(tasks), tasks)
                .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id)).collect())
-    spark_tracking.flush()
+    assert spark_tracking.flush(900), "the store did not take everything: the counts would be early"
     return time.perf_counter() - t, statistics.median(medians)
 
 
@@ -106,10 +148,18 @@ def ceiling(client, run_id: str, total: int) -> float:
 def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
     """Relay + sink with a null store; returns (µs per metric, sent, stored)."""
     import concurrent.futures
+    import resource
+    import tempfile
+
+    from faults import SinkHandler
 
     from spark_tracking.forwarding.executor import _Connection
     from spark_tracking.forwarding.relay import Relay
-    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+    from spark_tracking.forwarding.sink import Sink, Spool
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4 * connections + 256:  # both ends of every connection live in this process
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * connections + 256), hard))
 
     class NullClient:
         stored = 0
@@ -117,28 +167,13 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
         def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):
             NullClient.stored += len(metrics)
 
-    class Handler:
-        def __init__(self, sink):
-            self.sink = sink
-
-        def points(self, binding, worker, message):
-            return "run", self.sink.submit(Submission("points", "run", worker, [tuple(m) for m in message["m"]]))
-
-        def resolve(self, binding, worker):
-            return "run"
-
-        def done(self, binding, worker):
-            return None
-
-    import tempfile
-
     sink = Sink(NullClient(), "null://", Spool(tempfile.mkdtemp(), 1 << 30), lambda stage: 1, linger=0.0)
-    relay = Relay("s3cret", Handler(sink), "127.0.0.1", 0, max_connections=1024).start()
+    relay = Relay("s3cret", SinkHandler(sink, "run"), "127.0.0.1", 0, max_connections=2 * connections).start()
     per_conn = total // connections
     frame = 500
 
     def client(i: int) -> int:
-        conn = _Connection(relay.address, "s3cret")
+        conn = _Connection(relay.address, "s3cret", timeout=120)
         sent = 0
         for start in range(0, per_conn, frame):
             rows = [["m", 1.0, 1, start + k] for k in range(min(frame, per_conn - start))]
@@ -201,7 +236,10 @@ def main() -> int:
             e2, per_call2 = measure_job(spark, n // 4, tasks, "mlflow_forwarded", server.uri, run.info.run_id)
             stored2 = count_points(client, run.info.run_id, "loss_plain")
             rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2))
-        scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 64, 256)]
+        with mlflow.start_run(run_name="benchmark-latency") as run:
+            p50, p95, seen = latency(spark, client, run.info.run_id)
+        rows += mlflow_floor_rows(spark, n // 4)
+        scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 4, 16, 64, 256, 1024)]
     finally:
         if spark is not None:
             spark.stop()
@@ -223,7 +261,10 @@ def main() -> int:
         f"Ratios (same run): (d)/(a) = {d / rows[0][1]:.2f}; (d)/(b) = {d / rows[1][1]:,.0f}x; "
         f"(d)/(c) = {d / rows[2][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
         "",
-        "Relay alone (null store), 256,000 points in frames of 500:",
+        f"(e) From the log call in a running task to readable in the store (the driver polls every 20 ms): "
+        f"p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms ({seen} points, one every 25 ms).",
+        "",
+        "Relay alone (null store), 256,000 points in frames of 500 (one frame per connection at 1024):",
         "",
         "| concurrent connections | µs per metric | sent | stored |",
         "|---:|---:|---:|---:|",
@@ -232,10 +273,100 @@ def main() -> int:
         lines.append(f"| {c} | {us:.2f} | {sent:,} | {stored:,} |")
     report = "\n".join(lines)
     print(report)
-    with open(os.path.join(HERE, "results.md"), "w", encoding="utf-8") as fh:
-        fh.write(report + "\n")
+    write_report(report)
     return 0
+
+
+def write_report(report: str) -> None:
+    """Put the report at the top of results.md, keeping the sections other benchmarks add
+    below it (each between ``<!-- name -->`` markers)."""
+    path = os.path.join(HERE, "results.md")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        text = ""
+    sections = text[text.index("<!-- "):] if "<!-- " in text else ""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(report + "\n" + ("\n" + sections if sections else ""))
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- MLflow's own floor (issue F item 7) ------------------------------------------------------
+
+def _floor_and_forwarded(n: int):
+    """Task body: plain ``mlflow.log_metric`` n times into a do-nothing in-process store (MLflow's
+    own cost: the floor), then n times forwarded through the task store; yields the two medians
+    of the per-call cost over 1000-call blocks."""
+    import mlflow
+    from mlflow.store.tracking.abstract_store import AbstractStore
+
+    from spark_tracking._compat import mlflow as mlflow_compat
+    from spark_tracking.forwarding import task_store
+
+    class NullStore(AbstractStore):
+        def __init__(self, store_uri=None, artifact_uri=None):
+            super().__init__()
+            self.run = task_store._stand_in_run("0", None)
+
+        def create_run(self, experiment_id, user_id, start_time, tags, run_name):
+            return self.run
+
+        def get_run(self, run_id):
+            return self.run
+
+        def update_run_info(self, run_id, run_status, end_time, run_name):
+            return self.run.info
+
+        def log_batch(self, run_id, metrics, params, tags):
+            pass
+
+    def blocks(name: str, first: int, count: int) -> list:
+        costs = []
+        with mlflow.start_run():
+            for start in range(first, first + count, 1000):
+                t = time.perf_counter()
+                for step in range(start, start + 1000):
+                    mlflow.log_metric(name, 0.5, step=step)
+                costs.append((time.perf_counter() - t) / 1000)
+        return costs
+
+    # alternate the two in rounds: both see the same load on a shared machine
+    forwarded_uri = mlflow.get_tracking_uri()
+    mlflow_compat.register_tracking_store("benchmark-null", NullStore)
+    floor, forwarded, rounds = [], [], 4
+    for r in range(rounds):
+        mlflow.set_tracking_uri("benchmark-null:")
+        try:
+            floor += blocks("floor", r * n // rounds, n // rounds)
+        finally:
+            mlflow.set_tracking_uri(forwarded_uri)
+        forwarded += blocks("loss_plain_floor_run", r * n // rounds, n // rounds)
+    yield statistics.median(floor), statistics.median(forwarded)
+
+
+def mlflow_floor_rows(spark, n: int, tasks: int = 2) -> list:
+    """Rows for MLflow's floor and the forwarded plain path, measured in the same tasks."""
+    import mlflow
+
+    import spark_tracking
+
+    with mlflow.start_run(run_name="benchmark-mlflow-floor") as run:
+        t = time.perf_counter()
+        pairs = spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(
+            lambda _: _floor_and_forwarded(n)).collect()
+        spark_tracking.flush()
+        elapsed = time.perf_counter() - t
+    client = mlflow.MlflowClient()
+    stored = count_points(client, run.info.run_id, "loss_plain_floor_run")
+    floor = statistics.median(p[0] for p in pairs)
+    forwarded = statistics.median(p[1] for p in pairs)
+    return [
+        ("(e) MLflow's floor: plain mlflow.log_metric in tasks into a do-nothing in-process store",
+         tasks / floor, floor, 0),
+        (f"(e') plain mlflow.log_metric in the same tasks, forwarded ({forwarded / floor:.2f}x the floor)",
+         stored / elapsed, forwarded, stored),
+    ]

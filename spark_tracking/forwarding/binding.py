@@ -110,10 +110,12 @@ class Binding:
 
 
 def from_task_context(ctx) -> Binding | None:
-    """The binding a running task's local properties give, or None (a job not bound)."""
+    """The binding a running task's local properties give; for a job of a driver thread never
+    bound, the session's relay from the file the driver added (``SparkContext.addFile``,
+    ``protocol.SESSION_FILE_PREFIX``); else None."""
     relay = ctx.getLocalProperty(protocol.PROP_RELAY)
     if not relay:
-        return None
+        return _session_binding(ctx)
     rank = ctx.partitionId() if compat.is_barrier(ctx) else None
     worker = [
         ctx.stageId(),
@@ -132,6 +134,31 @@ def from_task_context(ctx) -> Binding | None:
         True,
         settings=TaskSettings.resolve(ctx.getLocalProperty(protocol.PROP_MAX_FRAME)),
     )
+
+
+def _worker(ctx) -> list:
+    rank = ctx.partitionId() if compat.is_barrier(ctx) else None
+    return [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank,
+            compat.stage_attempt_number(ctx)]
+
+
+def _session_binding(ctx) -> Binding | None:
+    import glob
+    import json
+
+    try:
+        from pyspark.files import SparkFiles
+
+        found = sorted(glob.glob(os.path.join(SparkFiles.getRootDirectory(), protocol.SESSION_FILE_PREFIX + "*.json")))
+        if not found:
+            return None
+        with open(found[-1], encoding="utf-8") as fh:
+            session = json.load(fh)
+    except Exception:  # noqa: BLE001 - no session file: not bound
+        logger.debug("spark_tracking: no session file in this task", exc_info=True)
+        return None
+    return Binding(session["relay"], session.get("secret") or os.environ.get(protocol.ENV_SECRET, ""),
+                   protocol.SESSION_BINDING, _worker(ctx), True, settings=TaskSettings.resolve())
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:

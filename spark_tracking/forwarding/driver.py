@@ -10,24 +10,62 @@ own points — and keeps that run for the task's lifetime.
 
 No active run. Tasks of a bound thread that log while the thread has no active run (it ended)
 get a run created for them — ``spark-tasks <app id>`` in the session's experiment — with one
-warning naming it; tasks of a thread never bound log as plain MLflow would on the executor.
+warning naming it.
+
+A task's end ("done") never resolves or creates a run: it closes the task's part of the runs
+it logged to, and a task that logged only to explicit run ids creates no run.
+
+Exit. At interpreter exit the driver gives the store ``EXIT_TIMEOUT`` seconds to take what it
+holds; whatever it did not take — points the relay acknowledged included — is written to the
+spool (``<home>/spool``) with one warning, for ``spark-tracking replay``.
+
+Memory. Per-task, per-stage, per-run and per-thread state is bounded (least recently used
+entries are dropped past fixed sizes), so a long notebook session does not grow without end.
+
+Threads never bound. Spark jobs submitted from driver threads nobody bound (hyperopt's
+``SparkTrials`` dispatcher, ``concurrent.futures`` pools, joblib-spark, a notebook's background
+thread) have none of the local properties. Their tasks find the session's relay in a file the
+driver added to the session with ``SparkContext.addFile`` (``protocol.SESSION_FILE_PREFIX``)
+and log to the session's active run: the run at the top of the stack of the thread that most
+recently started a run and still has one active. That thread is the one a user reads as "the
+run I am in" (the notebook cell's ``with mlflow.start_run():`` around ``fmin`` or the pool),
+while the thread that submits the job is an implementation detail of the library. With no run
+active anywhere, they get the ``spark-tasks`` run above with its warning; never the executor's
+local store.
+
+Runs, reads and artifacts a task asks for (``protocol.RUN_OPS``) are answered by
+``forwarding.run_ops`` with this store's client.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import secrets
 import sys
+import tempfile
 import threading
+import time
 
+from .._compat import mlflow as mlflow_compat
+from .bounded import BoundedDict
 from .executor import ENV_SECRET, PROP_BINDING, PROP_RELAY, PROP_SECRET
-from .relay import Relay
+from .protocol import SESSION_BINDING, SESSION_FILE_PREFIX
+from .relay import Relay, task_key
+from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
 
 logger = logging.getLogger(__name__)
+
+#: local property with ``relay_max_frame_bytes``, so a Spark-conf value reaches tasks (contract §5)
+PROP_MAX_FRAME = "spark_tracking.max_frame"
+#: seconds the store gets at interpreter exit before what is left goes to the spool
+EXIT_TIMEOUT = 30.0
+_MAX_TASKS = 65_536  # tasks whose run binding and logged-to runs are remembered
+_MAX_THREADS = 4096  # driver threads whose run stacks are remembered
 
 _lock = threading.RLock()
 _forwarder: "Forwarder | None" = None
@@ -60,7 +98,7 @@ def _clean_metrics(rows) -> tuple[list, int]:
                     and type(ts) is int and type(step) is int and key):
                 good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
                 continue
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
             pass
         bad += 1
     return good, bad
@@ -109,6 +147,36 @@ def _py4j_debug_off():
             lg.setLevel(level)
 
 
+class SparkStages:
+    """What Spark's status tracker says about stages: how many tasks one has, which ended.
+    The task counts of running stages are cached; a stage's entry goes when it ends."""
+
+    def __init__(self, sc):
+        self.sc = sc
+        self._tasks: BoundedDict = BoundedDict(4096)
+
+    def tasks(self, stage: int) -> int | None:
+        """A stage's number of tasks, None when Spark does not know it (yet)."""
+        known = self._tasks.get(stage)
+        if known is None and self.sc is not None:
+            try:
+                info = self.sc.statusTracker().getStageInfo(stage)
+            except Exception:
+                info = None
+            if info is not None:
+                known = self._tasks[stage] = info.numTasks
+        return known
+
+    def finished(self, stages: set) -> set:
+        """Those of ``stages`` Spark does not run any more (ended, failed or cancelled)."""
+        if self.sc is None:
+            return set()
+        ended = set(stages) - set(self.sc.statusTracker().getActiveStageIds())
+        for stage in ended:
+            self._tasks.pop(stage, None)
+        return ended
+
+
 class Forwarder:
     """The relay plus a sink per tracking URI, and the run resolution between them."""
 
@@ -123,14 +191,35 @@ class Forwarder:
                 "from a secret scope (spark-tracking install does); on local Spark, export it before "
                 "Spark starts (executors inherit the driver's environment).")
         self.sinks: list[tuple[str, Sink]] = []
-        self._runs: dict[tuple, str] = {}
-        self._orphan_runs: dict[str, str] = {}
-        self._stage_tasks: dict[int, int | None] = {}
-        self._stacks: dict[str, list] = {}
+        self._runs: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> the run its fluent calls log to
+        self._logged_to: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> runs it logged to, until done
+        self._orphan_runs: BoundedDict = BoundedDict(_MAX_THREADS)  # binding -> run made for it
+        self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
+        self.stages = SparkStages(sc)
+        self._recent: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> binding, least recently bound first
         host = cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
                            cfg.relay_max_frame_bytes).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
+        self.run_ops = RunOps(self.resolve, lambda binding: self._parse(binding)[1].client)
+        self._publish_session_binding(sc)
+
+    def _publish_session_binding(self, sc) -> None:
+        """The relay for tasks of jobs from threads never bound (see the module docstring)."""
+        if sc is None:
+            return
+        content = {"relay": self.relay.address}
+        if not self.secret_reaches_executors:  # as with the job property, and its warning above
+            content["secret"] = self.secret
+        folder = tempfile.mkdtemp(prefix="spark-tracking-")
+        path = os.path.join(folder, f"{SESSION_FILE_PREFIX}{time.time_ns():020d}.json")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            json.dump(content, fh)
+        try:
+            sc.addFile(path)
+        except Exception:
+            logger.warning("spark_tracking: tasks of Spark jobs from threads that never started a "
+                           "run will not find the driver", exc_info=True)
 
     # -- binding -----------------------------------------------------------------------------
 
@@ -142,49 +231,51 @@ class Forwarder:
 
         cfg = self.cfg
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
-        from ..azure.store import is_aml_tracking_uri
+        from ..azure.store import limits_for
 
-        per_key = 250 if is_aml_tracking_uri(uri) else None  # AML refuses more (mlflow#11462)
-        sink = Sink(MlflowClient(uri), uri, spool, self.stage_tasks, batch_max_metrics=cfg.batch_max_metrics,
-                    max_values_per_key=per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate)
+        sink = Sink(MlflowClient(uri), uri, spool, self.stages.tasks, batch_max_metrics=cfg.batch_max_metrics,
+                    max_values_per_key=limits_for(uri).max_values_per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate,
+                    stages_finished=self.stages.finished)
         self.sinks.append((uri, sink))
         return len(self.sinks) - 1
 
     def bind(self, sc) -> None:
         import mlflow
-        from mlflow.tracking import fluent
 
         index = self.sink_index(mlflow.get_tracking_uri())
         token = _thread_token()
         # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
         # is immune to Python reusing the ident of a thread that has ended
-        self._stacks[token] = fluent._active_run_stack.get()
+        self._stacks[token] = mlflow_compat.active_run_stack()
+        self._recent.pop(token, None)
+        self._recent[token] = f"{token}:{index}"
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
+        sc.setLocalProperty(PROP_MAX_FRAME, str(self.cfg.relay_max_frame_bytes))
         if not self.secret_reaches_executors:
             with _py4j_debug_off():  # py4j logs every command it sends at DEBUG, arguments included
                 sc.setLocalProperty(PROP_SECRET, self.secret)
         sc.setLocalProperty(PROP_BINDING, f"{token}:{index}")
 
-    def stage_tasks(self, stage: int) -> int | None:
-        if stage not in self._stage_tasks:
-            info = None
-            try:
-                info = self.sc.statusTracker().getStageInfo(stage) if self.sc is not None else None
-            except Exception:
-                pass
-            if info is None:
-                return None  # not known (yet): ask again next time
-            self._stage_tasks[stage] = info.numTasks
-        return self._stage_tasks[stage]
-
     # -- relay handler -----------------------------------------------------------------------
 
+    def _session_binding(self) -> str:
+        """The binding of the thread that most recently started a run and still has one."""
+        recent = list(self._recent.items())
+        for token, binding in reversed(recent):
+            if self._stacks.get(token):
+                return binding
+        if not recent:
+            raise ValueError("no driver thread of this session is bound yet")
+        return recent[-1][1]
+
     def _parse(self, binding: str) -> tuple[str, Sink]:
+        if binding == SESSION_BINDING:
+            binding = self._session_binding()
         token, _, index = binding.partition(":")
         return token, self.sinks[int(index)][1]
 
     def resolve(self, binding: str, worker: list) -> str:
-        key = (binding, worker[0], worker[1], worker[2], worker[4])
+        key = task_key(binding, worker)
         run = self._runs.get(key)
         if run is None:
             with _lock:
@@ -193,8 +284,6 @@ class Forwarder:
         return run
 
     def _active_run(self, binding: str) -> str:
-        from mlflow.tracking import fluent
-
         token, sink = self._parse(binding)
         stack = self._stacks.get(token)
         if stack:
@@ -204,7 +293,7 @@ class Forwarder:
             from .. import context
 
             ctx = context.detect()
-            experiment_id = fluent._get_experiment_id()
+            experiment_id = mlflow_compat.default_experiment_id()
             created = sink.client.create_run(experiment_id, run_name=f"spark-tasks {ctx.spark_app_id or ''}".strip(),
                                              tags=context.context_tags(ctx))
             run = self._orphan_runs[binding] = created.info.run_id
@@ -224,12 +313,22 @@ class Forwarder:
         if bad_m + bad_p + bad_t + bad_a:
             sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
             logger.warning("spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a)
+        with _lock:
+            self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
         return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
 
     def done(self, binding: str, worker: list):
-        run = self.resolve(binding, worker)
+        """A task ended: close its part of every run it logged to (never resolves a run)."""
+        with _lock:
+            runs = self._logged_to.pop(task_key(binding, worker), None) or ()
         _, sink = self._parse(binding)
-        return sink.submit(Submission("done", run, worker))
+        settled = None
+        for run in sorted(runs):
+            settled = sink.submit(Submission("done", run, worker))
+        return settled  # the sink settles submissions in order: the last one covers the others
+
+    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        return self.run_ops.handle(op, binding, worker, message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -253,10 +352,12 @@ class Forwarder:
         out.update(totals)
         return out
 
-    def stop(self, timeout: float = 30.0) -> None:
-        for _, sink in self.sinks:
-            sink.stop(timeout)
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop taking points, deliver what is held within ``timeout``, spool the rest.
+        True when everything reached the store."""
         self.relay.stop()
+        self.run_ops.close()
+        return all([sink.stop(timeout) for _, sink in self.sinks])
 
 
 def bind_current_thread(sc=None) -> bool:
@@ -301,19 +402,16 @@ def stats() -> dict:
     return fw.stats()
 
 
-def shutdown(timeout: float = 30.0) -> None:
+def shutdown(timeout: float = 30.0) -> bool:
+    """Stop forwarding: deliver what the driver holds within ``timeout``, spool the rest (with a
+    warning). True when everything reached the store."""
     global _forwarder
     with _lock:
         fw, _forwarder = _forwarder, None
-    if fw is not None:
-        fw.stop(timeout)
+    return True if fw is None else fw.stop(timeout)
 
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _forwarder is not None:
-        if not flush(30.0):
-            logger.warning("spark_tracking: not everything reached the store before exit; "
-                           "what is left is in the spool: run `spark-tracking replay`")
-        shutdown(5.0)
+    shutdown(EXIT_TIMEOUT)
 

@@ -73,8 +73,14 @@ def max_task_artifact_bytes() -> int:
     return min(_MAX_ARTIFACT_BYTES, frame_bytes * 3 // 4 * 3 // 4)
 
 
+_task_context_cls = None  # TaskContext once loaded (read by task_store)
+
+
 def _on_bind(b: Binding) -> None:
-    global _batch_trigger, _good_suffix
+    global _batch_trigger, _good_suffix, _task_context_cls
+    module = sys.modules.get("pyspark.taskcontext")
+    if module is not None:
+        _task_context_cls = module.TaskContext
     shipper.configure(b.relay, b.secret, b.settings)
     _batch_trigger = max(1, min(2000, b.settings.buffer_max_points))
     if b.key_suffix != _good_suffix:
