@@ -141,16 +141,38 @@ def current_binding() -> Binding | None:
     return _rebind(ctx)
 
 
+# -- Spark Connect hook points (spark_tracking.forwarding.connect) ---------------------------
+
+def _property(ctx, name: str) -> str | None:
+    """A binding property of the task: set by the driver, or carried by a Spark Connect job tag."""
+    value = ctx.getLocalProperty(name)
+    if value or name == PROP_SECRET:  # the secret never travels in tags
+        return value
+    from . import connect
+
+    return connect.task_property(ctx, name)
+
+
+def _open_connection(relay: str, secret: str, timeout: float = 10.0):
+    """The connection to the relay, or a Spark Connect drop binding's folder (``drop:<dir>``)."""
+    if relay.startswith("drop:"):
+        from . import connect
+
+        return connect.task_connection(relay)
+    return _Connection(relay, secret, timeout)
+# -- end of Spark Connect hook points --------------------------------------------------------
+
+
 def _rebind(ctx) -> Binding | None:
     global _cached_ctx, _cached_binding
     binding = None
     if ctx is not None:
-        relay = ctx.getLocalProperty(PROP_RELAY)
+        relay = _property(ctx, PROP_RELAY)
         if relay:
             rank = ctx.partitionId() if type(ctx).__name__ == "BarrierTaskContext" else None
             worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
             binding = Binding(relay, ctx.getLocalProperty(PROP_SECRET) or os.environ.get(ENV_SECRET, ""),
-                              ctx.getLocalProperty(PROP_BINDING) or "", worker, True)
+                              _property(ctx, PROP_BINDING) or "", worker, True)
     elif os.environ.get(ENV_RELAY):
         try:
             stage, partition, attempt, task_id = (int(x) for x in os.environ.get(ENV_WORKER, "0:0:0:0").split(":"))
@@ -293,7 +315,7 @@ def resolve_run_id(timeout: float = 10.0) -> str | None:
     b = current_binding()
     if b is None:
         return None
-    conn = _Connection(b.relay, b.secret, timeout)
+    conn = _open_connection(b.relay, b.secret, timeout)
     try:
         return conn.request({"op": "resolve", "b": b.binding, "w": b.worker}).get("run")
     finally:
@@ -336,7 +358,7 @@ def _clear_exported_binding() -> None:
 def _export_binding(task_context) -> None:
     """At task start: hand the task's binding to processes it starts (torchrun ranks, ...)."""
     try:
-        relay = task_context.getLocalProperty(PROP_RELAY)
+        relay = _property(task_context, PROP_RELAY)
     except Exception:
         return
     global _secret_exported
@@ -349,7 +371,7 @@ def _export_binding(task_context) -> None:
         _secret_exported = True
     os.environ.update({
         ENV_RELAY: relay,
-        ENV_BINDING: task_context.getLocalProperty(PROP_BINDING) or "",
+        ENV_BINDING: _property(task_context, PROP_BINDING) or "",
         ENV_WORKER: f"{task_context.stageId()}:{task_context.partitionId()}:{task_context.attemptNumber()}:"
                     f"{task_context.taskAttemptId()}",
     })
@@ -612,7 +634,7 @@ class _Shipper(threading.Thread):
         for attempt in range(4):
             conn = self.connections.get(key)
             if conn is None:
-                conn = self.connections[key] = _Connection(b.relay, b.secret)
+                conn = self.connections[key] = _open_connection(b.relay, b.secret)
             try:
                 conn.request(message)
                 return True
