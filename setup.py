@@ -38,10 +38,28 @@ setup(
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
         "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy", *_CONNECT_CLIENT],
         "plot": ["matplotlib>=3.7"],
+        # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
+        "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
+        # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
+        # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests"],
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [
-            "pytest>=8", "pytest-timeout", "hypothesis", "nbclient", "nbformat", "ipykernel",
-            "matplotlib>=3.7", "tqdm", "wheel", "trustme", "time-machine", *_CONNECT_CLIENT,
+            "pytest>=8",
+            "pytest-timeout",
+            "hypothesis",
+            "nbclient",
+            "nbformat",
+            "ipykernel",
+            "matplotlib>=3.7",
+            "tqdm",
+            "wheel",
+            "trustme",
+            "time-machine",
+            "nbconvert",
+            "pillow",
+            *_CONNECT_CLIENT,
         ],
     },
     entry_points={

@@ -9,6 +9,7 @@ public names below load their modules on first use.
 - ``flush(timeout)``, ``stats()``: deliver what is in flight; counters of the forwarding path
 - ``get_portal_url(run_id)``: where to look at a run (AML studio or the MLflow UI)
 - ``Run``: the Azure ML run vocabulary (log, log_list, log_row, log_table, log_image, ...)
+- ``RunDetails(run).show()``: a live view of a run while Spark tasks log to it (live/)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ _LAZY = {
     "stats": "spark_tracking.api",
     "get_portal_url": "spark_tracking.portal",
     "Run": "spark_tracking.run",
+    "RunDetails": "spark_tracking.live",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -8,7 +8,8 @@ driver relay, which logs them to the run that was active when the job was submit
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .forwarding import executor
 
@@ -95,7 +96,7 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 def stats() -> dict[str, Any]:
     """Counters of the forwarding path in this process: received, sent, retried, spooled,
-    dropped (by cause), ... — see the README's "Forwarding" section."""
+    dropped (by cause), ... — see docs/forwarding.md."""
     if executor.current_binding() is not None:
         return executor.stats()
     from .forwarding import driver

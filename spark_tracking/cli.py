@@ -13,12 +13,12 @@ from ._version import __version__
 
 #: module -> the subcommands it registers (for the docs; order is the order in --help).
 COMMAND_MODULES = (
-    "spark_tracking.demo",            # demo
-    "spark_tracking.hook",            # hook enable|disable|status
-    "spark_tracking.settings_cli",    # settings
-    "spark_tracking.azure.cli",       # link, doctor
-    "spark_tracking.install.cli",     # install, uninstall
-    "spark_tracking.show",            # show, ui
+    "spark_tracking.demo",  # demo
+    "spark_tracking.hook",  # hook enable|disable|status
+    "spark_tracking.settings_cli",  # settings
+    "spark_tracking.azure.cli",  # link, doctor
+    "spark_tracking.install.cli",  # install, uninstall
+    "spark_tracking.show",  # show, ui
     "spark_tracking.forwarding.replay",  # replay
 )
 

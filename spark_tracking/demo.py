@@ -16,8 +16,11 @@ import sys
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run distributed training on local Spark and log it")
-    p.add_argument("--master", default="local-cluster[2,1,1024]",
-                   help="Spark master (default: two executor processes on this machine)")
+    p.add_argument(
+        "--master",
+        default="local-cluster[2,1,1024]",
+        help="Spark master (default: two executor processes on this machine)",
+    )
     p.add_argument("--workers", type=int, default=4, help="data partitions = training tasks per round")
     p.add_argument("--rounds", type=int, default=5, help="averaging rounds (one Spark job each)")
     p.add_argument("--steps", type=int, default=20, help="local SGD steps per worker per round")
@@ -35,7 +38,9 @@ def _local_sgd(shard_rows, weights, steps: int, lr: float, round_index: int):
     x = np.array([r[0] for r in rows])
     y = np.array([r[1] for r in rows])
     w = np.array(weights)
-    partition = TaskContext.get().partitionId()
+    context = TaskContext.get()
+    assert context is not None, "runs inside a Spark task"
+    partition = context.partitionId()
     rng = np.random.default_rng(1000 * round_index + partition)
     for step in range(steps):
         batch = rng.choice(len(x), size=min(32, len(x)), replace=False)
@@ -46,8 +51,14 @@ def _local_sgd(shard_rows, weights, steps: int, lr: float, round_index: int):
     yield w.tolist()
 
 
-def run_demo(master: str = "local-cluster[2,1,1024]", workers: int = 4, rounds: int = 5, steps: int = 20,
-             lr: float = 0.05, spark=None) -> str:
+def run_demo(
+    master: str = "local-cluster[2,1,1024]",
+    workers: int = 4,
+    rounds: int = 5,
+    steps: int = 20,
+    lr: float = 0.05,
+    spark=None,
+) -> str:
     """Train, log, print the summary; returns the run id."""
     import mlflow
     import numpy as np
@@ -94,11 +105,15 @@ def _local_spark(master: str):
     # local executors inherit this environment: the relay secret reaches them without travelling
     # in job properties (which Spark writes to its event logs)
     os.environ.setdefault("SPARK_TRACKING_RELAY_SECRET", secrets.token_hex(32))
-    return (SparkSession.builder.master(master).appName("spark-tracking-demo")
-            .config("spark.driver.host", "127.0.0.1").config("spark.ui.enabled", "false")
-            .config("spark.ui.showConsoleProgress", "false")
-            .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
-            .getOrCreate())
+    return (
+        SparkSession.builder.master(master)
+        .appName("spark-tracking-demo")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
+        .getOrCreate()
+    )
 
 
 def print_summary(run_id: str) -> None:
@@ -124,8 +139,10 @@ def summary_table(client, run_id: str) -> str:
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
         values = [m.value for m in history]
         name, _, worker = key.partition("/worker_")
-        lines.append(f"{name:<18} {worker or 'all':<8} {values[-1]:>10.4f} {min(values):>10.4f} "
-                     f"{max(values):>10.4f} {len(values):>6}")
+        lines.append(
+            f"{name:<18} {worker or 'all':<8} {values[-1]:>10.4f} {min(values):>10.4f} "
+            f"{max(values):>10.4f} {len(values):>6}"
+        )
     return "\n".join(lines)
 
 

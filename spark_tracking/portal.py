@@ -16,7 +16,8 @@ def get_portal_url(run_id: str, tracking_uri: str | None = None) -> str:
 
     ``tracking_uri`` defaults to MLflow's current tracking URI (the one configure() set).
     """
-    from .azure.clouds import cloud as cloud_named, cloud_of_host
+    from .azure.clouds import cloud as cloud_named
+    from .azure.clouds import cloud_of_host
     from .azure.resources import workspace_ref_of_tracking_uri
     from .azure.store import is_aml_tracking_uri
 
@@ -32,8 +33,10 @@ def get_portal_url(run_id: str, tracking_uri: str | None = None) -> str:
                 from .config import Config
 
                 chosen = cloud_named(Config.resolve().azure_cloud)
-            return (f"{chosen.studio_url}/runs/{run_id}?wsid=/subscriptions/{ref.subscription_id}"
-                    f"/resourcegroups/{ref.resource_group}/workspaces/{ref.name}")
+            return (
+                f"{chosen.studio_url}/runs/{run_id}?wsid=/subscriptions/{ref.subscription_id}"
+                f"/resourcegroups/{ref.resource_group}/workspaces/{ref.name}"
+            )
     from mlflow.tracking import MlflowClient
 
     experiment = MlflowClient(tracking_uri).get_run(run_id).info.experiment_id

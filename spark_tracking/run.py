@@ -5,7 +5,7 @@ the run, so the results are visible in AML studio, the MLflow UI and ``spark-tra
 The same calls work inside Spark tasks, where they go through ``spark_tracking.api`` and are
 forwarded to the driver's run (metrics as ``<key>/worker_<n>`` plus their mean ``<key>``).
 
-How each call is stored (the README's "Azure ML logging vocabulary" section has the table):
+How each call is stored (docs/vocabulary.md has the table):
 
 - ``log(name, number)``: a point of the MLflow metric ``name``. Each call is the next step
   (0, 1, 2, ...), so repeated calls build a series. On the driver the series continues after
@@ -53,14 +53,18 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from . import api
 from .validation import InvalidInput, check_key, metric_value, tag_value
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["Run", "InvalidInput", "TEXT_TAG_PREFIX", "TABLES_DIR", "IMAGES_DIR"]
+__all__ = ["IMAGES_DIR", "TABLES_DIR", "TEXT_TAG_PREFIX", "InvalidInput", "Run"]
 
 #: tag prefix of text values logged with ``run.log(name, "text")``
 TEXT_TAG_PREFIX = "aml.text."
@@ -84,8 +88,9 @@ def _now_ms() -> int:
 # a new Run object continues a series; ("task", worker) in a task, where there is no store to
 # read and everything starts empty. Only the current task's scope is kept in a worker.
 
+
 class _Scope:
-    __slots__ = ("steps", "texts", "rows", "tables_listed", "verified")
+    __slots__ = ("rows", "steps", "tables_listed", "texts", "verified")
 
     def __init__(self):
         self.verified: set[str] = set()
@@ -112,13 +117,15 @@ def _scope(key: tuple) -> _Scope:
 
 # -- validation ------------------------------------------------------------------------------
 
+
 def _check_file_name(name, kind: str) -> str:
     """Names that become one artifact file name: no folders, MLflow's characters."""
     check_key(name, kind)
     if not _FILE_NAME_RE.match(name) or name in (".", ".."):
         raise InvalidInput(
             f"{kind} name {name!r} becomes an artifact file name: use letters, digits, "
-            "underscores (_), dashes (-), periods (.), spaces and colons, no slashes")
+            "underscores (_), dashes (-), periods (.), spaces and colons, no slashes"
+        )
     return name
 
 
@@ -137,7 +144,8 @@ def _cell(table: str, column: str, value):
                 return value
     raise InvalidInput(
         f"table {table!r} column {column!r} got {value!r} ({type(value).__name__}); a cell must be "
-        "a number, a string, a bool or None")
+        "a number, a string, a bool or None"
+    )
 
 
 def _classify(name: str, values: list) -> tuple[str, list]:
@@ -147,18 +155,19 @@ def _classify(name: str, values: list) -> tuple[str, list]:
     numbers = []
     for v in values:
         if isinstance(v, str):
-            raise InvalidInput(
-                f"log_list({name!r}) mixes text and numbers; log them under two names")
+            raise InvalidInput(f"log_list({name!r}) mixes text and numbers; log them under two names")
         if isinstance(v, bool) or v is None:
             raise InvalidInput(
                 f"run.log({name!r}) got {v!r} ({type(v).__name__}); a value must be a number "
-                "(int or float, NaN and inf allowed) or a string. Log a flag as 0/1 or as text.")
+                "(int or float, NaN and inf allowed) or a string. Log a flag as 0/1 or as text."
+            )
         try:
             numbers.append(metric_value(name, v))
         except InvalidInput:
             raise InvalidInput(
                 f"run.log({name!r}) got {v!r} ({type(v).__name__}); a value must be a number "
-                "(int or float, NaN and inf allowed) or a string") from None
+                "(int or float, NaN and inf allowed) or a string"
+            ) from None
     return "number", numbers
 
 
@@ -184,8 +193,9 @@ def _read_table(data: bytes) -> list[dict]:
 
 def _to_png(name: str, path=None, plot=None) -> bytes:
     if (path is None) == (plot is None):
-        raise InvalidInput(f"log_image({name!r}) takes exactly one of path= (a PNG file) or plot= "
-                           "(a matplotlib figure or pyplot)")
+        raise InvalidInput(
+            f"log_image({name!r}) takes exactly one of path= (a PNG file) or plot= (a matplotlib figure or pyplot)"
+        )
     if path is not None:
         path = os.fspath(path)
         try:
@@ -198,8 +208,9 @@ def _to_png(name: str, path=None, plot=None) -> bytes:
         return data
     savefig = getattr(plot, "savefig", None)
     if savefig is None:
-        raise InvalidInput(f"log_image({name!r}): plot= must be a matplotlib Figure (or pyplot), "
-                           f"not {type(plot).__name__}")
+        raise InvalidInput(
+            f"log_image({name!r}): plot= must be a matplotlib Figure (or pyplot), not {type(plot).__name__}"
+        )
     buf = io.BytesIO()
     savefig(buf, format="png")
     return buf.getvalue()
@@ -228,12 +239,12 @@ class Run:
             raise InvalidInput(f"run id {run_id!r} must be a non-empty string")
         self._id = run_id
         self._tracking_uri = tracking_uri
-        self._client_obj = None
+        self._client_obj: MlflowClient | None = None
 
     # -- constructors ------------------------------------------------------------------------
 
     @classmethod
-    def get_context(cls) -> "Run":
+    def get_context(cls) -> Run:
         """The current run. Inside a Spark task bound to a driver run: that run (its id is
         asked of the relay on first use of ``run.id``). On the driver: the active MLflow run,
         started (as ``mlflow.log_metric`` would) when there is none."""
@@ -245,27 +256,32 @@ class Run:
         return cls(run.info.run_id)
 
     @classmethod
-    def start_logging(cls, run_name: str | None = None, *, tags: Mapping[str, Any] | None = None,
-                      experiment_name: str | None = None) -> "Run":
+    def start_logging(
+        cls, run_name: str | None = None, *, tags: Mapping[str, Any] | None = None, experiment_name: str | None = None
+    ) -> Run:
         """Start an interactive run (``mlflow.start_run``) and return it; it becomes the active
         run, so Spark jobs submitted afterwards forward to it. When a run is already active the
         new one is its child (nested run). ``experiment_name`` default: the session's."""
         if api.in_task():
-            raise RuntimeError("Run.start_logging() starts a run on the driver; inside a Spark task "
-                               "use Run.get_context(), which logs to the driver's run")
+            raise RuntimeError(
+                "Run.start_logging() starts a run on the driver; inside a Spark task "
+                "use Run.get_context(), which logs to the driver's run"
+            )
         import mlflow
 
         experiment_id = None
         if experiment_name is not None:
             experiment = mlflow.get_experiment_by_name(experiment_name)
-            experiment_id = (experiment.experiment_id if experiment
-                             else mlflow.create_experiment(experiment_name))
-        run = mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None,
-                               experiment_id=experiment_id,
-                               tags={k: tag_value(k, v) for k, v in (tags or {}).items()} or None)
+            experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(experiment_name)
+        run = mlflow.start_run(
+            run_name=run_name,
+            nested=mlflow.active_run() is not None,
+            experiment_id=experiment_id,
+            tags={k: tag_value(k, v) for k, v in (tags or {}).items()} or None,
+        )
         return cls(run.info.run_id)
 
-    def child_run(self, name: str | None = None) -> "Run":
+    def child_run(self, name: str | None = None) -> Run:
         """A new run whose parent is this one (tag ``mlflow.parentRunId``), in the same
         experiment. It is not made active; log to it through the returned ``Run``."""
         self._driver_only("child_run()")
@@ -283,13 +299,15 @@ class Run:
         if self._id is None:
             run_id = api.current_run_id()
             if run_id is None:
-                raise RuntimeError("this Spark task's run is unknown: the relay did not answer "
-                                   "(see the executor log for spark_tracking warnings)")
+                raise RuntimeError(
+                    "this Spark task's run is unknown: the relay did not answer "
+                    "(see the executor log for spark_tracking warnings)"
+                )
             self._id = run_id
         return self._id
 
     @property
-    def parent(self) -> "Run | None":
+    def parent(self) -> Run | None:
         """The parent run (tag ``mlflow.parentRunId``), or None for a top-level run."""
         self._driver_only("run.parent")
         parent_id = self._client().get_run(self.id).data.tags.get(_PARENT_TAG)
@@ -318,7 +336,7 @@ class Run:
         self._tracking_uri = state.get("_tracking_uri")
         self._client_obj = None
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -336,15 +354,19 @@ class Run:
 
     def _driver_only(self, what: str) -> None:
         if api.in_task():
-            raise RuntimeError(f"{what} reads the tracking store, which Spark tasks cannot reach "
-                               "(executors hold no credentials); call it on the driver")
+            raise RuntimeError(
+                f"{what} reads the tracking store, which Spark tasks cannot reach "
+                "(executors hold no credentials); call it on the driver"
+            )
 
     def _scope(self) -> tuple[_Scope, tuple | None]:
         """This process's state for the run, and the worker (stage, worker id) in a task."""
         if api.in_task():
             from .forwarding import executor
 
-            w = executor.current_binding().worker
+            binding = executor.current_binding()
+            assert binding is not None, "in_task() means a binding"
+            w = binding.worker
             worker_id = w[4] if w[4] is not None else w[1]
             scope = _scope(("task", tuple(w), os.getpid()))
             if self._id is not None and self._id not in scope.verified:
@@ -361,7 +383,8 @@ class Run:
             raise RuntimeError(
                 f"Run {self._id} is not the run this Spark task logs to ({bound}): tasks log to the "
                 f"run active on the driver when the job was submitted. Submit the job inside "
-                f"`with mlflow.start_run(run_id={self._id!r})`, or use Run.get_context() in the task.")
+                f"`with mlflow.start_run(run_id={self._id!r})`, or use Run.get_context() in the task."
+            )
 
     def _next_steps(self, scope: _Scope, name: str, count: int) -> int:
         first = scope.steps.get(name)
@@ -394,8 +417,7 @@ class Run:
         """Log a list of numbers (one series, one request) or of strings under ``name``."""
         check_key(name, "metric")
         if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
-            raise InvalidInput(f"log_list({name!r}) takes a list of numbers or strings, "
-                               f"not {type(value).__name__}")
+            raise InvalidInput(f"log_list({name!r}) takes a list of numbers or strings, not {type(value).__name__}")
         values = list(value)
         if not values:
             raise InvalidInput(f"log_list({name!r}) got an empty list; nothing to log")
@@ -417,8 +439,10 @@ class Run:
 
         client = self._client()
         for start in range(0, len(clean), 1000):  # MLflow's log_batch limit
-            client.log_batch(self.id, metrics=[Metric(name, v, ts, first + start + i)
-                                               for i, v in enumerate(clean[start:start + 1000])])
+            client.log_batch(
+                self.id,
+                metrics=[Metric(name, v, ts, first + start + i) for i, v in enumerate(clean[start : start + 1000])],
+            )
 
     def _log_text(self, scope: _Scope, name: str, texts: list[str]) -> None:
         key = TEXT_TAG_PREFIX + name
@@ -448,8 +472,10 @@ class Run:
         table ``name`` (the same table ``log_row`` builds)."""
         _check_file_name(name, "table")
         if not isinstance(value, Mapping) or not value:
-            raise InvalidInput(f"log_table({name!r}) takes a non-empty dict of column name -> list "
-                               f"of values, not {type(value).__name__}")
+            raise InvalidInput(
+                f"log_table({name!r}) takes a non-empty dict of column name -> list "
+                f"of values, not {type(value).__name__}"
+            )
         cols = {}
         for c, vals in value.items():
             if not isinstance(c, str) or isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
@@ -457,8 +483,9 @@ class Run:
             cols[c] = list(vals)
         lengths = {c: len(v) for c, v in cols.items()}
         if len(set(lengths.values())) != 1:
-            raise InvalidInput(f"log_table({name!r}) columns have different lengths {lengths}; "
-                               "every column needs one value per row")
+            raise InvalidInput(
+                f"log_table({name!r}) columns have different lengths {lengths}; every column needs one value per row"
+            )
         n = next(iter(lengths.values()))
         self._append_rows(name, [{c: _cell(name, c, cols[c][i]) for c in cols} for i in range(n)])
 
@@ -489,7 +516,7 @@ class Run:
         logged = json.loads(client.get_run(self.id).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
         entry = {"path": path, "type": "table"}
         if entry not in logged:
-            client.set_tag(self.id, _LOGGED_ARTIFACTS_TAG, json.dumps(logged + [entry]))
+            client.set_tag(self.id, _LOGGED_ARTIFACTS_TAG, json.dumps([*logged, entry]))
 
     def log_image(self, name: str, path=None, plot=None, description: str = "") -> None:
         """Log a PNG file (``path=``) or a matplotlib figure (``plot=``, a Figure or pyplot)
@@ -520,8 +547,13 @@ class Run:
     def upload_file(self, name: str, path_or_stream) -> None:
         """Store a local file (a path or a binary stream) as the artifact ``name``, a
         run-relative path such as ``outputs/model.pkl``."""
-        if (not isinstance(name, str) or not name or name.startswith("/") or name.endswith("/")
-                or ".." in name.split("/")):
+        if (
+            not isinstance(name, str)
+            or not name
+            or name.startswith("/")
+            or name.endswith("/")
+            or ".." in name.split("/")
+        ):
             raise InvalidInput(f"upload_file name {name!r} must be a relative artifact path like 'outputs/model.pkl'")
         name = posixpath.normpath(name)
         if hasattr(path_or_stream, "read"):
@@ -547,8 +579,10 @@ class Run:
 
     def _flush_forwarded(self) -> None:
         if not api.flush(60.0):
-            logger.warning("spark_tracking: not everything forwarded from tasks reached the store "
-                           "yet; get_metrics() may miss the newest points")
+            logger.warning(
+                "spark_tracking: not everything forwarded from tasks reached the store "
+                "yet; get_metrics() may miss the newest points"
+            )
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
         """Every metric of the run as AML returns them: name -> value (one point) or list of
@@ -566,7 +600,7 @@ class Run:
             out[key] = _shape([m.value for m in history])
         for tag, raw in sorted(run.data.tags.items()):
             if tag.startswith(TEXT_TAG_PREFIX):
-                key = tag[len(TEXT_TAG_PREFIX):]
+                key = tag[len(TEXT_TAG_PREFIX) :]
                 if name is None or key == name:
                     out[key] = _shape(json.loads(raw))
         out.update(self._tables(name))
@@ -576,11 +610,11 @@ class Run:
     def _list(self, path: str) -> list:
         try:
             return self._client().list_artifacts(self.id, path)
-        except Exception:  # some artifact stores raise for a missing folder
+        except Exception:  # noqa: BLE001 - artifact stores raise different errors for a missing folder
             return []
 
     def _walk(self, path: str) -> list[str]:
-        files = []
+        files: list[str] = []
         for entry in self._list(path):
             files.extend(self._walk(entry.path) if entry.is_dir else [entry.path])
         return files
@@ -601,7 +635,7 @@ class Run:
         """Task-written files under ``base``, in (stage, worker) order."""
         found = []
         for f in files:
-            m = _PART_RE.match(f[len(base) + 1:]) if f.startswith(base + "/") else None
+            m = _PART_RE.match(f[len(base) + 1 :]) if f.startswith(base + "/") else None
             if m and m.group(3) == ext:
                 found.append((int(m.group(1)), int(m.group(2)), f))
         return [f for _, _, f in sorted(found)]
@@ -675,3 +709,13 @@ class Run:
         from .portal import get_portal_url
 
         return get_portal_url(self.id, self._client().tracking_uri)
+
+    def show_details(self, **options) -> None:
+        """A live view of this run in the notebook (a text summary elsewhere), refreshed while
+        Spark tasks log to it: ``spark_tracking.RunDetails(self, **options).show()``. Keep a
+        ``RunDetails`` yourself to ``wait()`` for the run's end or ``stop()`` the view."""
+        self._driver_only("show_details()")
+        from .live import RunDetails
+
+        options.setdefault("tracking_uri", self._tracking_uri)
+        RunDetails(self, **options).show()

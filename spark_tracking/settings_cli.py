@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+# The page docs/configuration.md is this text followed by the table; regenerate it with
+# `spark-tracking settings --markdown > docs/configuration.md` (tests/test_docs.py checks it).
+_PAGE_INTRO = """# Configuration
+
+<!-- Generated from spark_tracking/config.py by `spark-tracking settings --markdown`; do not edit. -->
+
+Every setting has one source order: **explicit argument > Spark conf
+`spark.sparktracking.<name>` > environment `SPARK_TRACKING_<NAME>` (and `MLFLOW_TRACKING_URI`
+/ `MLFLOW_EXPERIMENT_NAME` when you set them) > config file > embedded default.** The config
+file is JSON without secrets: the first of `$SPARK_TRACKING_CONFIG_FILE`,
+`~/.spark_tracking/config.json`, `/etc/spark_tracking/config.json` (the one the init script
+writes). `spark-tracking settings` prints this table from the registry
+(`spark_tracking/config.py`); `spark-tracking settings --resolved` prints what this session
+resolves to, secrets masked.
+
+"""
+
+
+def configuration_page() -> str:
+    """The documentation page of every setting (docs/configuration.md), from ``SETTINGS``."""
+    from .config import settings_table_markdown
+
+    return _PAGE_INTRO + settings_table_markdown() + "\n"
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
-    p.add_argument("--resolved", action="store_true",
-                   help="print the configuration this session resolves to (secrets masked)")
+    p.add_argument(
+        "--resolved", action="store_true", help="print the configuration this session resolves to (secrets masked)"
+    )
+    p.add_argument(
+        "--markdown", action="store_true", help="print the documentation page of every setting (docs/configuration.md)"
+    )
     p.set_defaults(func=_run)
 
 
@@ -17,6 +45,8 @@ def _run(args) -> int:
         cfg = Config.resolve()
         print(cfg.debug_string())
         print(f"tracking URI: {_where(cfg)}")
+    elif args.markdown:
+        print(configuration_page(), end="")
     else:
         print(settings_table_markdown())
     return 0

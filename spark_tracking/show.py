@@ -38,13 +38,14 @@ logger = logging.getLogger(__name__)
 
 _WORKER_KEY = re.compile(r"^(?P<base>.+)/worker_(?P<worker>\d+)$")
 _HIDDEN_TAG_PREFIXES = ("mlflow.", "spark_tracking.", "aml.")
-#: inches per panel; at 100 dpi a panel is 640 × 400 pixels
+#: inches per panel; at 100 dpi a panel is 640 x 400 pixels
 PANEL_SIZE = (6.4, 4.0)
 PLOT_DPI = 100
 PLOT_COLUMNS = 2
 
 
 # -- data --------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunData:
@@ -82,14 +83,21 @@ def load_run(client, run_id: str) -> RunData:
     for key in sorted(run.data.metrics):
         history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
         metrics[key] = [(m.step, m.value) for m in history]
-    texts = {k[len(TEXT_TAG_PREFIX):]: json.loads(v) for k, v in run.data.tags.items()
-             if k.startswith(TEXT_TAG_PREFIX)}
+    texts = {
+        k[len(TEXT_TAG_PREFIX) :]: json.loads(v) for k, v in run.data.tags.items() if k.startswith(TEXT_TAG_PREFIX)
+    }
     vocab = Run(run_id, tracking_uri=client.tracking_uri)
     return RunData(
-        run_id=run_id, name=run.info.run_name or "", status=run.info.status,
+        run_id=run_id,
+        name=run.info.run_name or "",
+        status=run.info.status,
         experiment=experiment.name if experiment else run.info.experiment_id,
-        metrics=metrics, params=dict(run.data.params), tags=dict(run.data.tags), texts=texts,
-        tables=vocab._tables(None), images=vocab._images(None),
+        metrics=metrics,
+        params=dict(run.data.params),
+        tags=dict(run.data.tags),
+        texts=texts,
+        tables=vocab._tables(None),
+        images=vocab._images(None),
     )
 
 
@@ -123,7 +131,7 @@ def _num(value: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
         parts = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
@@ -139,12 +147,14 @@ def metric_rows(metrics: dict[str, list[tuple[int, float]]]) -> list[list[str]]:
     for base, (agg, workers) in group_metrics(metrics).items():
         first = True
         if agg is not None:
-            rows.append([base, "mean" if workers else "", *map(_num, summarize(metrics[agg])[:3]),
-                         str(len(metrics[agg]))])
+            rows.append(
+                [base, "mean" if workers else "", *map(_num, summarize(metrics[agg])[:3]), str(len(metrics[agg]))]
+            )
             first = False
         for worker, key in workers:
-            rows.append([base if first else "", str(worker), *map(_num, summarize(metrics[key])[:3]),
-                         str(len(metrics[key]))])
+            rows.append(
+                [base if first else "", str(worker), *map(_num, summarize(metrics[key])[:3]), str(len(metrics[key]))]
+            )
             first = False
     return rows
 
@@ -166,18 +176,20 @@ def format_report(data: RunData, all_tags: bool = False) -> str:
     lines = [f"run {data.run_id}  name {data.name or '-'}  status {data.status}  experiment {data.experiment}"]
     lines.append("")
     if data.metrics:
-        lines += _table(["metric", "worker", "last", "min", "max", "count"], metric_rows(data.metrics),
-                        right={2, 3, 4, 5})
+        lines += _table(
+            ["metric", "worker", "last", "min", "max", "count"], metric_rows(data.metrics), right={2, 3, 4, 5}
+        )
     else:
         lines.append("no metrics")
     lines += _pairs("params", sorted(data.params.items()))
     tags = sorted((k, v) for k, v in data.tags.items() if all_tags or not k.startswith(_HIDDEN_TAG_PREFIXES))
     lines += _pairs("tags", tags)
-    lines += _pairs("text", [(k, v[-1] + (f"  ({len(v)} values)" if len(v) > 1 else ""))
-                             for k, v in sorted(data.texts.items()) if v])
+    lines += _pairs(
+        "text",
+        [(k, v[-1] + (f"  ({len(v)} values)" if len(v) > 1 else "")) for k, v in sorted(data.texts.items()) if v],
+    )
     lines += _pairs("tables", [(k, f"{_rows(t)}: {', '.join(t)}") for k, t in sorted(data.tables.items())])
-    lines += _pairs("images", [(k, ", ".join(v) if isinstance(v, list) else v)
-                               for k, v in sorted(data.images.items())])
+    lines += _pairs("images", [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in sorted(data.images.items())])
     return "\n".join(lines) + "\n"
 
 
@@ -195,24 +207,27 @@ def format_comparison(runs: list[RunData]) -> str:
             agg, _ = group_metrics(data.metrics).get(base, (None, []))
             row.append(_num(summarize(data.metrics[agg])[0]) if agg is not None else "-")
         rows.append(row)
-    header = ["metric (last)"] + [d.label for d in runs]
-    return "\n".join(["comparison"] + _table(header, rows, right=set(range(1, len(runs) + 1)))) + "\n"
+    header = ["metric (last)", *(d.label for d in runs)]
+    return "\n".join(["comparison", *_table(header, rows, right=set(range(1, len(runs) + 1)))]) + "\n"
 
 
 # -- plot --------------------------------------------------------------------------------------
+
 
 def plot_runs(runs: list[RunData], path: str | os.PathLike | None = None):
     """One panel per metric (per-worker series grouped under their key): workers thin, the
     mean (or the plain metric) thick; several runs are overlaid, one colour each. Saves a PNG
     of ``PLOT_COLUMNS`` panels per row, each ``PANEL_SIZE`` inches at ``PLOT_DPI`` when
     ``path`` is given (its Description says the panel count). Returns the Figure."""
+    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     bases: list[str] = sorted({b for d in runs for b in group_metrics(d.metrics)})
     if not bases:
-        raise ValueError(f"run {runs[0].run_id} has no metrics to plot" if len(runs) == 1
-                         else "none of the runs has metrics to plot")
+        raise ValueError(
+            f"run {runs[0].run_id} has no metrics to plot" if len(runs) == 1 else "none of the runs has metrics to plot"
+        )
     ncols = min(PLOT_COLUMNS, len(bases))
     nrows = math.ceil(len(bases) / ncols)
     fig = Figure(figsize=(PANEL_SIZE[0] * ncols, PANEL_SIZE[1] * nrows), dpi=PLOT_DPI, layout="constrained")
@@ -226,16 +241,30 @@ def plot_runs(runs: list[RunData], path: str | os.PathLike | None = None):
             for w, (worker, key) in enumerate(workers):
                 color = palette[r % 10] if len(runs) > 1 else palette[w % 10]
                 steps, values = zip(*data.metrics[key])
-                ax.plot(steps, values, color=color, linewidth=0.9, alpha=0.6,
-                        linestyle="--" if len(runs) > 1 else "-", marker="." if len(steps) == 1 else None,
-                        label=f"{prefix}worker {worker}")
+                ax.plot(
+                    steps,
+                    values,
+                    color=color,
+                    linewidth=0.9,
+                    alpha=0.6,
+                    linestyle="--" if len(runs) > 1 else "-",
+                    marker="." if len(steps) == 1 else None,
+                    label=f"{prefix}worker {worker}",
+                )
             if agg is not None:
                 steps, values = zip(*data.metrics[agg])
                 color = palette[r % 10] if len(runs) > 1 else "black"
-                ax.plot(steps, values, color=color, linewidth=2.2, marker="o" if len(steps) == 1 else None,
-                        label=f"{prefix}{'mean' if workers else base}".strip())
-        values = [v for line in ax.get_lines() for v in line.get_ydata() if not math.isnan(v)]
-        if values and min(values) > 0 and max(values) / min(values) > 100:
+                ax.plot(
+                    steps,
+                    values,
+                    color=color,
+                    linewidth=2.2,
+                    marker="o" if len(steps) == 1 else None,
+                    label=f"{prefix}{'mean' if workers else base}".strip(),
+                )
+        drawn = [float(v) for line in ax.get_lines() for v in np.asarray(line.get_ydata(), dtype=float)]
+        finite = [v for v in drawn if not math.isnan(v)]
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
             ax.set_yscale("log")  # losses spanning orders of magnitude
         ax.set_title(base)
         ax.set_xlabel("step")
@@ -245,12 +274,17 @@ def plot_runs(runs: list[RunData], path: str | os.PathLike | None = None):
     title = runs[0].label if len(runs) == 1 else "compare: " + ", ".join(d.label for d in runs)
     fig.suptitle(title)
     if path is not None:
-        fig.savefig(path, format="png", dpi=PLOT_DPI,
-                    metadata={"Description": f"spark-tracking show: {len(bases)} panels: {', '.join(bases)}"})
+        fig.savefig(
+            path,
+            format="png",
+            dpi=PLOT_DPI,
+            metadata={"Description": f"spark-tracking show: {len(bases)} panels: {', '.join(bases)}"},
+        )
     return fig
 
 
 # -- commands ----------------------------------------------------------------------------------
+
 
 def _config():
     """This process's configuration (configure() ran) or the resolved one."""
@@ -281,8 +315,10 @@ def _show(args) -> int:
         print(f"error: --plot {args.plot!r}: the output file must end in .png", file=sys.stderr)
         return 2
     if args.plot is not None and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
-        print(f"error: --plot {args.plot!r}: folder {os.path.dirname(os.path.abspath(args.plot))!r} "
-              "does not exist", file=sys.stderr)
+        print(
+            f"error: --plot {args.plot!r}: folder {os.path.dirname(os.path.abspath(args.plot))!r} does not exist",
+            file=sys.stderr,
+        )
         return 2
     try:
         uri = _resolved_uri(args.tracking_uri)
@@ -295,8 +331,11 @@ def _show(args) -> int:
         try:
             runs.append(load_run(client, run_id))
         except MlflowException as exc:
-            print(f"error: run {run_id!r} not found in {uri}: {exc.message}. "
-                  "List runs with mlflow.search_runs() or open `spark-tracking ui`.", file=sys.stderr)
+            print(
+                f"error: run {run_id!r} not found in {uri}: {exc.message}. "
+                "List runs with mlflow.search_runs() or open `spark-tracking ui`.",
+                file=sys.stderr,
+            )
             return 1
     print("\n\n".join(format_report(d, all_tags=args.all_tags).rstrip("\n") for d in runs))
     if len(runs) > 1:
@@ -315,8 +354,9 @@ def _show(args) -> int:
 class UiServer:
     """``mlflow server`` on a store, in its own process group; ``stop()`` ends the group."""
 
-    def __init__(self, store_uri: str, host: str = "127.0.0.1", port: int = 5000,
-                 artifact_root: str | None = None, log=None):
+    def __init__(
+        self, store_uri: str, host: str = "127.0.0.1", port: int = 5000, artifact_root: str | None = None, log=None
+    ):
         self.store_uri, self.host, self.port, self.artifact_root = store_uri, host, port, artifact_root
         self.log = log  # where the server's output goes (a file object); None: inherited
         self.proc: subprocess.Popen | None = None
@@ -325,16 +365,33 @@ class UiServer:
     def url(self) -> str:
         return f"http://{self.host if ':' not in self.host else '[' + self.host + ']'}:{self.port}"
 
-    def start(self, ready_timeout: float = 120.0) -> "UiServer":
+    def start(self, ready_timeout: float = 120.0) -> UiServer:
         """Start the server and wait until /health answers (raises with the reason if not)."""
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.store_uri,
-               "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.store_uri,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         if self.artifact_root:
             cmd += ["--default-artifact-root", self.artifact_root]
         env = dict(os.environ)
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")  # no background job runners
-        self.proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=self.log,
-                                     stderr=subprocess.STDOUT if self.log is not None else None)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT if self.log is not None else None,
+        )
         try:
             self._wait_ready(ready_timeout)
         except BaseException:
@@ -344,12 +401,15 @@ class UiServer:
 
     def _wait_ready(self, timeout: float) -> None:
         health = f"http://127.0.0.1:{self.port}/health" if self.host in ("0.0.0.0", "::") else self.url + "/health"
+        proc = self._started()
         waiter = threading.Event()
         deadline = timeout / 0.2
         for _ in range(int(deadline)):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode} before answering "
-                                   f"{health} (is port {self.port} in use? try --port)")
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited with {proc.returncode} before answering "
+                    f"{health} (is port {self.port} in use? try --port)"
+                )
             try:
                 with urllib.request.urlopen(health, timeout=2) as resp:
                     if resp.status == 200:
@@ -358,8 +418,14 @@ class UiServer:
                 waiter.wait(0.2)  # readiness poll of the server process we started
         raise RuntimeError(f"mlflow server did not answer {health} within {timeout:.0f}s")
 
+    def _started(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError("the MLflow UI server was not started; call start() first")
+        return self.proc
+
     def wait(self) -> int:
-        return self.proc.wait()
+        """Wait for the server to exit; its exit code."""
+        return self._started().wait()
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server and every process it started."""
@@ -395,7 +461,8 @@ def ui_store(explicit: str | None = None) -> tuple[str, str | None]:
     raise ValueError(
         f"the configured tracking URI {uri!r} ({cfg.sources.get('tracking_uri', 'default')}) is a remote "
         "store with its own UI (run.get_portal_url() gives the address); pass --store URI to serve "
-        "a local store")
+        "a local store"
+    )
 
 
 def _ui(args) -> int:
@@ -407,16 +474,18 @@ def _ui(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("spark_tracking: the MLflow UI on %s has no authentication; anyone who can reach "
-                       "this host can read and change the store", args.host)
+        logger.warning(
+            "spark_tracking: the MLflow UI on %s has no authentication; anyone who can reach "
+            "this host can read and change the store",
+            args.host,
+        )
     # the server logs to stderr: stdout carries only the URL line
     server = UiServer(store, args.host, args.port, artifacts, log=sys.stderr)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         server.start()
         print(f"MLflow UI: {server.url}  (store {store}; Ctrl-C stops it)", flush=True)
-        server.wait()
-        return 0 if server.proc.returncode in (0, -signal.SIGTERM) else 1
+        return 0 if server.wait() in (0, -signal.SIGTERM) else 1
     except KeyboardInterrupt:
         return 0
     except RuntimeError as exc:
@@ -434,9 +503,11 @@ def _raise_interrupt(signum, frame):
 def register(subparsers) -> None:
     """Add ``show`` and ``ui`` to the ``spark-tracking`` command."""
     show = subparsers.add_parser(
-        "show", help="a run's metrics (last/min/max/count per worker and aggregate), params, tags",
+        "show",
+        help="a run's metrics (last/min/max/count per worker and aggregate), params, tags",
         description="Print a run's metrics (per worker and their mean), params, tags, texts, tables "
-                    "and images; --plot draws the curves, --compare overlays other runs.")
+        "and images; --plot draws the curves, --compare overlays other runs.",
+    )
     show.add_argument("run_id", metavar="RUN_ID")
     show.add_argument("--compare", nargs="+", default=[], metavar="RUN_ID", help="runs to overlay")
     show.add_argument("--plot", metavar="OUT.png", help="write the curves to this PNG file")
@@ -444,8 +515,10 @@ def register(subparsers) -> None:
     show.add_argument("--all-tags", action="store_true", help="include system tags (mlflow.*, ...)")
     show.set_defaults(func=_show)
     ui = subparsers.add_parser(
-        "ui", help="serve the MLflow UI on the local store (127.0.0.1)",
-        description="Run the MLflow UI on the embedded (or configured local) store; prints its URL.")
+        "ui",
+        help="serve the MLflow UI on the local store (127.0.0.1)",
+        description="Run the MLflow UI on the embedded (or configured local) store; prints its URL.",
+    )
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     ui.add_argument("--store", help="store URI to serve (default: the configured local store)")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from spark_tracking.config import SETTINGS, Config, ConfigError, settings_table_markdown, write_config_file
+from spark_tracking.config import SETTINGS, Config, ConfigError, write_config_file
 
 
 def _write(path, data):
@@ -73,11 +73,6 @@ def test_debug_string_masks_secrets():
     text = cfg.debug_string()
     assert "hunter2-secret" not in text
     assert "relay_port=5 (from env SPARK_TRACKING_RELAY_PORT)" in text
-
-
-def test_readme_settings_table_is_the_registry():
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
-    assert settings_table_markdown() in readme, "run `spark-tracking settings` and paste it into the README"
 
 
 def test_every_setting_has_env_conf_and_doc():

@@ -36,6 +36,7 @@ from collections import defaultdict, deque
 from typing import Callable
 
 from .. import validation
+from . import observers
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ class Sink:
         self.counters["received"] += len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
         self.queue.append(sub)
         self.wake.set()
+        observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         return sub.future
 
     def flush(self, timeout: float | None = 30.0) -> bool:

@@ -106,7 +106,7 @@ def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, 
     node, central, jupyter_path = cluster_node
     names = [p.name for p in NOTEBOOKS]
     assert names == ["01_check_the_link.py", "02_distributed_training.py", "03_compare_runs.py",
-                     "04_vocabulary.py"]
+                     "04_vocabulary.py", "05_live_view.py"]  # 05 runs in tests/live/test_live_notebook.py
 
     check = _text(_execute(node, jupyter_path, NOTEBOOKS[0], tmp_path, monkeypatch))
     assert f"tracking URI: {central}" in check

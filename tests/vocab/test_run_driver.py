@@ -83,7 +83,8 @@ def test_log_table_and_rows_with_different_columns(store):
         run.log_table("scores", {"model": ["a", "b"], "auc": [0.7, 0.8]})
         Run(run.id).log_row("scores", model="c", auc=0.9, extra=True)  # another object appends
         assert run.get_metrics("scores") == {
-            "scores": {"model": ["a", "b", "c"], "auc": [0.7, 0.8, 0.9], "extra": [None, None, True]}}
+            "scores": {"model": ["a", "b", "c"], "auc": [0.7, 0.8, 0.9], "extra": [None, None, True]}
+        }
 
 
 def test_images_from_a_file_and_from_a_figure(store, png):
@@ -152,22 +153,25 @@ def test_get_context_starts_a_run_when_none_is_active(store):
     assert mlflow.active_run() is None
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda r: r.log("flag", True), "run.log('flag') got True (bool)"),
-    (lambda r: r.log("bad name!", 1), "characters MLflow refuses"),
-    (lambda r: r.log("obj", {"a": 1}), "must be a number"),
-    (lambda r: r.log_list("mixed", [1, "a"]), "mixes text and numbers"),
-    (lambda r: r.log_list("empty", []), "empty list"),
-    (lambda r: r.log_list("text", "abc"), "list of numbers or strings, not str"),
-    (lambda r: r.log_row("t"), "no columns"),
-    (lambda r: r.log_row("a/b", x=1), "no slashes"),
-    (lambda r: r.log_row("t", x=object()), "column 'x' got"),
-    (lambda r: r.log_table("t", {"a": [1, 2], "b": [1]}), "different lengths {'a': 2, 'b': 1}"),
-    (lambda r: r.log_image("img"), "exactly one of path="),
-    (lambda r: r.log_image("img", plot="figure"), "not str"),
-    (lambda r: r.upload_file("../x", __file__), "relative artifact path"),
-    (lambda r: r.upload_file("x", "/no/such/file"), "is not a file"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda r: r.log("flag", True), "run.log('flag') got True (bool)"),
+        (lambda r: r.log("bad name!", 1), "characters MLflow refuses"),
+        (lambda r: r.log("obj", {"a": 1}), "must be a number"),
+        (lambda r: r.log_list("mixed", [1, "a"]), "mixes text and numbers"),
+        (lambda r: r.log_list("empty", []), "empty list"),
+        (lambda r: r.log_list("text", "abc"), "list of numbers or strings, not str"),
+        (lambda r: r.log_row("t"), "no columns"),
+        (lambda r: r.log_row("a/b", x=1), "no slashes"),
+        (lambda r: r.log_row("t", x=object()), "column 'x' got"),
+        (lambda r: r.log_table("t", {"a": [1, 2], "b": [1]}), "different lengths {'a': 2, 'b': 1}"),
+        (lambda r: r.log_image("img"), "exactly one of path="),
+        (lambda r: r.log_image("img", plot="figure"), "not str"),
+        (lambda r: r.upload_file("../x", __file__), "relative artifact path"),
+        (lambda r: r.upload_file("x", "/no/such/file"), "is not a file"),
+    ],
+)
 def test_bad_input_is_refused_naming_the_value_and_the_rule(store, call, message):
     with Run.start_logging("bad") as run:
         with pytest.raises(InvalidInput) as info:

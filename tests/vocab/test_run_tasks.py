@@ -54,6 +54,7 @@ def test_every_call_from_tasks_reaches_the_drivers_run(spark, store):
 
 def test_a_run_sent_to_tasks_in_a_closure_logs_there(spark, store):
     with Run.start_logging("closure") as run:
+
         def task(rows):
             from pyspark import TaskContext
 
@@ -69,6 +70,7 @@ def test_a_run_sent_to_tasks_in_a_closure_logs_there(spark, store):
 
 def test_a_single_task_job_logs_plain_keys(spark, store):
     with Run.start_logging("single") as run:
+
         def task(rows):
             from spark_tracking import Run
 
@@ -82,6 +84,7 @@ def test_a_single_task_job_logs_plain_keys(spark, store):
 
 def test_reading_or_ending_the_run_from_a_task_is_refused_clearly(spark, store):
     with Run.start_logging("refused"):
+
         def task(rows):
             from spark_tracking import Run
 
@@ -135,6 +138,7 @@ def test_large_task_artifacts_arrive_whole_and_too_large_ones_are_refused(spark,
     assert message == (
         "artifact 'big/too_big.bin' is 5242880 bytes; a Spark task forwards at most 4194304 bytes (4 MiB) per "
         "artifact through the driver. Write larger files to shared storage (a Unity Catalog volume, /dbfs) and "
-        "log them from the driver with mlflow.log_artifact, or split them")
+        "log them from the driver with mlflow.log_artifact, or split them"
+    )
     assert sorted(f for f in files if f.startswith("big/")) == ["big/a.bin", "big/b.bin"]
     assert data == {"a": b"a" * (3 * 1024 * 1024), "b": b"b" * (3 * 1024 * 1024)}

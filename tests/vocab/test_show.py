@@ -11,12 +11,11 @@ import sys
 import urllib.request
 
 import pytest
+from conftest import QUIET_ENV, free_port
 from mlflow.entities import Metric, Param, RunTag
 from PIL import Image
 
 from spark_tracking import Run, cli, show
-
-from conftest import QUIET_ENV, free_port
 
 
 def known_run(client, name="known", scale=1.0, extra_metric=None) -> str:
@@ -30,8 +29,12 @@ def known_run(client, name="known", scale=1.0, extra_metric=None) -> str:
     metrics += [Metric("loss", (9 - s) * scale, 1000 + s, s) for s in range(4)]
     if extra_metric:
         metrics.append(Metric(extra_metric, 1.0, 1000, 0))
-    client.log_batch(run_id, metrics=metrics, params=[Param("lr", "0.1"), Param("optimizer", "sgd")],
-                     tags=[RunTag("team", "vision"), RunTag("mlflow.user", "hidden")])
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param("lr", "0.1"), Param("optimizer", "sgd")],
+        tags=[RunTag("team", "vision"), RunTag("mlflow.user", "hidden")],
+    )
     run = Run(run_id, tracking_uri=client.tracking_uri)
     run.log("note", "first")
     run.log("note", "second")
@@ -44,7 +47,9 @@ def known_run(client, name="known", scale=1.0, extra_metric=None) -> str:
 def test_show_prints_the_known_run_exactly(store, capsys):
     run_id = known_run(store)
     assert cli.main(["show", run_id, "--tracking-uri", store.tracking_uri]) == 0
-    assert capsys.readouterr().out == f"""\
+    assert (
+        capsys.readouterr().out
+        == f"""\
 run {run_id}  name known  status FINISHED  experiment show-known
 
 metric  worker   last  min   max  count
@@ -67,6 +72,7 @@ text
 tables
   per_epoch  2 rows: epoch, acc
 """
+    )
 
 
 def test_show_uses_the_configured_store_and_all_tags_shows_system_tags(store, capsys):
@@ -101,14 +107,17 @@ def test_compare_overlays_runs_and_tables_their_last_values(store, tmp_path, cap
     assert cli.main(["show", first, "--compare", second, "--plot", str(out)]) == 0
     text = capsys.readouterr().out
     assert text.count("run ") == 2
-    assert f"""\
+    assert (
+        f"""\
 comparison
 metric (last)  first ({first[:8]})  second ({second[:8]})
 -------------  ----------------  -----------------
 acc                       0.625               1.25
 loss                          6                 12
 only_here                     -                  1
-""" in text
+"""
+        in text
+    )
     size, description = png_panels(out)
     assert size == (2 * 640, 2 * 400)
     assert description == "spark-tracking show: 3 panels: acc, loss, only_here"
@@ -125,11 +134,14 @@ def test_a_single_metric_is_one_panel(store, tmp_path):
     assert png_panels(out) == ((640, 400), "spark-tracking show: 1 panels: x")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["show", "0123456789abcdef"], "error: run '0123456789abcdef' not found in sqlite:"),
-    (["show", "RUN", "--plot", "out.jpg"], "--plot 'out.jpg': the output file must end in .png"),
-    (["show", "RUN", "--plot", "/no/such/dir/out.png"], "folder '/no/such/dir' does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["show", "0123456789abcdef"], "error: run '0123456789abcdef' not found in sqlite:"),
+        (["show", "RUN", "--plot", "out.jpg"], "--plot 'out.jpg': the output file must end in .png"),
+        (["show", "RUN", "--plot", "/no/such/dir/out.png"], "folder '/no/such/dir' does not exist"),
+    ],
+)
 def test_show_refuses_bad_input_clearly(store, capsys, argv, message):
     assert cli.main(argv) != 0
     assert message in capsys.readouterr().err
@@ -166,16 +178,22 @@ def test_ui_server_answers_health_on_loopback_and_stops(store, tmp_path):
 
 def test_ui_command_prints_the_url_serves_the_embedded_store_and_stops_on_sigterm(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "_MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "_MLFLOW_"))}
     env.update(QUIET_ENV, SPARK_TRACKING_HOME=str(tmp_path / "st-home"))
     log = open(tmp_path / "ui.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "spark_tracking.cli", "ui", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "spark_tracking.cli", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         line = proc.stdout.readline()  # printed once the server answers /health
         assert line.startswith(f"MLflow UI: http://127.0.0.1:{port}  (store sqlite:///"), (
-            line + (tmp_path / "ui.log").read_text())
+            line + (tmp_path / "ui.log").read_text()
+        )
         assert str(tmp_path / "st-home" / "mlflow.db") in line
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
             assert resp.status == 200
