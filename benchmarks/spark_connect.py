@@ -91,7 +91,7 @@ def main() -> int:
             driver.shutdown(10.0)
         connect_server = ConnectServer(root, _server_env(secret, root / "home")).start()
         try:
-            from pyspark.sql import SparkSession
+            from pyspark.sql.connect.session import SparkSession
 
             session = SparkSession.builder.remote(connect_server.url).getOrCreate()
             rows += rows_for("Spark Connect", session, client, server.uri, args.points)

@@ -59,6 +59,7 @@ _PROP_MAX_FRAME = "spark_tracking.max_frame"
 
 # -- the tag ---------------------------------------------------------------------------------
 
+
 def encode_tag(payload: dict) -> str:
     """One Connect tag carrying the binding: base64url has no comma (Spark's tag separator)."""
     raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
@@ -73,7 +74,7 @@ def decode_tags(job_tags: str | None) -> dict | None:
         at = tag.find(TAG_PREFIX)
         if at < 0:
             continue
-        body = tag[at + len(TAG_PREFIX):]
+        body = tag[at + len(TAG_PREFIX) :]
         try:
             payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except (ValueError, TypeError):
@@ -92,7 +93,7 @@ def _payload(ctx) -> dict | None:
     if _last[0] is not ctx:
         try:
             job_tags = ctx.getLocalProperty(JOB_TAGS)
-        except Exception:
+        except Exception:  # noqa: BLE001 - never break the task: no binding then
             job_tags = None
         _last[:] = [ctx, decode_tags(job_tags)]
     return _last[1]
@@ -117,7 +118,7 @@ def task_connection(relay: str):
     """What a task talks to for a drop binding (``drop:<folder>``); None for a real relay."""
     if not relay.startswith(DROP):
         return None
-    return DropConnection(relay[len(DROP):])
+    return DropConnection(relay[len(DROP) :])
 
 
 class DropConnection:
@@ -149,7 +150,7 @@ class DropConnection:
             os.makedirs(self.folder, exist_ok=True)
             token = str(message.get("b", "")).partition(":")[0] or "unbound"
             self.path = os.path.join(self.folder, f"{token}-{os.getpid()}-{uuid.uuid4().hex}.jsonl")
-            self.fh = open(self.path + ".part", "a", encoding="utf-8")
+            self.fh = open(self.path + ".part", "a", encoding="utf-8")  # noqa: SIM115 - open for the task's life
         self.fh.write(json.dumps({k: v for k, v in message.items() if k != "seq"}, separators=(",", ":")))
         self.fh.write("\n")
         if op == "done":
@@ -166,7 +167,9 @@ class DropConnection:
                 "session has no driver relay the task can reach (serverless compute, or no "
                 "SPARK_TRACKING_RELAY_SECRET) and no task_drop_dir. Set SPARK_TRACKING_TASK_DROP_DIR "
                 "to a folder both the client and the tasks can write (a Unity Catalog volume) "
-                "before the run starts", n)
+                "before the run starts",
+                n,
+            )
 
     def close(self, complete: bool = False) -> None:
         if self.fh is None:
@@ -218,16 +221,22 @@ def forwarding_limit(cfg, server_host: str | None) -> str | None:
 
     runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION", "")
     if runtime.startswith("client."):
-        return ("Databricks serverless compute runs Spark tasks where they cannot reach this "
-                "notebook's process, and has no init scripts or cluster environment variables")
+        return (
+            "Databricks serverless compute runs Spark tasks where they cannot reach this "
+            "notebook's process, and has no init scripts or cluster environment variables"
+        )
     if not os.environ.get(ENV_SECRET):
-        return (f"{ENV_SECRET} is not in this process's environment, so tasks could not "
-                "authenticate to a relay here (on Spark Connect the secret never travels with "
-                "jobs; `spark-tracking install` sets it as a cluster environment variable)")
+        return (
+            f"{ENV_SECRET} is not in this process's environment, so tasks could not "
+            "authenticate to a relay here (on Spark Connect the secret never travels with "
+            "jobs; `spark-tracking install` sets it as a cluster environment variable)"
+        )
     if not cfg.relay_host and not _is_local_host(server_host):
-        return (f"the Spark Connect server {server_host!r} runs on another machine, whose "
-                "executors cannot reach this process (set relay_host to an address of this "
-                "machine they can reach, if there is one)")
+        return (
+            f"the Spark Connect server {server_host!r} runs on another machine, whose "
+            "executors cannot reach this process (set relay_host to an address of this "
+            "machine they can reach, if there is one)"
+        )
     return None
 
 
@@ -238,7 +247,7 @@ def _relay_host(cfg, session, limited: bool) -> str:
         return "127.0.0.1"  # the relay only serves drop files moved in by this process
     try:
         host = session.conf.get("spark.driver.host", None)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a server that refuses the read: fall back to loopback
         host = None
     return host if host and _is_local_host(host) else "127.0.0.1"
 
@@ -260,12 +269,19 @@ def _watch_stages(session) -> None:
     try:
         session.registerProgressHandler(_StageSizes())
         _sessions_with_progress.add(key)
-    except Exception:  # Spark < 4: means are emitted when their stage ends or on flush()
+    except Exception:
         logger.debug("spark_tracking: no progress reports on this Spark Connect client", exc_info=True)
 
 
 def stage_tasks(stage: int) -> int | None:
     return _stage_sizes.get(stage)
+
+
+def session_of_this_thread():
+    """This thread's active Spark Connect session, or None (never imports the Connect client)."""
+    from .._compat import pyspark as compat
+
+    return compat.connect_session(this_thread_only=True)
 
 
 def bind_current_thread() -> bool:
@@ -284,8 +300,10 @@ def bind_current_thread() -> bool:
     if cfg.disabled or not cfg.forwarding:
         return False
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
-    fw = driver.use_forwarder(session, lambda: driver.Forwarder(
-        cfg, None, host=_relay_host(cfg, session, limit is not None), stage_tasks=stage_tasks))
+    fw = driver.use_forwarder(
+        session,
+        lambda: driver.Forwarder(cfg, None, host=_relay_host(cfg, session, limit is not None), stage_tasks=stage_tasks),
+    )
     binding = fw.bind_thread()
     if limit is None:
         payload = {"r": fw.relay.address, "b": binding, "f": cfg.relay_max_frame_bytes}
@@ -307,15 +325,22 @@ def _warn_limit(limit: str, drop_dir: str | None) -> None:
         return
     _warned_limits.add(limit)
     if drop_dir:
-        where = (f"tasks write what they log to {drop_dir} and it reaches the run at "
-                 "spark_tracking.flush() or when this process exits, not live")
+        where = (
+            f"tasks write what they log to {drop_dir} and it reaches the run at "
+            "spark_tracking.flush() or when this process exits, not live"
+        )
     else:
-        where = ("what tasks log is dropped (each worker logs how many points); set "
-                 "SPARK_TRACKING_TASK_DROP_DIR to a folder both this process and the tasks can write "
-                 "(a Unity Catalog volume, /Volumes/<catalog>/<schema>/<volume>/spark_tracking) "
-                 "to collect it")
-    logger.warning("spark_tracking: forwarding from Spark tasks is not available on this Spark "
-                   "Connect session: %s. %s.", limit, where[0].upper() + where[1:])
+        where = (
+            "what tasks log is dropped (each worker logs how many points); set "
+            "SPARK_TRACKING_TASK_DROP_DIR to a folder both this process and the tasks can write "
+            "(a Unity Catalog volume, /Volumes/<catalog>/<schema>/<volume>/spark_tracking) "
+            "to collect it"
+        )
+    logger.warning(
+        "spark_tracking: forwarding from Spark tasks is not available on this Spark Connect session: %s. %s.",
+        limit,
+        where[0].upper() + where[1:],
+    )
 
 
 def collect_drops(fw, drop_dir: str | None) -> int:

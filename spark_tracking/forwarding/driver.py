@@ -279,11 +279,14 @@ def bind_current_thread(sc=None) -> bool:
     ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding`` and ``..._DISABLED``.
     Returns True when bound.
     """
-    sc = sc or _spark_context()
-    if sc is None:  # a Spark Connect client has no SparkContext: it binds with job tags
+    if sc is None:
         from . import connect
 
-        return connect.bind_current_thread()
+        # a Spark Connect client has no SparkContext: it binds with job tags (this thread's
+        # Connect session wins over a SparkContext the process may also have)
+        if connect.session_of_this_thread() is not None or _spark_context() is None:
+            return connect.bind_current_thread()
+        sc = _spark_context()
     cfg = _config()
     if cfg.disabled or not cfg.forwarding:
         return False

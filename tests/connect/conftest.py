@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import _CLEARED_PREFIXES, QUIET_ENV, free_port
 
 CONNECT_SERVER = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -110,13 +109,21 @@ def connect_server(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def connect_session(connect_server):
-    """A Spark Connect client session in the test process."""
-    from pyspark.sql import SparkSession
+    """A Spark Connect client session in the test process (a classic SparkContext of other
+    tests may be up too: this thread's Connect session is the one bound)."""
+    # the Connect builder itself: pyspark.sql's refuses a remote session beside a classic one
+    from pyspark.sql.connect.session import SparkSession
 
     session = SparkSession.builder.remote(connect_server.url).getOrCreate()
+    # what pyspark.sql's builder sets in a Connect client process: col(), pandas_udf() and
+    # friends build Connect objects (restored after, for classic tests in this process)
+    had_mode = os.environ.get("SPARK_CONNECT_MODE_ENABLED")
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
     try:
         yield session
     finally:
         session.stop()
+        if had_mode is None:
+            os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
