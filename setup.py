@@ -26,8 +26,9 @@ setup(
     package_data={"spark_tracking": ["py.typed", "resources/*"]},
     python_requires=">=3.9",
     # On a Databricks cluster the runtime provides pyspark (its own build) and mlflow: pyspark
-    # is kept out of the hard requirements and mlflow gets a wide range (tested: 3.17), so
-    # installing this wheel never replaces what the runtime ships.
+    # is kept out of the hard requirements and mlflow gets a wide range, so installing this wheel
+    # never replaces what the runtime ships. The range covers every DBR LTS ML still in support
+    # (14.3: 2.9.2 ... 18: 3.8.1; CI runs 2.9.2, 3.0.1 and the latest release).
     install_requires=[
         "mlflow-skinny>=2.9,<4",
         "databricks-sdk>=0.30",
@@ -43,7 +44,7 @@ setup(
         "azureml": ["azureml-mlflow"],
         # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
         # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
-        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests"],
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [
             "pytest>=8",
@@ -69,6 +70,10 @@ setup(
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+            "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
+        ],
+        "mlflow.default_experiment_provider": [
+            "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

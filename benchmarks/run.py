@@ -1,4 +1,4 @@
-"""Forwarding benchmark, side by side in one run (README "Benchmark").
+"""Forwarding benchmark, side by side in one run (docs/benchmarks.md).
 
 Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
 (local-cluster[2,1,1024]: two executor processes):

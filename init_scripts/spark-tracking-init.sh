@@ -31,6 +31,11 @@
 set -euo pipefail
 umask 022
 
+# Standard access mode on DBR 19+ passes only the predefined DB_* variables to init scripts, so
+# 'spark-tracking install' writes the cluster's non-secret settings into the copy it uploads,
+# here (a variable that does reach the script wins):
+# spark-tracking install: no settings baked into this copy
+
 ROOT="${SPARK_TRACKING_INIT_ROOT:-}"
 PYTHON="${SPARK_TRACKING_INIT_PYTHON:-$ROOT/databricks/python3/bin/python}"
 WHEEL="${SPARK_TRACKING_WHEEL:-}"
@@ -135,7 +140,7 @@ MISSING=()
 if [[ -n "$MISSING_TEXT" ]]; then mapfile -t MISSING <<< "$MISSING_TEXT"; fi
 if (( ${#MISSING[@]} > 0 )); then
   CONSTRAINTS="$STATE_DIR/runtime-constraints.txt"
-  node_helper constraints > "$CONSTRAINTS.tmp"
+  node_helper constraints > "$CONSTRAINTS.tmp" 2>> "$LOG_FILE"
   mv "$CONSTRAINTS.tmp" "$CONSTRAINTS"
   log "installing requirements the runtime lacks: ${MISSING[*]} (everything present pinned by $CONSTRAINTS)"
   if ! "$PYTHON" -m pip install --constraint "$CONSTRAINTS" "${PIP_EXTRA[@]}" "${MISSING[@]}" >> "$LOG_FILE" 2>&1; then

@@ -49,15 +49,19 @@ plt.show()
 # MAGIC ## Every worker of the best run
 # MAGIC
 # MAGIC The per-worker series were logged inside Spark tasks; `loss` is their mean at each step.
+# MAGIC `spark_tracking.layout.group_metrics` groups a run's metric keys that way.
 
 # COMMAND ----------
 
+from spark_tracking.layout import group_metrics
+
 best = runs.sort_values("metrics.val_loss").iloc[0]
-keys = sorted(k for k in client.get_run(best.run_id).data.metrics if k.startswith("loss"))
+mean_key, workers = group_metrics(client.get_run(best.run_id).data.metrics)["loss"]
 fig, ax = plt.subplots(figsize=(7, 4))
-for key in keys:
-    history(best.run_id, key).plot(ax=ax, linewidth=2.5 if key == "loss" else 1, label=key)
+for worker, key in workers:
+    history(best.run_id, key).plot(ax=ax, linewidth=1, label=f"worker {worker}")
+history(best.run_id, mean_key).plot(ax=ax, linewidth=2.5, label="mean")
 ax.set(xlabel="step", ylabel="training loss", yscale="log", title=f"{best['tags.mlflow.runName']}: workers")
 ax.legend()
 plt.show()
-print(f"best run: {best.run_id} ({best['tags.mlflow.runName']}), workers: {[k for k in keys if '/' in k]}")
+print(f"best run: {best.run_id} ({best['tags.mlflow.runName']}), workers: {[key for _, key in workers]}")

@@ -24,6 +24,8 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``spark-tracking`` parser, with the commands of every module in COMMAND_MODULES
+    whose dependencies are installed."""
     parser = argparse.ArgumentParser(
         prog="spark-tracking",
         description="Link Spark sessions to a central MLflow store (Azure ML or any MLflow URI).",
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``spark-tracking`` with ``argv`` (default: the command line); its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -19,7 +19,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+# No ``typing`` import at run time (it costs milliseconds in every process's startup hook):
+# annotations are strings (``from __future__ import annotations``) that nothing evaluates.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Mapping
 
 ENV_PREFIX = "SPARK_TRACKING_"
 SPARK_CONF_PREFIX = "spark.sparktracking."
@@ -29,6 +34,9 @@ MANAGED_URI_ENV = "SPARK_TRACKING_MANAGED_URI"
 MANAGED_EXPERIMENT_ENV = "SPARK_TRACKING_MANAGED_EXPERIMENT"
 _MANAGED = {"MLFLOW_TRACKING_URI": MANAGED_URI_ENV, "MLFLOW_EXPERIMENT_NAME": MANAGED_EXPERIMENT_ENV}
 USER_CONFIG_FILE = os.path.join("~", ".spark_tracking", "config.json")
+#: The source name of a tracking URI the Databricks Runtime set, not the user (see platform_default_uri).
+PLATFORM_DEFAULT = "platform default (MLFLOW_TRACKING_URI set by the Databricks Runtime)"
+_PLATFORM_URIS = ("databricks", "databricks-uc")
 SYSTEM_CONFIG_FILE = "/etc/spark_tracking/config.json"
 
 
@@ -81,16 +89,19 @@ _float = _parse_positive(float)
 _TYPE_NAMES = {_parse_bool: "bool", _int: "int", _float: "float", _parse_path: "path", _parse_str: "str"}
 
 
-class Setting(NamedTuple):
-    """One setting: its name, how to parse it, its default and what it means."""
+class Setting:
+    """One setting: its name, how to parse it, its default and what it means.
+    ``also_env``: foreign environment variables honoured after ``SPARK_TRACKING_<NAME>``."""
 
-    name: str
-    parse: Callable[[str], Any]
-    default: Any
-    doc: str
-    secret: bool = False
-    #: Foreign environment variables honoured after ``SPARK_TRACKING_<NAME>``.
-    also_env: tuple[str, ...] = ()
+    __slots__ = ("name", "parse", "default", "doc", "secret", "also_env")
+
+    def __init__(self, name: str, parse: Callable[[str], Any], default: Any, doc: str, secret: bool = False,
+                 also_env: tuple[str, ...] = ()):
+        self.name, self.parse, self.default, self.doc = name, parse, default, doc
+        self.secret, self.also_env = secret, also_env
+
+    def __repr__(self) -> str:
+        return f"Setting({self.name!r})"
 
     @property
     def env(self) -> str:
@@ -247,6 +258,24 @@ def write_config_file(values: Mapping[str, Any], path: str | None = None) -> str
     return path
 
 
+def platform_default_uri(environ: Mapping[str, str] | None = None) -> str | None:
+    """The tracking URI the Databricks Runtime makes the default, or None.
+
+    Open-source MLflow has no "databricks" default (``get_tracking_uri()`` reads a set URI, then
+    ``MLFLOW_TRACKING_URI``, then local files); on Databricks the runtime makes it the default,
+    likely through ``MLFLOW_TRACKING_URI=databricks`` in the driver's environment (assumed here;
+    a runtime that calls ``mlflow.set_tracking_uri("databricks")`` instead is handled where the
+    session applies its URI). So ``databricks`` / ``databricks-uc`` seen together with
+    ``DATABRICKS_RUNTIME_VERSION`` is the platform's default, not a choice the user made: it
+    ranks below every setting and below an AML link (source: PLATFORM.md, Databricks Runtime).
+    """
+    environ = os.environ if environ is None else environ
+    raw = str(environ.get("MLFLOW_TRACKING_URI", "")).strip()
+    if raw.lower() in _PLATFORM_URIS and environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return raw
+    return None
+
+
 def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, str]:
     """``spark.sparktracking.*`` (or the keys ``wanted`` accepts) of the running SparkContext,
     or {} (never starts Spark)."""
@@ -291,6 +320,11 @@ class Config:
     @property
     def effective_tracking_uri(self) -> str:
         return self.tracking_uri or self.embedded_store_uri
+
+    @property
+    def tracking_uri_chosen(self) -> bool:
+        """True when ``tracking_uri`` comes from a setting someone made, not the platform default."""
+        return bool(self.tracking_uri) and self.sources.get("tracking_uri") != PLATFORM_DEFAULT
 
     def debug_string(self) -> str:
         """One line per setting that is not at its default, secrets masked."""
@@ -356,12 +390,15 @@ class Config:
             yield f"spark conf {s.spark_conf}", spark_conf[s.spark_conf]
         if environ.get(s.env, "") != "":
             yield f"env {s.env}", environ[s.env]
+        platform = platform_default_uri(environ) if s.name == "tracking_uri" else None
         for name in s.also_env:
             raw = environ.get(name, "")
-            if raw and raw != environ.get(_MANAGED.get(name, ""), None):
+            if raw and raw != environ.get(_MANAGED.get(name, ""), None) and raw != platform:
                 yield f"env {name}", raw
         if s.name in file_values:
             yield f"config file {file_path}", file_values[s.name]
+        if platform:
+            yield PLATFORM_DEFAULT, platform
 
 
 def settings_table_markdown() -> str:

@@ -15,6 +15,7 @@ import sys
 
 
 def register(subparsers) -> None:
+    """Add ``demo`` to the ``spark-tracking`` command."""
     p = subparsers.add_parser("demo", help="run distributed training on local Spark and log it")
     p.add_argument(
         "--master",
@@ -117,10 +118,15 @@ def _local_spark(master: str):
 
 
 def print_summary(run_id: str) -> None:
+    """Print the run id, its metrics per worker (as ``spark-tracking show`` does) and where
+    to look at it."""
     import mlflow
 
+    from .show import format_metrics
+    from .store import RunReader
+
     print(f"run id: {run_id}")
-    print(summary_table(mlflow.MlflowClient(), run_id))
+    print("\n".join(format_metrics(RunReader(mlflow.MlflowClient(), run_id).metrics())))
     uri = mlflow.get_tracking_uri()
     print(f"tracking URI: {uri}")
     if uri.startswith("sqlite:"):
@@ -129,21 +135,6 @@ def print_summary(run_id: str) -> None:
         from .portal import get_portal_url
 
         print(f"open it: {get_portal_url(run_id)}")
-
-
-def summary_table(client, run_id: str) -> str:
-    """Per metric and worker: last / min / max / count, read back from the store."""
-    run = client.get_run(run_id)
-    lines = [f"{'metric':<18} {'worker':<8} {'last':>10} {'min':>10} {'max':>10} {'count':>6}"]
-    for key in sorted(run.data.metrics):
-        history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        values = [m.value for m in history]
-        name, _, worker = key.partition("/worker_")
-        lines.append(
-            f"{name:<18} {worker or 'all':<8} {values[-1]:>10.4f} {min(values):>10.4f} "
-            f"{max(values):>10.4f} {len(values):>6}"
-        )
-    return "\n".join(lines)
 
 
 def _run(args) -> int:

@@ -3,8 +3,9 @@
 
 It is a one-line ``spark_tracking_hook.pth`` file in the environment's site-packages. Python
 executes lines of ``.pth`` files that start with ``import`` at interpreter start. The line
-calls :func:`startup`, which must stay cheap (no mlflow, no pyspark import: about a
-millisecond) and must never break the process: any error is logged at debug level and
+calls :func:`startup`, which must stay cheap (no mlflow, no pyspark, no ``typing``,
+``threading`` or network: files and environment only; ``benchmarks/hook_cost.py`` measures it)
+and must never break the process: any error is logged at debug level and
 swallowed. ``SPARK_TRACKING_DISABLED=1`` makes it return at once.
 
 ``spark-tracking hook enable|disable|status [--site-packages DIR]``; the init script calls
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 
 PTH_NAME = "spark_tracking_hook.pth"
 PTH_LINE = "import spark_tracking.hook as _sth; _sth.startup()\n"
@@ -35,7 +35,7 @@ def startup() -> None:
             return
         from .session import configure
 
-        configure(strict=False)
+        configure(strict=False, resolve_link=False)  # files and environment only: never the network
         if _starting_pyspark_worker():
             from .forwarding import executor
 
@@ -56,6 +56,8 @@ def _starting_pyspark_worker() -> bool:
 
 def site_packages() -> str:
     """The site-packages of the running interpreter (where pip installs)."""
+    import sysconfig
+
     return sysconfig.get_paths()["purelib"]
 
 

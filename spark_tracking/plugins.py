@@ -5,6 +5,14 @@ process that imports it (driver, executor Python workers, subprocesses).
   job, Spark application), and the binding that lets Spark tasks submitted from this thread
   forward to the run (see ``forwarding.driver``).
 - ``mlflow.request_header_provider``: identifies spark_tracking in the User-Agent.
+- ``mlflow.default_experiment_provider``: names the experiment of a Databricks notebook at its
+  first run, once the notebook context (dbutils) exists, which is after interpreter start.
+  MLflow asks its own Databricks notebook provider (a workspace notebook id, meaningless to an
+  AML store) before any plugin, so this one puts itself first (``_compat.mlflow``); it answers
+  only in sessions spark_tracking configured, and only when the user set no experiment.
+
+Without azureml-mlflow, the ``azureml`` artifact scheme (AML runs' artifact URIs) gets a
+repository that refuses at once with the fix, instead of MLflow's "no artifact repository".
 
 Loading this module inside a Spark Python worker routes that worker's MLflow calls to the
 forwarding store (``forwarding.task_store``); elsewhere loading it does nothing.
@@ -16,6 +24,7 @@ import logging
 import os
 
 from mlflow.tracking.context.abstract_context import RunContextProvider
+from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
 from ._version import __version__
@@ -57,5 +66,51 @@ class SparkTrackingHeaders(RequestHeaderProvider):
         return {"User-Agent": f"spark-tracking/{__version__}"}
 
 
+class SparkTrackingExperiment(DefaultExperimentProvider):
+    """The session's experiment, named when MLflow first needs one (see the module docstring)."""
+
+    def __init__(self):
+        from ._compat.mlflow import put_default_experiment_provider_first
+
+        self._name = None
+        put_default_experiment_provider_first(self)
+
+    def in_context(self) -> bool:
+        from . import session
+
+        if _disabled() or task_store.in_spark_worker() or session.current_config() is None:
+            return False
+        self._name = session.default_experiment_name()
+        return bool(self._name)
+
+    def get_experiment_id(self) -> str:
+        from mlflow.tracking import MlflowClient
+
+        from . import session
+
+        name = self._name or session.default_experiment_name()
+        assert name, "in_context() said there is a name"
+        client = MlflowClient()
+        found = client.get_experiment_by_name(name)
+        experiment_id = found.experiment_id if found is not None else client.create_experiment(name)
+        session.set_experiment_env(name)  # later runs and subprocesses: MLflow's own variable
+        logger.info("spark_tracking: experiment %r (%s) for this notebook", name, experiment_id)
+        return experiment_id
+
+
+def _aml_artifacts_need_azureml_mlflow(artifact_uri, *args, **kwargs):
+    from .azure.store import artifacts_need_azureml_mlflow
+
+    raise artifacts_need_azureml_mlflow(artifact_uri)
+
+
 if not _disabled():
     task_store.activate_in_worker()
+    try:
+        from ._compat.mlflow import register_artifact_repository_if_absent
+        from .azure.store import azureml_mlflow_installed
+
+        if not azureml_mlflow_installed():
+            register_artifact_repository_if_absent("azureml", _aml_artifacts_need_azureml_mlflow)
+    except Exception:  # a clearer error is a nicety: never break MLflow's import for it
+        logger.debug("spark_tracking: azureml artifact scheme not registered", exc_info=True)

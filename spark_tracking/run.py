@@ -2,43 +2,16 @@
 
 Code written for AML's ``azureml.core.Run`` keeps working: every call becomes plain MLflow on
 the run, so the results are visible in AML studio, the MLflow UI and ``spark-tracking show``.
-The same calls work inside Spark tasks, where they go through ``spark_tracking.api`` and are
-forwarded to the driver's run (metrics as ``<key>/worker_<n>`` plus their mean ``<key>``).
+Where each call's data is stored is :mod:`spark_tracking.layout`; docs/vocabulary.md has the
+table of calls for users.
 
-How each call is stored (docs/vocabulary.md has the table):
-
-- ``log(name, number)``: a point of the MLflow metric ``name``. Each call is the next step
-  (0, 1, 2, ...), so repeated calls build a series. On the driver the series continues after
-  the steps already in the store; in a task it counts from 0 per task attempt, so the workers'
-  steps line up and the driver's mean is taken step by step.
-- ``log(name, text)``: MLflow metrics are numbers, so text goes to the tag ``aml.text.<name>``
-  holding a JSON list of every text value logged under that name (MLflow's tag limit of 8000
-  characters applies to the list). In tasks the list is per task; tasks logging the same name
-  overwrite each other's tag (the last one wins).
-- ``log_list(name, values)``: numbers become one series (steps continuing as for ``log``),
-  written in one request; texts extend ``aml.text.<name>``.
-- ``log_row(name, **columns)`` / ``log_table(name, {col: [...]})``: rows appended to a table
-  stored as an ``mlflow.log_table``-compatible JSON artifact (pandas ``split`` orientation:
-  ``{"columns": [...], "data": [[...], ...]}``): ``aml/tables/<name>.json`` from the driver
-  (also listed in the ``mlflow.loggedArtifacts`` tag, as ``mlflow.log_table`` does, so the
-  MLflow UI shows it as a table), and ``aml/tables/<name>/stage_<s>/worker_<w>.json`` from a
-  task (that task's rows; a retried task replaces its failed attempt's rows). Tables are not
-  metrics: they never count against a store's metric quotas.
-- ``log_image(name, path=|plot=)``: a PNG artifact ``aml/images/<name>.png`` (driver) or
-  ``aml/images/<name>/stage_<s>/worker_<w>.png`` (task).
-- ``tag(key, value)``: the MLflow tag ``key`` (``value=None`` stores an empty string, as AML).
-- ``upload_file(name, path)``: the artifact ``name`` (a run-relative path).
-- ``get_metrics()``: rebuilt in AML's shape: a metric with one point is a ``float``, a series
-  a list of floats in step order; text a ``str`` or list of ``str``; a table a dict of column
-  lists (JSON types kept: ints stay ints; missing cells are ``None``); an image its artifact
-  path (or a list of paths, one per task).
-- ``parent``: the run named by the tag ``mlflow.parentRunId`` (MLflow's nested runs).
-- ``complete()``: ends the run with status FINISHED.
-
-Reading the store (``get_metrics``, ``get_file_names``, ``parent``, ``complete``) is for the
-driver: executors hold no credentials. On the driver the calls use ``MlflowClient`` on the
-run's id, so a ``Run`` need not be the active run; ``get_metrics`` first flushes what tasks
-forwarded, so it sees everything logged before it was called.
+A ``Run`` writes through one writer per process and run, chosen once: on the driver a
+:class:`_DriverWriter` (``MlflowClient`` on the store; a series continues after the steps already
+stored, a table after its stored rows), inside a Spark task a :class:`_TaskWriter` (the task's
+forwarding buffer through :mod:`spark_tracking.api`; steps count from 0 per task, so the
+workers' steps line up for the driver's mean). Reading the store (``get_metrics``,
+``get_file_names``, ``parent``, ...) is for the driver, through :class:`~spark_tracking.store.RunReader`:
+executors hold no credentials.
 """
 
 from __future__ import annotations
@@ -54,10 +27,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from . import api
-from .validation import InvalidInput, check_key, metric_value, tag_value
+from . import api, layout
+from .layout import IMAGES_DIR, TABLES_DIR, TEXT_TAG_PREFIX
+from .store import RunReader, write_artifact_bytes
+from .validation import MAX_METRICS_PER_BATCH, InvalidInput, check_key, metric_value, tag_value
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -66,53 +41,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGES_DIR", "TABLES_DIR", "TEXT_TAG_PREFIX", "InvalidInput", "Run"]
 
-#: tag prefix of text values logged with ``run.log(name, "text")``
-TEXT_TAG_PREFIX = "aml.text."
-#: artifact folder of tables (``log_row`` / ``log_table``)
-TABLES_DIR = "aml/tables"
-#: artifact folder of images (``log_image``)
-IMAGES_DIR = "aml/images"
 _PARENT_TAG = "mlflow.parentRunId"
 _LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILE_NAME_RE = re.compile(r"^[\w.\- :]+$")
-_PART_RE = re.compile(r"^stage_(\d+)/worker_(\d+)\.(json|png)$")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# -- per-process state: next steps, text lists, task rows ------------------------------------
-# Kept per scope: ("driver", uri, run_id) on the driver, seeded from the store on first use, so
-# a new Run object continues a series; ("task", worker) in a task, where there is no store to
-# read and everything starts empty. Only the current task's scope is kept in a worker.
-
-
-class _Scope:
-    __slots__ = ("rows", "steps", "tables_listed", "texts", "verified")
-
-    def __init__(self):
-        self.verified: set[str] = set()
-        self.steps: dict[str, int] = {}
-        self.texts: dict[str, list[str]] = {}
-        self.rows: dict[str, list[dict]] = {}
-        self.tables_listed: set[str] = set()
-
-
-_scopes: dict[tuple, _Scope] = {}
-_scopes_lock = threading.Lock()
-
-
-def _scope(key: tuple) -> _Scope:
-    with _scopes_lock:
-        scope = _scopes.get(key)
-        if scope is None:
-            if key[0] == "task":  # a new task in a reused worker: forget the previous one
-                for old in [k for k in _scopes if k[0] == "task"]:
-                    del _scopes[old]
-            scope = _scopes[key] = _Scope()
-        return scope
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -171,26 +107,6 @@ def _classify(name: str, values: list) -> tuple[str, list]:
     return "number", numbers
 
 
-def _table_json(columns: list[str], rows: list[dict]) -> bytes:
-    """pandas ``split`` orientation, what ``mlflow.log_table`` writes for a .json table."""
-    return json.dumps({"columns": columns, "data": [[row.get(c) for c in columns] for row in rows]}).encode()
-
-
-def _columns_of(rows: list[dict]) -> list[str]:
-    columns: list[str] = []
-    for row in rows:
-        for c in row:
-            if c not in columns:
-                columns.append(c)
-    return columns
-
-
-def _read_table(data: bytes) -> list[dict]:
-    doc = json.loads(data)
-    columns = doc.get("columns", [])
-    return [dict(zip(columns, values)) for values in doc.get("data", [])]
-
-
 def _to_png(name: str, path=None, plot=None) -> bytes:
     if (path is None) == (plot is None):
         raise InvalidInput(
@@ -219,6 +135,204 @@ def _to_png(name: str, path=None, plot=None) -> bytes:
 def _shape(values: list):
     """AML's shape: one value as itself, several as a list."""
     return values[0] if len(values) == 1 else list(values)
+
+
+# -- writers: where a Run's calls go ---------------------------------------------------------
+
+
+class _Writer:
+    """What the logging calls share: the next step of each series, the texts and the rows
+    logged so far (so a series, a text list and a table grow across calls). Subclasses say
+    where things go and what the store already holds."""
+
+    def __init__(self):
+        self._steps: dict[str, int] = {}
+        self._texts: dict[str, list[str]] = {}
+        self._rows: dict[str, list[dict]] = {}
+
+    # where things go, and what is there already
+    def _stored_next_step(self, name: str) -> int:
+        raise NotImplementedError
+
+    def _stored_texts(self, tag: str) -> list[str]:
+        raise NotImplementedError
+
+    def _stored_rows(self, name: str) -> list[dict]:
+        raise NotImplementedError
+
+    def _part(self) -> layout.Part | None:
+        raise NotImplementedError
+
+    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
+        raise NotImplementedError
+
+    def _table_written(self, name: str, path: str) -> None:
+        """Called after a table file was (re)written."""
+
+    def set_tag(self, key: str, value: str) -> None:
+        raise NotImplementedError
+
+    def put_artifact(self, path: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def upload_file(self, name: str, local_path: str) -> None:
+        """Store the local file ``local_path`` as the artifact ``name``."""
+        with open(local_path, "rb") as fh:
+            self.put_artifact(name, fh.read())
+
+    # the calls
+    def log_numbers(self, name: str, values: list[float]) -> None:
+        first = self._steps.get(name)
+        if first is None:
+            first = self._stored_next_step(name)
+        self._steps[name] = first + len(values)
+        self._write_metrics(name, first, values, _now_ms())
+
+    def log_texts(self, name: str, texts: list[str]) -> None:
+        tag = layout.text_tag(name)
+        check_key(tag, "tag")
+        known = self._texts.get(name)
+        if known is None:
+            known = self._stored_texts(tag)
+        value = tag_value(name, json.dumps(known + texts))
+        self._texts[name] = known + texts
+        self.set_tag(tag, value)
+
+    def append_rows(self, name: str, rows: list[dict]) -> None:
+        known = self._rows.get(name)
+        if known is None:
+            known = self._stored_rows(name)
+        known = known + rows
+        path = layout.table_path(name, self._part())
+        self.put_artifact(path, layout.encode_table(known))
+        self._rows[name] = known
+        self._table_written(name, path)
+
+    def log_image(self, name: str, png: bytes) -> None:
+        self.put_artifact(layout.image_path(name, self._part()), png)
+
+
+class _DriverWriter(_Writer):
+    """Writes to the store with ``MlflowClient``; series, texts and tables continue what the
+    store holds for the run."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        super().__init__()
+        self.client, self.run_id = client, run_id
+        self.reader = RunReader(client, run_id)
+        self._tables_listed: set[str] = set()
+
+    def _stored_next_step(self, name: str) -> int:
+        return self.reader.next_step(name)
+
+    def _stored_texts(self, tag: str) -> list[str]:
+        raw = self.reader.get_run().data.tags.get(tag)
+        return list(json.loads(raw)) if raw else []
+
+    def _stored_rows(self, name: str) -> list[dict]:
+        return self.reader.table_rows(layout.table_path(name))
+
+    def _part(self) -> None:
+        return None
+
+    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
+        from mlflow.entities import Metric
+
+        for start in range(0, len(values), MAX_METRICS_PER_BATCH):
+            chunk = values[start : start + MAX_METRICS_PER_BATCH]
+            metrics = [Metric(name, v, timestamp, first_step + start + i) for i, v in enumerate(chunk)]
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def _table_written(self, name: str, path: str) -> None:
+        # once per table: what mlflow.log_table does, so the MLflow UI offers the file as a table
+        if name in self._tables_listed:
+            return
+        logged = json.loads(self.reader.get_run().data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
+        entry = {"path": path, "type": "table"}
+        if entry not in logged:
+            self.client.set_tag(self.run_id, _LOGGED_ARTIFACTS_TAG, json.dumps([*logged, entry]))
+        self._tables_listed.add(name)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def put_artifact(self, path: str, data: bytes) -> None:
+        write_artifact_bytes(self.client, self.run_id, path, data)
+
+    def upload_file(self, name: str, local_path: str) -> None:
+        directory, base = posixpath.split(name)
+        with tempfile.TemporaryDirectory(prefix="spark-tracking-upload-") as tmp:
+            local = os.path.join(tmp, base)  # the artifact takes the name, not the file's name
+            shutil.copyfile(local_path, local)
+            self.client.log_artifact(self.run_id, local, artifact_path=directory or None)
+
+
+class _TaskWriter(_Writer):
+    """Appends to this Spark task's forwarding buffer (``spark_tracking.api``); the relay logs
+    it to the run bound to the job. Nothing is read from the store: every series, text list
+    and table starts empty in each task, and tables and images are the task's own files."""
+
+    def __init__(self, part: layout.Part):
+        super().__init__()
+        self.part = part
+        self._verified: set[str] = set()
+
+    def check_run(self, run_id: str) -> None:
+        """Refuse a ``Run`` for another run than the task's: the relay would log its calls to
+        the task's run, silently."""
+        if run_id in self._verified:
+            return
+        bound = api.current_run_id()
+        if bound is not None and bound != run_id:
+            raise RuntimeError(
+                f"Run {run_id} is not the run this Spark task logs to ({bound}): tasks log to the "
+                f"run active on the driver when the job was submitted. Submit the job inside "
+                f"`with mlflow.start_run(run_id={run_id!r})`, or use Run.get_context() in the task."
+            )
+        self._verified.add(run_id)
+
+    def _stored_next_step(self, name: str) -> int:
+        return 0
+
+    def _stored_texts(self, tag: str) -> list[str]:
+        return []
+
+    def _stored_rows(self, name: str) -> list[dict]:
+        return []
+
+    def _part(self) -> layout.Part:
+        return self.part
+
+    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
+        for i, v in enumerate(values):
+            api.log_metric(name, v, step=first_step + i, timestamp=timestamp)
+
+    def set_tag(self, key: str, value: str) -> None:
+        api.set_tag(key, value)
+
+    def put_artifact(self, path: str, data: bytes) -> None:
+        api.log_artifact_bytes(path, data)
+
+
+# One writer per process and run, so a new Run object for the same run (Run.get_context() in
+# every call) continues its series: ("driver", tracking URI, run id) on the driver; ("task",
+# worker, pid) in a task, where only the current task's writer is kept.
+_writers: dict[tuple, _Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def _writer_for(key: tuple, make: Callable[[], _Writer]) -> _Writer:
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None:
+            if key[0] == "task":  # a new task in a reused worker: forget the previous one
+                for old in [k for k in _writers if k[0] == "task"]:
+                    del _writers[old]
+            writer = _writers[key] = make()
+        return writer
+
+
+# -- Run ---------------------------------------------------------------------------------------
 
 
 class Run:
@@ -345,7 +459,7 @@ class Run:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _client(self):
+    def _client(self) -> MlflowClient:
         if self._client_obj is None:
             from mlflow import MlflowClient
 
@@ -359,62 +473,40 @@ class Run:
                 "(executors hold no credentials); call it on the driver"
             )
 
-    def _scope(self) -> tuple[_Scope, tuple | None]:
-        """This process's state for the run, and the worker (stage, worker id) in a task."""
+    def _reader(self, what: str) -> RunReader:
+        self._driver_only(what)
+        return RunReader(self._client(), self.id)
+
+    def _writer(self) -> _Writer:
+        """This process's writer for the run: the task's inside a Spark task, else the driver's."""
         if api.in_task():
             from .forwarding import executor
 
             binding = executor.current_binding()
             assert binding is not None, "in_task() means a binding"
-            w = binding.worker
-            worker_id = w[4] if w[4] is not None else w[1]
-            scope = _scope(("task", tuple(w), os.getpid()))
-            if self._id is not None and self._id not in scope.verified:
-                self._check_bound_run()
-                scope.verified.add(self._id)
-            return scope, (w[0], worker_id)
-        return _scope(("driver", self._client().tracking_uri, self.id)), None
-
-    def _check_bound_run(self) -> None:
-        # the relay logs a task's calls to the run bound to its job; a Run sent to the task
-        # for another run would silently log to the wrong one
-        bound = api.current_run_id()
-        if bound is not None and bound != self._id:
-            raise RuntimeError(
-                f"Run {self._id} is not the run this Spark task logs to ({bound}): tasks log to the "
-                f"run active on the driver when the job was submitted. Submit the job inside "
-                f"`with mlflow.start_run(run_id={self._id!r})`, or use Run.get_context() in the task."
-            )
-
-    def _next_steps(self, scope: _Scope, name: str, count: int) -> int:
-        first = scope.steps.get(name)
-        if first is None:
-            first = 0
-            if not api.in_task():  # continue the series already in the store
-                history = self._client().get_metric_history(self.id, name)
-                first = max((m.step for m in history), default=-1) + 1
-        scope.steps[name] = first + count
-        return first
-
-    def _put_artifact(self, path: str, data: bytes) -> None:
-        if api.in_task():
-            self._scope()  # checks the run
-            api.log_artifact_bytes(path, data)
-            return
-        from .forwarding.sink import write_artifact_bytes
-
-        write_artifact_bytes(self._client(), self.id, path, data)
+            worker = binding.worker
+            part = (int(worker[0]), layout.worker_id(worker))
+            writer = _writer_for(("task", tuple(worker), os.getpid()), lambda: _TaskWriter(part))
+            assert isinstance(writer, _TaskWriter)
+            if self._id is not None:
+                writer.check_run(self._id)
+            return writer
+        client = self._client()
+        return _writer_for(("driver", client.tracking_uri, self.id), lambda: _DriverWriter(client, self.id))
 
     # -- logging -----------------------------------------------------------------------------
 
     def log(self, name: str, value, description: str = "") -> None:
-        """Log a number (the next point of the series ``name``) or a string (kept in the tag
-        ``aml.text.<name>``). ``description`` is accepted for AML compatibility and unused."""
+        """Log a number (the next point of the series ``name``: each call is the next step,
+        0, 1, 2, ...) or a string (added to the tag ``aml.text.<name>``, a JSON list of every
+        text logged under that name). ``description`` is accepted for AML compatibility and
+        unused."""
         check_key(name, "metric")
         self._log_values(name, [value])
 
     def log_list(self, name: str, value: Iterable, description: str = "") -> None:
-        """Log a list of numbers (one series, one request) or of strings under ``name``."""
+        """Log a list of numbers (the next steps of the series ``name``, in one request) or of
+        strings (added to the text list ``name``)."""
         check_key(name, "metric")
         if isinstance(value, (str, bytes, Mapping)) or not hasattr(value, "__iter__"):
             raise InvalidInput(f"log_list({name!r}) takes a list of numbers or strings, not {type(value).__name__}")
@@ -425,47 +517,20 @@ class Run:
 
     def _log_values(self, name: str, values: list) -> None:
         kind, clean = _classify(name, values)
-        scope, _ = self._scope()
+        writer = self._writer()
         if kind == "text":
-            self._log_text(scope, name, clean)
-            return
-        ts = _now_ms()
-        first = self._next_steps(scope, name, len(clean))
-        if api.in_task():
-            for i, v in enumerate(clean):
-                api.log_metric(name, v, step=first + i, timestamp=ts)
-            return
-        from mlflow.entities import Metric
-
-        client = self._client()
-        for start in range(0, len(clean), 1000):  # MLflow's log_batch limit
-            client.log_batch(
-                self.id,
-                metrics=[Metric(name, v, ts, first + start + i) for i, v in enumerate(clean[start : start + 1000])],
-            )
-
-    def _log_text(self, scope: _Scope, name: str, texts: list[str]) -> None:
-        key = TEXT_TAG_PREFIX + name
-        check_key(key, "tag")
-        known = scope.texts.get(name)
-        if known is None:
-            known = []
-            if not api.in_task():
-                raw = self._client().get_run(self.id).data.tags.get(key)
-                known = list(json.loads(raw)) if raw else []
-        value = tag_value(name, json.dumps(known + texts))
-        scope.texts[name] = known + texts
-        if api.in_task():
-            api.set_tag(key, value)
+            writer.log_texts(name, clean)
         else:
-            self._client().set_tag(self.id, key, value)
+            writer.log_numbers(name, clean)
 
     def log_row(self, name: str, description: str | None = None, **columns) -> None:
-        """Append one row to the table ``name``: ``run.log_row("metrics", epoch=1, acc=0.9)``."""
+        """Append one row to the table ``name``: ``run.log_row("metrics", epoch=1, acc=0.9)``.
+        A table is an ``mlflow.log_table``-compatible JSON artifact (never metrics, so it costs
+        no metric quota); a task writes its own rows to its own file."""
         _check_file_name(name, "table")
         if not columns:
             raise InvalidInput(f"log_row({name!r}) got no columns; pass them as keywords, e.g. epoch=1")
-        self._append_rows(name, [{c: _cell(name, c, v) for c, v in columns.items()}])
+        self._writer().append_rows(name, [{c: _cell(name, c, v) for c, v in columns.items()}])
 
     def log_table(self, name: str, value: Mapping[str, Iterable], description: str = "") -> None:
         """Append the rows of ``{column: [values...]}`` (columns of equal length) to the
@@ -487,60 +552,21 @@ class Run:
                 f"log_table({name!r}) columns have different lengths {lengths}; every column needs one value per row"
             )
         n = next(iter(lengths.values()))
-        self._append_rows(name, [{c: _cell(name, c, cols[c][i]) for c in cols} for i in range(n)])
-
-    def _append_rows(self, name: str, rows: list[dict]) -> None:
-        scope, worker = self._scope()
-        if worker is None:
-            path = f"{TABLES_DIR}/{name}.json"
-            known = scope.rows.get(name)
-            if known is None:
-                known = self._download_table(path)
-        else:
-            path = f"{TABLES_DIR}/{name}/stage_{worker[0]}/worker_{worker[1]}.json"
-            known = scope.rows.get(name, [])
-        known = known + rows
-        self._put_artifact(path, _table_json(_columns_of(known), known))
-        scope.rows[name] = known
-        if worker is None and name not in scope.tables_listed:
-            self._list_as_logged_table(path)
-            scope.tables_listed.add(name)
-
-    def _download_table(self, path: str) -> list[dict]:
-        data = self._read_artifact(path)
-        return _read_table(data) if data is not None else []
-
-    def _list_as_logged_table(self, path: str) -> None:
-        # what mlflow.log_table does, so the MLflow UI offers the file as a table
-        client = self._client()
-        logged = json.loads(client.get_run(self.id).data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
-        entry = {"path": path, "type": "table"}
-        if entry not in logged:
-            client.set_tag(self.id, _LOGGED_ARTIFACTS_TAG, json.dumps([*logged, entry]))
+        self._writer().append_rows(name, [{c: _cell(name, c, cols[c][i]) for c in cols} for i in range(n)])
 
     def log_image(self, name: str, path=None, plot=None, description: str = "") -> None:
         """Log a PNG file (``path=``) or a matplotlib figure (``plot=``, a Figure or pyplot)
-        as the image ``name``: the artifact ``aml/images/<name>.png``."""
+        as the image ``name``, a PNG artifact."""
         _check_file_name(name, "image")
-        data = _to_png(name, path, plot)
-        _, worker = self._scope()
-        if worker is None:
-            self._put_artifact(f"{IMAGES_DIR}/{name}.png", data)
-        else:
-            self._put_artifact(f"{IMAGES_DIR}/{name}/stage_{worker[0]}/worker_{worker[1]}.png", data)
+        self._writer().log_image(name, _to_png(name, path, plot))
 
     def tag(self, key: str, value=None) -> None:
         """Set the MLflow tag ``key`` (``value=None``: an empty string, as AML's tag)."""
         check_key(key, "tag")
-        text = tag_value(key, value)
-        if api.in_task():
-            self._scope()  # checks the run
-            api.set_tag(key, text)
-        else:
-            self._client().set_tag(self.id, key, text)
+        self._writer().set_tag(key, tag_value(key, value))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """Set several tags."""
+        """Set several tags (see :meth:`tag`)."""
         for key, value in tags.items():
             self.tag(key, value)
 
@@ -558,22 +584,12 @@ class Run:
         name = posixpath.normpath(name)
         if hasattr(path_or_stream, "read"):
             data = path_or_stream.read()
-            if isinstance(data, str):
-                data = data.encode()
-            self._put_artifact(name, data)
+            self._writer().put_artifact(name, data.encode() if isinstance(data, str) else data)
             return
         path = os.fspath(path_or_stream)
         if not os.path.isfile(path):
             raise InvalidInput(f"upload_file({name!r}): {path!r} is not a file")
-        if api.in_task():
-            with open(path, "rb") as fh:
-                self._put_artifact(name, fh.read())
-            return
-        directory, base = posixpath.split(name)
-        with tempfile.TemporaryDirectory(prefix="spark-tracking-upload-") as tmp:
-            local = os.path.join(tmp, base)  # the artifact takes the name, not the file's name
-            shutil.copyfile(path, local)
-            self._client().log_artifact(self.id, local, artifact_path=directory or None)
+        self._writer().upload_file(name, path)
 
     # -- reading (driver) --------------------------------------------------------------------
 
@@ -585,110 +601,42 @@ class Run:
             )
 
     def get_metrics(self, name: str | None = None) -> dict[str, Any]:
-        """Every metric of the run as AML returns them: name -> value (one point) or list of
-        values (a series, in step order); texts as str / list of str; tables as a dict of
-        column lists; images as their artifact path(s). ``name``: only that one."""
-        self._driver_only("get_metrics()")
+        """Every metric of the run as AML returns them, ``name``: only that one. A metric with
+        one point is a ``float``, a series a list of floats in step order; text a ``str`` or a
+        list of ``str``; a table a dict of column lists (JSON types kept: ints stay ints; a
+        missing cell is None; the driver's rows first, then the tasks' in stage/worker order);
+        an image its artifact path (a list of paths when several tasks logged it). Flushes
+        what tasks forwarded first, so it sees everything logged before it was called."""
+        reader = self._reader("get_metrics()")
         self._flush_forwarded()
-        client = self._client()
-        run = client.get_run(self.id)
-        out: dict[str, Any] = {}
-        for key in sorted(run.data.metrics):
-            if name is not None and key != name:
-                continue
-            history = sorted(client.get_metric_history(self.id, key), key=lambda m: (m.step, m.timestamp))
-            out[key] = _shape([m.value for m in history])
-        for tag, raw in sorted(run.data.tags.items()):
-            if tag.startswith(TEXT_TAG_PREFIX):
-                key = tag[len(TEXT_TAG_PREFIX) :]
-                if name is None or key == name:
-                    out[key] = _shape(json.loads(raw))
-        out.update(self._tables(name))
-        out.update(self._images(name))
+        run = reader.get_run()
+        out: dict[str, Any] = {k: _shape([v for _, v in p]) for k, p in reader.metrics(run, only=name).items()}
+        out.update((k, _shape(v)) for k, v in reader.texts(run, only=name).items())
+        out.update(reader.tables(only=name))
+        out.update((k, _shape(v)) for k, v in reader.images(only=name).items())
         return out
-
-    def _list(self, path: str) -> list:
-        try:
-            return self._client().list_artifacts(self.id, path)
-        except Exception:  # noqa: BLE001 - artifact stores raise different errors for a missing folder
-            return []
-
-    def _walk(self, path: str) -> list[str]:
-        files: list[str] = []
-        for entry in self._list(path):
-            files.extend(self._walk(entry.path) if entry.is_dir else [entry.path])
-        return files
-
-    def _read_artifact(self, path: str) -> bytes | None:
-        directory = posixpath.dirname(path)
-        if path not in {e.path for e in self._list(directory)}:
-            return None
-        # one small file per table part: MLflow's per-download progress bar would be noise
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        with tempfile.TemporaryDirectory(prefix="spark-tracking-read-") as tmp:
-            local = self._client().download_artifacts(self.id, path, tmp)
-            with open(local, "rb") as fh:
-                return fh.read()
-
-    @staticmethod
-    def _parts(files: list[str], base: str, ext: str) -> list[str]:
-        """Task-written files under ``base``, in (stage, worker) order."""
-        found = []
-        for f in files:
-            m = _PART_RE.match(f[len(base) + 1 :]) if f.startswith(base + "/") else None
-            if m and m.group(3) == ext:
-                found.append((int(m.group(1)), int(m.group(2)), f))
-        return [f for _, _, f in sorted(found)]
-
-    def _tables(self, only: str | None) -> dict[str, dict]:
-        tables = {}
-        for entry in self._list(TABLES_DIR):
-            base = posixpath.basename(entry.path)
-            table = base[:-5] if not entry.is_dir and base.endswith(".json") else base if entry.is_dir else None
-            if table is None or (only is not None and table != only) or table in tables:
-                continue
-            rows = self._download_table(f"{TABLES_DIR}/{table}.json")
-            folder = f"{TABLES_DIR}/{table}"
-            for part in self._parts(self._walk(folder), folder, "json"):
-                rows += _read_table(self._read_artifact(part) or b"{}")
-            columns = _columns_of(rows)
-            tables[table] = {c: [row.get(c) for row in rows] for c in columns}
-        return tables
-
-    def _images(self, only: str | None) -> dict[str, Any]:
-        images: dict[str, list[str]] = {}
-        for entry in self._list(IMAGES_DIR):
-            base = posixpath.basename(entry.path)
-            if entry.is_dir:
-                paths = self._parts(self._walk(entry.path), entry.path, "png")
-                if paths:
-                    images.setdefault(base, []).extend(paths)
-            elif base.endswith(".png"):
-                images.setdefault(base[:-4], []).insert(0, entry.path)
-        return {k: _shape(v) for k, v in sorted(images.items()) if only is None or k == only}
 
     def get_file_names(self) -> list[str]:
         """Every artifact file of the run, as run-relative paths, sorted."""
-        self._driver_only("get_file_names()")
+        reader = self._reader("get_file_names()")
         self._flush_forwarded()
-        return sorted(self._walk(""))
+        return sorted(reader.files())
 
     def get_tags(self) -> dict[str, str]:
         """The run's tags (MLflow's system tags included)."""
-        self._driver_only("get_tags()")
-        return dict(self._client().get_run(self.id).data.tags)
+        return dict(self._reader("get_tags()").get_run().data.tags)
 
     def get_status(self) -> str:
         """RUNNING, FINISHED, FAILED, KILLED or SCHEDULED."""
-        self._driver_only("get_status()")
-        return self._client().get_run(self.id).info.status
+        return self._reader("get_status()").get_run().info.status
 
     def complete(self) -> None:
-        """End the run with status FINISHED (the active run is ended with ``mlflow.end_run``)."""
+        """End the run with status FINISHED (the active run is ended with ``mlflow.end_run``),
+        after flushing what tasks forwarded."""
         self._end("FINISHED")
 
     def fail(self) -> None:
-        """End the run with status FAILED."""
+        """End the run with status FAILED (see :meth:`complete`)."""
         self._end("FAILED")
 
     def _end(self, status: str) -> None:
@@ -704,7 +652,8 @@ class Run:
             self._client().set_terminated(self.id, status)
 
     def get_portal_url(self) -> str:
-        """Where to look at the run: AML studio for an AML store, else the MLflow UI."""
+        """Where to look at the run: AML studio for an AML store, the server's UI for another
+        MLflow server, the ``spark-tracking ui`` address for the embedded store."""
         self._driver_only("get_portal_url()")
         from .portal import get_portal_url
 

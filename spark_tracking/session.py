@@ -5,17 +5,37 @@ own environment variables (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``) 
 costs microseconds, needs no ``import mlflow``, and reaches subprocesses. Run-context tags and
 the Spark binding are added at run creation by MLflow plugins (see ``plugins.py``).
 
-Why the experiment goes through ``MLFLOW_EXPERIMENT_NAME`` rather than a
-``mlflow.default_experiment_provider`` plugin: MLflow asks its built-in Databricks providers
-first, and on a Databricks notebook they answer with a workspace notebook id that means
-nothing to an AML store. The environment variable is consulted before every provider.
+Which store (``choose_store``), first that applies:
+
+1. ``tracking_uri`` set by an argument, Spark conf, ``SPARK_TRACKING_TRACKING_URI``, a
+   ``MLFLOW_TRACKING_URI`` the user exported, or the config file;
+2. the Azure ML workspace a link source names (``azure.link``), outside Spark workers;
+3. the platform default: ``MLFLOW_TRACKING_URI=databricks`` as the Databricks Runtime sets it
+   (``config.platform_default_uri``) — an AML link wins over it;
+4. the embedded store ``sqlite:///<home>/mlflow.db``.
+
+Interpreter start (the startup hook) reads only files and the environment: a link that is not
+in the node's link cache yet is resolved at MLflow's first request in the process (the
+``spark-tracking-aml`` tracking-store plugin, ``azure.store.lazy_link_store``). An explicit
+``configure()`` call resolves it at once.
+
+A link that fails never scatters runs: the session logs to the embedded store in ``home`` (a
+known place), says so on stderr (a notebook shows it under the cell) and records it for
+``spark-tracking doctor``, with the command that moves the runs once the link works.
+
+The experiment: when the name is known at configure time (a script, a Jupyter notebook) it goes
+to ``MLFLOW_EXPERIMENT_NAME``; a Databricks notebook's path is only known once its kernel and
+dbutils are up, so ``plugins.SparkTrackingExperiment`` (a default-experiment provider asked
+before MLflow's Databricks notebook provider) names it at the first run. Against AML the name is
+the last segment of the path (``/Users/me/proj/train`` -> ``train``): AML cannot find
+experiments whose names hold "/" (azure-sdk-for-python#45209); azureml-mlflow does the same.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
-import threading
 
 from . import context
 from .config import MANAGED_EXPERIMENT_ENV, MANAGED_URI_ENV, Config, ConfigError
@@ -24,6 +44,10 @@ from .config import MANAGED_EXPERIMENT_ENV, MANAGED_URI_ENV, Config, ConfigError
 #: spark_tracking's own value from one the user exported.
 _AUTH_ENV = "MLFLOW_TRACKING_AUTH"
 MANAGED_AUTH_ENV = "SPARK_TRACKING_MANAGED_AUTH"
+#: Written to ``<home>`` when a session fell back to the embedded store (read by doctor).
+FALLBACK_FILE = "link-failure.json"
+#: URI schemes an AML endpoint can be spoken in (checked before importing ``azure.store``).
+_AML_SCHEMES = ("azureml://", "https://", "spark-tracking-aml:")
 
 
 def _logger():
@@ -35,9 +59,24 @@ def _logger():
 #: set for the embedded store only, so artifacts land in <home>/artifacts, not ./mlruns.
 _ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 
-_lock = threading.RLock()
+_lock = _thread.RLock()  # not ``threading``: it costs a millisecond at every interpreter start
 _current: Config | None = None
 _current_uri: str | None = None
+_choice: StoreChoice | None = None
+
+
+class StoreChoice:
+    """Where a session's runs go, and why (``settings --resolved`` and ``doctor`` print ``why``)."""
+
+    __slots__ = ("auth", "pending", "uri", "why")
+
+    def __init__(self, uri: str, auth: str | None, why: str, pending=None):
+        self.uri, self.auth, self.why = uri, auth, why
+        #: the link source still to resolve (at MLflow's first request), or None
+        self.pending = pending
+
+    def __repr__(self) -> str:
+        return f"StoreChoice({self.uri!r}, {self.why!r})"
 
 
 def current_config() -> Config | None:
@@ -50,20 +89,30 @@ def current_tracking_uri() -> str | None:
     return _current_uri
 
 
-def configure(*, strict: bool | None = None, **settings) -> Config | None:
+def current_choice() -> StoreChoice | None:
+    """Where this session's runs go and why, or None before configure()."""
+    return _choice
+
+
+def configure(*, strict: bool | None = None, resolve_link: bool = True, **settings) -> Config | None:
     """Point MLflow at the central store and name the experiment for this session.
 
     Keyword arguments are settings (see ``spark_tracking.config.SETTINGS``), e.g.
     ``tracking_uri=``, ``experiment_name=``, ``home=``; they win over every other source:
     explicit argument > Spark conf ``spark.sparktracking.*`` > ``SPARK_TRACKING_*`` /
-    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` > config file > embedded default.
+    ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` > config file > platform default
+    (``MLFLOW_TRACKING_URI=databricks`` from the Databricks Runtime) > embedded default.
+
+    ``resolve_link=False`` (the startup hook) never touches the network: an AML link missing
+    from the node's cache is resolved at MLflow's first request instead.
 
     Idempotent: calling it again re-resolves and changes only what changed. Never raises into
-    the host unless ``strict=True`` (or ``SPARK_TRACKING_STRICT=1``); a failure is logged with
-    the fix and leaves MLflow as it was. Returns the resolved Config, or None when disabled or
-    failed. ``SPARK_TRACKING_DISABLED=1`` turns it into a no-op.
+    the host unless ``strict=True`` (or ``SPARK_TRACKING_STRICT=1``); a configuration error is
+    logged with the fix and leaves MLflow as it was; a link that fails sends the session to the
+    embedded store with a message (see the module docstring). Returns the resolved Config, or
+    None when disabled or failed. ``SPARK_TRACKING_DISABLED=1`` turns it into a no-op.
     """
-    global _current, _current_uri
+    global _current, _current_uri, _choice
     if strict is not None:
         settings["strict"] = strict
     try:
@@ -72,10 +121,15 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
             if cfg.disabled:
                 _logger().debug("spark_tracking is disabled (%s)", cfg.sources.get("disabled"))
                 return None
-            uri, auth = _store_of(cfg)
-            _apply_tracking_uri(cfg, uri, auth)
+            try:
+                choice = choose_store(cfg)
+                if choice.pending is not None and resolve_link:
+                    choice = _resolve_link(cfg, choice.pending)
+            except _link_error() as exc:
+                choice = _fall_back(cfg, exc)
+            _apply_tracking_uri(cfg, choice.uri, choice.auth)
+            _current, _current_uri, _choice = cfg, choice.uri, choice
             _apply_experiment(cfg)
-            _current, _current_uri = cfg, uri
             return cfg
     except Exception as exc:
         if settings.get("strict") or _strict_from_env():
@@ -85,36 +139,145 @@ def configure(*, strict: bool | None = None, **settings) -> Config | None:
         return None
 
 
-
 def _strict_from_env() -> bool:
     return os.environ.get("SPARK_TRACKING_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _store_of(cfg: Config) -> tuple[str, str | None]:
-    """(tracking URI, MLflow request-auth name) of the session.
+def _link_error():
+    """AzureLinkError, imported only when a link is in play (it is cheap, but not free)."""
+    if "spark_tracking.azure" not in sys.modules:
+        return ()
+    from .azure import AzureLinkError
 
-    The configured tracking URI if any (AML endpoints signed with the cached Azure token), else
-    the linked AML workspace when a source names one (see ``azure.link``; not in Spark workers,
-    which forward to the driver), else the embedded store."""
-    if cfg.tracking_uri:
+    return AzureLinkError
+
+
+def is_aml_uri(uri: str | None) -> bool:
+    """True for a URI that speaks to an AML MLflow endpoint (or the link still to resolve)."""
+    if not uri or not uri.startswith(_AML_SCHEMES):
+        return False
+    from .azure.store import is_aml_tracking_uri
+
+    return is_aml_tracking_uri(uri)
+
+
+def choose_store(cfg: Config) -> StoreChoice:
+    """Where ``cfg`` sends runs, and why; files and environment only (no network).
+
+    Raises AzureLinkError when a link source is malformed (the session then falls back)."""
+    source_of_uri = cfg.sources.get("tracking_uri")
+    if cfg.tracking_uri_chosen:
+        why = f"tracking_uri from {source_of_uri}"
         if not cfg.tracking_uri.startswith(("azureml://", "https://")):  # only these can be AML's
-            return cfg.tracking_uri, None
+            return StoreChoice(cfg.tracking_uri, None, why)
         from .azure import store
 
         chosen = store.for_uri(cfg.tracking_uri)
-        return chosen.uri, chosen.auth
+        return StoreChoice(chosen.uri, chosen.auth, why + (" (an Azure ML endpoint)" if chosen.auth else ""))
+    platform = f", over {cfg.tracking_uri!r}, the {source_of_uri}" if cfg.tracking_uri else ""
     if not context.in_spark_worker():
         from .azure import link  # files and variables only, unless a source names a workspace
 
         source = link.find_source(cfg)
         if source is not None:
-            from .azure import AUTH_NAME
+            from .azure import store
 
-            resolved = link.resolve(cfg, source=source)
-            _logger().info("spark_tracking: logging to AML workspace %s (from %s)", resolved.workspace_id,
-                           resolved.source)
-            return resolved.tracking_uri, AUTH_NAME
-    return cfg.effective_tracking_uri, None
+            cached = link.cached(cfg, source)
+            if cached is not None:
+                chosen = store.for_link(cached)
+                return StoreChoice(chosen.uri, chosen.auth,
+                                   f"the Azure ML workspace {cached.workspace_id} named by {source.description}"
+                                   f"{platform} (link from the cache in {cfg.home})")
+            return StoreChoice(store.lazy_uri(link.cache_key(cfg, source)), None,
+                               f"the Azure ML workspace named by {source.description}{platform}; resolved "
+                               "at MLflow's first request", pending=source)
+    if cfg.tracking_uri:
+        return StoreChoice(cfg.tracking_uri, None,
+                           f"{source_of_uri}: Databricks-managed MLflow, because no tracking_uri and no Azure ML "
+                           "link is configured")
+    return StoreChoice(cfg.embedded_store_uri, None, "embedded default: no tracking_uri and no Azure ML link is "
+                                                      "configured")
+
+
+def _resolve_link(cfg: Config, source) -> StoreChoice:
+    """Resolve a link source (ARM, unless cached) into the store; AzureLinkError when it fails."""
+    from .azure import link, store
+
+    resolved = link.resolve(cfg, source=source)
+    chosen = store.for_link(resolved)
+    if chosen.auth:
+        store.check_request_auth_supported()
+    _logger().info("spark_tracking: logging to AML workspace %s (from %s)", resolved.workspace_id, resolved.source)
+    return StoreChoice(chosen.uri, chosen.auth, f"the Azure ML workspace {resolved.workspace_id} named by "
+                                                f"{source.description}")
+
+
+def resolve_pending_link() -> str:
+    """Resolve the link this session left for MLflow's first request; returns the tracking URI
+    the session uses from now on (the embedded store, with a message, when the link fails).
+    Called by the ``spark-tracking-aml`` tracking-store plugin."""
+    global _current, _current_uri, _choice
+    with _lock:
+        if _choice is not None and _choice.pending is None and _current_uri:
+            return _current_uri
+        cfg = _current or Config.resolve()
+        from .azure import AzureLinkError, link
+
+        try:
+            source = _choice.pending if _choice is not None and _choice.pending is not None else link.find_source(cfg)
+            if source is None:
+                raise AzureLinkError("no Azure ML workspace is named in this process any more (settings changed "
+                                     "since the session started)")
+            choice = _resolve_link(cfg, source)
+        except AzureLinkError as exc:
+            if cfg.strict or _strict_from_env():
+                raise
+            choice = _fall_back(cfg, exc)
+        _apply_tracking_uri(cfg, choice.uri, choice.auth)
+        _current, _current_uri, _choice = cfg, choice.uri, choice
+        return choice.uri
+
+
+def _fall_back(cfg: Config, exc: BaseException) -> StoreChoice:
+    """The link failed: the embedded store at a known home, said where the user looks."""
+    if cfg.strict or _strict_from_env():
+        raise exc
+    uri = cfg.embedded_store_uri
+    where = ("the driver's local disk: it is gone when the cluster stops"
+             if os.environ.get("DATABRICKS_RUNTIME_VERSION") else "this machine's disk")
+    message = (f"spark_tracking: the Azure ML link failed: {exc}\n"
+               f"spark_tracking: runs of this session go to the embedded store {uri} ({where}), not to Azure ML. "
+               f"Fix the link (spark-tracking doctor checks each step), then move them: "
+               f"spark-tracking move-runs --from {uri}")
+    print(message, file=sys.stderr)  # a notebook shows stderr under the cell that logged
+    _logger().warning("%s", message)
+    _record_fallback(cfg, str(exc), uri)
+    return StoreChoice(uri, None, f"embedded store, because the Azure ML link failed: {exc}")
+
+
+def _record_fallback(cfg: Config, error: str, uri: str) -> None:
+    import json
+    import time
+
+    try:
+        os.makedirs(cfg.home, exist_ok=True)
+        path = os.path.join(cfg.home, FALLBACK_FILE)
+        with open(path + ".tmp", "w", encoding="utf-8") as fh:
+            json.dump({"time": time.time(), "error": error, "store": uri}, fh)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # the message above is what the user sees; this record only helps doctor
+
+
+def read_fallback(cfg: Config) -> dict | None:
+    """The last fallback a session on this machine recorded in ``home``, or None."""
+    import json
+
+    try:
+        with open(os.path.join(cfg.home, FALLBACK_FILE), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def _apply_auth(auth: str | None) -> None:
@@ -140,51 +303,60 @@ def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
     previous = os.environ.get(MANAGED_URI_ENV)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[MANAGED_URI_ENV] = uri
-    fluent_utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if "mlflow" in sys.modules:
+        _apply_to_imported_mlflow(uri, previous)
+
+
+def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
+    from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module
+
+    fluent_utils = global_tracking_uri_module()
     if fluent_utils is not None:
         # mlflow is already imported: its global URI (set by mlflow.set_tracking_uri) wins over
         # the environment, so update it too, unless the user set it to something of their own.
-        set_uri = getattr(fluent_utils, "_tracking_uri", None)
-        if set_uri is None or set_uri in (previous, uri):
+        # A "databricks" set there on Databricks is the runtime's doing, not the user's (the
+        # other way the runtime may make it the default; see config.platform_default_uri).
+        set_uri = global_tracking_uri()
+        runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION") and str(set_uri).lower() in ("databricks",
+                                                                                             "databricks-uc")
+        if set_uri is None or set_uri in (previous, uri) or runtime:
             fluent_utils.set_tracking_uri(uri)
+
+
+def aml_safe_experiment_name(name: str) -> str:
+    """The last path segment of ``name`` (AML cannot find names holding "/"; azureml-mlflow
+    keeps the last segment of a Databricks-style name the same way)."""
+    last = name.rstrip("/").rsplit("/", 1)[-1]
+    return last or name
+
+
+def default_experiment_name(ctx: context.RunContext | None = None) -> str | None:
+    """The experiment this session names by default: the ``experiment_name`` setting, else the
+    notebook or script (``context.experiment_name_for``); AML-safe when the store is AML."""
+    cfg = _current
+    name = (cfg.experiment_name if cfg is not None else None) or context.experiment_name_for(ctx or context.detect())
+    if name and is_aml_uri(_current_uri) and "/" in name:
+        return aml_safe_experiment_name(name)
+    return name
 
 
 def _apply_experiment(cfg: Config) -> None:
     source = cfg.sources.get("experiment_name", "default")
     if source == "env MLFLOW_EXPERIMENT_NAME":
+        if is_aml_uri(_current_uri) and "/" in cfg.experiment_name:
+            _logger().warning("spark_tracking: MLFLOW_EXPERIMENT_NAME=%r holds '/': Azure ML cannot find such "
+                              "experiments again; use a plain name such as %r", cfg.experiment_name,
+                              aml_safe_experiment_name(cfg.experiment_name))
         return  # the user's own choice
     if source == "default" and os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return
-    name = cfg.experiment_name or context.experiment_name_for(context.detect())
-    if not name:
-        _retry_experiment_in_ipython()
-        return
+    name = default_experiment_name()
+    if name:
+        set_experiment_env(name)
+    # else: a notebook whose path is not known yet: plugins.SparkTrackingExperiment names it at the first run
+
+
+def set_experiment_env(name: str) -> None:
+    """Name the experiment of new runs (and of subprocesses) through MLflow's own variable."""
     os.environ["MLFLOW_EXPERIMENT_NAME"] = name
     os.environ[MANAGED_EXPERIMENT_ENV] = name
-
-
-_ipython_hooked = False
-
-
-def _retry_experiment_in_ipython() -> None:
-    """In a notebook the path may only be known once a cell runs: look again before each cell."""
-    global _ipython_hooked
-    ip_mod = sys.modules.get("IPython")
-    shell = ip_mod.get_ipython() if ip_mod is not None else None
-    if shell is None or _ipython_hooked:
-        return
-    _ipython_hooked = True
-
-    def pre_run_cell(*_args):
-        if os.environ.get(MANAGED_EXPERIMENT_ENV) or _current is None:
-            try:
-                shell.events.unregister("pre_run_cell", pre_run_cell)
-            except ValueError:
-                pass
-            return
-        name = context.experiment_name_for(context.detect())
-        if name and not os.environ.get("MLFLOW_EXPERIMENT_NAME"):
-            os.environ["MLFLOW_EXPERIMENT_NAME"] = name
-            os.environ[MANAGED_EXPERIMENT_ENV] = name
-
-    shell.events.register("pre_run_cell", pre_run_cell)

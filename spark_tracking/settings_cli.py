@@ -10,7 +10,9 @@ _PAGE_INTRO = """# Configuration
 
 Every setting has one source order: **explicit argument > Spark conf
 `spark.sparktracking.<name>` > environment `SPARK_TRACKING_<NAME>` (and `MLFLOW_TRACKING_URI`
-/ `MLFLOW_EXPERIMENT_NAME` when you set them) > config file > embedded default.** The config
+/ `MLFLOW_EXPERIMENT_NAME` when you set them) > config file > platform default > embedded
+default.** The platform default is `MLFLOW_TRACKING_URI=databricks` as the Databricks Runtime sets
+it; an Azure ML link wins over it (see [Azure ML](azure.md)). The config
 file is JSON without secrets: the first of `$SPARK_TRACKING_CONFIG_FILE`,
 `~/.spark_tracking/config.json`, `/etc/spark_tracking/config.json` (the one the init script
 writes). `spark-tracking settings` prints this table from the registry
@@ -28,9 +30,13 @@ def configuration_page() -> str:
 
 
 def register(subparsers) -> None:
+    """Add ``settings`` to the ``spark-tracking`` command."""
     p = subparsers.add_parser("settings", help="print every setting, or the resolved configuration")
     p.add_argument(
-        "--resolved", action="store_true", help="print the configuration this session resolves to (secrets masked)"
+        "--resolved",
+        action="store_true",
+        help="print the configuration this session resolves to (secrets masked) and where runs go, with the source "
+        "that won and why",
     )
     p.add_argument(
         "--markdown", action="store_true", help="print the documentation page of every setting (docs/configuration.md)"
@@ -44,7 +50,7 @@ def _run(args) -> int:
     if args.resolved:
         cfg = Config.resolve()
         print(cfg.debug_string())
-        print(f"tracking URI: {_where(cfg)}")
+        print(f"tracking URI: {where(cfg)}")
     elif args.markdown:
         print(configuration_page(), end="")
     else:
@@ -52,16 +58,15 @@ def _run(args) -> int:
     return 0
 
 
-def _where(cfg) -> str:
-    if cfg.tracking_uri:
-        return cfg.tracking_uri
+def where(cfg) -> str:
+    """Where a session with ``cfg`` sends its runs and why (files and environment only)."""
     from .azure import AzureLinkError
-    from .azure.link import find_source
+    from .session import choose_store
 
     try:
-        source = find_source(cfg)
+        choice = choose_store(cfg)
     except AzureLinkError as exc:
-        return f"none: {exc}"
-    if source is not None:
-        return f"the Azure ML workspace named by {source.description} ('spark-tracking link --dry-run' resolves it)"
-    return cfg.embedded_store_uri
+        return f"{cfg.embedded_store_uri}, because the Azure ML link is misconfigured: {exc}"
+    if choice.pending is not None:
+        return f"{choice.why} ('spark-tracking link --dry-run' resolves it now)"
+    return f"{choice.uri} ({choice.why})"

@@ -1,9 +1,9 @@
 """``spark-tracking show RUN_ID`` and ``spark-tracking ui``: look at results from a terminal.
 
 ``show`` prints a run's metrics with the columns AML studio offers (last, min, max, count),
-one row for the aggregate and one per worker: a series forwarded from several Spark tasks is
-stored as ``<key>/worker_<n>`` (one per worker) plus ``<key>`` (their mean, step by step), and
-``show`` groups them under ``<key>``. Then params, tags (system tags ``mlflow.*``,
+one row for the aggregate and one per worker (a series forwarded from several Spark tasks is
+stored per worker plus their mean, see :mod:`spark_tracking.layout`; ``show`` groups them under
+the metric's key). Then params, tags (system tags ``mlflow.*``,
 ``spark_tracking.*`` and ``aml.*`` only with ``--all-tags``), texts, tables and images logged
 with the AML vocabulary (``spark_tracking.Run``). ``--plot out.png`` draws one panel per
 metric: each worker thin, the mean thick; ``--compare RUN_ID...`` overlays other runs (one
@@ -16,8 +16,9 @@ Store: ``--tracking-uri`` (show) / ``--store`` (ui) > the configured tracking UR
 (``SPARK_TRACKING_TRACKING_URI``, Spark conf, config file; see ``spark-tracking settings``)
 > the embedded store.
 
-Data loading (``load_run``) is the only part that talks to the store; the table text and the
-figure are built from plain data by ``format_report`` / ``format_comparison`` / ``plot_runs``.
+Data loading (``load_run``, through :class:`~spark_tracking.store.RunReader`) is the only part
+that talks to the store; the table text and the figure are built from plain data by
+``format_report`` / ``format_comparison`` / ``plot_runs``.
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+
+from .layout import group_metrics
 
 logger = logging.getLogger(__name__)
 
-_WORKER_KEY = re.compile(r"^(?P<base>.+)/worker_(?P<worker>\d+)$")
 _HIDDEN_TAG_PREFIXES = ("mlflow.", "spark_tracking.", "aml.")
 #: inches per panel; at 100 dpi a panel is 640 x 400 pixels
 PANEL_SIZE = (6.4, 4.0)
@@ -63,59 +63,34 @@ class RunData:
     texts: dict[str, list[str]] = field(default_factory=dict)
     #: table name -> {column: [values]}
     tables: dict[str, dict[str, list]] = field(default_factory=dict)
-    #: image name -> artifact path(s)
-    images: dict[str, Any] = field(default_factory=dict)
+    #: image name -> artifact paths (the driver's, then the tasks')
+    images: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
+        """The run's name and short id, for legends and headers."""
         return f"{self.name} ({self.run_id[:8]})" if self.name else self.run_id[:8]
 
 
 def load_run(client, run_id: str) -> RunData:
     """Read a run from the store (the one remote boundary of this module)."""
-    import json
+    from .store import RunReader
 
-    from .run import TEXT_TAG_PREFIX, Run
-
-    run = client.get_run(run_id)
+    reader = RunReader(client, run_id)
+    run = reader.get_run()
     experiment = client.get_experiment(run.info.experiment_id)
-    metrics = {}
-    for key in sorted(run.data.metrics):
-        history = sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-        metrics[key] = [(m.step, m.value) for m in history]
-    texts = {
-        k[len(TEXT_TAG_PREFIX) :]: json.loads(v) for k, v in run.data.tags.items() if k.startswith(TEXT_TAG_PREFIX)
-    }
-    vocab = Run(run_id, tracking_uri=client.tracking_uri)
     return RunData(
         run_id=run_id,
         name=run.info.run_name or "",
         status=run.info.status,
         experiment=experiment.name if experiment else run.info.experiment_id,
-        metrics=metrics,
+        metrics=reader.metrics(run),
         params=dict(run.data.params),
         tags=dict(run.data.tags),
-        texts=texts,
-        tables=vocab._tables(None),
-        images=vocab._images(None),
+        texts=reader.texts(run),
+        tables=reader.tables(),
+        images=reader.images(),
     )
-
-
-def group_metrics(keys) -> dict[str, tuple[str | None, list[tuple[int, str]]]]:
-    """base key -> (the aggregate key if logged, [(worker, key)] in worker order).
-    ``x/worker_<n>`` is a worker series of ``x``; every other key is its own aggregate."""
-    keys = set(keys)
-    groups: dict[str, tuple[str | None, list]] = {}
-    for key in keys:
-        m = _WORKER_KEY.match(key)
-        base = m.group("base") if m else key
-        agg, workers = groups.get(base, (None, []))
-        if m:
-            workers.append((int(m.group("worker")), key))
-        else:
-            agg = key
-        groups[base] = (agg, workers)
-    return {base: (agg, sorted(workers)) for base, (agg, workers) in sorted(groups.items())}
 
 
 def summarize(points: list[tuple[int, float]]) -> tuple[float, float, float, int]:
@@ -159,6 +134,13 @@ def metric_rows(metrics: dict[str, list[tuple[int, float]]]) -> list[list[str]]:
     return rows
 
 
+def format_metrics(metrics: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """The metrics table (see :func:`metric_rows`) as lines of text."""
+    if not metrics:
+        return ["no metrics"]
+    return _table(["metric", "worker", "last", "min", "max", "count"], metric_rows(metrics), right={2, 3, 4, 5})
+
+
 def _pairs(title: str, items: list[tuple[str, str]]) -> list[str]:
     if not items:
         return []
@@ -175,12 +157,7 @@ def format_report(data: RunData, all_tags: bool = False) -> str:
     """The text ``spark-tracking show`` prints for one run."""
     lines = [f"run {data.run_id}  name {data.name or '-'}  status {data.status}  experiment {data.experiment}"]
     lines.append("")
-    if data.metrics:
-        lines += _table(
-            ["metric", "worker", "last", "min", "max", "count"], metric_rows(data.metrics), right={2, 3, 4, 5}
-        )
-    else:
-        lines.append("no metrics")
+    lines += format_metrics(data.metrics)
     lines += _pairs("params", sorted(data.params.items()))
     tags = sorted((k, v) for k, v in data.tags.items() if all_tags or not k.startswith(_HIDDEN_TAG_PREFIXES))
     lines += _pairs("tags", tags)
@@ -189,7 +166,7 @@ def format_report(data: RunData, all_tags: bool = False) -> str:
         [(k, v[-1] + (f"  ({len(v)} values)" if len(v) > 1 else "")) for k, v in sorted(data.texts.items()) if v],
     )
     lines += _pairs("tables", [(k, f"{_rows(t)}: {', '.join(t)}") for k, t in sorted(data.tables.items())])
-    lines += _pairs("images", [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in sorted(data.images.items())])
+    lines += _pairs("images", [(k, ", ".join(v)) for k, v in sorted(data.images.items())])
     return "\n".join(lines) + "\n"
 
 
@@ -363,6 +340,7 @@ class UiServer:
 
     @property
     def url(self) -> str:
+        """Where the server answers: ``http://<host>:<port>``."""
         return f"http://{self.host if ':' not in self.host else '[' + self.host + ']'}:{self.port}"
 
     def start(self, ready_timeout: float = 120.0) -> UiServer:

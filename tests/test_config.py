@@ -80,3 +80,17 @@ def test_every_setting_has_env_conf_and_doc():
         assert re.fullmatch(r"SPARK_TRACKING_[A-Z_]+", s.env)
         assert s.spark_conf == "spark.sparktracking." + s.name
         assert len(s.doc) > 20
+
+
+def test_the_databricks_runtimes_default_uri_ranks_below_every_setting(tmp_path):
+    from spark_tracking.config import PLATFORM_DEFAULT
+
+    runtime = {"MLFLOW_TRACKING_URI": "databricks", "DATABRICKS_RUNTIME_VERSION": "17.3"}
+    cfg = Config.resolve(environ=runtime, spark_conf={})
+    assert (cfg.tracking_uri, cfg.sources["tracking_uri"], cfg.tracking_uri_chosen) == ("databricks", PLATFORM_DEFAULT,
+                                                                                         False)
+    cfg_file = _write(tmp_path / "c.json", {"tracking_uri": "from-file"})
+    cfg = Config.resolve(environ=dict(runtime, SPARK_TRACKING_CONFIG_FILE=cfg_file), spark_conf={})
+    assert (cfg.tracking_uri, cfg.tracking_uri_chosen) == ("from-file", True)
+    off_databricks = Config.resolve(environ={"MLFLOW_TRACKING_URI": "databricks"}, spark_conf={})
+    assert off_databricks.sources["tracking_uri"] == "env MLFLOW_TRACKING_URI"  # the user's own choice

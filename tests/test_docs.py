@@ -3,6 +3,8 @@
 import os
 import re
 
+import yaml
+
 from spark_tracking.settings_cli import configuration_page
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -34,3 +36,12 @@ def test_every_readme_part_a_page_includes_exists():
             continue
         for name in re.findall(r'--8<-- "README\.md:([\w-]+)"', _read("docs", page)):
             assert f"--8<-- [start:{name}]" in readme and f"--8<-- [end:{name}]" in readme, (page, name)
+
+
+def test_every_page_has_its_place_in_the_navigation():
+    with open(os.path.join(ROOT, "mkdocs.yml"), encoding="utf-8") as fh:
+        nav = yaml.safe_load(fh)["nav"]
+    in_nav = {page for entry in nav for page in entry.values()}
+    pages = {p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")}
+    assert pages - in_nav == set(), "add these pages to nav in mkdocs.yml"
+    assert in_nav - pages == set()

@@ -67,3 +67,13 @@ def test_the_hook_imports_nothing_heavy(hook_enabled):
     heavy = ("mlflow", "pyspark", "azure.identity", "requests", "databricks.sdk", "spark_tracking.azure.resources")
     out = _python(f"import sys; print([m for m in {heavy!r} if m in sys.modules])")
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+
+
+def test_the_hook_adds_no_standard_library_import(hook_enabled):
+    """Interpreter start pays only for spark_tracking's own modules: no typing, threading, json or
+    network client (benchmarks/hook_cost.py measures the time)."""
+    probe = "import sys; print(sorted(m for m in ('typing', 'threading', 'json', 'socket', 'ssl') if m in sys.modules))"
+    without = _python(probe, SPARK_TRACKING_DISABLED="1")
+    with_hook = _python(probe)
+    assert with_hook.returncode == 0, with_hook.stderr
+    assert with_hook.stdout == without.stdout

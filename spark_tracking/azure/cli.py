@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     doctor.add_argument("--spark", action="store_true",
                         help="start a Spark session (SPARK_MASTER, default local[2]) and check its workers")
     doctor.set_defaults(func=_doctor)
+    from .move import register as register_move
+
+    register_move(subparsers)
 
 
 def _link(args) -> int:

@@ -22,8 +22,6 @@ import threading
 import time
 from typing import Callable, NamedTuple
 
-from requests.auth import AuthBase
-
 from . import AzureLinkError
 from .clouds import KNOWN_AUTHORITY_HOSTS, Cloud
 
@@ -184,14 +182,3 @@ def describe_identity(token: str) -> str:
     claims = token_claims(token)
     parts = [f"{k}={claims[k]}" for k in ("appid", "oid", "upn", "tid") if claims.get(k)]
     return "the identity " + (", ".join(parts) if parts else "of the token")
-
-
-class BearerAuth(AuthBase):
-    """requests auth that adds the provider's current token to each request."""
-
-    def __init__(self, provider: TokenProvider):
-        self.provider = provider
-
-    def __call__(self, request):
-        request.headers["Authorization"] = "Bearer " + self.provider.token()
-        return request

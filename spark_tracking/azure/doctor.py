@@ -53,8 +53,8 @@ class Doctor:
         return all(s.status != "FAIL" for s in self.steps)
 
     def run(self, emit: Callable[[str], None] = print) -> bool:
-        for check in (self.configuration, self.source, self.token, self.link, self.store, self.probe_run, self.artifacts,
-                      self.workers):
+        for check in (self.configuration, self.source, self.fallback, self.token, self.link, self.store,
+                      self.probe_run, self.artifacts, self.workers):
             step = check()
             if step is not None:
                 self.steps.append(step)
@@ -75,23 +75,43 @@ class Doctor:
         from .store import for_uri
 
         self.found_source = None
+        cfg = self.cfg
         try:
-            if self.cfg.tracking_uri:
-                chosen = for_uri(self.cfg.tracking_uri)
+            if cfg.tracking_uri_chosen:
+                chosen = for_uri(cfg.tracking_uri)
                 self.tracking_uri, self.auth = chosen.uri, chosen.auth
                 kind = "an AML store" if chosen.auth else "not an AML store"
-                return Step("source", "PASS", f"tracking URI {chosen.uri} ({kind}; "
-                                              f"{self.cfg.sources.get('tracking_uri')})")
-            self.found_source = find_source(self.cfg, use_profiles=True)
+                return Step("source", "PASS", f"tracking URI {chosen.uri} ({kind}; won as tracking_uri from "
+                                              f"{cfg.sources.get('tracking_uri')})")
+            self.found_source = find_source(cfg, use_profiles=True)
         except AzureLinkError as exc:
             return Step("source", "FAIL", str(exc))
+        platform = f", over the platform default {cfg.tracking_uri!r} ({cfg.sources['tracking_uri']})" \
+            if cfg.tracking_uri else ""
+        if self.found_source is None and cfg.tracking_uri:
+            self.tracking_uri = cfg.tracking_uri
+            return Step("source", "WARN", f"runs go to Databricks-managed MLflow: {cfg.sources['tracking_uri']} "
+                                          "and no Azure ML link is configured",
+                        "to log to AML: spark-tracking install --set aml_workspace_id=<ARM id> (or link the "
+                        "Databricks workspace to an AML workspace in the Azure portal)")
         if self.found_source is None:
-            self.tracking_uri = self.cfg.embedded_store_uri
+            self.tracking_uri = cfg.embedded_store_uri
             return Step("source", "WARN", f"no AML workspace is named; using the embedded store {self.tracking_uri}",
                         "to log to AML: 'spark-tracking link --workspace-id <ARM id>', or "
                         "SPARK_TRACKING_AML_WORKSPACE_ID, or the workspace's config.json")
         self.auth = AUTH_NAME
-        return Step("source", "PASS", f"AML workspace named by {self.found_source.description}")
+        return Step("source", "PASS", f"AML workspace named by {self.found_source.description}{platform}")
+
+    def fallback(self) -> Step | None:
+        from ..session import read_fallback
+
+        record = read_fallback(self.cfg)
+        if record is None:
+            return None
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.get("time", 0)))
+        return Step("fallback", "WARN", f"a session at {when} could not use the Azure ML link "
+                                        f"({record.get('error')}) and logged to {record.get('store')} instead",
+                    f"fix the link (the steps below), then: spark-tracking move-runs --from {record.get('store')}")
 
     def token(self) -> Step | None:
         if self.auth is None:
@@ -129,6 +149,10 @@ class Doctor:
     def _client(self):
         from mlflow.tracking import MlflowClient
 
+        if self.auth:
+            from .mlflow_auth import add_linked_uri
+
+            add_linked_uri(self.tracking_uri)  # the token goes to the linked AML host only
         return MlflowClient(self.tracking_uri)
 
     def store(self) -> Step:
@@ -164,10 +188,17 @@ class Doctor:
             return None
         from .store import azureml_mlflow_installed
 
+        from .._compat.mlflow import installed_version
+
+        models = ("" if installed_version() < (2, 17) else
+                  f"; log_model of MLflow {'.'.join(map(str, installed_version()))} needs the logged-models API, "
+                  "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)")
         if azureml_mlflow_installed():
-            return Step("artifacts", "PASS", "azureml-mlflow is installed: artifacts go to the workspace's storage")
+            return Step("artifacts", "PASS" if not models else "WARN",
+                        "azureml-mlflow is installed: sessions use its azureml:// store and artifacts go to the "
+                        f"workspace's storage{models}")
         return Step("artifacts", "WARN", "metrics, params and tags work; artifacts (log_artifact, log_row, "
-                                         "log_image, models) need azureml-mlflow",
+                                         f"log_image, models) need azureml-mlflow{models}",
                     "pip install 'spark-tracking[azureml]' (or add azureml-mlflow to the cluster libraries)")
 
     def workers(self) -> Step | None:
@@ -224,7 +255,7 @@ def _store_fix(exc: BaseException) -> str:
     text = str(exc)
     if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
         return ("grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "
-                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* actions")
+                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* and workspaces/jobs/* actions")
     if "401" in text or "Unauthorized" in text:
         return "the token was refused: check AZURE_TENANT_ID is the workspace's tenant and azure_cloud its cloud"
     return "check the network path to the tracking URI (proxy, private endpoint, firewall)"

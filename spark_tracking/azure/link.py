@@ -23,12 +23,16 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping, NamedTuple
 
 from . import AML_CONFIG_KEYS, AzureLinkError
 
+TYPE_CHECKING = False  # the type checker's view only: ``typing`` costs every process start
+if TYPE_CHECKING:
+    from typing import Any, Mapping
+
 # This module runs in the startup hook of every process (configure() asks find_source whether
-# any source names a workspace): what only a found source needs is imported when it is found.
+# any source names a workspace): what only a found source needs is imported when it is found,
+# and nothing here imports ``typing`` (annotations are strings nothing evaluates).
 
 CACHE_FILE = "aml-link.json"
 CACHE_SECONDS = 12 * 3600
@@ -37,9 +41,42 @@ _TAG_SUBSCRIPTION = "spark.databricks.clusterUsageTags.azureSubscriptionId"
 _WORKSPACE_URL = "spark.databricks.workspaceUrl"
 
 
-class Link(NamedTuple):
-    """A resolved link: what ``spark-tracking link`` records and a session logs to."""
+class _Record:
+    """A small immutable record (a NamedTuple without importing ``typing``)."""
 
+    _fields: tuple = ()
+    __slots__ = ()
+
+    def __init__(self, *args, **kwargs):
+        values = dict(zip(self._fields, args), **kwargs)
+        for name in self._fields:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _asdict(self) -> dict:
+        return {name: getattr(self, name) for name in self._fields}
+
+    def __iter__(self):
+        return iter(tuple(getattr(self, name) for name in self._fields))
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other._asdict() == self._asdict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._asdict().items())})"
+
+
+class Link(_Record):
+    """A resolved link: what ``spark-tracking link`` records and a session logs to:
+    ``workspace_id``, ``tracking_uri``, ``region``, ``cloud``, ``source``."""
+
+    _fields = ("workspace_id", "tracking_uri", "region", "cloud", "source")
+    __slots__ = _fields
     workspace_id: str
     tracking_uri: str
     region: str
@@ -53,10 +90,15 @@ class Link(NamedTuple):
         return parse_workspace_id(self.workspace_id)
 
 
-class Source(NamedTuple):
-    """Where the workspace comes from, found without the network."""
+class Source(_Record):
+    """Where the workspace comes from, found without the network: ``kind`` is "aml" (a
+    workspace ref), "databricks" (a Databricks resource id), "databricks-url" (subscription and
+    workspace URL from the cluster tags) or "databricks-cluster" (the same, read once Spark is
+    up); ``value``; ``description``."""
 
-    kind: str  # "aml" (a workspace ref), "databricks" (a Databricks resource id), "databricks-url"
+    _fields = ("kind", "value", "description")
+    __slots__ = _fields
+    kind: str
     value: Any
     description: str
 
@@ -64,7 +106,12 @@ class Source(NamedTuple):
 def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | None = None,
                 spark_conf: Mapping[str, str] | None = None, use_profiles: bool = False) -> Source | None:
     """The first source that names a workspace, or None. Cheap: files and variables only
-    (``use_profiles`` also reads the databricks-sdk profile file; the link command does)."""
+    (``use_profiles`` also reads the databricks-sdk profile file; the link command does).
+
+    On a Databricks driver with Azure credentials configured but no other source and no Spark
+    session yet (interpreter start), the workspace's own link is a source still to be read: the
+    cluster tags are read when it is resolved, at MLflow's first request. So "follow the
+    workspace's link" never ends in the local embedded store only because Spark was not up."""
     environ = os.environ if environ is None else environ
     named = any(getattr(cfg, k) for k in ("aml_workspace_id", "subscription_id", "resource_group",
                                           "workspace_name", "databricks_resource_id"))
@@ -72,8 +119,18 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
     if not (named or config_path or environ.get(DATABRICKS_SDK_ENV) or use_profiles):
         conf = spark_conf if spark_conf is not None else _spark_conf()
         if not (conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL)):
+            if environ.get("DATABRICKS_RUNTIME_VERSION") and _azure_credentials_configured(cfg, environ):
+                return Source("databricks-cluster", None,
+                              "the Databricks workspace's link (cluster tags, read once Spark is up)")
             return None  # the common case, at every process start: nothing names a workspace
     return _first_source(cfg, config_path, environ, spark_conf, use_profiles)
+
+
+def _azure_credentials_configured(cfg, environ: Mapping[str, str]) -> bool:
+    """An admin gave this machine an Azure identity (spark-tracking install does): then the
+    Databricks workspace's own AML link is worth following."""
+    return bool(environ.get("AZURE_CLIENT_ID") or environ.get("AZURE_FEDERATED_TOKEN_FILE")
+                or cfg.sources.get("azure_credential"))
 
 
 def _first_source(cfg, config_path, environ, spark_conf, use_profiles) -> Source | None:
@@ -157,6 +214,25 @@ def _spark_conf() -> dict[str, str]:
     return active_spark_conf(lambda key: key in (_TAG_SUBSCRIPTION, _WORKSPACE_URL))
 
 
+def cache_key(cfg, source: Source) -> str:
+    """Names a link in the cache: the cloud, the ARM endpoint and what the source names."""
+    named = getattr(source.value, "id", source.value)  # an ARM id, or (subscription, workspace URL)
+    return f"{str(cfg.azure_cloud).lower()}|{cfg.azure_arm_endpoint or ''}|{source.kind}|{named}"
+
+
+def cached(cfg, source: Source) -> Link | None:
+    """The link of ``source`` from the cache in ``<home>`` when it is fresh, else None. Reads
+    one file: what the startup hook may do (a new process on a node where the link was
+    resolved once needs no ARM call)."""
+    entry = _read_cache(os.path.join(cfg.home, CACHE_FILE)).get(cache_key(cfg, source))
+    if entry and time.time() - entry.get("resolved_at", 0) < CACHE_SECONDS:
+        try:
+            return Link(**{f: entry[f] for f in Link._fields})
+        except KeyError:  # an entry of an older layout: resolve again
+            return None
+    return None
+
+
 def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = True, **find_kwargs) -> Link:
     """Resolve the link (ARM calls through ``arm``, built from ``cfg`` when None)."""
     from .clouds import cloud as cloud_named
@@ -172,13 +248,12 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         chosen = cloud_named(cfg.azure_cloud)
     except ValueError as exc:
         raise AzureLinkError(str(exc)) from None
-    named = getattr(source.value, "id", source.value)  # an ARM id, or (subscription, workspace URL)
-    key = f"{chosen.name}|{cfg.azure_arm_endpoint or chosen.arm_endpoint}|{source.kind}|{named}"
+    key = cache_key(cfg, source)
     cache_path = os.path.join(cfg.home, CACHE_FILE)
     if use_cache:
-        cached = _read_cache(cache_path).get(key)
-        if cached and time.time() - cached.get("resolved_at", 0) < CACHE_SECONDS:
-            return Link(**{f: cached[f] for f in Link._fields})
+        found = cached(cfg, source)
+        if found is not None:
+            return found
     if arm is None:
         from .arm import ArmClient
         from .credentials import provider_for_config
@@ -187,8 +262,11 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
     if source.kind == "aml":
         ref = source.value
     else:
-        databricks_id = (source.value.id if source.kind == "databricks"
-                         else _find_databricks_id(arm, *source.value))
+        if source.kind == "databricks":
+            databricks_id = source.value.id
+        else:
+            tags = source.value if source.kind == "databricks-url" else _cluster_tags()
+            databricks_id = _find_databricks_id(arm, *tags)
         resource = arm.get(databricks_id, "Databricks workspace",
                            "Check databricks_resource_id / DATABRICKS_AZURE_RESOURCE_ID (the 'Resource ID' on "
                            "the Databricks workspace's Properties page)")
@@ -202,6 +280,16 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
     if use_cache:
         _write_cache(cache_path, key, link)
     return link
+
+
+def _cluster_tags() -> tuple[str, str]:
+    conf = _spark_conf()
+    if not (conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL)):
+        raise AzureLinkError(
+            "the Databricks workspace's link is read from the cluster tags of a running Spark session, and "
+            "none is running in this process. Fix: set SPARK_TRACKING_DATABRICKS_RESOURCE_ID to the workspace's "
+            "ARM id ('spark-tracking install' does), or start Spark before the first MLflow call")
+    return conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]
 
 
 def _find_databricks_id(arm, subscription_id: str, workspace_url: str) -> str:

@@ -73,12 +73,22 @@ def aml_link_of_databricks(resource: Mapping[str, Any], databricks_id: str) -> s
     return str(value)
 
 
+#: The MLflow API version in AML tracking URIs: ARM reports ``/mlflow/v1.0/``; azureml-mlflow
+#: speaks ``/mlflow/v2.0/`` for MLflow >= 2 (and v1.0 only for MLflow 1.x, which this package
+#: does not support), so every URI this package builds or converts uses v2.0.
+_API_V1, _API_V2 = "/mlflow/v1.0/", "/mlflow/v2.0/"
+
+
 def to_https(uri: str) -> str:
-    """``azureml://host/path?`` (as AML reports it) as the https URL MLflow's REST client uses."""
+    """``azureml://host/mlflow/v1.0/path?`` (as ARM reports it) as the https URL MLflow's REST
+    client uses: ``https://host/mlflow/v2.0/path``."""
     parts = urlsplit(uri.strip())
     if parts.scheme not in ("azureml", "https"):
         raise AzureLinkError(f"{uri!r} is not an AML tracking URI (azureml://<region>.api.azureml.ms/mlflow/...)")
-    return urlunsplit(("https", parts.netloc, parts.path.rstrip("/"), "", ""))
+    path = parts.path.rstrip("/")
+    if path.lower().startswith(_API_V1):
+        path = _API_V2 + path[len(_API_V1):]
+    return urlunsplit(("https", parts.netloc, path, "", ""))
 
 
 def tracking_uri_of(workspace: Mapping[str, Any], ref: WorkspaceRef, cloud: Cloud) -> str:
@@ -90,7 +100,7 @@ def tracking_uri_of(workspace: Mapping[str, Any], ref: WorkspaceRef, cloud: Clou
     region = str(workspace.get("location") or "").replace(" ", "").lower()
     if not region:
         raise AzureLinkError(f"ARM returned AML workspace {ref.id} without a location or MLflow tracking URI")
-    return f"https://{region}.{cloud.aml_api_suffix}/mlflow/v1.0{ref.id}"
+    return f"https://{region}.{cloud.aml_api_suffix}/mlflow/v2.0{ref.id}"
 
 
 def workspace_ref_of_tracking_uri(uri: str) -> WorkspaceRef | None:

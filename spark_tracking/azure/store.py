@@ -1,6 +1,15 @@
 """Which tracking URI and request auth a session uses for an AML store (pure decisions plus
 the link resolution), kept apart from ``session.py`` so that sessions without an AML link
-never import azure-identity."""
+never import azure-identity; and what an AML store accepts (``limits_for``).
+
+Two ways to speak to AML's MLflow endpoint:
+
+- with azureml-mlflow installed, through its own ``azureml://`` store: it is the only client of
+  AML's artifact service, and its artifact repository works only for runs its store made
+  ("An authorization token was not set in the artifact uri" otherwise, mlflow#11103);
+- without it, as ``https://`` with spark_tracking's request-auth plugin: metrics, params, tags
+  and runs work; artifacts and models cannot (``mlflow_auth`` refuses them at once, with the fix).
+"""
 
 from __future__ import annotations
 
@@ -8,15 +17,47 @@ import importlib.util
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from . import AUTH_NAME
+from . import AUTH_NAME, AzureLinkError
 from .clouds import is_aml_host
 from .resources import to_https, workspace_ref_of_tracking_uri
+
+#: The tracking-store scheme of a link not resolved yet (interpreter start reads no network):
+#: MLflow builds its store at the first request, through ``lazy_link_store`` below.
+LAZY_SCHEME = "spark-tracking-aml"
+
+
+def lazy_uri(cache_key: str) -> str:
+    """The tracking URI of a link still to resolve. It names the link (a checksum of its cache
+    key) because MLflow keeps one store per URI for the life of the process."""
+    import zlib
+
+    return f"{LAZY_SCHEME}://link/{zlib.crc32(cache_key.encode()):08x}"
+#: MLflow's request-auth plugins (``mlflow.request_auth_provider``) exist from MLflow 2.8 (mlflow#10049).
+REQUEST_AUTH_SINCE = (2, 8)
 
 
 class Store(NamedTuple):
     uri: str
     #: value for MLFLOW_TRACKING_AUTH, or None
     auth: str | None
+
+
+class Limits(NamedTuple):
+    """What one store accepts beyond MLflow's own limits (None: MLflow's limits only)."""
+
+    #: values of one metric key in one log_batch (AML refuses more: mlflow#11462)
+    max_values_per_key: int | None = None
+    #: params in one run (AML caps a run at 200: azure-sdk-for-python#35685)
+    max_params_per_run: int | None = None
+
+
+AML_LIMITS = Limits(max_values_per_key=250, max_params_per_run=200)
+
+
+def limits_for(uri: str) -> Limits:
+    """The limits of the store at ``uri``: a sink shapes its batches with them (AML's 250
+    values of one metric per batch, 200 params per run) instead of learning them from errors."""
+    return AML_LIMITS if is_aml_tracking_uri(uri) else Limits()
 
 
 def azureml_mlflow_installed() -> bool:
@@ -27,19 +68,70 @@ def azureml_mlflow_installed() -> bool:
 
 
 def is_aml_tracking_uri(uri: str) -> bool:
-    """True for AML's MLflow endpoint, in its azureml:// or https form."""
+    """True for AML's MLflow endpoint, in its azureml:// or https form, or a link to resolve."""
     parts = urlsplit(uri or "")
-    if parts.scheme == "azureml":
+    if parts.scheme in ("azureml", LAZY_SCHEME):
         return True
     return parts.scheme == "https" and (is_aml_host(parts.netloc) or workspace_ref_of_tracking_uri(uri) is not None)
 
 
 def for_uri(uri: str) -> Store:
-    """The store for a configured tracking URI: AML endpoints get the cached-token auth."""
-    if uri.startswith("azureml://"):
-        if azureml_mlflow_installed():  # its own scheme, credentials and artifacts
-            return Store(uri, None)
-        return Store(to_https(uri), AUTH_NAME)  # spoken as https with spark_tracking's credentials
-    if is_aml_tracking_uri(uri):
-        return Store(uri, AUTH_NAME)
-    return Store(uri, None)
+    """The store for a tracking URI: an AML endpoint goes through azureml-mlflow's own
+    ``azureml://`` store when it is installed (its artifact repository serves only runs that store
+    made), else as https with spark_tracking's cached-token auth; other URIs as they are."""
+    if not (uri.startswith("azureml://") or is_aml_tracking_uri(uri)):
+        return Store(uri, None)
+    https = to_https(uri)
+    if azureml_mlflow_installed():
+        parts = urlsplit(https)
+        return Store(f"azureml://{parts.netloc}{parts.path}", None)
+    return Store(https, AUTH_NAME)
+
+
+def for_link(link) -> Store:
+    """The store for a resolved link (see ``for_uri``)."""
+    return for_uri(link.tracking_uri)
+
+
+def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
+    """The error for an AML artifact URI when azureml-mlflow is not installed."""
+    from .mlflow_auth import AmlFeatureMissing
+
+    return AmlFeatureMissing(
+        f"artifacts of Azure ML runs ({artifact_uri}) live behind Azure ML's artifact service, which only "
+        "azureml-mlflow speaks. Fix: install it on the cluster (pip install 'spark-tracking[azureml]', or add "
+        "azureml-mlflow to the cluster libraries) and restart Python: spark_tracking then routes the session "
+        "through its azureml:// store. Metrics, params and tags work without it")
+
+
+def check_request_auth_supported(version: tuple[int, ...] | None = None) -> None:
+    """Refuse, with the reason and the fix, an MLflow without request-auth plugins.
+
+    Why no fallback through ``mlflow.request_header_provider`` (which every MLflow has): MLflow
+    does not tell header providers where a request goes, so an Authorization header there would
+    carry the Azure token to every MLflow server the process talks to. Every Databricks Runtime
+    LTS still in support ships MLflow >= 2.8 (14.3 LTS ML: 2.9.2)."""
+    from .._compat.mlflow import installed_version
+
+    version = installed_version() if version is None else version
+    if version and version < REQUEST_AUTH_SINCE:
+        shown = ".".join(map(str, version))
+        raise AzureLinkError(
+            f"MLflow {shown} has no request-auth plugins (mlflow.request_auth_provider, MLflow >= 2.8), so "
+            "spark_tracking cannot sign requests to Azure ML with it; it does not put the token in a request-header "
+            "plugin instead, because MLflow does not tell those which server a request goes to and the token "
+            "would reach every MLflow server this process talks to. Fix: use MLflow >= 2.8 (a Databricks "
+            "Runtime LTS ML 14.3 or later), or install azureml-mlflow, whose azureml:// store signs its own requests")
+
+
+def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = None):
+    """The ``mlflow.tracking_store`` plugin of the ``spark-tracking-aml`` scheme: MLflow's first
+    request in a process whose link was not cached at interpreter start resolves it here (once:
+    the result is cached for the node), and gets the real store. A link that fails gives the
+    embedded store, with a message (see ``session``)."""
+    from .. import session
+    from .._compat.mlflow import build_store
+
+    # MLflow calls this under its store-building lock, once per URI and process
+
+    return build_store(session.resolve_pending_link(), artifact_uri)

@@ -59,6 +59,9 @@ def _common(p) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the exact change and make no change")
     p.add_argument("--restart", action="store_true",
                    help="accept a restart of a running cluster, or start a terminated one, to apply the change")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until a PENDING, RESTARTING or RESIZING cluster is RUNNING or TERMINATED (the states "
+                        "in which Databricks accepts a spec change) instead of stopping")
 
 
 def _fail(message: str) -> int:
@@ -199,6 +202,7 @@ def _do_install(args) -> int:
     if not args.cluster_id:
         return _fail("--cluster-id is required (or --print-policy for clusters managed as code).")
     ws = _workspace(args)
+    _wait_if_asked(ws, args)
     _, _, spec = ws.cluster(args.cluster_id)
     opts, secrets = _options(args, cluster_spec=spec)
     _follow_the_workspace_link(opts, ws, spec)
@@ -228,10 +232,26 @@ def _follow_the_workspace_link(opts, ws, spec: dict) -> None:
         opts.settings["databricks_resource_id"] = resource_id
 
 
+#: seconds between two looks at a cluster that is changing state (tests set it to 0)
+WAIT_POLL_SECONDS = 10.0
+
+
+def _wait_if_asked(ws, args) -> None:
+    if not args.wait:
+        return
+    print(f"waiting until cluster {args.cluster_id} is RUNNING or TERMINATED", file=sys.stderr)
+    try:
+        ws.wait_until_editable(args.cluster_id, poll=WAIT_POLL_SECONDS)
+    except TimeoutError as exc:
+        raise PlanError(f"{exc}. Fix: run again once the cluster is RUNNING or TERMINATED.") from None
+
+
 def _do_uninstall(args) -> int:
     from .installer import plan_uninstall
 
-    plan = plan_uninstall(_workspace(args), args.cluster_id, args.restart)
+    ws = _workspace(args)
+    _wait_if_asked(ws, args)
+    plan = plan_uninstall(ws, args.cluster_id, args.restart)
     return _finish(plan, args, "uninstall", None)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from . import plan as p
-from .workspace import Workspace
+from .workspace import EDITABLE_STATES, TRANSITIONAL_STATES, Workspace
 
 #: States in which Databricks applies a spec change by restarting the cluster.
 _LIVE_STATES = ("RUNNING", "PENDING", "RESIZING", "RESTARTING")
@@ -68,11 +68,16 @@ def _cluster_steps(ws: Workspace, plan: Plan, state: str, before: dict, after: d
                    files_changed: bool, verb: str) -> None:
     mask = p.changed_fields(before, after)
     live = state in _LIVE_STATES
+    if state in TRANSITIONAL_STATES and (mask or (files_changed and restart)):
+        plan.blocked = (f"cluster {plan.cluster_id} is {state}: Databricks accepts a spec change or restart only "
+                        f"when a cluster is {' or '.join(EDITABLE_STATES)} (INVALID_STATE otherwise). Fix: run "
+                        f"{verb} again with --wait, which waits until it is, or once it is.")
+        plan.notes.append(plan.blocked)
     if mask:
         plan.diff = p.render_diff(before, after, f"cluster {plan.cluster_id}")
         plan.steps.append(Step("cluster", f"update {', '.join(mask)}",
                                lambda: ws.update_cluster(plan.cluster_id, after, mask)))
-        if live and not restart:
+        if live and not restart and not plan.blocked:
             plan.blocked = (f"cluster {plan.cluster_id} is {state}: Databricks restarts a running cluster to "
                             f"apply a new spec, which interrupts its notebooks and jobs. Fix: run {verb} "
                             "again with --restart to accept that, or terminate the cluster first.")
@@ -107,6 +112,12 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
     name, state, spec = ws.cluster(cluster_id)
     plan = Plan(cluster_id, f"cluster {cluster_id} \"{name}\" ({state}) on {ws.host}")
     target = opts.target
+    after = p.apply_install(spec, opts)
+    if p.INIT_SCRIPT_NAME in files:
+        # standard access mode on DBR 19+ gives init scripts only the DB_* variables: the script
+        # carries its own settings (cluster variables that do reach it still win)
+        files = dict(files, **{p.INIT_SCRIPT_NAME: p.bake_init_script(files[p.INIT_SCRIPT_NAME],
+                                                                     after.get("spark_env_vars", {}))})
     if not ws.folder_exists(target):
         plan.steps.append(Step("folder", f"create {target.folder}", lambda: ws.create_folder(target)))
         remote = {n: None for n in files}
@@ -136,8 +147,12 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
         plan.steps.append(Step("secret", f"{scope}/{p.RELAY_SECRET_KEY} (random, for {p.RELAY_SECRET_ENV}; "
                                          "value not shown)",
                                lambda: ws.put_secret(scope, p.RELAY_SECRET_KEY, secrets_module.token_hex(32))))
-    before = p.managed(spec)
-    _cluster_steps(ws, plan, state, before, p.apply_install(spec, opts), restart, files_changed, "install")
+    user = ws.current_user()
+    plan.notes.append(
+        f"the cluster's {{{{secrets/{scope}/...}}}} references are resolved when it starts, with the permissions of "
+        f"its owner or last editor ({'after this install: ' + user if user else 'whoever runs install'}), who "
+        f"needs READ on secret scope {scope}; every user of the cluster can read the resolved values from code")
+    _cluster_steps(ws, plan, state, p.managed(spec), after, restart, files_changed, "install")
     return plan
 
 

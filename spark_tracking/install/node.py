@@ -7,7 +7,10 @@
   runtime's ``mlflow`` provides the ``mlflow`` package that ``mlflow-skinny`` would install over
   it). A present distribution outside the range is reported on stderr and left as it is.
 - ``constraints``: ``name==version`` for every installed distribution, so that installing
-  what is missing can never replace what the runtime provides.
+  what is missing can never replace what the runtime provides. Distributions whose version is
+  not PEP 440 (Ubuntu's system packages in ``/databricks/python3``, e.g. ``distro-info
+  1.1build1``) are left out: pip refuses a whole constraints file over one such line ("Invalid
+  requirement"), and pip cannot install over them anyway.
 - ``write-config PATH``: write the non-secret ``SPARK_TRACKING_*`` settings of the
   environment to the config file, exactly (settings not in the environment are removed).
   Prints whether the file changed. A value that does not parse fails with its name and fix.
@@ -45,6 +48,30 @@ def _packaging():
         from pip._vendor.packaging.requirements import Requirement
         from pip._vendor.packaging.utils import canonicalize_name
     return Requirement, canonicalize_name
+
+
+def _version_class():
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        from pip._vendor.packaging.version import InvalidVersion, Version
+    return Version, InvalidVersion
+
+
+def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[str], list[str]]:
+    """(``name==version`` lines pip accepts, ``name version`` of what was left out as not PEP 440)."""
+    Version, InvalidVersion = _version_class()
+    lines, left_out = [], []
+    for name, version in sorted(installed.items()):
+        if name == skip:
+            continue
+        try:
+            Version(version)
+        except InvalidVersion:
+            left_out.append(f"{name} {version}")
+            continue
+        lines.append(f"{name}=={version}")
+    return lines, left_out
 
 
 def installed_versions() -> dict[str, str]:
@@ -195,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "constraints":
         _, canonical = _packaging()
-        own = canonical(DIST_NAME)
-        print("\n".join(f"{n}=={v}" for n, v in sorted(installed_versions().items()) if n != own))
+        lines, left_out = constraint_lines(installed_versions(), skip=canonical(DIST_NAME))
+        if left_out:
+            print("not pinned (versions pip cannot parse): " + ", ".join(left_out), file=sys.stderr)
+        print("\n".join(lines))
         return 0
     if command == "write-config":
         (path,) = args

@@ -214,6 +214,34 @@ def render_diff(before: dict, after: dict, label: str) -> str:
     return "".join(difflib.unified_diff(lines(before), lines(after), f"{label} (now)", f"{label} (after)"))
 
 
+#: The line of the init script that ``bake_init_script`` replaces with the install's settings.
+BAKED_MARKER = "# spark-tracking install: no settings baked into this copy\n"
+
+
+def bake_init_script(script: bytes, env: dict[str, str]) -> bytes:
+    """The init script with the install's non-secret ``SPARK_TRACKING_*`` variables written into
+    it: in standard access mode on DBR 19+ only the predefined DB_* variables reach init scripts
+    (PLATFORM.md), so the cluster's environment variables never do. A variable that does reach
+    the script wins over its baked value; secrets (``{{secrets/...}}`` references) are never
+    baked. The wheel's path is prefixed with ``SPARK_TRACKING_INIT_ROOT`` like every other path
+    of the script (empty on a real node; a test's stand-in for ``/``)."""
+    import shlex
+
+    text = script.decode()
+    if BAKED_MARKER not in text:
+        raise PlanError(f"the init script has no line {BAKED_MARKER.strip()!r} to bake the settings into")
+    lines = ["# spark-tracking install: settings baked into this copy (cluster variables that reach it win)\n"]
+    for name in sorted(env):
+        value = str(env[name])
+        if not name.startswith(ENV_PREFIX) or _SECRET_REF.match(value):
+            continue
+        quoted = shlex.quote(value)
+        if name == WHEEL_ENV:
+            quoted = '"${SPARK_TRACKING_INIT_ROOT:-}"' + quoted
+        lines.append(f'if [[ -z "${{{name}:-}}" ]]; then export {name}={quoted}; fi\n')
+    return text.replace(BAKED_MARKER, "".join(lines), 1).encode()
+
+
 def cluster_fragment(opts: InstallOptions) -> dict:
     """The fields to merge into a cluster JSON (Terraform, DABs, the clusters API)."""
     return apply_install({}, opts)

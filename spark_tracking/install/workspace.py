@@ -15,6 +15,11 @@ from typing import Callable
 
 from .plan import MANAGED_FIELDS, Target
 
+#: Clusters API: edit/update is accepted only in these states (INVALID_STATE otherwise) ...
+EDITABLE_STATES = ("RUNNING", "TERMINATED")
+#: ... and these pass by themselves (PLATFORM.md, Clusters API)
+TRANSITIONAL_STATES = ("PENDING", "RESTARTING", "RESIZING")
+
 _log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
@@ -65,6 +70,22 @@ class Workspace:
         assert set(mask) <= set(MANAGED_FIELDS)
         resource = UpdateClusterResource.from_dict({k: fields[k] for k in mask if k in fields})
         self._ws.clusters.update(cluster_id, ",".join(mask), cluster=resource)
+
+    def wait_until_editable(self, cluster_id: str, timeout: float = 1200.0, poll: float = 10.0,
+                            clock=None, sleep=None) -> str:
+        """Wait until the cluster is RUNNING or TERMINATED (the states in which Databricks accepts a
+        spec change) and return its state; TimeoutError after ``timeout`` seconds."""
+        import time
+
+        clock, sleep = clock or time.monotonic, sleep or time.sleep
+        deadline = clock() + timeout
+        while True:
+            state = self.cluster(cluster_id)[1]
+            if state in EDITABLE_STATES or state not in TRANSITIONAL_STATES:
+                return state
+            if clock() >= deadline:
+                raise TimeoutError(f"cluster {cluster_id} is still {state} after {timeout:.0f} s")
+            sleep(poll)
 
     def start_cluster(self, cluster_id: str) -> None:
         self._ws.clusters.start(cluster_id)
@@ -149,18 +170,24 @@ class Workspace:
             return None
         return base64.b64decode(stored) == value.encode()
 
-    def secret_exists(self, scope: str, key: str) -> bool | None:
-        """True/False when it can be told, None when it cannot (no READ permission)."""
-        from databricks.sdk.errors import DatabricksError, NotFound
+    def secret_exists(self, scope: str, key: str) -> bool:
+        """Whether the scope holds ``key``: its list of keys (the Secrets API's way to check; a
+        secret's value is not read for this)."""
+        from databricks.sdk.errors import NotFound
 
         try:
-            self._ws.secrets.get_secret(scope, key)
+            return any(s.key == key for s in self._ws.secrets.list_secrets(scope))
         except NotFound:
             return False
-        except DatabricksError as exc:
-            _log.debug("cannot read secret %s/%s: %s", scope, key, type(exc).__name__)
+
+    def current_user(self) -> str | None:
+        """The user (or service principal) this client acts as, when the API says."""
+        try:
+            me = self._ws.current_user.me()
+        except Exception as exc:  # noqa: BLE001 - only used in a note
+            _log.debug("cannot tell the current user: %s", type(exc).__name__)
             return None
-        return True
+        return me.user_name or me.display_name
 
     def put_secret(self, scope: str, key: str, value: str) -> None:
         self._ws.secrets.put_secret(scope, key, string_value=value)

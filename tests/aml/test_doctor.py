@@ -83,7 +83,7 @@ def test_doctor_names_the_missing_permission_on_the_store(azure, principal, work
     assert "PERMISSION_DENIED" in lines[failed]
     assert lines[failed + 1] == ("       fix: grant the identity the 'AzureML Data Scientist' role (or Contributor) "
                                  "on the AML workspace: it needs Microsoft.MachineLearningServices/workspaces/"
-                                 "experiments/* actions")
+                                 "experiments/* and workspaces/jobs/* actions")
 
 
 def test_doctor_reports_a_credential_failure_with_each_fix(azure, principal, workspace, monkeypatch):

@@ -88,7 +88,7 @@ def test_an_explicit_id_wins_over_config_json(azure, principal, workspace, tmp_p
 def test_region_from_arm_when_it_reports_no_tracking_uri(azure, principal):
     rid = azure.add_aml_workspace(SUB, GROUP, "old-ws", location="North Europe", report_tracking_uri=False)
     found = link.resolve(Config.resolve({"aml_workspace_id": rid}))
-    assert found.tracking_uri == f"https://northeurope.api.azureml.ms/mlflow/v1.0{rid}"
+    assert found.tracking_uri == f"https://northeurope.api.azureml.ms/mlflow/v2.0{rid}"
 
 
 def test_a_resolved_link_is_reused_by_later_sessions_without_arm(azure, principal, workspace, monkeypatch, tmp_path):
@@ -204,12 +204,34 @@ def test_an_unreachable_arm(azure, principal, workspace, monkeypatch):
                             "(SPARK_TRACKING_AZURE_CLOUD) names the workspace's cloud")
 
 
-def test_a_failed_link_leaves_the_session_unconfigured_with_the_reason(azure, principal, caplog, monkeypatch):
-    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", AML_ID.replace(NAME, "gone"))
-    assert spark_tracking.configure() is None
-    assert "MLFLOW_TRACKING_URI" not in os.environ
-    assert "spark_tracking: tracking left unconfigured: AzureLinkError: Azure ML workspace" in caplog.text
-    assert "was not found (HTTP 404 ResourceNotFound" in caplog.text
+def test_a_failed_link_keeps_runs_in_the_embedded_store_and_says_so(azure, principal, workspace, capsys,
+                                                                     monkeypatch, tmp_path):
+    """A wrong client secret: the session neither stops nor scatters runs into MLflow's default
+    (./mlflow.db in the working directory); it logs to the embedded store at its known home,
+    says so on stderr (the notebook cell's output) and doctor reports it with the fix."""
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret")
+    embedded = f"sqlite:///{tmp_path}/home/.spark_tracking/mlflow.db"
+    assert spark_tracking.configure() is not None
+    assert mlflow.get_tracking_uri() == embedded
+    err = capsys.readouterr().err
+    assert "spark_tracking: the Azure ML link failed: no Azure AD token for https://management.azure.com/.default" in err
+    assert "AADSTS7000215: Invalid client secret provided." in err
+    assert (f"spark_tracking: runs of this session go to the embedded store {embedded} (this machine's disk), not to "
+            f"Azure ML. Fix the link (spark-tracking doctor checks each step), then move them: "
+            f"spark-tracking move-runs --from {embedded}") in err
+    assert "not-the-secret" not in err
+    with mlflow.start_run() as run:
+        mlflow.log_metric("loss", 0.5)
+    assert mlflow.MlflowClient(embedded).get_run(run.info.run_id).data.metrics == {"loss": 0.5}
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    from spark_tracking.azure.doctor import doctor
+
+    lines = []
+    doctor(emit=lines.append)
+    fallback = next(line for line in lines if line.startswith("[WARN] fallback:"))
+    assert "could not use the Azure ML link (no Azure AD token" in fallback
+    assert f"fix: fix the link (the steps below), then: spark-tracking move-runs --from {embedded}" in fallback
 
 
 def test_the_init_script_check_names_the_link_source_without_network():

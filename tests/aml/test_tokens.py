@@ -118,7 +118,7 @@ def test_a_sovereign_cloud_asks_for_its_own_audience(tmp_path, mlflow_server, pr
         found = link.resolve(Config.resolve({"aml_workspace_id": rid, "azure_cloud": "azureusgovernment"}))
     assert gov.scopes_requested == ["https://management.usgovcloudapi.net/.default"]
     assert found.cloud == "AzureUSGovernment"
-    assert found.tracking_uri == f"https://usgovvirginia.api.ml.azure.us/mlflow/v1.0{rid}"
+    assert found.tracking_uri == f"https://usgovvirginia.api.ml.azure.us/mlflow/v2.0{rid}"
     assert spark_tracking.get_portal_url("abc", found.tracking_uri) == (
         "https://ml.azure.us/runs/abc?wsid=/subscriptions/sub-gov/resourcegroups/rg/workspaces/ws")
 

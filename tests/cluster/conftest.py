@@ -95,14 +95,23 @@ class Node:
                    MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", SPARK_LOCAL_IP="127.0.0.1")
         return env
 
-    def run_init(self, driver: bool = True, **env: str) -> subprocess.CompletedProcess:
-        """Run the init script as Databricks would, with cluster environment variables ``env``."""
+    def run_init(self, driver: bool = True, script: Path = INIT_SCRIPT, standard_access: bool = False,
+                 **env: str) -> subprocess.CompletedProcess:
+        """Run the init script as Databricks would, with cluster environment variables ``env``.
+
+        ``standard_access``: a standard-access node on DBR 19+, where only the predefined DB_*
+        variables reach init scripts (PLATFORM.md): ``env`` is dropped, and the script sees the
+        DB_* variables, PATH/HOME/LANG and the test's stand-in for ``/`` (SPARK_TRACKING_INIT_ROOT)."""
         full = self.base_env()
-        full.update(SPARK_TRACKING_INIT_ROOT=str(self.root), DB_IS_DRIVER="TRUE" if driver else "FALSE",
-                    DB_CLUSTER_ID="0123-456789-abcdefgh", DB_CLUSTER_NAME="sim", DB_IS_JOB_CLUSTER="FALSE",
-                    DB_DRIVER_IP="127.0.0.1")
+        predefined = dict(DB_IS_DRIVER="TRUE" if driver else "FALSE", DB_CLUSTER_ID="0123-456789-abcdefgh",
+                          DB_CLUSTER_NAME="sim", DB_IS_JOB_CLUSTER="FALSE", DB_DRIVER_IP="127.0.0.1",
+                          DB_CONTAINER_IP="127.0.0.1", DB_INSTANCE_TYPE="Standard_DS3_v2")
+        full.update(SPARK_TRACKING_INIT_ROOT=str(self.root), **predefined)
         full.update(env)
-        return subprocess.run(["bash", str(INIT_SCRIPT)], env=full, capture_output=True, text=True, timeout=300)
+        if standard_access:
+            full = {k: v for k, v in full.items()
+                    if k.startswith("DB_") or k in ("PATH", "HOME", "LANG", "SPARK_TRACKING_INIT_ROOT")}
+        return subprocess.run(["bash", str(script)], env=full, capture_output=True, text=True, timeout=300)
 
     def python_run(self, code: str, **env: str) -> subprocess.CompletedProcess:
         """A fresh Python process of the cluster Python, as a notebook or a worker would start."""
@@ -130,3 +139,26 @@ def node(tmp_path, runtime_site) -> Node:
     home = tmp_path / "node-home"
     home.mkdir()
     return Node(tmp_path / "node", runtime_site, home)
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored():
+    """The command line's main() configures logging; leave the test process as it was."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def databricks_api(monkeypatch):
+    """The fake Databricks REST API, with the SDK's environment pointing at it."""
+    from fakes.databricks import FakeDatabricks
+
+    with FakeDatabricks() as server:
+        monkeypatch.setenv("DATABRICKS_HOST", server.host)
+        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+        yield server

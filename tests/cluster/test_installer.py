@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-from fakes.databricks import FakeDatabricks
 
 from spark_tracking.cli import main
 from spark_tracking.install import plan as p
@@ -26,25 +25,10 @@ ORIGINAL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _root_logger_restored():
-    """main() configures logging for the command line; leave the test process as it was."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.fixture
-def fake(monkeypatch):
-    with FakeDatabricks() as server:
-        monkeypatch.setenv("DATABRICKS_HOST", server.host)
-        monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
-        server.add_cluster(CLUSTER, **json.loads(json.dumps(ORIGINAL)))
-        yield server
+def fake(databricks_api):
+    databricks_api.add_cluster(CLUSTER, **json.loads(json.dumps(ORIGINAL)))
+    return databricks_api
 
 
 def _install(wheel, *extra: str, target: str | None = TARGET) -> list[str]:
@@ -79,7 +63,9 @@ def test_install_uploads_stores_secrets_and_sets_the_spec(fake, wheel, capsys, m
     assert p.managed(fake.cluster(CLUSTER)) == _expected_spec(wheel)
     assert fake.cluster(CLUSTER)["state"] == "TERMINATED"
     assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
-    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == INIT_SCRIPT.read_bytes()
+    # the uploaded copy carries the non-secret settings (standard access mode passes no cluster variable)
+    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == p.bake_init_script(
+        INIT_SCRIPT.read_bytes(), _expected_spec(wheel)["spark_env_vars"])
     relay_secret = fake.state.scopes["spark-tracking"].pop("relay-secret")
     assert re.fullmatch(rb"[0-9a-f]{64}", relay_secret)  # random, made by install, kept in the scope only
     assert fake.state.scopes["spark-tracking"] == {

@@ -7,7 +7,17 @@ azure-identity, requests and MLflow clients to talk to:
   per-identity grants (403 AuthorizationFailed otherwise) and ARM's 404 shape;
 - ``aml``: an AML-shaped MLflow endpoint (``/mlflow/v2.0/subscriptions/…/workspaces/<ws>``) that
   checks the bearer token (signature, audience, expiry) on every request, then proxies the
-  MLflow REST call to a real ``mlflow server``.
+  MLflow REST call to a real ``mlflow server`` — with AML's differences (PLATFORM.md):
+  ARM reports the tracking URI as ``azureml://…/mlflow/v1.0/…`` and MLflow >= 2 clients speak
+  ``/mlflow/v2.0`` (only v2.0 is served here, so a client that keeps v1.0 fails visibly); no
+  logged-models API (404, azure-sdk-for-python#44896); ``mlflow.source.*`` tags given at run
+  creation are dropped (azure-sdk-for-python#45207); a log_batch with more than 250 values of
+  one metric is refused (mlflow#11462), as is a 201st param of a run (azure-sdk-for-python#35685);
+  experiments whose names hold "/" can be created but are not found by name
+  (azure-sdk-for-python#45209); runs' artifact URIs are ``azureml://`` ones, which only
+  azureml-mlflow's artifact repository speaks (mlflow#11103);
+- ``plain``: a recording reverse proxy to the same ``mlflow server`` with no auth at all (another
+  MLflow server a session may talk to), keeping the headers of every request.
 
 Every request is recorded; ``rejected`` lists the store requests refused and why.
 """
@@ -86,20 +96,23 @@ class FakeAzure:
         self.store_accepted = 0
         self.rejected: list[str] = []
         self.log_batch_metrics = 0
+        #: (path, headers) of every request the plain server got
+        self.plain_requests: list[tuple[str, dict[str, str]]] = []
         self._lock = threading.Lock()
         self.aad = _Server("aad", self._handler(self._aad), context)
         self.arm = _Server("arm", self._handler(self._arm), context)
         self.aml = _Server("aml", self._handler(self._aml), context)
+        self.plain = _Server("plain", self._handler(self._plain), context)
         self._session = requests.Session()
 
     # -- setup ---------------------------------------------------------------------------------
     def __enter__(self) -> "FakeAzure":
-        for server in (self.aad, self.arm, self.aml):
+        for server in (self.aad, self.arm, self.aml, self.plain):
             server.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        for server in (self.aad, self.arm, self.aml):
+        for server in (self.aad, self.arm, self.aml, self.plain):
             server.stop()
         self._session.close()
 
@@ -118,7 +131,7 @@ class FakeAzure:
         properties: dict[str, Any] = {"workspaceId": str(uuid.uuid4()), "friendlyName": name}
         if report_tracking_uri:
             host = urlsplit(self.aml.url).netloc
-            properties["mlFlowTrackingUri"] = f"azureml://{host}/mlflow/v2.0{rid}"
+            properties["mlFlowTrackingUri"] = f"azureml://{host}/mlflow/v1.0{rid}"  # as ARM reports it
         self.resources[rid.lower()] = {"id": rid, "name": name, "location": location,
                                        "type": "Microsoft.MachineLearningServices/workspaces",
                                        "properties": properties}
@@ -279,6 +292,10 @@ class FakeAzure:
                                            f"The Resource '{kind}/{path.rsplit('/', 1)[-1]}' was not found."}})
         h.reply(200, resource)
 
+    #: AML caps (PLATFORM.md): values of one metric per log_batch, params per run
+    MAX_VALUES_PER_KEY = 250
+    MAX_PARAMS_PER_RUN = 200
+
     def _aml(self, h, method: str, body: bytes) -> None:
         parts = urlsplit(h.path)
         match = re.match(r"^/mlflow/v2\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
@@ -298,11 +315,85 @@ class FakeAzure:
             return h.reply(403, {"error_code": "PERMISSION_DENIED", "message":
                                  f"The client '{claims['appid']}' does not have permission to perform "
                                  f"'Microsoft.MachineLearningServices/workspaces/experiments/runs/write'"})
-        target = self.mlflow_url + match[2] + (f"?{parts.query}" if parts.query else "")
+        api = match[2]
+        refusal = self._aml_refusal(method, api, parts.query, body)
+        if refusal is not None:
+            with self._lock:
+                self.rejected.append(f"{method} {api}: {refusal[1]['message']}")
+            return h.reply(*refusal)
+        if api.endswith("/runs/create") and method == "POST":
+            data = json.loads(body or b"{}")
+            data["tags"] = [t for t in data.get("tags") or [] if not t.get("key", "").startswith("mlflow.source.")]
+            body = json.dumps(data).encode()
+        target = self.mlflow_url + api + (f"?{parts.query}" if parts.query else "")
         response = self._session.request(method, target, data=body or None,
                                           headers={"Content-Type": h.headers.get("Content-Type", "application/json")})
         with self._lock:
             self.store_accepted += 1
-            if match[2].endswith("/runs/log-batch") and response.status_code == 200:
+            if api.endswith("/runs/log-batch") and response.status_code == 200:
                 self.log_batch_metrics += len(json.loads(body or b"{}").get("metrics", []))
+        h.reply(response.status_code, raw=_azureml_artifact_uris(response.content))
+
+    def _aml_refusal(self, method: str, api: str, query: str, body: bytes) -> tuple[int, dict] | None:
+        """AML's answer where it differs from an MLflow server's, else None."""
+        if "/mlflow/logged-models" in api:
+            return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"Not found: {api}"}
+        if api.endswith("/experiments/get-by-name"):
+            name = parse_qs(query).get("experiment_name", [""])[0]
+            if "/" in name:
+                return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Experiment '{name}' not found"}
+        if method == "POST" and api.endswith(("/runs/log-batch", "/runs/log-parameter")):
+            data = json.loads(body or b"{}")
+            per_key: dict[str, int] = {}
+            for metric in data.get("metrics") or []:
+                per_key[metric["key"]] = per_key.get(metric["key"], 0) + 1
+            over = [k for k, n in per_key.items() if n > self.MAX_VALUES_PER_KEY]
+            if over:
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message":
+                             f"A batch may hold at most {self.MAX_VALUES_PER_KEY} values of one metric; "
+                             f"got {per_key[over[0]]} of '{over[0]}'"}
+            params = data.get("params") or ([{"key": data["key"]}] if api.endswith("log-parameter") else [])
+            if params:
+                run = self._session.get(f"{self.mlflow_url}/api/2.0/mlflow/runs/get",
+                                        params={"run_id": data.get("run_id") or data.get("run_uuid")}).json()
+                have = {p["key"] for p in (run.get("run", {}).get("data", {}).get("params") or [])}
+                if len(have | {p["key"] for p in params}) > self.MAX_PARAMS_PER_RUN:
+                    return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message":
+                                 f"A run may have at most {self.MAX_PARAMS_PER_RUN} parameters"}
+        return None
+
+    def _plain(self, h, method: str, body: bytes) -> None:
+        parts = urlsplit(h.path)
+        with self._lock:
+            self.plain_requests.append((parts.path, dict(h.headers.items())))
+        target = self.mlflow_url + h.path
+        response = self._session.request(method, target, data=body or None,
+                                          headers={"Content-Type": h.headers.get("Content-Type", "application/json")})
         h.reply(response.status_code, raw=response.content)
+
+
+def _azureml_artifact_uris(content: bytes) -> bytes:
+    """AML hands out ``azureml://`` artifact URIs (its artifact service, which only
+    azureml-mlflow speaks); the path below the scheme is a likely form, only the scheme
+    matters to MLflow clients."""
+    try:
+        data = json.loads(content or b"null")
+    except ValueError:
+        return content
+
+    def rewrite(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "artifact_uri" and isinstance(value, str):
+                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/runs/{node.get('run_id')}/artifacts"
+                elif key == "artifact_location" and isinstance(value, str):
+                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/artifacts"
+                else:
+                    rewrite(value)
+        elif isinstance(node, list):
+            for item in node:
+                rewrite(item)
+
+    rewrite(data)
+    return json.dumps(data).encode()
+

@@ -56,9 +56,12 @@ class FakeDatabricks:
 
     token = "dapi-fake-token"
     workspace_id = "1234567890123456"
+    user_name = "admin@contoso.com"
 
     def __init__(self):
         self.state = State()
+        #: cluster id -> states the cluster passes through, one per clusters/get (PENDING -> RUNNING)
+        self.transitions: dict[str, list[str]] = {}
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -135,6 +138,8 @@ class FakeDatabricks:
             ("POST", "/api/2.0/secrets/scopes/create"): self._scope_create,
             ("POST", "/api/2.0/secrets/put"): self._secret_put,
             ("GET", "/api/2.0/secrets/get"): self._secret_get,
+            ("GET", "/api/2.0/secrets/list"): self._secrets_list,
+            ("GET", "/api/2.0/preview/scim/v2/Me"): self._me,
             ("GET", "/api/2.0/workspace/get-status"): self._ws_status,
             ("POST", "/api/2.0/workspace/mkdirs"): self._ws_mkdirs,
             ("POST", "/api/2.0/workspace/import"): self._ws_import,
@@ -147,7 +152,11 @@ class FakeDatabricks:
         return self.state.clusters[cluster_id]
 
     def _cluster_get(self, query, _body):
-        return copy.deepcopy(self._get_cluster(query.get("cluster_id", "")))
+        cluster = self._get_cluster(query.get("cluster_id", ""))
+        upcoming = self.transitions.get(cluster["cluster_id"])
+        if upcoming:
+            cluster["state"] = upcoming.pop(0)
+        return copy.deepcopy(cluster)
 
     def _cluster_update(self, _query, body):
         cluster = self._get_cluster(body["cluster_id"])
@@ -198,6 +207,15 @@ class FakeDatabricks:
         if value is None:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Secret {query.get('key')} does not exist")
         return {"key": query["key"], "value": base64.b64encode(value).decode()}
+
+    def _secrets_list(self, query, _body):
+        # the Secrets API lists keys (and when they were written), never values
+        if query.get("scope") not in self.state.scopes:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Scope {query.get('scope')} does not exist!")
+        return {"secrets": [{"key": k, "last_updated_timestamp": 0} for k in sorted(self.state.scopes[query["scope"]])]}
+
+    def _me(self, _query, _body):
+        return {"userName": self.user_name, "id": "1", "active": True}
 
     def _ws_status(self, query, _body):
         path = query.get("path", "")

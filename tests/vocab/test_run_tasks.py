@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from spark_tracking import Run
+from spark_tracking.store import RunReader
 
 
 def _vocabulary_task(rows):
@@ -134,7 +135,8 @@ def test_large_task_artifacts_arrive_whole_and_too_large_ones_are_refused(spark,
     with Run.start_logging("big files") as run:
         (message,) = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
         files = run.get_file_names()
-        data = {name: run._read_artifact(f"big/{name}.bin") for name in ("a", "b")}
+        reader = RunReader(store, run.id)
+        data = {name: reader.read_artifact(f"big/{name}.bin") for name in ("a", "b")}
     assert message == (
         "artifact 'big/too_big.bin' is 5242880 bytes; a Spark task forwards at most 4194304 bytes (4 MiB) per "
         "artifact through the driver. Write larger files to shared storage (a Unity Catalog volume, /dbfs) and "

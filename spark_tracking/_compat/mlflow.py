@@ -1,0 +1,83 @@
+"""Every touch of an MLflow private, in one place. Each function names the MLflow versions whose
+sources it was checked against; a new MLflow that moves a name breaks here, not all over."""
+
+from __future__ import annotations
+
+
+def installed_version() -> tuple[int, ...]:
+    """MLflow's version as a tuple, read from the installed distribution's metadata (no
+    ``import mlflow``, which costs seconds): ``mlflow`` or ``mlflow-skinny``; () when neither."""
+    import importlib.metadata as metadata
+
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            text = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+        parts = []
+        for piece in text.split(".")[:3]:
+            digits = "".join(c for c in piece if c.isdigit()) if not piece.isdigit() else piece
+            if not digits:
+                break
+            parts.append(int(digits))
+        return tuple(parts)
+    return ()
+
+
+def global_tracking_uri_module():
+    """The module holding the URI ``mlflow.set_tracking_uri`` sets (``_tracking_uri``), or None
+    when MLflow is not imported yet. Checked: 2.9.2, 2.13.1, 3.0.1, 3.17.2
+    (``mlflow/tracking/_tracking_service/utils.py``)."""
+    import sys
+
+    return sys.modules.get("mlflow.tracking._tracking_service.utils")
+
+
+def global_tracking_uri() -> str | None:
+    """What ``mlflow.set_tracking_uri`` set in this process (not the environment), or None."""
+    module = global_tracking_uri_module()
+    return getattr(module, "_tracking_uri", None) if module is not None else None
+
+
+def build_store(uri: str, artifact_uri: str | None = None):
+    """A new tracking store for ``uri``, built by the builder MLflow's registry holds for its
+    scheme (plugins included), for use from inside another store builder: MLflow 3 builds
+    stores under a lock that is not re-entrant, so ``_get_store`` there would deadlock.
+    Checked: ``_tracking_store_registry.get_store_builder`` in 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
+    from mlflow.tracking._tracking_service import utils
+
+    builder = utils._tracking_store_registry.get_store_builder(uri)
+    return builder(store_uri=uri, artifact_uri=artifact_uri)
+
+
+def put_default_experiment_provider_first(provider) -> None:
+    """Make ``provider`` the first default-experiment provider MLflow asks.
+
+    MLflow asks its built-in Databricks notebook provider before any plugin
+    (``mlflow/tracking/default_experiment/registry.py``: ``_default_experiment_provider_registry``
+    and its ``_registry`` list). Checked: 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
+    import sys
+
+    # during MLflow's own import of the registry module (which loads this plugin) it is in
+    # sys.modules but not yet an attribute of its package
+    module = sys.modules.get("mlflow.tracking.default_experiment.registry")
+    if module is None:
+        import importlib
+
+        module = importlib.import_module("mlflow.tracking.default_experiment.registry")
+    registry = module._default_experiment_provider_registry._registry
+    if not registry or registry[0] is not provider:
+        registry.insert(0, provider)
+
+
+def register_artifact_repository_if_absent(scheme: str, factory) -> bool:
+    """Register ``factory`` for artifact URIs of ``scheme`` unless a repository (e.g. a plugin's
+    entry point) has it already. Checked: ``_artifact_repository_registry._registry`` in
+    ``mlflow/store/artifact/artifact_repository_registry.py`` of 2.9.2, 2.13.1, 3.0.1, 3.17.2."""
+    from mlflow.store.artifact import artifact_repository_registry as module
+
+    registry = module._artifact_repository_registry
+    if scheme in registry._registry:
+        return False
+    registry.register(scheme, factory)
+    return True

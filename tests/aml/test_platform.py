@@ -1,0 +1,226 @@
+"""What a first day on a real Databricks cluster linked to Azure ML needs (issue G), against the
+faithful fake AML (tests/fakes/azure.py) and the real azure-identity and MLflow clients."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+
+import spark_tracking
+from spark_tracking import hook, session
+from spark_tracking.azure import link, store
+
+from .conftest import GROUP, NAME, SUB, arm_calls
+
+AML_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.MachineLearningServices/workspaces/{NAME}"
+
+
+def aml_uri(azure) -> str:
+    return f"{azure.aml.url}/mlflow/v2.0{AML_ID}"
+
+
+@pytest.fixture
+def linked(azure, principal, workspace, monkeypatch):
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+    return azure
+
+
+@pytest.fixture
+def databricks_driver(monkeypatch):
+    """What the Databricks Runtime sets in a driver's environment (PLATFORM.md)."""
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+
+
+# -- 1. the runtime's default URI ----------------------------------------------------------------
+
+def test_the_runtimes_databricks_uri_does_not_hide_the_aml_link(linked, databricks_driver, capsys):
+    cfg = spark_tracking.configure(strict=True)
+    assert mlflow.get_tracking_uri() == aml_uri(linked)
+    from spark_tracking.settings_cli import where
+
+    assert where(cfg) == (
+        f"{aml_uri(linked)} (the Azure ML workspace {AML_ID} named by aml_workspace_id (env "
+        "SPARK_TRACKING_AML_WORKSPACE_ID), over 'databricks', the platform default "
+        "(MLFLOW_TRACKING_URI set by the Databricks Runtime) (link from the cache in "
+        f"{cfg.home}))")
+
+
+def test_without_a_link_the_runtimes_default_stays_and_says_why(databricks_driver):
+    cfg = spark_tracking.configure(strict=True)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "databricks"
+    assert session.current_choice().why == (
+        "platform default (MLFLOW_TRACKING_URI set by the Databricks Runtime): Databricks-managed MLflow, "
+        "because no tracking_uri and no Azure ML link is configured")
+    from spark_tracking.azure.doctor import Doctor
+
+    step = Doctor(cfg).source()
+    assert (step.status, step.detail) == ("WARN", "runs go to Databricks-managed MLflow: platform default "
+                                                  "(MLFLOW_TRACKING_URI set by the Databricks Runtime) and no Azure "
+                                                  "ML link is configured")
+
+
+def test_a_databricks_uri_the_user_exported_off_databricks_is_the_users_choice(linked, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
+    cfg = spark_tracking.configure(strict=True)
+    assert (cfg.tracking_uri, cfg.sources["tracking_uri"]) == ("databricks", "env MLFLOW_TRACKING_URI")
+    assert mlflow.get_tracking_uri() == "databricks"
+
+
+# -- 2. AML-safe experiment names ------------------------------------------------------------------
+
+def test_a_notebook_path_becomes_its_last_segment_against_aml(linked, monkeypatch, mlflow_server):
+    monkeypatch.setenv("SPARK_TRACKING_NOTEBOOK_PATH", "/Users/ana@contoso.com/churn/train")
+    spark_tracking.configure(strict=True)
+    assert os.environ["MLFLOW_EXPERIMENT_NAME"] == "train"
+    runs = []
+    for _ in range(2):  # the second run finds the experiment again (a "/" name would not be found)
+        with mlflow.start_run() as run:
+            runs.append(run.info.experiment_id)
+    assert runs[0] == runs[1]
+    assert mlflow.MlflowClient(mlflow_server.uri).get_experiment(runs[0]).name == "train"
+
+
+# -- 3. artifacts and models without azureml-mlflow --------------------------------------------------
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input):
+        return model_input
+
+
+def test_log_model_against_aml_fails_at_once_naming_the_cause_and_the_fix(linked):
+    spark_tracking.configure(strict=True)
+    with mlflow.start_run():
+        with pytest.raises(Exception) as info:
+            mlflow.pyfunc.log_model(name="echo", python_model=_Echo())
+    message = str(info.value)
+    assert "Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow " in message
+    assert "Fix: log the model with MLflow < 2.17" in message
+    assert "404" not in message
+    assert not [p for server, _, p in linked.requests if "logged-models" in p]  # refused before sending
+
+
+def test_log_artifact_against_aml_without_azureml_mlflow_names_the_fix(linked, tmp_path):
+    spark_tracking.configure(strict=True)
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    with mlflow.start_run() as run:
+        assert run.info.artifact_uri.startswith("azureml://")  # as AML hands them out
+        with pytest.raises(Exception) as info:
+            mlflow.log_artifact(str(path))
+    assert "live behind Azure ML's artifact service, which only azureml-mlflow speaks" in str(info.value)
+    assert "pip install 'spark-tracking[azureml]'" in str(info.value)
+
+
+def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
+    monkeypatch.setattr(store, "azureml_mlflow_installed", lambda: True)
+    found = link.Link(AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud",
+                      "test")
+    assert store.for_link(found) == store.Store(f"azureml://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None)
+    assert store.for_uri(found.tracking_uri) == store.for_link(found)  # a configured https URI too
+    assert store.for_uri("http://127.0.0.1:5000") == store.Store("http://127.0.0.1:5000", None)
+
+
+# -- 6. MLflow without request-auth plugins --------------------------------------------------------
+
+def test_an_mlflow_without_request_auth_plugins_is_refused_with_the_reason(linked, monkeypatch, capsys):
+    from spark_tracking._compat import mlflow as compat
+
+    monkeypatch.setattr(compat, "installed_version", lambda: (2, 7, 1))
+    spark_tracking.configure()
+    err = capsys.readouterr().err
+    assert ("the Azure ML link failed: MLflow 2.7.1 has no request-auth plugins (mlflow.request_auth_provider, "
+            "MLflow >= 2.8)") in err
+    assert "MLflow does not tell those which server a request goes to" in err
+    assert "MLFLOW_TRACKING_AUTH" not in os.environ
+
+
+# -- 7. the token goes to the linked host only ------------------------------------------------------
+
+def test_another_mlflow_server_gets_no_azure_token(linked):
+    spark_tracking.configure(strict=True)
+    assert os.environ["MLFLOW_TRACKING_AUTH"] == "spark-tracking-azure"
+    mlflow.MlflowClient(linked.plain.url).search_experiments(max_results=1)
+    mlflow.MlflowClient().search_experiments(max_results=1)  # the linked store: signed
+    assert linked.plain_requests, "the other server was asked"
+    assert all("Authorization" not in headers for _, headers in linked.plain_requests)
+    assert linked.rejected == []
+
+
+# -- 10. AML details -----------------------------------------------------------------------------
+
+def test_source_tags_are_set_after_aml_dropped_them_at_creation(linked, monkeypatch, mlflow_server):
+    monkeypatch.setenv("SPARK_TRACKING_NOTEBOOK_PATH", "/Users/ana@contoso.com/churn/train")
+    spark_tracking.configure(strict=True)
+    with mlflow.start_run() as run:
+        pass
+    tags = mlflow.MlflowClient(mlflow_server.uri).get_run(run.info.run_id).data.tags
+    assert tags["mlflow.source.name"] == "/Users/ana@contoso.com/churn/train"
+    assert tags["mlflow.source.type"] == "NOTEBOOK"
+
+
+def test_store_limits_name_amls_caps():
+    assert store.limits_for(f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}") == (250, 200)
+    assert store.limits_for(store.lazy_uri("key")) == (250, 200)
+    assert store.limits_for("http://127.0.0.1:5000") == (None, None)
+
+
+def test_the_fake_refuses_what_aml_refuses(linked):
+    spark_tracking.configure(strict=True)
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("caps"))
+    from mlflow.entities import Metric, Param
+
+    with pytest.raises(Exception, match="at most 250 values of one metric"):
+        client.log_batch(run.info.run_id, metrics=[Metric("m", 1.0, 1, s) for s in range(251)])
+    for start in range(0, 200, 100):
+        client.log_batch(run.info.run_id, params=[Param(f"p{i}", "1") for i in range(start, start + 100)])
+    with pytest.raises(Exception, match="at most 200 parameters"):
+        client.log_param(run.info.run_id, "p200", "1")
+
+
+# -- 9. interpreter start never waits on the network -----------------------------------------------
+
+def test_interpreter_start_reads_files_only_and_mlflows_first_request_resolves_the_link(linked):
+    session.configure(strict=True, resolve_link=False)  # what the startup hook does
+    assert arm_calls(linked) == [] and linked.tokens_issued == 0
+    assert mlflow.get_tracking_uri().startswith(store.LAZY_SCHEME + "://")
+    mlflow.search_experiments(max_results=1)  # MLflow's first request resolves the link, once
+    assert mlflow.get_tracking_uri() == aml_uri(linked)
+    assert len(arm_calls(linked)) == 1
+    session.configure(strict=True, resolve_link=False)  # a later process on the node: the cache
+    assert mlflow.get_tracking_uri() == aml_uri(linked)
+    assert len(arm_calls(linked)) == 1
+
+
+def test_a_databricks_driver_follows_the_workspace_link_once_spark_is_up(azure, principal, workspace,
+                                                                        databricks_driver, monkeypatch):
+    azure.add_databricks_workspace(SUB, "rg-dbx", "dbx", aml_workspace_id=workspace,
+                                   workspace_url="adb-1.2.azuredatabricks.net")
+    tags = {}
+    monkeypatch.setattr(link, "_spark_conf", lambda: tags)
+    session.configure(strict=True, resolve_link=False)  # interpreter start: no Spark session yet
+    assert mlflow.get_tracking_uri().startswith(store.LAZY_SCHEME + "://")  # not the local embedded store
+    tags.update({"spark.databricks.clusterUsageTags.azureSubscriptionId": SUB,
+                 "spark.databricks.workspaceUrl": "adb-1.2.azuredatabricks.net"})  # the notebook's Spark is up
+    with mlflow.start_run() as run:
+        mlflow.log_metric("m", 1.0)
+    assert mlflow.get_tracking_uri() == aml_uri(azure)
+    assert azure.rejected == [] and run.info.run_id
+
+
+def test_the_hook_in_a_fresh_process_calls_no_azure_endpoint(linked, tmp_path):
+    hook.enable()
+    try:
+        code = "import os; print(os.environ.get('MLFLOW_TRACKING_URI'))"
+        before = list(linked.requests)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                             env=dict(os.environ))
+        assert out.stdout.strip().startswith(store.LAZY_SCHEME + "://link/"), out.stderr
+        assert linked.requests == before  # Azure AD, ARM and AML untouched at interpreter start
+    finally:
+        hook.disable()
