@@ -142,7 +142,8 @@ SETTINGS: tuple[Setting, ...] = (
             "when Spark runs locally."),
     Setting("relay_port", _int, 0, "Port of the driver relay; 0 picks a free port."),
     Setting("relay_max_connections", _int, 1024,
-            "Connections the relay accepts at once; more are refused and retried by the task."),
+            "Authenticated connections the relay keeps at once; when full, the one idle the "
+            "longest makes room (its task reconnects); refused only when all are busy."),
     Setting("relay_max_frame_bytes", _int, 8 * 1024 * 1024,
             "Largest frame the relay reads; a larger one closes that connection."),
     Setting("buffer_max_points", _int, 100_000,

@@ -87,3 +87,132 @@ class FaultProxy:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+# -- driver side: a frozen store, a slow or stalled relay handler, a second process ---------
+
+import contextlib  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+from concurrent.futures import Future  # noqa: E402
+
+
+@contextlib.contextmanager
+def frozen(proc):
+    """Freeze a server subprocess (SIGSTOP to its process group) for the block: it accepts
+    connections (the kernel does) but answers nothing, like a hung store. Thawed on exit."""
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+
+
+class HeldHandler:
+    """Wraps a relay handler: the first ``points`` dispatch blocks until ``release`` is set
+    (a dispatch slower than the client's timeout). Counts dispatches per op."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = {"points": 0, "resolve": 0, "done": 0}
+
+    def points(self, binding, worker, message):
+        self.calls["points"] += 1
+        if self.calls["points"] == 1:
+            self.entered.set()
+            self.release.wait(60)
+        return self.inner.points(binding, worker, message)
+
+    def resolve(self, binding, worker):
+        self.calls["resolve"] += 1
+        return self.inner.resolve(binding, worker)
+
+    def done(self, binding, worker):
+        self.calls["done"] += 1
+        return self.inner.done(binding, worker)
+
+
+class BusyHandler:
+    """A relay handler whose ``resolve`` blocks until ``release`` is set: connections in a
+    request stay busy. ``entered`` counts requests that reached it."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def points(self, binding, worker, message):
+        return "run-1", None
+
+    def resolve(self, binding, worker):
+        self.entered.release()
+        self.release.wait(60)
+        return "run-1"
+
+    def done(self, binding, worker):
+        return None
+
+
+class StalledStoreHandler:
+    """A relay handler in front of a store that never answers: custody is taken, the future of
+    delivery never settles (the relay's ack waits on it within its budget)."""
+
+    def __init__(self):
+        self.pending: list[Future] = []
+
+    def points(self, binding, worker, message):
+        self.pending.append(Future())
+        return "run-1", self.pending[-1]
+
+    def resolve(self, binding, worker):
+        return "run-1"
+
+    def done(self, binding, worker):
+        self.pending.append(Future())
+        return self.pending[-1]
+
+
+class SinkHandler:
+    """The relay handler of a driver with one run: hands points to a real Sink."""
+
+    def __init__(self, sink, run_id):
+        self.sink, self.run_id = sink, run_id
+
+    def points(self, binding, worker, message):
+        from spark_tracking.forwarding.sink import Submission
+
+        rows = [tuple(m) for m in message.get("m", [])]
+        return self.run_id, self.sink.submit(Submission("points", self.run_id, worker, rows))
+
+    def resolve(self, binding, worker):
+        return self.run_id
+
+    def done(self, binding, worker):
+        return None
+
+
+def before_store_call(sink, action, times: int = 1):
+    """Run ``action()`` inside the next ``times`` log_batch calls of ``sink``, before the store
+    sees them (another process acting on the same spool mid-delivery, say)."""
+    writer = sink.writer
+    left = [times]
+
+    class Interleaved:
+        def log_batch(self, *args, **kwargs):
+            if left[0] > 0:
+                left[0] -= 1
+                action()
+            return writer.log_batch(*args, **kwargs)
+
+    sink.writer = Interleaved()
+
+
+def wait_until(condition, timeout: float = 120.0) -> bool:
+    """Wait for a condition of another process/thread, bounded (not a fixed sleep)."""
+    tick = threading.Event()
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return True
+        tick.wait(0.05)
+    return condition()

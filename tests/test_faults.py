@@ -17,17 +17,7 @@ import spark_tracking
 from spark_tracking.forwarding.sink import RateLimiter, Sink, Spool, Submission
 
 from conftest import MlflowServer
-from faults import FaultProxy
-
-
-def wait_until(condition, timeout=120.0) -> bool:
-    """Wait for a condition of another process/thread, bounded (not a fixed sleep)."""
-    tick = threading.Event()
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return True
-        tick.wait(0.05)
-    return condition()
+from faults import FaultProxy, wait_until
 
 
 def history(client, run_id, key):
@@ -290,3 +280,55 @@ def test_a_stalled_store_holds_nothing_else_up(mlflow_server, tmp_path):
         assert sink.flush(60)
         sink.stop()
     assert history(client, rid, "m") == [(i, float(i)) for i in range(200)]
+
+
+EXITING_DRIVER = textwrap.dedent("""
+    import sys
+    from spark_tracking.config import Config
+    from spark_tracking.forwarding import driver
+    from spark_tracking.forwarding.executor import _Connection
+    uri, home, run_id, secret = sys.argv[1:5]
+    driver.EXIT_TIMEOUT = 1.0
+    fw = driver._forwarder = driver.Forwarder(Config.resolve({"home": home}), None)
+    binding = f"thread:{fw.sink_index(uri)}"
+    conn = _Connection(fw.relay.address, secret, timeout=60)
+    for k in range(3):
+        rows = [["m", float(i), 1_700_000_000_000 + i, i] for i in range(k * 1000, (k + 1) * 1000)]
+        reply = conn.request({"id": f"exit:{k}", "op": "points", "b": binding, "w": [0, 0, 0, 1, None],
+                              "m": rows, "r": run_id})
+        assert reply["run"] == run_id, reply
+    print("acknowledged", flush=True)
+""")
+
+
+def test_points_acknowledged_before_exit_with_a_frozen_store_are_replayed_exactly_once(tmp_path):
+    """The store hangs (SIGSTOP) while the driver exits: what the relay acknowledged is in the
+    spool, the exit message says so, and replaying the spool twice stores every point once."""
+    from faults import frozen
+
+    server = MlflowServer(tmp_path).start()
+    try:
+        client = mlflow.MlflowClient(server.uri)
+        rid = client.create_run("0").info.run_id
+        home = tmp_path / "driver-home"
+        env = dict(os.environ, SPARK_TRACKING_RELAY_SECRET="exit-test-secret")
+        with frozen(server.proc):
+            proc = subprocess.run([sys.executable, "-c", EXITING_DRIVER, server.uri, str(home), rid,
+                                   "exit-test-secret"], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0 and proc.stdout == "acknowledged\n", proc.stderr
+        spool_dir = home / "spool"
+        # 3,000 per-worker points and the 3,000 means that were open
+        assert (f"the store at {server.uri} did not take 6000 values in time; they are in the spool "
+                f"{spool_dir}: run `spark-tracking replay`") in proc.stderr
+        backup = tmp_path / "backup"
+        shutil.copytree(spool_dir, backup)
+        cli = [sys.executable, "-m", "spark_tracking.cli", "replay", "--spool-dir", str(spool_dir)]
+        for _ in range(2):  # the second time from a copy of the same files: idempotent
+            out = subprocess.run(cli, capture_output=True, text=True)
+            assert out.returncode == 0 and "0 left" in out.stdout, out.stdout + out.stderr
+            shutil.rmtree(spool_dir)
+            shutil.copytree(backup, spool_dir)
+        assert history(client, rid, "m/worker_0") == [(i, float(i)) for i in range(3000)]
+        assert history(client, rid, "m") == [(i, float(i)) for i in range(3000)]
+    finally:
+        server.stop()

@@ -12,6 +12,7 @@ import spark_tracking
 from spark_tracking.forwarding import driver, protocol
 
 from conftest import free_port
+from faults import wait_until
 
 
 @pytest.fixture
@@ -160,10 +161,14 @@ def test_other_kinds_of_spark_jobs(spark, store, kind):
                 _log_ten("m")
                 yield 1
             assert spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(fn).collect() == [1, 1]
-    rid = run.info.run_id
+    assert_ten_steps_of_two_workers(store, run.info.run_id, "m")
+
+
+def assert_ten_steps_of_two_workers(store, rid, key):
+    """Worker w logged w * 100 + step for steps 0-9, each step once; the mean is 50 + step."""
     for w in range(2):
-        assert history(store, rid, f"m/worker_{w}") == [(s, float(w * 100 + s)) for s in range(10)]
-    assert history(store, rid, "m") == [(s, 50.0 + s) for s in range(10)]
+        assert history(store, rid, f"{key}/worker_{w}") == [(s, float(w * 100 + s)) for s in range(10)]
+    assert history(store, rid, key) == [(s, 50.0 + s) for s in range(10)]
 
 
 def test_nested_runs_get_their_own_points(spark, store):
@@ -262,3 +267,88 @@ def test_on_the_driver_the_api_logs_to_the_active_run(store):
         spark_tracking.log_metric("driver_side", 2.0, step=3)
     assert history(store, run.info.run_id, "driver_side") == [(3, 2.0)]
     _ = free_port
+
+
+def _no_flush_history(client, run_id, key):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_a_task_logging_only_to_an_explicit_run_creates_no_run(spark, store, caplog):
+    target = store.create_run("0").info.run_id
+    with mlflow.start_run():
+        pass  # binds this thread; the run then ends
+    caplog.set_level(logging.WARNING, logger="spark_tracking")
+
+    def task(rows):
+        import mlflow
+
+        mlflow.MlflowClient().log_metric(target, "explicit", 2.0, step=4)
+        yield 1
+    spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+    assert history(store, target, "explicit/worker_0") == [(4, 2.0)]
+    runs = store.search_runs([e.experiment_id for e in store.search_experiments()],
+                             filter_string="attributes.run_name LIKE 'spark-tasks%'")
+    assert runs == [] and "created run" not in caplog.text
+    assert len(driver.forwarder()._logged_to) == 0  # what each task logged to ends with the task
+
+
+def test_a_barrier_shuffle_map_stage_rerun_stores_each_step_once(spark, store, tmp_path):
+    marks = str(tmp_path)
+
+    def task(rows):
+        import os
+
+        import mlflow
+        from pyspark import BarrierTaskContext
+
+        import spark_tracking
+
+        ctx = BarrierTaskContext.get()
+        try:  # the first stage attempt of this partition (PySpark's TaskContext has no stage attempt)
+            os.close(os.open(os.path.join(marks, str(ctx.partitionId())), os.O_CREAT | os.O_EXCL))
+            first = True
+        except FileExistsError:
+            first = False
+        for step in range(10):
+            mlflow.log_metric("loss", (0 if first else 1000) + ctx.partitionId() * 100 + step, step=step)
+        spark_tracking.flush()
+        ctx.barrier()  # both tasks logged; then one fails and Spark re-runs the whole stage
+        if first and ctx.partitionId() == 1:
+            raise RuntimeError("injected: the barrier stage fails after logging")
+        yield ctx.partitionId(), 1
+
+    with mlflow.start_run() as run:
+        counts = (spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(task)
+                  .reduceByKey(lambda a, b: a + b).collect())
+    assert sorted(counts) == [(0, 1), (1, 1)]
+    assert_ten_steps_of_two_workers(store, run.info.run_id, "loss")
+
+
+def test_means_are_written_when_the_stage_ends_though_some_tasks_never_logged(spark, store):
+    def task(rows):
+        import mlflow
+        from pyspark import TaskContext
+
+        p = TaskContext.get().partitionId()
+        if p < 2:
+            for step in range(5):
+                mlflow.log_metric("half", p * 10 + step, step=step)
+        yield p
+
+    with mlflow.start_run() as run:
+        spark.sparkContext.parallelize(range(4), 4).mapPartitions(task).collect()
+        rid = run.info.run_id
+        # no flush: the stage ended, so the means of the two workers that logged are written
+        assert wait_until(lambda: len(store.get_metric_history(rid, "half")) == 5, 30), spark_tracking.stats()
+    assert _no_flush_history(store, rid, "half") == [(s, 5.0 + s) for s in range(5)]
+
+
+def test_tasks_learn_the_relay_frame_limit_from_a_job_property(spark, store):
+    def task(rows):
+        from pyspark import TaskContext
+
+        yield TaskContext.get().getLocalProperty("spark_tracking.max_frame")
+
+    with mlflow.start_run():
+        limits = spark.sparkContext.parallelize(range(1), 1).mapPartitions(task).collect()
+    assert limits == [str(driver.forwarder().relay.max_frame_bytes)]

@@ -17,7 +17,8 @@ json_values = st.recursive(
 requests = st.fixed_dictionaries(
     {},
     optional={"seq": json_values, "op": st.sampled_from(["points", "resolve", "done", "x"]) | json_values,
-              "b": st.text(max_size=10) | json_values, "w": st.lists(st.integers() | st.none(), min_size=5, max_size=5) | json_values,
+              "id": st.text(max_size=10) | json_values,
+              "b": st.text(max_size=10) | json_values, "w": st.lists(st.integers() | st.none(), min_size=5, max_size=6) | json_values,
               "m": json_values, "p": json_values, "t": json_values, "a": json_values, "r": json_values},
 )
 
@@ -44,13 +45,14 @@ def test_decode_body_answers_a_dict_or_a_protocol_error(data):
         pass
 
 
+_unstarted_relay = Relay("fuzz", Stub(), "127.0.0.1", 0)
+
+
 @settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(requests)
-def test_dispatch_never_raises_and_always_acks(message):
-    relay = Relay.__new__(Relay)
-    relay.handler = Stub()
-    reply, settled = relay._dispatch(message)
-    assert reply["ack"] is message.get("seq") and settled is None
+def test_dispatch_never_raises_and_always_answers(message):
+    reply, settled = _unstarted_relay._dispatch(message)
+    assert settled is None
     assert ("error" in reply) or ("run" in reply) or (message.get("op") == "done")
 
 
@@ -89,3 +91,8 @@ def test_random_bytes_after_authentication_never_stop_the_relay(data):
 def teardown_module(module):
     if _relay is not None:
         _relay.stop()
+
+
+def test_a_value_beyond_float_range_is_one_malformed_entry_not_a_failed_request():
+    good, bad = _clean_metrics([["k", 10**400, 1, 0], ["k", 1.5, 2, 1]])
+    assert good == [("k", 1.5, 2, 1)] and bad == 1

@@ -2,12 +2,17 @@
 connection, silent clients are dropped, the relay listens where it is told."""
 
 import socket
+import threading
+import time
 
 import pytest
+from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
-from spark_tracking.forwarding import protocol, relay as relay_module
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding import relay as relay_module
 from spark_tracking.forwarding.executor import _Connection
 from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding.sink import Sink, Spool
 
 
 class Echo:
@@ -94,15 +99,52 @@ def test_bad_requests_from_an_authenticated_client_get_an_error_not_a_crash(rela
     assert _works(relay)
 
 
-def test_connections_over_the_limit_are_refused(relay):
-    held = [_authenticated(relay) for _ in range(3)]
-    host, port = relay.address.rsplit(":", 1)
-    extra = socket.create_connection((host, int(port)), timeout=10)
-    assert _closed(extra)
-    assert relay.counters["refused_connections"] == 1
-    held.pop().close()
-    for sock in held:
+def _background(fn):
+    thread = threading.Thread(target=fn, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_when_every_connection_is_busy_a_new_one_is_refused():
+    handler = BusyHandler()
+    r = Relay("s3cret", handler, "127.0.0.1", 0, max_connections=3).start()
+    try:
+        busy = [_background(lambda: _works(r)) for _ in range(3)]
+        for _ in busy:
+            assert handler.entered.acquire(timeout=30)  # three connections inside a request
+        with pytest.raises(ConnectionError):
+            _works(r)
+        assert r.counters["refused_connections"] == 1
+        handler.release.set()
+        for thread in busy:
+            thread.join(30)
+        assert _works(r)
+    finally:
+        handler.release.set()
+        r.stop()
+
+
+def test_idle_connections_do_not_lock_new_workers_out(relay):
+    idle = [_authenticated(relay) for _ in range(3)]  # e.g. shippers of workers between frames
+    assert _works(relay)  # a fourth worker gets the slot of the connection idle the longest
+    assert _closed(idle[0])
+    assert relay.counters["idle_closed"] == 1 and relay.counters["refused_connections"] == 0
+    for sock in idle:
         sock.close()
+
+
+def test_clients_that_never_authenticate_take_no_connection_slot(relay):
+    host, port = relay.address.rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(3)]
+    for sock in silent:
+        protocol.recv_frame(sock)  # the nonce; then nothing
+    assert _works(relay)
+    for sock in silent:
+        sock.close()
+
+
+def test_unauthenticated_connections_time_out_fast():
+    assert relay_module.AUTH_TIMEOUT <= 3.0
 
 
 def test_a_client_that_never_authenticates_is_dropped(monkeypatch):
@@ -125,3 +167,73 @@ def test_an_unauthenticated_client_cannot_send_a_large_frame(relay):
     sock.sendall(protocol.HEADER.pack(2000) + b"x" * 2000)
     assert _closed(sock)
     assert _works(relay)
+
+
+def test_workers_of_five_or_six_items_are_accepted(relay):
+    conn = _Connection(relay.address, "s3cret")
+    try:
+        assert conn.request({"op": "resolve", "b": "1:0", "w": [0, 0, 0, 0, None]})["run"] == "run-1"
+        assert conn.request({"op": "resolve", "b": "1:0", "w": [0, 0, 0, 0, 3, 1]})["run"] == "run-1"
+        for bad in ([0, 0, 0, 0, None, None], [0, 0, 0, 0, None, 1, 2], [0, 0, 0, 0, None, True]):
+            with pytest.raises(RuntimeError, match="worker list"):
+                conn.request({"op": "resolve", "b": "1:0", "w": bad})
+    finally:
+        conn.close()
+
+
+def test_ops_are_a_table_new_ones_register():
+    r = Relay("s3cret", Echo(), "127.0.0.1", 0)
+    r.register("get_run", lambda binding, worker, message: ({"run": message.get("run_id")}, None))
+    reply, settled = r._dispatch({"op": "get_run", "b": "1:0", "w": [0, 0, 0, 0, None], "run_id": "abc"})
+    assert reply == {"run": "abc"} and settled is None
+    assert sorted(r.ops) == ["done", "get_run", "points", "resolve"]
+
+
+def test_a_request_resent_after_a_client_timeout_is_dispatched_and_stored_once(sqlite_uri, tmp_path):
+    import mlflow
+
+    client = mlflow.MlflowClient(sqlite_uri)
+    rid = client.create_run("0").info.run_id
+    sink = Sink(client, sqlite_uri, Spool(str(tmp_path / "spool"), 1 << 30), lambda stage: 1)
+    handler = HeldHandler(SinkHandler(sink, rid))
+    r = Relay("s3cret", handler, "127.0.0.1", 0).start()
+    rows = [["m", float(i), 1_700_000_000_000 + i, i] for i in range(100)]
+    request = {"id": "c0ffee:1", "op": "points", "b": "1:0", "w": [0, 0, 0, 0, None, 0], "m": rows}
+    try:
+        first = _Connection(r.address, "s3cret", timeout=0.5)
+        with pytest.raises(OSError):  # the dispatch outlives the client's socket timeout
+            first.request(dict(request))
+        assert handler.entered.is_set()
+        replies = []
+        again = _background(lambda: replies.append(_Connection(r.address, "s3cret").request(dict(request))))
+        handler.release.set()
+        again.join(30)
+        assert replies and replies[0]["run"] == rid
+        # a repeat after completion gets the stored reply at once
+        assert _Connection(r.address, "s3cret").request(dict(request))["run"] == rid
+        assert sink.flush(60)
+    finally:
+        handler.release.set()
+        r.stop()
+        sink.stop()
+    assert handler.calls["points"] == 1
+    assert sink.stats()["sent"] == 100 and r.counters["repeated_requests"] == 2
+    assert sorted((m.step, m.value) for m in client.get_metric_history(rid, "m")) == [(i, float(i)) for i in range(100)]
+
+
+def test_a_stalled_store_delays_a_task_by_one_ack_budget_not_one_per_frame():
+    handler = StalledStoreHandler()
+    r = Relay("s3cret", handler, "127.0.0.1", 0, ack_wait=1.0).start()
+    conn = _Connection(r.address, "s3cret", timeout=30)
+    try:
+        start = time.monotonic()
+        for n in range(6):
+            conn.request({"op": "points", "b": "1:0", "w": [0, 0, 0, 7, None, 0], "m": [["m", 1.0, 1, n]]})
+        conn.request({"op": "done", "b": "1:0", "w": [0, 0, 0, 7, None, 0]})
+        elapsed = time.monotonic() - start
+    finally:
+        conn.close()
+        r.stop()
+    assert len(handler.pending) == 7
+    assert elapsed < 3.0, f"a task waited {elapsed:.1f}s for a stalled store (budget: 1 s per task)"
+    assert not r._budgets  # the task's budget ended with it

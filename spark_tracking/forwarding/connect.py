@@ -186,8 +186,6 @@ class DropConnection:
 
 _bound = threading.local()  # the tag this thread added, to replace it at the next run
 _warned_limits: set = set()
-_sessions_with_progress: set = set()
-_stage_sizes: dict[int, int] = {}
 
 
 def _is_local_host(host: str | None) -> bool:
@@ -252,29 +250,41 @@ def _relay_host(cfg, session, limited: bool) -> str:
     return host if host and _is_local_host(host) else "127.0.0.1"
 
 
-class _StageSizes:
-    """Progress handler: the number of tasks of each stage, from the session's progress
-    reports (the driver emits a step's mean once every task of the stage has logged it)."""
+class ConnectStages:
+    """What the session's progress reports say about stages (``spark.registerProgressHandler``,
+    Spark 4): how many tasks one has, which are done — the interface of ``driver.SparkStages``,
+    which a Connect client cannot have (no status tracker). The driver emits a step's mean once
+    every task of the stage logged it, and closes a stage's means when it is done."""
 
-    def __call__(self, stages, inflight_tasks, operation_id, done):
+    def __init__(self):
+        from .bounded import BoundedDict
+
+        self._tasks = BoundedDict(4096)
+        self._done: set = set()
+
+    def __call__(self, stages, inflight_tasks, operation_id, done):  # the progress handler
         for stage in stages or ():
             if stage.num_tasks:
-                _stage_sizes[stage.stage_id] = stage.num_tasks
+                self._tasks[stage.stage_id] = stage.num_tasks
+            if stage.done:
+                self._done.add(stage.stage_id)
 
+    def tasks(self, stage: int) -> int | None:
+        return self._tasks.get(stage)
 
-def _watch_stages(session) -> None:
-    key = id(session)
-    if key in _sessions_with_progress:
-        return
-    try:
-        session.registerProgressHandler(_StageSizes())
-        _sessions_with_progress.add(key)
-    except Exception:
-        logger.debug("spark_tracking: no progress reports on this Spark Connect client", exc_info=True)
+    def finished(self, stages: set) -> set:
+        ended = set(stages) & self._done
+        self._done -= ended
+        return ended
 
-
-def stage_tasks(stage: int) -> int | None:
-    return _stage_sizes.get(stage)
+    @classmethod
+    def watch(cls, session) -> "ConnectStages":
+        stages = cls()
+        try:
+            session.registerProgressHandler(stages)
+        except Exception:  # noqa: BLE001 - Spark < 4: means close when a stage's tasks are done or at flush()
+            logger.debug("spark_tracking: no progress reports on this Spark Connect client", exc_info=True)
+        return stages
 
 
 def session_of_this_thread():
@@ -302,7 +312,8 @@ def bind_current_thread() -> bool:
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
     fw = driver.use_forwarder(
         session,
-        lambda: driver.Forwarder(cfg, None, host=_relay_host(cfg, session, limit is not None), stage_tasks=stage_tasks),
+        lambda: driver.Forwarder(cfg, None, host=_relay_host(cfg, session, limit is not None),
+                                 stages=ConnectStages.watch(session)),
     )
     binding = fw.bind_thread()
     if limit is None:
@@ -310,7 +321,6 @@ def bind_current_thread() -> bool:
     else:
         payload = {"b": binding, "d": cfg.task_drop_dir or ""}
         _warn_limit(limit, cfg.task_drop_dir)
-    _watch_stages(session)
     tag = encode_tag(payload)
     previous = getattr(_bound, "tag", None)
     if previous is not None and previous != tag:

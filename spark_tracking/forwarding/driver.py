@@ -11,6 +11,15 @@ own points — and keeps that run for the task's lifetime.
 No active run. Tasks of a bound thread that log while the thread has no active run (it ended)
 get a run created for them — ``spark-tasks <app id>`` in the session's experiment — with one
 warning naming it; tasks of a thread never bound log as plain MLflow would on the executor.
+A task's end ("done") never resolves or creates a run: it closes the task's part of the runs
+it logged to, and a task that logged only to explicit run ids creates no run.
+
+Exit. At interpreter exit the driver gives the store ``EXIT_TIMEOUT`` seconds to take what it
+holds; whatever it did not take — points the relay acknowledged included — is written to the
+spool (``<home>/spool``) with one warning, for ``spark-tracking replay``.
+
+Memory. Per-task, per-stage, per-run and per-thread state is bounded (least recently used
+entries are dropped past fixed sizes), so a long notebook session does not grow without end.
 """
 
 from __future__ import annotations
@@ -23,11 +32,20 @@ import secrets
 import sys
 import threading
 
+from .._compat import mlflow as mlflow_compat
+from .bounded import BoundedDict
 from .executor import ENV_SECRET, PROP_BINDING, PROP_RELAY, PROP_SECRET
-from .relay import Relay
+from .relay import Relay, task_key
 from .sink import Sink, Spool, Submission
 
 logger = logging.getLogger(__name__)
+
+#: local property with ``relay_max_frame_bytes``, so a Spark-conf value reaches tasks (contract §5)
+PROP_MAX_FRAME = "spark_tracking.max_frame"
+#: seconds the store gets at interpreter exit before what is left goes to the spool
+EXIT_TIMEOUT = 30.0
+_MAX_TASKS = 65_536  # tasks whose run binding and logged-to runs are remembered
+_MAX_THREADS = 4096  # driver threads whose run stacks are remembered
 
 _lock = threading.RLock()
 _forwarder: "Forwarder | None" = None
@@ -60,7 +78,7 @@ def _clean_metrics(rows) -> tuple[list, int]:
                     and type(ts) is int and type(step) is int and key):
                 good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
                 continue
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
             pass
         bad += 1
     return good, bad
@@ -109,13 +127,42 @@ def _py4j_debug_off():
             lg.setLevel(level)
 
 
+class SparkStages:
+    """What Spark's status tracker says about stages: how many tasks one has, which ended.
+    The task counts of running stages are cached; a stage's entry goes when it ends."""
+
+    def __init__(self, sc):
+        self.sc = sc
+        self._tasks: BoundedDict = BoundedDict(4096)
+
+    def tasks(self, stage: int) -> int | None:
+        """A stage's number of tasks, None when Spark does not know it (yet)."""
+        known = self._tasks.get(stage)
+        if known is None and self.sc is not None:
+            try:
+                info = self.sc.statusTracker().getStageInfo(stage)
+            except Exception:
+                info = None
+            if info is not None:
+                known = self._tasks[stage] = info.numTasks
+        return known
+
+    def finished(self, stages: set) -> set:
+        """Those of ``stages`` Spark does not run any more (ended, failed or cancelled)."""
+        if self.sc is None:
+            return set()
+        ended = set(stages) - set(self.sc.statusTracker().getActiveStageIds())
+        for stage in ended:
+            self._tasks.pop(stage, None)
+        return ended
+
+
 class Forwarder:
     """The relay plus a sink per tracking URI, and the run resolution between them."""
 
-    def __init__(self, cfg, sc, host: str | None = None, stage_tasks=None):
+    def __init__(self, cfg, sc, host: str | None = None, stages=None):
         self.cfg = cfg
         self.sc = sc
-        self._stage_source = stage_tasks  # Spark Connect: no status tracker (connect.stage_tasks)
         self.owner = sc
         self.secret, self.secret_reaches_executors = _relay_secret(sc)
         if not self.secret_reaches_executors and sc is not None:  # (Spark Connect never sends it)
@@ -125,10 +172,11 @@ class Forwarder:
                 "from a secret scope (spark-tracking install does); on local Spark, export it before "
                 "Spark starts (executors inherit the driver's environment).")
         self.sinks: list[tuple[str, Sink]] = []
-        self._runs: dict[tuple, str] = {}
-        self._orphan_runs: dict[str, str] = {}
-        self._stage_tasks: dict[int, int | None] = {}
-        self._stacks: dict[str, list] = {}
+        self._runs: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> the run its fluent calls log to
+        self._logged_to: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> runs it logged to, until done
+        self._orphan_runs: BoundedDict = BoundedDict(_MAX_THREADS)  # binding -> run made for it
+        self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
+        self.stages = stages or SparkStages(sc)  # Spark Connect: connect.ConnectStages
         host = host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
                            cfg.relay_max_frame_bytes).start()
@@ -144,24 +192,23 @@ class Forwarder:
 
         cfg = self.cfg
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
-        from ..azure.store import is_aml_tracking_uri
+        from ..azure.store import limits_for
 
-        per_key = 250 if is_aml_tracking_uri(uri) else None  # AML refuses more (mlflow#11462)
-        sink = Sink(MlflowClient(uri), uri, spool, self.stage_tasks, batch_max_metrics=cfg.batch_max_metrics,
-                    max_values_per_key=per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate)
+        sink = Sink(MlflowClient(uri), uri, spool, self.stages.tasks, batch_max_metrics=cfg.batch_max_metrics,
+                    max_values_per_key=limits_for(uri).max_values_per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate,
+                    stages_finished=self.stages.finished)
         self.sinks.append((uri, sink))
         return len(self.sinks) - 1
 
     def bind_thread(self) -> str:
         """Register this thread's run stack; returns its binding ``<thread token>:<sink index>``."""
         import mlflow
-        from mlflow.tracking import fluent
 
         index = self.sink_index(mlflow.get_tracking_uri())
         token = _thread_token()
         # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
         # is immune to Python reusing the ident of a thread that has ended
-        self._stacks[token] = fluent._active_run_stack.get()
+        self._stacks[token] = mlflow_compat.active_run_stack()
         return f"{token}:{index}"
 
     def bound_tokens(self) -> set:
@@ -170,24 +217,11 @@ class Forwarder:
     def bind(self, sc) -> None:
         binding = self.bind_thread()
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
+        sc.setLocalProperty(PROP_MAX_FRAME, str(self.cfg.relay_max_frame_bytes))
         if not self.secret_reaches_executors:
             with _py4j_debug_off():  # py4j logs every command it sends at DEBUG, arguments included
                 sc.setLocalProperty(PROP_SECRET, self.secret)
         sc.setLocalProperty(PROP_BINDING, binding)
-
-    def stage_tasks(self, stage: int) -> int | None:
-        if stage not in self._stage_tasks:
-            info = None
-            try:
-                info = self.sc.statusTracker().getStageInfo(stage) if self.sc is not None else None
-            except Exception:
-                pass
-            if self.sc is None and self._stage_source is not None:
-                return self._stage_source(stage)  # Spark Connect: learnt from progress reports
-            if info is None:
-                return None  # not known (yet): ask again next time
-            self._stage_tasks[stage] = info.numTasks
-        return self._stage_tasks[stage]
 
     # -- relay handler -----------------------------------------------------------------------
 
@@ -196,7 +230,7 @@ class Forwarder:
         return token, self.sinks[int(index)][1]
 
     def resolve(self, binding: str, worker: list) -> str:
-        key = (binding, worker[0], worker[1], worker[2], worker[4])
+        key = task_key(binding, worker)
         run = self._runs.get(key)
         if run is None:
             with _lock:
@@ -205,8 +239,6 @@ class Forwarder:
         return run
 
     def _active_run(self, binding: str) -> str:
-        from mlflow.tracking import fluent
-
         token, sink = self._parse(binding)
         stack = self._stacks.get(token)
         if stack:
@@ -216,7 +248,7 @@ class Forwarder:
             from .. import context
 
             ctx = context.detect()
-            experiment_id = fluent._get_experiment_id()
+            experiment_id = mlflow_compat.default_experiment_id()
             created = sink.client.create_run(experiment_id, run_name=f"spark-tasks {ctx.spark_app_id or ''}".strip(),
                                              tags=context.context_tags(ctx))
             run = self._orphan_runs[binding] = created.info.run_id
@@ -236,12 +268,19 @@ class Forwarder:
         if bad_m + bad_p + bad_t + bad_a:
             sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
             logger.warning("spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a)
+        with _lock:
+            self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
         return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
 
     def done(self, binding: str, worker: list):
-        run = self.resolve(binding, worker)
+        """A task ended: close its part of every run it logged to (never resolves a run)."""
+        with _lock:
+            runs = self._logged_to.pop(task_key(binding, worker), None) or ()
         _, sink = self._parse(binding)
-        return sink.submit(Submission("done", run, worker))
+        settled = None
+        for run in sorted(runs):
+            settled = sink.submit(Submission("done", run, worker))
+        return settled  # the sink settles submissions in order: the last one covers the others
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -265,10 +304,11 @@ class Forwarder:
         out.update(totals)
         return out
 
-    def stop(self, timeout: float = 30.0) -> None:
-        for _, sink in self.sinks:
-            sink.stop(timeout)
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop taking points, deliver what is held within ``timeout``, spool the rest.
+        True when everything reached the store."""
         self.relay.stop()
+        return all([sink.stop(timeout) for _, sink in self.sinks])
 
 
 def bind_current_thread(sc=None) -> bool:
@@ -331,19 +371,16 @@ def stats() -> dict:
     return fw.stats()
 
 
-def shutdown(timeout: float = 30.0) -> None:
+def shutdown(timeout: float = 30.0) -> bool:
+    """Stop forwarding: deliver what the driver holds within ``timeout``, spool the rest (with a
+    warning). True when everything reached the store."""
     global _forwarder
     with _lock:
         fw, _forwarder = _forwarder, None
-    if fw is not None:
-        fw.stop(timeout)
+    return True if fw is None else fw.stop(timeout)
 
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _forwarder is not None:
-        if not flush(30.0):
-            logger.warning("spark_tracking: not everything reached the store before exit; "
-                           "what is left is in the spool: run `spark-tracking replay`")
-        shutdown(5.0)
+    shutdown(EXIT_TIMEOUT)
 

@@ -2,9 +2,27 @@
 
 Security: every connection must answer an HMAC challenge with the per-session secret
 (constant-time compare) within ``AUTH_TIMEOUT`` seconds, before any other frame is read;
-frames are bounded (``relay_max_frame_bytes``; 1 KiB before authentication); at most
-``relay_max_connections`` connections at once. A malformed or truncated frame closes that
-connection and nothing else. The relay listens on the driver's address only.
+frames are bounded (``relay_max_frame_bytes``; 1 KiB before authentication). A malformed or
+truncated frame closes that connection and nothing else. The relay listens on the driver's
+address only.
+
+Connections: at most ``relay_max_connections`` authenticated connections count against the
+limit; connections still authenticating are bounded separately (as many again, at least 64)
+and dropped after ``AUTH_TIMEOUT``, so silent clients cannot take the slots of real ones. When every slot is
+taken, a newly authenticated connection takes the slot of the one idle the longest (its client
+reconnects on its next request); only when all are busy is the newcomer refused.
+
+Requests (protocol v2, see ``protocol``): each op is a function in ``Relay.ops`` (add one with
+``Relay.register``). A request carrying an ``"id"`` is dispatched once: a repeat of an id in
+flight waits for the first dispatch and gets its reply, a repeat of a recently completed id
+gets the stored reply (``REQUEST_LOG_SIZE`` ids remembered). Workers are
+``[stage, partition, attempt, task_id, rank, stage_attempt]``; five items (an older client)
+mean stage attempt 0.
+
+Acknowledgement: an ack to ``points`` means the driver has custody (the sink delivers or
+spools it, at interpreter exit too). The relay holds the ack while the store takes the points
+(live delivery), but each task has one budget of ``ack_wait`` seconds for such waits in all,
+not one per frame: a stalled store delays a task's end by ``ack_wait`` at most.
 """
 
 from __future__ import annotations
@@ -13,15 +31,23 @@ import asyncio
 import logging
 import secrets
 import threading
+import time
 from concurrent.futures import Future
-from typing import Protocol
+from typing import Callable, Protocol
 
 from . import protocol
+from .bounded import BoundedDict
 
 logger = logging.getLogger(__name__)
 
-AUTH_TIMEOUT = 10.0
+AUTH_TIMEOUT = 3.0
+REQUEST_LOG_SIZE = 65_536
 _PRE_AUTH_LIMIT = 1024
+_MIN_AUTHENTICATING = 64  # connections allowed to be authenticating at once, at least
+
+#: an op: (binding, worker, message) -> (reply fields, future settled once the store took the
+#: request's content, or None)
+Op = Callable[[str, list, dict], "tuple[dict, Future | None]"]
 
 
 class Handler(Protocol):
@@ -29,26 +55,39 @@ class Handler(Protocol):
 
     def points(self, binding: str, worker: list, message: dict) -> tuple[str | None, Future | None]:
         """Take custody; return the run id and a future settled once the points are delivered
-        or held for retry (the ack waits for it at most ``ack_wait`` seconds)."""
+        or held for retry."""
 
     def resolve(self, binding: str, worker: list) -> str | None: ...
 
     def done(self, binding: str, worker: list) -> Future | None: ...
 
 
+def task_key(binding: str, worker: list) -> tuple:
+    """One task attempt (the ranks of processes it started included)."""
+    return (binding, worker[0], worker[1], worker[2], worker[3], worker[5])
+
+
 class Relay:
     def __init__(self, secret: str, handler: Handler, host: str = "127.0.0.1", port: int = 0,
                  max_connections: int = 1024, max_frame_bytes: int = protocol.MAX_FRAME_BYTES,
-                 ack_wait: float = 2.0):
+                 ack_wait: float = 2.0, clock: Callable[[], float] = time.monotonic):
         self.secret = secret
         self.handler = handler
         self.host, self.port = host, port
         self.max_connections = max_connections
         self.max_frame_bytes = max_frame_bytes
         self.ack_wait = ack_wait
+        self.clock = clock
         self.counters = {"connections": 0, "refused_connections": 0, "auth_failures": 0,
-                         "protocol_errors": 0, "requests": 0}
-        self.open_connections = 0
+                         "protocol_errors": 0, "requests": 0, "repeated_requests": 0, "idle_closed": 0}
+        self.ops: dict[str, Op] = {}
+        self.register("points", self._points)
+        self.register("resolve", lambda binding, worker, message: ({"run": handler.resolve(binding, worker)}, None))
+        self.register("done", lambda binding, worker, message: ({}, handler.done(binding, worker)))
+        self._authenticating = 0
+        self._idle_since: dict = {}  # authenticated writer -> clock() when it last went idle (None: busy)
+        self._requests: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # id -> asyncio future of the reply
+        self._budgets: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # task key -> ack wait left
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -59,6 +98,22 @@ class Relay:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        """Authenticated connections (the ones ``relay_max_connections`` bounds)."""
+        return len(self._idle_since)
+
+    def register(self, op: str, fn: Op) -> None:
+        """Serve requests ``{"op": op, ...}`` with ``fn(binding, worker, message)``, which returns
+        the reply's fields and a future to wait on (within the task's ack budget) or None."""
+        self.ops[op] = fn
+
+    def _points(self, binding: str, worker: list, message: dict):
+        run, settled = self.handler.points(binding, worker, message)
+        return {"run": run}, settled
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> "Relay":
         self._thread = threading.Thread(target=self._run, name="spark-tracking-relay", daemon=True)
@@ -72,7 +127,8 @@ class Relay:
         loop = self._loop = asyncio.new_event_loop()
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve, self.host, self.port, limit=self.max_frame_bytes + 8)
+                asyncio.start_server(self._serve, self.host, self.port, limit=self.max_frame_bytes + 8,
+                                     backlog=min(4096, max(100, self.max_connections)))
             )
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:  # reported to start()
@@ -94,12 +150,16 @@ class Relay:
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
-            await self._server.wait_closed()
+            serving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if serving:  # their connections are closed: let them end (a dispatch may be running)
+                await asyncio.wait(serving, timeout=min(timeout, 2.0))
             loop.stop()
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
         if self._thread is not None:
             self._thread.join(timeout)
+
+    # -- connections -------------------------------------------------------------------------
 
     async def _read_frame(self, reader: asyncio.StreamReader, limit: int) -> dict:
         header = await reader.readexactly(protocol.HEADER.size)
@@ -107,40 +167,68 @@ class Relay:
         protocol.check_length(length, limit)
         return protocol.decode_body(await reader.readexactly(length))
 
+    def _refuse(self, writer) -> None:
+        self.counters["refused_connections"] += 1
+        writer.close()
+
+    def _take_slot(self, writer) -> bool:
+        """Count an authenticated connection; when full, close the one idle the longest."""
+        if len(self._idle_since) >= self.max_connections:
+            idle = [(since, id(w), w) for w, since in self._idle_since.items() if since is not None]
+            if not idle:
+                return False
+            _, _, oldest = min(idle)
+            del self._idle_since[oldest]
+            oldest.close()
+            self.counters["idle_closed"] += 1
+        self._idle_since[writer] = None
+        return True
+
+    async def _authenticate(self, reader, writer) -> bool:
+        nonce = secrets.token_hex(32)
+        writer.write(protocol.encode({"nonce": nonce, "v": protocol.VERSION}))
+        await writer.drain()
+        hello = await asyncio.wait_for(self._read_frame(reader, _PRE_AUTH_LIMIT), AUTH_TIMEOUT)
+        if protocol.check_auth(self.secret, nonce, hello):
+            return True
+        self.counters["auth_failures"] += 1
+        logger.warning("spark_tracking relay: refused a connection from %s without the session secret",
+                       writer.get_extra_info("peername"))
+        return False
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.open_connections >= self.max_connections:
-            self.counters["refused_connections"] += 1
-            writer.close()
+        if self._authenticating >= max(self.max_connections, _MIN_AUTHENTICATING):
+            self._refuse(writer)
             return
-        self.open_connections += 1
-        self.counters["connections"] += 1
+        self._authenticating += 1
         self._writers.add(writer)
         try:
-            nonce = secrets.token_hex(32)
-            writer.write(protocol.encode({"nonce": nonce, "v": protocol.VERSION}))
-            await writer.drain()
-            hello = await asyncio.wait_for(self._read_frame(reader, _PRE_AUTH_LIMIT), AUTH_TIMEOUT)
-            if not protocol.check_auth(self.secret, nonce, hello):
-                self.counters["auth_failures"] += 1
-                logger.warning("spark_tracking relay: refused a connection from %s without the "
-                               "session secret", writer.get_extra_info("peername"))
+            try:
+                authenticated = await self._authenticate(reader, writer)
+            finally:
+                self._authenticating -= 1
+            if not authenticated:
                 return
+            if not self._take_slot(writer):
+                self._refuse(writer)
+                return
+            self.counters["connections"] += 1
             writer.write(protocol.encode({"ok": True}))
             await writer.drain()
-            loop = asyncio.get_running_loop()
             while True:
+                if writer not in self._idle_since:
+                    return  # its slot went to a newer connection while idle
+                self._idle_since[writer] = self.clock()
                 try:
                     message = await self._read_frame(reader, self.max_frame_bytes)
                 except asyncio.IncompleteReadError:
                     return  # the client closed (between or inside a frame)
+                if writer not in self._idle_since:
+                    return
+                self._idle_since[writer] = None
                 self.counters["requests"] += 1
-                reply, settled = await loop.run_in_executor(None, self._dispatch, message)
-                if settled is not None:
-                    try:  # live delivery: ack once the store has the points, or after ack_wait
-                        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(settled)), self.ack_wait)
-                    except asyncio.TimeoutError:
-                        pass
-                writer.write(protocol.encode(reply))
+                reply = await self._answer(message)
+                writer.write(protocol.encode(dict(reply, ack=message.get("seq"))))
                 await writer.drain()
         except protocol.ProtocolError as exc:
             self.counters["protocol_errors"] += 1
@@ -150,32 +238,85 @@ class Relay:
         except (ConnectionError, OSError):
             pass
         finally:
-            self.open_connections -= 1
+            self._idle_since.pop(writer, None)
             self._writers.discard(writer)
             writer.close()
 
-    def _dispatch(self, message: dict) -> tuple[dict, Future | None]:
-        seq = message.get("seq")
-        op = message.get("op")
-        binding = message.get("b")
-        worker = message.get("w")
-        if not isinstance(binding, str) or not _valid_worker(worker):
-            return {"ack": seq, "error": "request needs a binding string and a worker list"}, None
+    # -- requests ----------------------------------------------------------------------------
+
+    async def _answer(self, message: dict) -> dict:
+        """The reply to a request, dispatching each request id once (contract §2)."""
+        rid = message.get("id")
+        if not isinstance(rid, str) or not rid:
+            return await self._handle(message)
+        known = self._requests.get(rid)
+        if known is not None:
+            self.counters["repeated_requests"] += 1
+            return await asyncio.shield(known)
+        future = self._requests[rid] = asyncio.get_running_loop().create_future()
         try:
-            if op == "points":
-                run, settled = self.handler.points(binding, worker, message)
-                return {"ack": seq, "run": run}, settled
-            if op == "resolve":
-                return {"ack": seq, "run": self.handler.resolve(binding, worker)}, None
-            if op == "done":
-                return {"ack": seq}, self.handler.done(binding, worker)
-            return {"ack": seq, "error": f"unknown op {op!r}"}, None
+            reply = await self._handle(message)
+        except BaseException as exc:
+            self._requests.pop(rid, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: a repeat waiting on it gets it, nobody else needs to
+            raise
+        if "error" in reply:
+            self._requests.pop(rid, None)  # nothing was taken: a repeat may try again
+        future.set_result(reply)
+        return reply
+
+    async def _handle(self, message: dict) -> dict:
+        loop = asyncio.get_running_loop()
+        reply, settled = await loop.run_in_executor(None, self._dispatch, message)
+        if "error" not in reply and (settled is not None or message.get("op") == "done"):
+            await self._wait_within_budget(message, settled)
+        return reply
+
+    async def _wait_within_budget(self, message: dict, settled: Future | None) -> None:
+        """Live delivery: hold the ack until the store took the content, within what is left
+        of the task's ``ack_wait`` budget; a task's "done" spends the rest and ends it."""
+        key = task_key(message["b"], _worker(message["w"]))
+        left = self._budgets.pop(key, self.ack_wait) if message.get("op") == "done" else \
+            self._budgets.get(key, self.ack_wait)
+        if settled is None or left <= 0:
+            return
+        start = self.clock()
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(settled)), left)
+        except asyncio.TimeoutError:
+            pass
+        if message.get("op") != "done":
+            self._budgets[key] = left - (self.clock() - start)
+
+    def _dispatch(self, message: dict) -> tuple[dict, Future | None]:
+        binding = message.get("b")
+        worker = _worker(message.get("w"))
+        if not isinstance(binding, str) or worker is None:
+            return {"error": "request needs a binding string and a worker list "
+                             "[stage, partition, attempt, task_id, rank, stage_attempt]"}, None
+        op = message.get("op")
+        fn = self.ops.get(op) if isinstance(op, str) else None
+        if fn is None:
+            return {"error": f"unknown op {op!r}"}, None
+        message["w"] = worker
+        try:
+            return fn(binding, worker, message)
         except Exception as exc:
             logger.warning("spark_tracking relay: request failed", exc_info=True)
-            return {"ack": seq, "error": f"{type(exc).__name__}: {exc}"}, None
+            return {"error": f"{type(exc).__name__}: {exc}"}, None
 
 
-def _valid_worker(worker) -> bool:
-    return (isinstance(worker, list) and len(worker) == 5
-            and all(isinstance(x, int) and not isinstance(x, bool) for x in worker[:4])
-            and (worker[4] is None or isinstance(worker[4], int)))
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _worker(worker) -> list | None:
+    """The worker list in its six-item form, or None when it is not one (contract §1)."""
+    if not isinstance(worker, list) or len(worker) not in (5, 6):
+        return None
+    if not all(_is_int(x) for x in worker[:4]) or not (worker[4] is None or _is_int(worker[4])):
+        return None
+    if len(worker) == 5:
+        return [*worker, 0]
+    return worker if _is_int(worker[5]) else None

@@ -2,7 +2,11 @@
 
 Each spool file is one ``log_batch`` request with the timestamps of the original log calls;
 MLflow's SQL store keeps one row per (key, timestamp, step, run, value), so replaying a file
-twice stores its points once. A file is deleted only after the store took it.
+twice stores its points once. A file is claimed before it is read (a driver draining the same
+folder skips it) and deleted only after the store took it. A file the store refuses (a deleted
+run, a value it rejects) is reported, moved to ``<spool>/refused/`` with the reason beside it,
+and replay goes on with the next; when the store cannot be reached, replay stops and leaves
+the rest for the next run.
 """
 
 from __future__ import annotations
@@ -18,43 +22,62 @@ def register(subparsers) -> None:
     p.set_defaults(func=_run)
 
 
-def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = True) -> tuple[int, int]:
-    """Deliver every spool file; returns (files delivered, files left)."""
+class Outcome:
+    """What a replay did: files delivered, refused (moved aside), left in the spool."""
+
+    def __init__(self, delivered: int = 0, refused: int = 0, left: int = 0):
+        self.delivered, self.refused, self.left = delivered, refused, left
+
+
+def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = True) -> Outcome:
+    """Deliver every spool file; returns how many were delivered, refused and left."""
     from mlflow.tracking import MlflowClient
 
-    from .sink import Spool
+    from .sink import Spool, is_invalid_request
 
     spool = Spool(spool_dir, max_bytes=1 << 62)
     files = spool.files()
-    delivered = 0
+    outcome = Outcome()
     clients: dict[str, MlflowClient] = {}
-    bar = None
-    if progress and files:
+    bar = _progress_bar(len(files)) if progress and files else None
+    for n, path in enumerate(files):
+        claimed = spool.claim(path)
+        if claimed is None:
+            continue  # another process (a driver's sink) is delivering it
+        name = os.path.basename(path)
         try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(files), unit="file", desc="replay")
-        except ImportError:
-            bar = None
-    for path in files:
-        record = Spool.read(path)
-        uri = tracking_uri or record.get("tracking_uri")
-        client = clients.get(uri) or clients.setdefault(uri, MlflowClient(uri))
-        request = {k: record[k] for k in ("run_id", "metrics", "params", "tags")}
-        try:
-            _log_batch(client, request)
+            record = Spool.read(claimed)
+            uri = tracking_uri or record.get("tracking_uri")
+            client = clients.get(uri) or clients.setdefault(uri, MlflowClient(uri))
+            _log_batch(client, {k: record[k] for k in ("run_id", "metrics", "params", "tags")})
         except Exception as exc:
-            print(f"stopped at {os.path.basename(path)}: {exc}")
-            break
-        os.remove(path)
-        delivered += 1
+            if not (isinstance(exc, (ValueError, KeyError)) or is_invalid_request(exc)):
+                spool.release(claimed)
+                outcome.left = len(files) - n
+                print(f"stopped at {name}: the store did not answer ({type(exc).__name__}: {exc}); "
+                      f"run replay again once it does")
+                break
+            aside = spool.set_aside(claimed, f"{type(exc).__name__}: {exc}")
+            outcome.refused += 1
+            print(f"refused {name}: {type(exc).__name__}: {exc}; moved to {aside}")
+        else:
+            spool.remove(claimed)
+            outcome.delivered += 1
         if bar is not None:
             bar.update(1)
         elif progress:
-            print(f"[{delivered}/{len(files)}] {os.path.basename(path)}")
+            print(f"[{n + 1}/{len(files)}] {name}")
     if bar is not None:
         bar.close()
-    return delivered, len(files) - delivered
+    return outcome
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="file", desc="replay")
 
 
 def _log_batch(client, request: dict) -> None:
@@ -74,6 +97,8 @@ def _run(args) -> int:
 
     cfg = Config.resolve()
     spool_dir = args.spool_dir or os.path.join(cfg.home, "spool")
-    delivered, left = replay(spool_dir, args.tracking_uri)
-    print(f"replayed {delivered} spool file(s) from {spool_dir}; {left} left")
-    return 0 if left == 0 else 1
+    outcome = replay(spool_dir, args.tracking_uri)
+    refused = (f"; {outcome.refused} refused by the store, kept in {os.path.join(spool_dir, 'refused')}"
+               if outcome.refused else "")
+    print(f"replayed {outcome.delivered} spool file(s) from {spool_dir}{refused}; {outcome.left} left")
+    return 0 if outcome.left == 0 and outcome.refused == 0 else 1

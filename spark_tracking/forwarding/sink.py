@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import logging
 import math
@@ -36,7 +37,9 @@ from collections import defaultdict, deque
 from typing import Callable
 
 from .. import validation
+from .._compat import mlflow as mlflow_compat
 from . import observers
+from .bounded import BoundedDict
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,12 @@ class Spool:
     leaves whole files only. ``spark-tracking replay`` (or the next sink) delivers them; the
     timestamps inside are those of the original log calls, so a replay is idempotent in
     MLflow's SQL store. Files hold no secrets (the tracking URI is stored without user info).
+
+    Several processes may drain one folder (two notebooks on a driver, ``replay`` during a
+    job): a process claims a file by renaming it to ``<name>.claim-<pid>`` before reading it
+    (atomic: one process wins, the other skips it), deletes it once the store took it and
+    renames it back when the store could not be reached. A claim whose process is gone is
+    claimed again. Files the store refused are moved to ``refused/`` with the reason beside.
     """
 
     def __init__(self, directory: str, max_bytes: int):
@@ -89,7 +98,7 @@ class Spool:
 
     def used_bytes(self) -> int:
         try:
-            return sum(e.stat().st_size for e in os.scandir(self.directory) if e.name.endswith(".json"))
+            return sum(e.stat().st_size for e in os.scandir(self.directory) if _spooled_name(e.name))
         except FileNotFoundError:
             return 0
 
@@ -110,15 +119,74 @@ class Spool:
         return path
 
     def files(self) -> list[str]:
+        """Files to deliver, oldest first: unclaimed ones and claims of processes that are gone."""
         try:
-            return sorted(os.path.join(self.directory, n) for n in os.listdir(self.directory) if n.endswith(".json"))
+            names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
+        found = []
+        for name in names:
+            original = _spooled_name(name)
+            if original and (original == name or not _pid_alive(int(name.rsplit("-", 1)[1]))):
+                found.append((original, name))
+        return [os.path.join(self.directory, name) for _, name in sorted(found)]
+
+    def claim(self, path: str) -> str | None:
+        """Take a file for this process; None when another process took it first."""
+        original = _spooled_name(os.path.basename(path))
+        claimed = os.path.join(self.directory, f"{original}.claim-{os.getpid()}")
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            return None
+        return claimed
+
+    def release(self, claimed: str) -> None:
+        """Give a claimed file back (the store could not be reached)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(claimed, os.path.join(self.directory, _spooled_name(os.path.basename(claimed))))
+
+    def remove(self, claimed: str) -> None:
+        """The store took a claimed file."""
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(claimed)
+
+    def set_aside(self, claimed: str, reason: str) -> str:
+        """Move a claimed file the store refused to ``refused/`` (with ``<name>.reason.txt``)."""
+        folder = os.path.join(self.directory, "refused")
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, _spooled_name(os.path.basename(claimed)))
+        with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
+            fh.write(reason + "\n")
+        os.replace(claimed, target)
+        return target
 
     @staticmethod
     def read(path: str) -> dict:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
+
+
+def _spooled_name(name: str) -> str | None:
+    """The spool file a directory entry stands for (itself or its claim), else None."""
+    if name.endswith(".json") and not name.startswith("."):
+        return name
+    base, sep, pid = name.rpartition(".claim-")
+    if sep and base.endswith(".json") and pid.isdigit():
+        return base
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def strip_userinfo(uri: str) -> str:
@@ -157,16 +225,12 @@ class RestWriter:
     (backoff with jitter, Retry-After, spool), so an outage never blocks it for minutes in
     MLflow's HTTP retry loop. Used for every store MLflow talks to over HTTP(S)."""
 
-    def __init__(self, store, timeout: float = 30.0):
-        from mlflow.protos.service_pb2 import LogBatch
-
+    def __init__(self, store, route: tuple[str, str], timeout: float = 30.0):
         self.store = store
         self.timeout = timeout
-        self.endpoint, self.method = store._METHOD_TO_INFO[LogBatch]
+        self.endpoint, self.method = route
 
     def log_batch(self, run_id, metrics, params, tags) -> None:
-        from mlflow.utils.rest_utils import http_request
-
         # The JSON MLflow's LogBatch message maps to, built directly: the protobuf round trip
         # costs more CPU than the request itself. Non-finite doubles as proto3 JSON spells them.
         body = {
@@ -177,8 +241,7 @@ class RestWriter:
             "tags": [{"key": k, "value": v} for k, v in tags],
         }
         try:
-            response = http_request(self.store.get_host_creds(), self.endpoint, self.method, max_retries=0,
-                                    timeout=self.timeout, raise_on_status=False, json=body)
+            response = mlflow_compat.rest_request(self.store, self.endpoint, self.method, self.timeout, body)
         except Exception as exc:  # connection refused, timeout, DNS, TLS
             raise StoreError(f"{type(exc).__name__}: {exc}") from None
         status = response.status_code
@@ -208,10 +271,9 @@ class ClientWriter:
 
 
 def writer_for(client):
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    if hasattr(store, "get_host_creds") and hasattr(type(store), "_METHOD_TO_INFO"):
-        return RestWriter(store)
-    return ClientWriter(client)
+    store = mlflow_compat.tracking_store(client)
+    route = mlflow_compat.rest_log_batch_route(store) if store is not None else None
+    return RestWriter(store, route) if route is not None else ClientWriter(client)
 
 
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -232,16 +294,59 @@ def is_invalid_request(exc: BaseException) -> bool:
 
 
 
+def worker_id(worker: list) -> int:
+    """Whose series a point belongs to: the rank when the worker has one, else the partition."""
+    return worker[4] if worker[4] is not None else worker[1]
+
+
+def attempt_of(worker: list) -> tuple:
+    """Which attempt of a task logged: (stage attempt, task attempt, task id). Spark restarts
+    the task attempt at 0 in each stage attempt; the task id tells any two attempts apart."""
+    return (worker[5] if len(worker) > 5 else 0, worker[2], worker[3])
+
+
+class StageState:
+    """What the sink keeps per (run, stage): the high-water step per worker series and the
+    attempt that owns it, the tasks that ended, the open means and how far means were written."""
+
+    __slots__ = ("high_water", "done", "agg", "mean_through")
+
+    def __init__(self):
+        self.high_water: dict[tuple, tuple] = {}  # (worker id, key) -> (attempt, highest step)
+        self.done: set[int] = set()  # partitions whose task ended
+        self.agg: dict[tuple, dict] = {}  # (key, step) -> {worker id: (value, timestamp)}
+        self.mean_through: dict[str, int] = {}  # key -> highest step whose mean was written
+
+
+def _new_pending() -> dict:
+    return {"metrics": [], "params": {}, "tags": {}, "artifacts": []}
+
+
+def _entities(request: dict) -> int:
+    return len(request["metrics"]) + len(request["params"]) + len(request["tags"])
+
+
 class Sink:
+    """Delivers what tasks forwarded to one tracking store (see the module docstring).
+
+    ``stage_tasks(stage)`` gives a stage's number of tasks (None: unknown yet);
+    ``stages_finished(stages)`` gives those of ``stages`` Spark no longer runs (their means are
+    written then, whether or not each task reported its end). Per-(run, stage) state is kept for
+    the ``max_stages`` most recent stages, per-run state for the ``max_runs`` most recent runs.
+    """
+
     def __init__(self, client, tracking_uri: str, spool: Spool, stage_tasks: Callable[[int], int | None],
                  batch_max_metrics: int = 1000, max_values_per_key: int | None = None,
                  rate_limit: float = 0.0, aggregate: bool = True, max_attempts: int = 4,
-                 clock=time.monotonic, sleep=time.sleep, linger: float = 0.02):
+                 clock=time.monotonic, sleep=time.sleep, linger: float = 0.02,
+                 stages_finished: Callable[[set], set] | None = None, max_stages: int = 1024,
+                 max_runs: int = 1024):
         self.client = client
         self.writer = writer_for(client)
         self.tracking_uri = tracking_uri
         self.spool = spool
         self.stage_tasks = stage_tasks
+        self.stages_finished = stages_finished
         self.batch_max_metrics = min(batch_max_metrics, validation.MAX_METRICS_PER_BATCH)
         self.max_values_per_key = max_values_per_key
         self.limiter = RateLimiter(rate_limit, clock, sleep)
@@ -251,14 +356,16 @@ class Sink:
         self.linger = linger
         self.queue: deque[Submission] = deque()
         self.wake = threading.Event()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # state and custody: the sink thread outside store calls, stop()
         self.counters = defaultdict(int)
         self.dropped = defaultdict(int)
-        self._agg: dict[tuple, dict] = {}
-        self._stage_done: dict[tuple, set] = defaultdict(set)
-        self._high_water: dict[tuple, tuple] = {}
-        self._params: dict[str, dict] = defaultdict(dict)
-        self._run_points: dict[str, int] = defaultdict(int)
+        self._stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
+        self._params: BoundedDict = BoundedDict(max_runs)  # run -> {param: value}
+        self._run_points: BoundedDict = BoundedDict(max_runs)  # run -> metric points sent
+        self._refused_runs: BoundedDict = BoundedDict(max_runs)  # run -> the store's refusal
+        self._unsent: deque[dict] = deque()  # this round's requests not yet delivered or spooled
+        self._evacuated = False
+        self._next_stage_check = 0.0
         self._spool_retry_at = 0.0
         self._down_until = 0.0  # after a transport failure: straight to the spool until then
         self._thread = threading.Thread(target=self._loop, name="spark-tracking-sink", daemon=True)
@@ -269,6 +376,11 @@ class Sink:
 
     def submit(self, sub: Submission) -> concurrent.futures.Future:
         self.counters["received"] += len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
+        observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
+        if self._evacuated:  # stopped: straight to disk, custody is the same
+            with self.lock:
+                self._spool_submissions([sub])
+            return sub.future
         self.queue.append(sub)
         self.wake.set()
         observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
@@ -291,11 +403,56 @@ class Sink:
         out["spool_files"] = len(self.spool.files())
         return out
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self.flush(timeout)
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Deliver what is held within ``timeout``; write what the store did not take to the
+        spool (with one warning saying how much and where). True when all was delivered."""
+        delivered = self.flush(timeout)
         self._stopping = True
         self.wake.set()
-        self._thread.join(timeout)
+        if not delivered:
+            self._evacuate()
+        self._thread.join(0 if not delivered else timeout)
+        return delivered
+
+    def _evacuate(self) -> None:
+        """The store did not take everything in time: move all custody to the spool, now."""
+        with self.lock:
+            self._evacuated = True
+            before = self.counters["spooled"], self.dropped["spool_full"]
+            subs = list(self.queue)
+            self.queue.clear()
+            unsent, self._unsent = list(self._unsent), deque()
+            for request in unsent:
+                self._to_spool(request)
+            self._spool_submissions(subs)
+            spooled = self.counters["spooled"] - before[0]
+            lost = self.dropped["spool_full"] - before[1]
+        store = strip_userinfo(self.tracking_uri)
+        if spooled or lost:
+            logger.warning("spark_tracking sink: the store at %s did not take %d values in time; they are in "
+                           "the spool %s: run `spark-tracking replay` once the store answers%s",
+                           store, spooled, self.spool.directory,
+                           f" ({lost} more did not fit: spool_max_bytes, dropped)" if lost else "")
+        elif self.spool.files():
+            logger.warning("spark_tracking sink: the store at %s did not take what waits in the spool %s: run "
+                           "`spark-tracking replay` once the store answers", store, self.spool.directory)
+
+    def _spool_submissions(self, subs: list) -> None:
+        """Spool submissions as requests, means of open steps included (called with the lock)."""
+        pending: dict[str, dict] = {}
+        for sub in subs:
+            self._apply(sub, pending)
+        self._close_aggregates(pending, lambda run, stage: True)
+        for run, data in pending.items():
+            for request in self._requests(run, data):
+                self._to_spool(request)
+            if data["artifacts"]:
+                self.dropped["artifact_failed"] += len(data["artifacts"])
+                logger.warning("spark_tracking sink: %d artifacts of run %s were not stored before exit",
+                               len(data["artifacts"]), run)
+        for sub in subs:
+            if not sub.future.done():
+                sub.future.set_result(sub.kind != "flush")
 
     # -- the sink thread ---------------------------------------------------------------------
 
@@ -305,59 +462,99 @@ class Sink:
             self.wake.clear()
             if self.linger and self.queue:
                 time.sleep(self.linger)  # let concurrent submissions coalesce into one round
-            try:
-                self._round()
-            except Exception:
-                logger.exception("spark_tracking sink: round failed")
+            self._round()
 
     def _round(self) -> None:
-        subs: list[Submission] = []
-        while self.queue:
-            subs.append(self.queue.popleft())
-        pending: dict[str, dict] = {}
-        flushing = False
-        for sub in subs:
-            if sub.kind == "flush":
-                flushing = True
-                self._close_aggregates(pending, lambda key: True)
-            elif sub.kind == "done":
-                self._task_done(sub, pending)
-            else:
-                self._take(sub, pending)
-        ok = self._send_all(pending)
-        if flushing or self.clock() >= self._spool_retry_at:
-            ok = self._drain_spool() and ok
-        for sub in subs:
-            sub.future.set_result(ok if sub.kind == "flush" else True)
+        finished = self._finished_stages()  # asked before taking the queue: see _finished_stages
+        with self.lock:
+            if self._evacuated:
+                return
+            subs: list[Submission] = []
+            while self.queue:
+                subs.append(self.queue.popleft())
+            pending: dict[str, dict] = {}
+            flushing = False
+            for sub in subs:
+                flushing = sub.kind == "flush" or flushing
+                self._apply(sub, pending)
+            if finished:
+                self._close_aggregates(pending, lambda run, stage: stage in finished)
+            self._unsent = deque(r for run, data in pending.items() for r in self._requests(run, data))
+        ok = False
+        try:
+            ok = self._send_all(pending)
+            if flushing or self.clock() >= self._spool_retry_at:
+                ok = self._drain_spool() and ok
+        except Exception:
+            logger.exception("spark_tracking sink: round failed; its requests go to the spool")
+            with self.lock:
+                if not self._evacuated:
+                    while self._unsent:
+                        self._to_spool(self._unsent.popleft())
+        finally:
+            for sub in subs:
+                if not sub.future.done():
+                    sub.future.set_result(ok if sub.kind == "flush" else True)
 
-    def _worker_id(self, worker: list) -> int:
-        return worker[4] if worker[4] is not None else worker[1]
+    def _apply(self, sub: Submission, pending: dict) -> None:
+        if sub.kind == "flush":
+            self._close_aggregates(pending, lambda run, stage: True)
+        elif sub.kind == "done":
+            self._task_done(sub, pending)
+        elif sub.kind == "points":
+            self._take(sub, pending)
+
+    def _finished_stages(self) -> set:
+        """Stages with open means that Spark no longer runs (at most once a second).
+
+        Asked before the round takes the queue: a task's points are acknowledged before the
+        task reports its end to Spark, so they are in the queue by the time the stage is over."""
+        if self.stages_finished is None or self.clock() < self._next_stage_check:
+            return set()
+        with self.lock:
+            open_stages = {stage for (_, stage), state in self._stages.items() if state.agg}
+        if not open_stages:
+            return set()
+        self._next_stage_check = self.clock() + 1.0
+        try:
+            return set(self.stages_finished(open_stages))
+        except Exception:
+            logger.debug("spark_tracking sink: stage status unavailable", exc_info=True)
+            return set()
+
+    def _stage(self, run: str, stage: int) -> StageState:
+        state = self._stages.get((run, stage))
+        if state is None:
+            state = self._stages[(run, stage)] = StageState()
+        return state
 
     def _take(self, sub: Submission, pending: dict) -> None:
-        run = sub.run_id
-        stage, partition, attempt = sub.worker[0], sub.worker[1], sub.worker[2]
-        wid = self._worker_id(sub.worker)
-        out = pending.setdefault(run, {"metrics": [], "params": {}, "tags": {}, "artifacts": []})
+        run, worker = sub.run_id, sub.worker
+        stage = worker[0]
+        state = self._stage(run, stage)
+        wid, who = worker_id(worker), attempt_of(worker)
+        out = pending.setdefault(run, _new_pending())
         expected = self.stage_tasks(stage)
-        multi = sub.worker[4] is not None or expected is None or expected > 1
+        multi = worker[4] is not None or expected is None or expected > 1
+        # the mean waits for one value per task; with ranks, how many there are is known only
+        # when the stage ends (a task may start several ranks)
+        mean_of = expected if worker[4] is None else None
         for key, value, ts, step in sub.metrics:
-            hw_key = (run, stage, partition, key)
-            hw = self._high_water.get(hw_key)
-            if hw is not None and hw[0] != attempt and step <= hw[1]:
+            hw = state.high_water.get((wid, key))
+            if hw is not None and hw[0] != who and step <= hw[1]:
                 self.dropped["duplicate_attempt"] += 1
                 continue
-            self._high_water[hw_key] = (attempt, step if hw is None else max(hw[1], step))
+            state.high_water[(wid, key)] = (who, step if hw is None else max(hw[1], step))
             if not multi:
                 out["metrics"].append((key, value, ts, step))
                 continue
             out["metrics"].append((f"{key}/worker_{wid}", value, ts, step))
-            if self.aggregate:
-                agg_key = (run, stage, key, step)
-                values = self._agg.setdefault(agg_key, {})
+            if self.aggregate and ((key, step) in state.agg or step > state.mean_through.get(key, -1 << 63)):
+                values = state.agg.setdefault((key, step), {})
                 values[wid] = (value, ts)
-                if expected is not None and len(values) >= expected:
-                    self._emit_aggregate(agg_key, pending)
-        seen = self._params[run]
+                if mean_of is not None and len(values) >= mean_of:
+                    self._emit_mean(run, state, key, step, pending)
+        seen = self._params.setdefault(run, {})
         for key, value in sub.params:
             if key in seen and seen[key] != value:
                 self.dropped["param_conflict"] += 1
@@ -372,85 +569,98 @@ class Sink:
         out["artifacts"].extend(sub.artifacts)
 
     def _task_done(self, sub: Submission, pending: dict) -> None:
-        """A task ended: once every task of its stage has, close the stage's open aggregates."""
+        """A task ended: once every task of its stage has, close the stage's open means."""
         run, stage = sub.run_id, sub.worker[0]
-        done = self._stage_done[(run, stage)]
-        done.add(sub.worker[1])
+        state = self._stage(run, stage)
+        state.done.add(sub.worker[1])
         expected = self.stage_tasks(stage)
-        if expected is not None and len(done) >= expected:
-            self._close_aggregates(pending, lambda key: key[0] == run and key[1] == stage)
+        if expected is not None and len(state.done) >= expected:
+            self._close_aggregates(pending, lambda r, s: r == run and s == stage)
 
-    def _emit_aggregate(self, agg_key: tuple, pending: dict) -> None:
-        values = self._agg.pop(agg_key)
-        run, _stage, key, step = agg_key
+    def _emit_mean(self, run: str, state: StageState, key: str, step: int, pending: dict) -> None:
+        values = state.agg.pop((key, step))
         nums = [v for v, _ in values.values()]
-        mean = sum(nums) / len(nums)
         ts = max(t for _, t in values.values())
-        pending.setdefault(run, {"metrics": [], "params": {}, "tags": {}, "artifacts": []})["metrics"].append(
-            (key, mean, ts, step))
+        pending.setdefault(run, _new_pending())["metrics"].append((key, sum(nums) / len(nums), ts, step))
+        state.mean_through[key] = max(step, state.mean_through.get(key, step))
         self.counters["aggregated"] += 1
 
-    def _close_aggregates(self, pending: dict, select) -> None:
-        for agg_key in [k for k in self._agg if select(k)]:
-            self._emit_aggregate(agg_key, pending)
+    def _close_aggregates(self, pending: dict, select: Callable[[str, int], bool]) -> None:
+        for (run, stage), state in list(self._stages.items()):
+            if state.agg and select(run, stage):
+                for key, step in sorted(state.agg):
+                    self._emit_mean(run, state, key, step, pending)
 
     # -- requests ----------------------------------------------------------------------------
 
     def _requests(self, run: str, data: dict) -> list[dict]:
-        """Cut one run's pending data into log_batch requests within the store's limits."""
+        """Cut one run's pending data into log_batch requests within the store's limits: at most
+        ``batch_max_metrics`` metrics, 100 params and tags, 1000 entities in all, and a JSON
+        body under 1 MB (``validation``), plus ``max_values_per_key`` when set."""
         requests: list[dict] = []
-        metrics = data["metrics"]
-        entries = [("p", k, v) for k, v in data["params"].items()] + [("t", k, v) for k, v in data["tags"].items()]
         current = {"run_id": run, "metrics": [], "params": [], "tags": []}
         size = 0
         per_key: dict[str, int] = defaultdict(int)
+        key_cost: dict[str, int] = {}
+        budget = validation.MAX_REQUEST_BYTES - 10_000  # the envelope and run id
 
         def close():
             nonlocal current, size
-            if current["metrics"] or current["params"] or current["tags"]:
+            if _entities(current):
                 requests.append(current)
             current = {"run_id": run, "metrics": [], "params": [], "tags": []}
             size = 0
             per_key.clear()
 
-        for point in metrics:
-            cost = len(point[0]) + 48
-            if (len(current["metrics"]) >= self.batch_max_metrics or size + cost > 900_000
-                    or (self.max_values_per_key and per_key[point[0]] >= self.max_values_per_key)):
+        for point in data["metrics"]:
+            key = point[0]
+            cost = key_cost.get(key)
+            if cost is None:  # the JSON of one metric: key, value, timestamp and step at full length
+                cost = key_cost[key] = len(json.dumps(key)) + 110
+            if (len(current["metrics"]) >= self.batch_max_metrics
+                    or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH or size + cost > budget
+                    or (self.max_values_per_key and per_key[key] >= self.max_values_per_key)):
                 close()
             current["metrics"].append(list(point))
-            per_key[point[0]] += 1
+            per_key[key] += 1
             size += cost
-        for kind, key, value in entries:
-            cost = len(key) + len(value) + 16
-            if (len(current["params"]) + len(current["tags"]) >= validation.MAX_PARAMS_TAGS_PER_BATCH
-                    or size + cost > 900_000):
-                close()
-            current["params" if kind == "p" else "tags"].append([key, value])
-            size += cost
+        for kind, pairs in (("params", data["params"]), ("tags", data["tags"])):
+            for key, value in pairs.items():
+                cost = len(json.dumps(key)) + len(json.dumps(value)) + 30
+                if (len(current["params"]) + len(current["tags"]) >= validation.MAX_PARAMS_TAGS_PER_BATCH
+                        or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH or size + cost > budget):
+                    close()
+                current[kind].append([key, value])
+                size += cost
         close()
         return requests
 
     def _send_all(self, pending: dict) -> bool:
         """Deliver this round's requests after anything spooled earlier (order per series)."""
-        requests = [r for run, data in pending.items() for r in self._requests(run, data)]
         ok = True
-        if requests and (self.clock() < self._down_until or not self._drain_spool()):
-            for request in requests:
-                self._to_spool(request)
-            requests, ok = [], False
-        for i, request in enumerate(requests):
-            if not self._deliver(request):
-                if self.clock() < self._down_until:  # the store went down: keep order
-                    for rest in requests[i + 1:]:
-                        self._to_spool(rest)
-                    ok = False
-                    break
+        if self._unsent and (self.clock() < self._down_until or not self._drain_spool()):
+            self._spool_unsent()
+            ok = False
+        while self._unsent and not self._evacuated:
+            request = self._unsent[0]
+            delivered = self._deliver(request, spool_on_failure=False)
+            with self.lock:
+                if self._unsent and self._unsent[0] is request:
+                    self._unsent.popleft()
+            if not delivered:
                 ok = False
+                if self.clock() < self._down_until:  # the store went down: keep order
+                    self._spool_unsent()
+                    break
         for run, data in pending.items():
             for path, b64 in data["artifacts"]:
                 ok = self._deliver_artifact(run, path, b64) and ok
         return ok
+
+    def _spool_unsent(self) -> None:
+        with self.lock:
+            while self._unsent and not self._evacuated:
+                self._to_spool(self._unsent.popleft())
 
     def _log_batch(self, request: dict) -> None:
         self.limiter.acquire()
@@ -458,18 +668,21 @@ class Sink:
         self.counters["requests"] += 1
 
     def _deliver(self, request: dict, spool_on_failure: bool = True) -> bool:
-        """Send one request with retries; split it when refused; spool it when unreachable."""
+        """Send one request with retries; split it when refused; spool it when unreachable.
+        True when the store took all of it."""
+        run = request["run_id"]
+        if run in self._refused_runs:
+            return self._drop_for_run(request)
         delay = 0.5
         for attempt in range(self.max_attempts):
             try:
                 self._log_batch(request)
-                n = len(request["metrics"]) + len(request["params"]) + len(request["tags"])
-                self.counters["sent"] += n
-                self._count_run_points(request["run_id"], len(request["metrics"]))
+                self.counters["sent"] += _entities(request)
+                self._count_run_points(run, len(request["metrics"]))
                 return True
             except StoreError as exc:
                 if exc.invalid:
-                    return self._split_refused(request, exc)
+                    return self._refused(request, exc)
                 if attempt + 1 == self.max_attempts:
                     logger.warning("spark_tracking sink: store unreachable after %d attempts (%s); "
                                    "spooling to %s", self.max_attempts, exc, self.spool.directory)
@@ -482,16 +695,49 @@ class Sink:
                 self.sleep(min(wait, 60.0))
         self._down_until = self.clock() + 5.0
         if spool_on_failure:
-            self._to_spool(request)
+            with self.lock:
+                if not self._evacuated:
+                    self._to_spool(request)
+        else:
+            self._spool_unsent()
         return False
 
     def _count_run_points(self, run: str, n: int) -> None:
         """Managed stores cap a run (Databricks: 1M metric points): say so before the cap."""
-        before = self._run_points[run]
+        before = self._run_points.get(run, 0)
         after = self._run_points[run] = before + n
         if before < RUN_POINTS_WARNING <= after:
             logger.warning("spark_tracking: run %s has %d metric points; managed MLflow stores cap a run "
                            "at %d. Log less often (every k steps) or start a new run.", run, after, RUN_POINTS_CAP)
+
+    def _refused(self, request: dict, exc: BaseException) -> bool:
+        """The store refused a request: the whole run (deleted, unknown), or some entries."""
+        if _entities(request) > 1:
+            reason = self._run_refusal(request["run_id"])
+            if reason is not None:
+                self._refused_runs[request["run_id"]] = reason
+                logger.warning("spark_tracking sink: the store refuses every write to run %s (%s); what tasks "
+                               "log to it is dropped and counted in stats()['dropped']['run_refused']. Log to "
+                               "an active run (restore it, or start a new one).", request["run_id"], reason)
+                return self._drop_for_run(request)
+        return self._split_refused(request, exc)
+
+    def _run_refusal(self, run: str) -> str | None:
+        """Why the store refuses all writes to ``run`` (deleted, unknown), or None: asked once,
+        so a deleted run costs one extra call, not a split into a call per entry."""
+        try:
+            info = self.client.get_run(run).info
+        except Exception as exc:
+            if is_invalid_request(exc):
+                return f"the run cannot be read: {str(exc)[:200]}"
+            return None  # cannot tell (the store is away): split as usual
+        if info.lifecycle_stage != "active":
+            return f"run is {info.lifecycle_stage}"
+        return None
+
+    def _drop_for_run(self, request: dict) -> bool:
+        self.dropped["run_refused"] += _entities(request)
+        return False
 
     def _split_refused(self, request: dict, exc: BaseException) -> bool:
         entries = ([("metrics", m) for m in request["metrics"]] + [("params", p) for p in request["params"]]
@@ -523,7 +769,7 @@ class Sink:
 
     def _to_spool(self, request: dict) -> None:
         record = dict(request, tracking_uri=strip_userinfo(self.tracking_uri))
-        n = len(request["metrics"]) + len(request["params"]) + len(request["tags"])
+        n = _entities(request)
         if self.spool.write(record) is None:
             self.dropped["spool_full"] += n
             logger.warning("spark_tracking sink: spool %s is full (spool_max_bytes); %d values dropped",
@@ -533,26 +779,38 @@ class Sink:
         self._spool_retry_at = self.clock() + 5.0
 
     def _drain_spool(self) -> bool:
-        """Deliver spooled requests, oldest first; True when the spool is empty afterwards."""
-        files = self.spool.files()
-        for path in files:
+        """Deliver spooled requests, oldest first; True when none of ours is left. A file
+        another process claimed is theirs to deliver."""
+        ours = strip_userinfo(self.tracking_uri)
+        for path in self.spool.files():
+            if self._evacuated:
+                return False
+            claimed = self.spool.claim(path)
+            if claimed is None:
+                continue  # another process took it
             try:
-                record = Spool.read(path)
-            except (OSError, ValueError):
+                record = Spool.read(claimed)
+            except (OSError, ValueError) as exc:
+                self.spool.set_aside(claimed, f"unreadable: {exc}")
                 continue
-            if record.get("tracking_uri") != strip_userinfo(self.tracking_uri):
+            if record.get("tracking_uri") != ours:
+                self.spool.release(claimed)
                 continue  # another store's; `spark-tracking replay` delivers it
             request = {k: record[k] for k in ("run_id", "metrics", "params", "tags")}
             try:
                 self._log_batch(request)
             except StoreError as exc:
                 if exc.invalid:
-                    os.remove(path)
-                    self._split_refused(request, exc)
+                    self.spool.remove(claimed)
+                    self._refused(request, exc)
                     continue
+                self.spool.release(claimed)
                 self._spool_retry_at = self._down_until = self.clock() + 5.0
                 return False
-            os.remove(path)
-            self.counters["sent"] += len(request["metrics"]) + len(request["params"]) + len(request["tags"])
+            except BaseException:
+                self.spool.release(claimed)
+                raise
+            self.spool.remove(claimed)
+            self.counters["sent"] += _entities(request)
             self.counters["replayed"] += 1
         return True
