@@ -26,7 +26,10 @@ sys.path.insert(0, HERE)
 
 from conftest import QUIET_ENV, MlflowServer, spark_builder  # noqa: E402
 from connect.conftest import ConnectServer, _server_env  # noqa: E402
+import run  # noqa: E402
 from run import count_points, in_task_points  # noqa: E402
+
+TASK_MODULES = (run,)  # executors cannot import benchmarks/: their functions travel by value
 
 TASKS = 2
 
@@ -70,6 +73,10 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=60_000, help="points per task for (d)")
     args = parser.parse_args()
     os.environ.update(QUIET_ENV)
+    from pyspark import cloudpickle
+
+    for module in TASK_MODULES:
+        cloudpickle.register_pickle_by_value(module)
     import mlflow
 
     import spark_tracking

@@ -137,6 +137,7 @@ class DropConnection:
         self.seq = 0
 
     def request(self, message: dict) -> dict:
+        """Take one request as the relay would; the reply has the relay's shape."""
         self.seq += 1
         op = message.get("op")
         if op == "resolve":
@@ -172,6 +173,7 @@ class DropConnection:
             )
 
     def close(self, complete: bool = False) -> None:
+        """Close the open file; ``complete`` (after "done") makes it visible to the client."""
         if self.fh is None:
             return
         fh, self.fh = self.fh, None
@@ -262,7 +264,8 @@ class ConnectStages:
         self._tasks = BoundedDict(4096)
         self._done: set = set()
 
-    def __call__(self, stages, inflight_tasks, operation_id, done):  # the progress handler
+    def __call__(self, stages, inflight_tasks, operation_id, done):
+        """The progress handler: record each stage's task count and whether it is done."""
         for stage in stages or ():
             if stage.num_tasks:
                 self._tasks[stage.stage_id] = stage.num_tasks
@@ -270,19 +273,22 @@ class ConnectStages:
                 self._done.add(stage.stage_id)
 
     def tasks(self, stage: int) -> int | None:
+        """A stage's number of tasks, None until a progress report named it."""
         return self._tasks.get(stage)
 
     def finished(self, stages: set) -> set:
+        """Those of ``stages`` a progress report said are done."""
         ended = set(stages) & self._done
         self._done -= ended
         return ended
 
     @classmethod
-    def watch(cls, session) -> "ConnectStages":
+    def watch(cls, session) -> ConnectStages:
+        """Stages of ``session``, fed by its progress reports from now on."""
         stages = cls()
         try:
             session.registerProgressHandler(stages)
-        except Exception:  # noqa: BLE001 - Spark < 4: means close when a stage's tasks are done or at flush()
+        except Exception:
             logger.debug("spark_tracking: no progress reports on this Spark Connect client", exc_info=True)
         return stages
 
@@ -371,12 +377,8 @@ def collect_drops(fw, drop_dir: str | None) -> int:
             continue  # another process took it
         with open(claimed, encoding="utf-8") as fh:
             for line in fh:
-                message = json.loads(line)
-                binding, worker = message.get("b", ""), message.get("w")
-                if message.get("op") == "points":
-                    fw.points(binding, worker, message)
-                elif message.get("op") == "done":
-                    fw.done(binding, worker)
+                # the relay's own dispatch: the same checks and ops as a request over the wire
+                fw.relay._dispatch(json.loads(line))
         os.remove(claimed)
         moved += 1
     return moved
