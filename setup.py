@@ -62,6 +62,9 @@ setup(
             "pillow",
             *_CONNECT_CLIENT,
         ],
+        # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
+        # exactly: a range admitting a newer one downloads several GB of CUDA wheels
+        "patterns": ["scikit-learn", "hyperopt", "torch==2.13.0"],
     },
     entry_points={
         "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
@@ -74,6 +77,9 @@ setup(
         ],
         "mlflow.default_experiment_provider": [
             "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
+        ],
+        "mlflow.artifact_repository": [
+            "spark-tracking-artifacts=spark_tracking.forwarding.task_artifacts:TaskArtifactRepository",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

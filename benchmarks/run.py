@@ -8,6 +8,8 @@ Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
   (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS)
   (d) spark_tracking: spark_tracking.log_metric inside tasks, forwarded through the relay
       (d') the same with plain mlflow.log_metric inside tasks (through the task store)
+  (e) MLflow's own floor: plain mlflow.log_metric inside tasks into a do-nothing in-process
+      store, and (e') the forwarded path, alternated in the same tasks
 
   (e) latency: a running task logs a point every 25 ms; the driver polls the store and notes
       when each becomes readable (p50/p95 from the log call to readable, poll interval included)
@@ -236,6 +238,7 @@ def main() -> int:
             rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2))
         with mlflow.start_run(run_name="benchmark-latency") as run:
             p50, p95, seen = latency(spark, client, run.info.run_id)
+        rows += mlflow_floor_rows(spark, n // 4)
         scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 4, 16, 64, 256, 1024)]
     finally:
         if spark is not None:
@@ -290,3 +293,80 @@ def write_report(report: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- MLflow's own floor (issue F item 7) ------------------------------------------------------
+
+def _floor_and_forwarded(n: int):
+    """Task body: plain ``mlflow.log_metric`` n times into a do-nothing in-process store (MLflow's
+    own cost: the floor), then n times forwarded through the task store; yields the two medians
+    of the per-call cost over 1000-call blocks."""
+    import mlflow
+    from mlflow.store.tracking.abstract_store import AbstractStore
+
+    from spark_tracking._compat import mlflow as mlflow_compat
+    from spark_tracking.forwarding import task_store
+
+    class NullStore(AbstractStore):
+        def __init__(self, store_uri=None, artifact_uri=None):
+            super().__init__()
+            self.run = task_store._stand_in_run("0", None)
+
+        def create_run(self, experiment_id, user_id, start_time, tags, run_name):
+            return self.run
+
+        def get_run(self, run_id):
+            return self.run
+
+        def update_run_info(self, run_id, run_status, end_time, run_name):
+            return self.run.info
+
+        def log_batch(self, run_id, metrics, params, tags):
+            pass
+
+    def blocks(name: str, first: int, count: int) -> list:
+        costs = []
+        with mlflow.start_run():
+            for start in range(first, first + count, 1000):
+                t = time.perf_counter()
+                for step in range(start, start + 1000):
+                    mlflow.log_metric(name, 0.5, step=step)
+                costs.append((time.perf_counter() - t) / 1000)
+        return costs
+
+    # alternate the two in rounds: both see the same load on a shared machine
+    forwarded_uri = mlflow.get_tracking_uri()
+    mlflow_compat.register_tracking_store("benchmark-null", NullStore)
+    floor, forwarded, rounds = [], [], 4
+    for r in range(rounds):
+        mlflow.set_tracking_uri("benchmark-null:")
+        try:
+            floor += blocks("floor", r * n // rounds, n // rounds)
+        finally:
+            mlflow.set_tracking_uri(forwarded_uri)
+        forwarded += blocks("loss_plain_floor_run", r * n // rounds, n // rounds)
+    yield statistics.median(floor), statistics.median(forwarded)
+
+
+def mlflow_floor_rows(spark, n: int, tasks: int = 2) -> list:
+    """Rows for MLflow's floor and the forwarded plain path, measured in the same tasks."""
+    import mlflow
+
+    import spark_tracking
+
+    with mlflow.start_run(run_name="benchmark-mlflow-floor") as run:
+        t = time.perf_counter()
+        pairs = spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(
+            lambda _: _floor_and_forwarded(n)).collect()
+        spark_tracking.flush()
+        elapsed = time.perf_counter() - t
+    client = mlflow.MlflowClient()
+    stored = count_points(client, run.info.run_id, "loss_plain_floor_run")
+    floor = statistics.median(p[0] for p in pairs)
+    forwarded = statistics.median(p[1] for p in pairs)
+    return [
+        ("(e) MLflow's floor: plain mlflow.log_metric in tasks into a do-nothing in-process store",
+         tasks / floor, floor, 0),
+        (f"(e') plain mlflow.log_metric in the same tasks, forwarded ({forwarded / floor:.2f}x the floor)",
+         stored / elapsed, forwarded, stored),
+    ]

@@ -90,9 +90,9 @@ def register_artifact_repository_if_absent(scheme: str, factory) -> bool:
 def active_run_stack() -> list:
     """The calling thread's fluent run stack, the list MLflow pushes and pops in place.
 
-    Checked on MLflow 3.17: ``mlflow.tracking.fluent._active_run_stack`` is a
-    ``ThreadLocalVariable`` whose ``get()`` returns the thread's list (also 2.10 to 3.x); older
-    releases (2.9) keep one module-level list, returned as it is.
+    Checked on MLflow 3.0.1 and 3.17.2: ``mlflow.tracking.fluent._active_run_stack`` is a
+    ``ThreadLocalVariable`` whose ``get()`` returns the thread's list; 2.9.2 keeps one
+    module-level list, returned as it is.
     """
     from mlflow.tracking import fluent
 
@@ -143,3 +143,52 @@ def rest_request(store, endpoint: str, method: str, timeout: float, json: dict):
 
     return http_request(store.get_host_creds(), endpoint, method, max_retries=0, timeout=timeout,
                         raise_on_status=False, json=json)
+
+
+def fluent_start_run_arguments() -> dict | None:
+    """The arguments of the ``mlflow.start_run`` call that is creating a run right now (its
+    frame's locals: ``nested``, ``run_name``, ``tags``, ``experiment_id``, ``parent_run_id``,
+    ``description``), or None when the run is not created by ``mlflow.start_run`` (an
+    ``MlflowClient().create_run`` call). MLflow passes none of them to the store, and
+    ``start_run(nested=True)`` with no active run reaches the store exactly as
+    ``start_run()`` does.
+
+    Checked on MLflow 2.9.2, 3.0.1 and 3.17.2 (``mlflow.tracking.fluent.start_run``)."""
+    import sys
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "start_run" and frame.f_globals.get("__name__") == "mlflow.tracking.fluent":
+            return dict(frame.f_locals)
+        frame = frame.f_back
+    return None
+
+
+def run_with_inputs(run):
+    """``run`` with empty inputs (and outputs, where MLflow has them) instead of None: MLflow
+    3.0.x's fluent ``log_metric`` reads ``run.inputs.dataset_inputs`` unguarded.
+
+    Checked on MLflow 2.9.2 (``Run(info, data, inputs)``), 3.0.1 and 3.17.2
+    (``Run(info, data, inputs, outputs)``)."""
+    from mlflow.entities import Run, RunInputs
+
+    if run.inputs is not None:
+        return run
+    inputs = RunInputs(dataset_inputs=[])
+    try:
+        from mlflow.entities import RunOutputs
+    except ImportError:  # MLflow 2
+        return Run(run.info, run.data, inputs)
+    return Run(run.info, run.data, inputs, run.outputs if run.outputs is not None else RunOutputs(model_outputs=[]))
+
+
+def register_tracking_store(scheme: str, builder) -> None:
+    """Register a tracking store for a URI scheme in this process (what the
+    ``mlflow.tracking_store`` entry points do at import), e.g. a do-nothing store to measure
+    MLflow's own cost.
+
+    Checked on MLflow 2.9.2, 3.0.1 and 3.17.2 (``_tracking_service.utils._tracking_store_registry``)."""
+    from mlflow.tracking._tracking_service import utils
+
+    utils._tracking_store_registry.register(scheme, builder)

@@ -10,7 +10,8 @@ own points — and keeps that run for the task's lifetime.
 
 No active run. Tasks of a bound thread that log while the thread has no active run (it ended)
 get a run created for them — ``spark-tasks <app id>`` in the session's experiment — with one
-warning naming it; tasks of a thread never bound log as plain MLflow would on the executor.
+warning naming it.
+
 A task's end ("done") never resolves or creates a run: it closes the task's part of the runs
 it logged to, and a task that logged only to explicit run ids creates no run.
 
@@ -20,22 +21,41 @@ spool (``<home>/spool``) with one warning, for ``spark-tracking replay``.
 
 Memory. Per-task, per-stage, per-run and per-thread state is bounded (least recently used
 entries are dropped past fixed sizes), so a long notebook session does not grow without end.
+
+Threads never bound. Spark jobs submitted from driver threads nobody bound (hyperopt's
+``SparkTrials`` dispatcher, ``concurrent.futures`` pools, joblib-spark, a notebook's background
+thread) have none of the local properties. Their tasks find the session's relay in a file the
+driver added to the session with ``SparkContext.addFile`` (``protocol.SESSION_FILE_PREFIX``)
+and log to the session's active run: the run at the top of the stack of the thread that most
+recently started a run and still has one active. That thread is the one a user reads as "the
+run I am in" (the notebook cell's ``with mlflow.start_run():`` around ``fmin`` or the pool),
+while the thread that submits the job is an implementation detail of the library. With no run
+active anywhere, they get the ``spark-tasks`` run above with its warning; never the executor's
+local store.
+
+Runs, reads and artifacts a task asks for (``protocol.RUN_OPS``) are answered by
+``forwarding.run_ops`` with this store's client.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import logging
 import os
 import secrets
 import sys
+import tempfile
 import threading
+import time
 
 from .._compat import mlflow as mlflow_compat
 from .bounded import BoundedDict
 from .executor import ENV_SECRET, PROP_BINDING, PROP_RELAY, PROP_SECRET
+from .protocol import SESSION_BINDING, SESSION_FILE_PREFIX
 from .relay import Relay, task_key
+from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
 
 logger = logging.getLogger(__name__)
@@ -177,10 +197,30 @@ class Forwarder:
         self._orphan_runs: BoundedDict = BoundedDict(_MAX_THREADS)  # binding -> run made for it
         self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
         self.stages = stages or SparkStages(sc)  # Spark Connect: connect.ConnectStages
+        self._recent: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> binding, least recently bound first
         host = host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
                            cfg.relay_max_frame_bytes).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
+        self.run_ops = RunOps(self.resolve, lambda binding: self._parse(binding)[1].client)
+        self._publish_session_binding(sc)
+
+    def _publish_session_binding(self, sc) -> None:
+        """The relay for tasks of jobs from threads never bound (see the module docstring)."""
+        if sc is None:
+            return
+        content = {"relay": self.relay.address}
+        if not self.secret_reaches_executors:  # as with the job property, and its warning above
+            content["secret"] = self.secret
+        folder = tempfile.mkdtemp(prefix="spark-tracking-")
+        path = os.path.join(folder, f"{SESSION_FILE_PREFIX}{time.time_ns():020d}.json")
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            json.dump(content, fh)
+        try:
+            sc.addFile(path)
+        except Exception:
+            logger.warning("spark_tracking: tasks of Spark jobs from threads that never started a "
+                           "run will not find the driver", exc_info=True)
 
     # -- binding -----------------------------------------------------------------------------
 
@@ -209,6 +249,8 @@ class Forwarder:
         # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
         # is immune to Python reusing the ident of a thread that has ended
         self._stacks[token] = mlflow_compat.active_run_stack()
+        self._recent.pop(token, None)
+        self._recent[token] = f"{token}:{index}"
         return f"{token}:{index}"
 
     def bound_tokens(self) -> set:
@@ -225,7 +267,19 @@ class Forwarder:
 
     # -- relay handler -----------------------------------------------------------------------
 
+    def _session_binding(self) -> str:
+        """The binding of the thread that most recently started a run and still has one."""
+        recent = list(self._recent.items())
+        for token, binding in reversed(recent):
+            if self._stacks.get(token):
+                return binding
+        if not recent:
+            raise ValueError("no driver thread of this session is bound yet")
+        return recent[-1][1]
+
     def _parse(self, binding: str) -> tuple[str, Sink]:
+        if binding == SESSION_BINDING:
+            binding = self._session_binding()
         token, _, index = binding.partition(":")
         return token, self.sinks[int(index)][1]
 
@@ -282,6 +336,9 @@ class Forwarder:
             settled = sink.submit(Submission("done", run, worker))
         return settled  # the sink settles submissions in order: the last one covers the others
 
+    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        return self.run_ops.handle(op, binding, worker, message)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self, timeout: float | None) -> bool:
@@ -308,6 +365,7 @@ class Forwarder:
         """Stop taking points, deliver what is held within ``timeout``, spool the rest.
         True when everything reached the store."""
         self.relay.stop()
+        self.run_ops.close()
         return all([sink.stop(timeout) for _, sink in self.sinks])
 
 

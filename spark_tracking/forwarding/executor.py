@@ -173,6 +173,8 @@ def _rebind(ctx) -> Binding | None:
             worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
             binding = Binding(relay, ctx.getLocalProperty(PROP_SECRET) or os.environ.get(ENV_SECRET, ""),
                               _property(ctx, PROP_BINDING) or "", worker, True)
+        else:
+            binding = _session_binding(ctx)
     elif os.environ.get(ENV_RELAY):
         try:
             stage, partition, attempt, task_id = (int(x) for x in os.environ.get(ENV_WORKER, "0:0:0:0").split(":"))
@@ -186,6 +188,26 @@ def _rebind(ctx) -> Binding | None:
     if binding is not None:
         _on_bind(binding)
     return binding
+
+
+def _session_binding(ctx) -> Binding | None:
+    """A task of a job from a driver thread never bound: the session's relay, from the file the
+    driver added with ``SparkContext.addFile`` (``protocol.SESSION_FILE_PREFIX``), or None."""
+    try:
+        from pyspark.files import SparkFiles
+
+        found = sorted(glob.glob(os.path.join(SparkFiles.getRootDirectory(), protocol.SESSION_FILE_PREFIX + "*.json")))
+        if not found:
+            return None
+        with open(found[-1], encoding="utf-8") as fh:
+            session = json.load(fh)
+    except Exception:
+        logger.debug("spark_tracking: no session file in this task", exc_info=True)
+        return None
+    rank = ctx.partitionId() if type(ctx).__name__ == "BarrierTaskContext" else None
+    worker = [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank]
+    return Binding(session["relay"], session.get("secret") or os.environ.get(ENV_SECRET, ""),
+                   protocol.SESSION_BINDING, worker, True)
 
 
 def _on_bind(binding: Binding) -> None:
@@ -688,7 +710,10 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
         return False
     b = b.for_run(run_id)
     _buf.extend((b, m.key, m.value, m.timestamp, m.step or 0) for m in metrics)
-    _buf.extend((b, "p", p.key, str(p.value)) for p in params)
-    _buf.extend((b, "t", t.key, str(t.value)) for t in tags)
-    _after_append()
+    if params:
+        _buf.extend((b, "p", p.key, str(p.value)) for p in params)
+    if tags:
+        _buf.extend((b, "t", t.key, str(t.value)) for t in tags)
+    if params or tags or len(_buf) >= _batch_trigger:  # metrics wake the shipper in batches, as log_metric does
+        _after_append()
     return True

@@ -20,6 +20,38 @@ Then request/response, one at a time per connection (the client waits for each a
 holds the points (in its sink queue or its disk spool), or ``{"ack": n, "error": text}``.
 ``{"seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
 ``{"seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
+
+Run operations a task requests (``RUN_OPS``; ``forwarding.run_ops`` answers them on the
+driver, which holds the credentials). Each carries "b", "w" and "id" like every request;
+replies are ``{"ack": n, "v": value}`` or ``{"ack": n, "error": text}``. Runs and other MLflow
+entities travel as ``{"$e": proto message name, "p": base64 of the serialized proto}``.
+
+- ``{"op": "get_run", "r": run_id}`` → ``{"v": run}``; without "r": the run the task's driver
+  thread has active (what ``mlflow.start_run()`` with no arguments hands out in a task).
+- ``{"op": "create_run", "x": experiment_id, "u": user_id, "s": start_time_ms,
+  "t": [[key, value], ...], "n": run_name}`` → ``{"v": run}``: a real run, a child of the
+  task's driver run (tag ``mlflow.parentRunId``) unless "t" names a parent; in its parent's
+  experiment unless "x" names one other than MLflow's default "0".
+- ``{"op": "update_run", "r": run_id, "s": status, "e": end_time_ms, "n": run_name}`` →
+  ``{"v": run_info}``.
+- ``{"op": "store_call", "m": method, "a": [args...]}`` → ``{"v": result}``: one of
+  ``STORE_CALLS`` (logged models, run inputs/outputs, metric history) on the driver's store.
+- ``{"op": "artifact_chunk", "u": upload_id, "o": offset, "d": base64}`` → ``{"v": bytes
+  held}``: part of a file (at most 4 MiB raw, less under a lowered ``relay_max_frame_bytes``),
+  written to a file on the driver's disk at that offset (a re-sent chunk rewrites the same bytes).
+- ``{"op": "artifact_commit", "u": upload_id, "k": "runs" | "models", "i": run or model id,
+  "p": relative artifact path, "z": size}`` → ``{"v": true}`` once the file is in the
+  artifact store of that run or logged model.
+- ``{"op": "artifact_list", "k": ..., "i": ..., "p": path or null}`` → ``{"v": [file_info,
+  ...]}``; ``{"op": "artifact_read", "u": read_id, "k": ..., "i": ..., "p": path, "o": offset,
+  "n": length}`` → ``{"v": base64}``, shorter than "n" at the end of the file (reads such as
+  ``log_table`` appending to a table, or loading a model, inside a task).
+
+Jobs from driver threads that were never bound (hyperopt's dispatcher, thread pools) carry no
+local properties. The driver adds a file ``SESSION_FILE_PREFIX<n>.json`` to the Spark session
+(``SparkContext.addFile``) holding ``{"relay": address}`` (and ``"secret"`` when executors do
+not have it in their environment); their tasks send ``SESSION_BINDING`` as "b" and the driver
+answers for the session's active run (see ``forwarding.driver``).
 """
 
 from __future__ import annotations
@@ -32,6 +64,18 @@ import struct
 VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 8 * 1024 * 1024
+SESSION_BINDING = "*"
+SESSION_FILE_PREFIX = "spark-tracking-session-"
+#: operations tasks request on the driver's store (see above); answered by ``forwarding.run_ops``
+RUN_OPS = frozenset({"get_run", "create_run", "update_run", "store_call", "artifact_chunk", "artifact_commit",
+                     "artifact_list", "artifact_read"})
+#: tracking-store methods a task may call through "store_call" (reads and writes a task's
+#: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs)
+STORE_CALLS = frozenset({
+    "create_logged_model", "get_logged_model", "finalize_logged_model", "set_logged_model_tags",
+    "delete_logged_model_tag", "log_logged_model_params", "log_outputs", "log_inputs",
+    "record_logged_model", "get_metric_history", "search_logged_models",
+})
 
 
 class ProtocolError(Exception):

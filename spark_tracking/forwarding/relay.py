@@ -28,6 +28,7 @@ not one per frame: a stalled store delays a task's end by ``ack_wait`` at most.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import threading
@@ -61,6 +62,9 @@ class Handler(Protocol):
 
     def done(self, binding: str, worker: list) -> Future | None: ...
 
+    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        """One of ``protocol.RUN_OPS`` (runs, logged models, artifacts a task asks for)."""
+
 
 def task_key(binding: str, worker: list) -> tuple:
     """One task attempt (the ranks of processes it started included)."""
@@ -84,6 +88,8 @@ class Relay:
         self.register("points", self._points)
         self.register("resolve", lambda binding, worker, message: ({"run": handler.resolve(binding, worker)}, None))
         self.register("done", lambda binding, worker, message: ({}, handler.done(binding, worker)))
+        for op in protocol.RUN_OPS:  # runs, reads and artifacts a task asks the driver for
+            self.register(op, functools.partial(self._run_op, op))
         self._authenticating = 0
         self._idle_since: dict = {}  # authenticated writer -> clock() when it last went idle (None: busy)
         self._requests: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # id -> asyncio future of the reply
@@ -108,6 +114,9 @@ class Relay:
         """Serve requests ``{"op": op, ...}`` with ``fn(binding, worker, message)``, which returns
         the reply's fields and a future to wait on (within the task's ack budget) or None."""
         self.ops[op] = fn
+
+    def _run_op(self, op: str, binding: str, worker: list, message: dict):
+        return self.handler.run_op(op, binding, worker, message), None
 
     def _points(self, binding: str, worker: list, message: dict):
         run, settled = self.handler.points(binding, worker, message)

@@ -9,35 +9,74 @@ points) sets ``MLFLOW_TRACKING_URI=spark-tracking-task:`` and keeps the worker's
 in ``SPARK_TRACKING_TASK_DELEGATE_URI``. An explicit ``mlflow.set_tracking_uri()`` in the task
 still wins (that is "direct" mode: the task writes to the store itself).
 
-Inside a bound task:
-- ``create_run`` (what ``mlflow.start_run()`` or the first ``mlflow.log_metric`` calls) asks
-  the relay once per task for the driver's run and hands that run out, RUNNING;
-- ``log_batch``/``log_metric``/``log_param``/``set_tag`` append to the worker's buffer — to
-  the handed-out run, or to the explicit run id a client passed;
-- ``update_run_info`` (``mlflow.end_run()``) on a handed-out run does nothing: a task never
-  ends the driver's run. At the end of the task the handed-out run is popped from MLflow's
-  active-run stack, so a reused worker starts its next task clean.
+Inside a bound task, runs are the driver's: the driver holds the credentials, creates and
+reads them, and the task never opens a store of its own.
+
+- ``mlflow.start_run()`` with no arguments (and the first ``mlflow.log_metric`` without a run,
+  which calls it) hands out the run the driver thread has active, as MLflow's own
+  ``Run`` (real id, experiment and artifact URI), fetched from the driver once per task. When
+  the driver cannot be reached the task gets a stand-in run at once: its points go to the
+  buffer and spill, and reach the driver's run once the relay answers.
+- ``start_run(run_name=...)``, ``start_run(nested=True)``, ``start_run(tags=...)``,
+  ``start_run(parent_run_id=...)`` and ``MlflowClient().create_run(...)`` create a real run:
+  the driver creates it on the task's request, a child of the driver's run (tag
+  ``mlflow.parentRunId``) unless the code names another parent (an active run in the task, or
+  ``parent_run_id``), in its parent's experiment unless the code names one. Its id is the real
+  one: returned to the driver, ``MlflowClient().get_run(run_id)`` finds it.
+- ``get_run`` of any other run (``start_run(run_id=<id from the driver>)``) is answered by the
+  driver; runs the task created or was handed are answered from the task's copy (info as
+  created; ``log_metric(run_id=...)`` reads it on every call).
+- ``end_run()`` ends a run the task created with MLflow's status (FAILED when the task raises
+  out of the ``with`` block); a task never ends a run it did not create (the driver's run, a
+  run it resumed by id). Runs the task created and left open are ended FINISHED at task end.
+- ``log_batch``/``log_metric``/``log_param``/``set_tag`` append to the worker's buffer, aimed
+  at the handed-out run or at the explicit run id.
+- Artifacts: runs and logged models carry an artifact URI of the scheme
+  ``spark-tracking-artifacts`` (``task_artifacts``), whose repository sends files to the driver.
+- MLflow 3 logged models, run inputs/outputs and metric history are calls on the driver's store
+  (``protocol.STORE_CALLS``).
+
 Outside a bound task every call goes to the delegate store.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 import sys
+import threading
+import time
+import uuid
 
-from mlflow.entities import Experiment, Run, RunData, RunInfo, RunStatus
+from mlflow.entities import Experiment, Run, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
+from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.abstract_store import AbstractStore
 
+from .._compat import mlflow as mlflow_compat
 from ..context import in_spark_worker
-from . import executor
+from . import executor, protocol, run_ops
+from .task_artifacts import ARTIFACT_SCHEME
+
+logger = logging.getLogger(__name__)
 
 SCHEME = "spark-tracking-task"
 ENV_DELEGATE = "SPARK_TRACKING_TASK_DELEGATE_URI"
+#: how long the first log call of a task waits for the driver's run before going on without it
+HANDOUT_TIMEOUT = 2.0
+_PENDING_PREFIX = "sparktrackingpending"
 _handed_out: dict[str, Run] = {}
 #: every run id handed out in this worker: a fluent run MLflow kept active from an earlier task
 #: (a reused worker) must log to the current task's run, never to the old one
 _ever_handed_out: set[str] = set()
+_created: dict[str, Run] = {}  # runs this task created (it ends them)
+_resumed: dict[str, Run] = {}  # runs of others this task made active (start_run(run_id=...))
+_warned: set[str] = set()
+
+
+class DriverUnreachable(ConnectionError):
+    """The driver relay did not answer a task's request."""
 
 
 def activate_in_worker() -> bool:
@@ -56,16 +95,104 @@ def activate_in_worker() -> bool:
 
 
 def end_task_runs() -> None:
-    """Pop the runs this store handed out from MLflow's active-run stack (end of a task)."""
-    if not _handed_out or "mlflow.tracking.fluent" not in sys.modules:
-        _handed_out.clear()
-        return
-    from mlflow.tracking import fluent
-
-    stack = fluent._active_run_stack.get()
-    while stack and stack[-1].info.run_id in _handed_out:
-        stack.pop()
+    """End of a task: end the runs it created and left open (FINISHED), and pop every run of
+    this task from MLflow's active-run stack, so a reused worker starts its next task clean."""
+    mine = set(_handed_out) | set(_created) | set(_resumed)
+    if mine and "mlflow.tracking.fluent" in sys.modules:
+        stack = mlflow_compat.active_run_stack()
+        while stack and stack[-1].info.run_id in mine:
+            stack.pop()
+    for run_id, run in list(_created.items()):
+        if run.info.status == "RUNNING":
+            try:
+                _request("update_run", {"r": run_id, "s": "FINISHED", "e": int(time.time() * 1000)})
+            except Exception:
+                logger.warning("spark_tracking: could not end run %s at the end of its task", run_id, exc_info=True)
     _handed_out.clear()
+    _created.clear()
+    _resumed.clear()
+
+
+# -- requests to the driver ------------------------------------------------------------------
+
+_connections = threading.local()
+
+
+def _rewrite_artifact_uris(message) -> None:
+    """Runs and logged models in a task store their artifacts through the driver."""
+    name = message.DESCRIPTOR.full_name
+    if name == "mlflow.Run":
+        message = message.info
+        name = "mlflow.RunInfo"
+    if name == "mlflow.RunInfo":
+        message.artifact_uri = f"{ARTIFACT_SCHEME}:/runs/{message.run_id or message.run_uuid}"
+    elif name == "mlflow.LoggedModel":
+        message.info.artifact_uri = f"{ARTIFACT_SCHEME}:/models/{message.info.model_id}"
+
+
+def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
+    """One run operation on the driver (``protocol.RUN_OPS``), re-sent with the same id after a
+    lost connection; the decoded value of the reply. Raises DriverUnreachable."""
+    b = executor.current_binding()
+    if b is None:
+        raise DriverUnreachable("this process is not bound to a driver run")
+    message = {"op": op, "b": b.binding, "w": b.worker, "id": f"{uuid.uuid4().hex}:{op}", **fields}
+    key = (os.getpid(), b.relay, b.secret)
+    pool = _connections.__dict__
+    delay, error = 0.05, None
+    for attempt in range(attempts):
+        conn = pool.get(key)
+        if conn is None:
+            conn = pool[key] = executor._Connection(b.relay, b.secret, timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            reply = conn.request(dict(message))
+        except (OSError, socket.timeout) as exc:  # ConnectionError included
+            conn.close()
+            error = exc
+            if attempt + 1 < attempts:
+                time.sleep(delay)  # backoff before reconnecting, in the requesting task only
+                delay *= 4
+            continue
+        except RuntimeError as exc:  # the relay refused the request
+            raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
+        return run_ops.decode(reply.get("v"), _rewrite_artifact_uris)
+    raise DriverUnreachable(f"spark_tracking: the driver relay at {b.relay} did not answer {op!r}: {error}")
+
+
+def _warn_once(key: str, text: str, *args) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(text, *args)
+
+
+def _stand_in_run(experiment_id, start_time) -> Run:
+    """The driver's run when the driver cannot be reached: points logged to it are buffered,
+    spilled, and shipped to the driver thread's run once the relay answers."""
+    from mlflow.protos.service_pb2 import Run as ProtoRun
+
+    message = ProtoRun()
+    info = message.info
+    info.run_id = info.run_uuid = _PENDING_PREFIX + uuid.uuid4().hex[: 32 - len(_PENDING_PREFIX)]
+    info.experiment_id = str(experiment_id or "0")
+    info.status = RunStatus.RUNNING
+    info.lifecycle_stage = LifecycleStage.ACTIVE
+    info.start_time = start_time or int(time.time() * 1000)
+    _rewrite_artifact_uris(message)
+    return mlflow_compat.run_with_inputs(Run.from_proto(message))
+
+
+def _creates_a_run(tags: dict) -> bool:
+    """False for ``mlflow.start_run()`` with no arguments (the driver's run); True for a run
+    the code asks for: a name, nesting, tags, a parent, an experiment, or the client API."""
+    args = mlflow_compat.fluent_start_run_arguments()
+    if args is None:
+        return True
+    return bool(args.get("nested") or args.get("run_name") or args.get("tags") or args.get("description")
+                or args.get("parent_run_id") or args.get("experiment_id") is not None
+                or run_ops.PARENT_TAG in tags)
 
 
 def _delegating(name):
@@ -76,7 +203,21 @@ def _delegating(name):
     return method
 
 
+def _on_driver(name):
+    """A store call answered by the driver's store in a bound task (``protocol.STORE_CALLS``)."""
+    def method(self, *args, **kwargs):
+        if executor.current_binding() is None:
+            return getattr(self.delegate, name)(*args, **kwargs)
+        return _request("store_call", {"m": name, "a": run_ops.encode(list(args)),
+                                       "k": run_ops.encode(kwargs)["$d"]})
+
+    method.__name__ = name
+    return method
+
+
 class TaskStore(AbstractStore):
+    """The ``spark-tracking-task:`` tracking store (see the module docstring)."""
+
     def __init__(self, store_uri=None, artifact_uri=None):
         super().__init__()
         self._artifact_uri = artifact_uri
@@ -97,25 +238,52 @@ class TaskStore(AbstractStore):
 
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
         if executor.current_binding() is None:
+            if executor._task_context_cls is not None and executor._task_context_cls._taskContext is not None:
+                _warn_once("unbound", "spark_tracking: this Spark task is not bound to a driver run (no "
+                           "spark_tracking session on the driver); MLflow logs to %s on the executor",
+                           os.environ.get(ENV_DELEGATE) or "MLflow's default store")
             return self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
-        run_id = executor.resolve_run_id(timeout=10.0)
-        info = RunInfo(run_id=run_id, experiment_id=str(experiment_id or "0"), user_id=user_id or "",
-                       status=RunStatus.to_string(RunStatus.RUNNING), start_time=start_time,
-                       end_time=None, lifecycle_stage=LifecycleStage.ACTIVE, run_name=run_name or "")
-        run = Run(info, RunData())
-        _handed_out[run_id] = run
-        _ever_handed_out.add(run_id)
+        tag_map = {t.key: t.value for t in tags or []}
+        if not _creates_a_run(tag_map):
+            return self._hand_out(experiment_id, start_time)
+        run = _request("create_run", {"x": None if experiment_id is None else str(experiment_id), "u": user_id,
+                                      "s": start_time, "t": sorted(tag_map.items()), "n": run_name})
+        run = _created[run.info.run_id] = mlflow_compat.run_with_inputs(run)
+        return run
+
+    def _hand_out(self, experiment_id, start_time) -> Run:
+        try:
+            run = _request("get_run", {}, timeout=HANDOUT_TIMEOUT, attempts=1)
+        except DriverUnreachable as exc:
+            _warn_once("handout", "%s; this task's points wait in its buffer and spill file and "
+                       "reach the driver's run once the relay answers", exc)
+            run = _stand_in_run(experiment_id, start_time)
+        run = mlflow_compat.run_with_inputs(run)
+        _handed_out[run.info.run_id] = run
+        _ever_handed_out.add(run.info.run_id)
         return run
 
     def get_run(self, run_id):
-        run = _handed_out.get(run_id)
-        return run if run is not None else self.delegate.get_run(run_id)
+        run = _handed_out.get(run_id) or _created.get(run_id) or _resumed.get(run_id)
+        if run is not None:
+            return run
+        if executor.current_binding() is None:
+            return self.delegate.get_run(run_id)
+        return mlflow_compat.run_with_inputs(_request("get_run", {"r": run_id}))
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
-        run = _handed_out.get(run_id)
-        if run is not None:
-            return run.info  # a task never ends the driver's run
-        return self.delegate.update_run_info(run_id, run_status, end_time, run_name)
+        if executor.current_binding() is None:
+            return self.delegate.update_run_info(run_id, run_status, end_time, run_name)
+        created = _created.get(run_id)
+        if created is None:  # a task never changes a run it did not create
+            run = self.get_run(run_id)
+            if run_id not in _handed_out:
+                _resumed[run_id] = run
+            return run.info
+        status = RunStatus.to_string(run_status) if isinstance(run_status, int) else str(run_status)
+        info = _request("update_run", {"r": run_id, "s": status, "e": end_time, "n": run_name})
+        _created[run_id] = mlflow_compat.run_with_inputs(Run(info, created.data, created.inputs))
+        return info
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -171,7 +339,10 @@ class TaskStore(AbstractStore):
 
 
 for _name in ("search_experiments", "create_experiment", "delete_experiment", "restore_experiment",
-              "rename_experiment", "set_experiment_tag", "delete_run", "restore_run", "get_metric_history",
-              "search_runs", "_search_runs", "delete_tag", "log_inputs", "log_outputs", "get_run_inputs"):
+              "rename_experiment", "set_experiment_tag", "delete_run", "restore_run",
+              "search_runs", "_search_runs", "delete_tag", "get_run_inputs"):
     if hasattr(AbstractStore, _name):
         setattr(TaskStore, _name, _delegating(_name))
+for _name in protocol.STORE_CALLS:
+    if hasattr(AbstractStore, _name):
+        setattr(TaskStore, _name, _on_driver(_name))
