@@ -11,6 +11,10 @@ with open(os.path.join(here, "spark_tracking", "_version.py")) as fh:
 with open(os.path.join(here, "README.md"), encoding="utf-8") as fh:
     long_description = fh.read()
 
+# PySpark's Spark Connect client (pyspark[connect] without pyspark): a local Connect session
+# needs it; on Databricks the runtime ships it
+_CONNECT_CLIENT = ["grpcio>=1.67", "grpcio-status>=1.67", "googleapis-common-protos>=1.65", "zstandard>=0.23"]
+
 setup(
     name="spark-tracking",
     version=version["__version__"],
@@ -33,7 +37,7 @@ setup(
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy"],
+        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy", *_CONNECT_CLIENT],
         "plot": ["matplotlib>=3.7"],
         # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
         "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
@@ -59,6 +63,7 @@ setup(
             "time-machine",
             "nbconvert",
             "pillow",
+            *_CONNECT_CLIENT,
         ],
         # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
         # exactly: a range admitting a newer one downloads several GB of CUDA wheels

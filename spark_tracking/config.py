@@ -153,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("task_flush_timeout", _float, 30.0,
             "Seconds the end of a task waits to hand its points to the driver; what is left "
             "then stays in the worker's spill file and ships with its next task."),
+    Setting("task_drop_dir", _parse_str, None,
+            "Spark Connect where tasks cannot reach the driver (serverless): a folder the client "
+            "and the tasks can both write (a Unity Catalog volume) where tasks leave what they log; "
+            "it reaches the run at flush() or exit. Unset there: task points are dropped, with a warning."),
     Setting("aggregate", _parse_bool, True,
             "Add a mean-across-workers series per metric and step when several workers log."),
     # -- sink (driver to store) --------------------------------------------------------------

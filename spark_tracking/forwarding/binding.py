@@ -109,11 +109,22 @@ class Binding:
         return f"Binding(relay={self.relay!r}, binding={self.binding!r}, worker={self.worker!r})"
 
 
+def _property(ctx, name: str) -> str | None:
+    """A binding property of the task: set by the driver, or carried by a Spark Connect job tag
+    (``forwarding.connect``; never the secret)."""
+    value = ctx.getLocalProperty(name)
+    if value:
+        return value
+    from . import connect
+
+    return connect.task_property(ctx, name)
+
+
 def from_task_context(ctx) -> Binding | None:
     """The binding a running task's local properties give; for a job of a driver thread never
     bound, the session's relay from the file the driver added (``SparkContext.addFile``,
     ``protocol.SESSION_FILE_PREFIX``); else None."""
-    relay = ctx.getLocalProperty(protocol.PROP_RELAY)
+    relay = _property(ctx, protocol.PROP_RELAY)
     if not relay:
         return _session_binding(ctx)
     rank = ctx.partitionId() if compat.is_barrier(ctx) else None
@@ -129,10 +140,10 @@ def from_task_context(ctx) -> Binding | None:
     return Binding(
         relay,
         secret,
-        ctx.getLocalProperty(protocol.PROP_BINDING) or "",
+        _property(ctx, protocol.PROP_BINDING) or "",
         worker,
         True,
-        settings=TaskSettings.resolve(ctx.getLocalProperty(protocol.PROP_MAX_FRAME)),
+        settings=TaskSettings.resolve(_property(ctx, protocol.PROP_MAX_FRAME)),
     )
 
 
@@ -201,7 +212,7 @@ class ChildExport:
     def export(self, ctx) -> None:
         """At task start: the task's binding into the environment (or none, for an unbound job)."""
         try:
-            relay = ctx.getLocalProperty(protocol.PROP_RELAY)
+            relay = _property(ctx, protocol.PROP_RELAY)
         except Exception:  # noqa: BLE001 - a context not filled in yet (3.5/4.0 barrier tasks): next hook
             return
         if not relay:
@@ -213,11 +224,11 @@ class ChildExport:
             self.secret_exported = True
         values = {
             protocol.ENV_RELAY: relay,
-            protocol.ENV_BINDING: ctx.getLocalProperty(protocol.PROP_BINDING) or "",
+            protocol.ENV_BINDING: _property(ctx, protocol.PROP_BINDING) or "",
             protocol.ENV_WORKER: f"{ctx.stageId()}:{ctx.partitionId()}:{ctx.attemptNumber()}:"
             f"{ctx.taskAttemptId()}:{compat.stage_attempt_number(ctx)}",
         }
-        max_frame = ctx.getLocalProperty(protocol.PROP_MAX_FRAME)
+        max_frame = _property(ctx, protocol.PROP_MAX_FRAME)
         if max_frame:
             values[protocol.ENV_MAX_FRAME] = max_frame
         self.environ.update(values)

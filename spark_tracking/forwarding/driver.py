@@ -180,11 +180,12 @@ class SparkStages:
 class Forwarder:
     """The relay plus a sink per tracking URI, and the run resolution between them."""
 
-    def __init__(self, cfg, sc):
+    def __init__(self, cfg, sc, host: str | None = None, stages=None):
         self.cfg = cfg
         self.sc = sc
+        self.owner = sc
         self.secret, self.secret_reaches_executors = _relay_secret(sc)
-        if not self.secret_reaches_executors:
+        if not self.secret_reaches_executors and sc is not None:  # (Spark Connect never sends it)
             logger.warning(
                 "spark_tracking: the relay secret reaches tasks through Spark job properties, which "
                 "Spark writes to its event logs. Give driver and executors SPARK_TRACKING_RELAY_SECRET "
@@ -195,9 +196,9 @@ class Forwarder:
         self._logged_to: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> runs it logged to, until done
         self._orphan_runs: BoundedDict = BoundedDict(_MAX_THREADS)  # binding -> run made for it
         self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
-        self.stages = SparkStages(sc)
+        self.stages = stages or SparkStages(sc)  # Spark Connect: connect.ConnectStages
         self._recent: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> binding, least recently bound first
-        host = cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
+        host = host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
                            cfg.relay_max_frame_bytes).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
@@ -239,7 +240,8 @@ class Forwarder:
         self.sinks.append((uri, sink))
         return len(self.sinks) - 1
 
-    def bind(self, sc) -> None:
+    def bind_thread(self) -> str:
+        """Register this thread's run stack; returns its binding ``<thread token>:<sink index>``."""
         import mlflow
 
         index = self.sink_index(mlflow.get_tracking_uri())
@@ -249,12 +251,19 @@ class Forwarder:
         self._stacks[token] = mlflow_compat.active_run_stack()
         self._recent.pop(token, None)
         self._recent[token] = f"{token}:{index}"
+        return f"{token}:{index}"
+
+    def bound_tokens(self) -> set:
+        return set(self._stacks)
+
+    def bind(self, sc) -> None:
+        binding = self.bind_thread()
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
         sc.setLocalProperty(PROP_MAX_FRAME, str(self.cfg.relay_max_frame_bytes))
         if not self.secret_reaches_executors:
             with _py4j_debug_off():  # py4j logs every command it sends at DEBUG, arguments included
                 sc.setLocalProperty(PROP_SECRET, self.secret)
-        sc.setLocalProperty(PROP_BINDING, f"{token}:{index}")
+        sc.setLocalProperty(PROP_BINDING, binding)
 
     # -- relay handler -----------------------------------------------------------------------
 
@@ -368,20 +377,33 @@ def bind_current_thread(sc=None) -> bool:
     ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding`` and ``..._DISABLED``.
     Returns True when bound.
     """
-    global _forwarder
-    sc = sc or _spark_context()
     if sc is None:
-        return False
+        from . import connect
+
+        # a Spark Connect client has no SparkContext: it binds with job tags (this thread's
+        # Connect session wins over a SparkContext the process may also have)
+        if connect.session_of_this_thread() is not None or _spark_context() is None:
+            return connect.bind_current_thread()
+        sc = _spark_context()
     cfg = _config()
     if cfg.disabled or not cfg.forwarding:
         return False
     with _lock:
-        if _forwarder is None or _forwarder.sc is not sc:
+        use_forwarder(sc, lambda: Forwarder(cfg, sc)).bind(sc)
+    return True
+
+
+def use_forwarder(owner, make) -> Forwarder:
+    """The forwarder of ``owner`` (a SparkContext, or a Spark Connect session); a new owner
+    replaces the previous forwarder (made by ``make()``)."""
+    global _forwarder
+    with _lock:
+        if _forwarder is None or _forwarder.owner is not owner:
             if _forwarder is not None:
                 _forwarder.stop(5.0)
-            _forwarder = Forwarder(cfg, sc)
-        _forwarder.bind(sc)
-    return True
+            _forwarder = make()
+            _forwarder.owner = owner
+        return _forwarder
 
 
 def forwarder() -> Forwarder | None:
@@ -391,7 +413,12 @@ def forwarder() -> Forwarder | None:
 def flush(timeout: float | None = 30.0) -> bool:
     """Deliver everything the driver holds for the store; True when all of it arrived."""
     fw = _forwarder
-    return True if fw is None else fw.flush(timeout)
+    if fw is None:
+        return True
+    connect = sys.modules.get(f"{__package__}.connect")
+    if connect is not None:  # Spark Connect without a reachable driver: tasks' drop files
+        connect.collect_drops(fw, fw.cfg.task_drop_dir)
+    return fw.flush(timeout)
 
 
 def stats() -> dict:

@@ -42,6 +42,7 @@ from . import binding as _binding
 from . import protocol
 from .binding import Binding, TaskSettings
 from .shipper import Shipper, _Connection, new_id
+from .shipper import open_connection as _open_connection  # noqa: F401 - task_store's too
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ def resolve_run_id(timeout: float = 10.0) -> str | None:
     b = current_binding()
     if b is None:
         return None
-    conn = _Connection(b.relay, b.secret, timeout)
+    conn = _open_connection(b.relay, b.secret, timeout)
     try:
         return conn.request({"id": new_id(), "op": "resolve", "b": b.binding, "w": b.worker}).get("run")
     finally:

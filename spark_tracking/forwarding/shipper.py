@@ -152,6 +152,16 @@ class _Connection:
                 self.sock = None
 
 
+def open_connection(relay: str, secret: str, timeout: float = 10.0):
+    """A connection to ``relay``; a Spark Connect drop binding (``drop:<dir>``) gets its folder
+    (``forwarding.connect``: no driver to reach)."""
+    if relay.startswith("drop:"):
+        from . import connect
+
+        return connect.task_connection(relay)
+    return _Connection(relay, secret, timeout)
+
+
 class RelayTransport:
     """TCP connections to relays, one per (relay, secret), authenticated per connection."""
 
@@ -163,7 +173,7 @@ class RelayTransport:
         """One request on the connection to ``relay`` (opened and authenticated when needed)."""
         conn = self.connections.get((relay, secret))
         if conn is None:
-            conn = self.connections[(relay, secret)] = _Connection(relay, secret, min(timeout, self.connect_timeout))
+            conn = self.connections[(relay, secret)] = open_connection(relay, secret, min(timeout, self.connect_timeout))
         return conn.request(message, timeout, on_wait)
 
     def close(self) -> None:

@@ -143,7 +143,7 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
     for attempt in range(attempts):
         conn = pool.get(key)
         if conn is None:
-            conn = pool[key] = executor._Connection(b.relay, b.secret, timeout)
+            conn = pool[key] = executor._open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)

@@ -1,0 +1,385 @@
+"""Forwarding on Spark Connect (Databricks standard access mode, serverless, Spark 4 clients).
+
+A Spark Connect client has no SparkContext, so it cannot set Spark local properties for the
+tasks of its jobs. It can tag its operations: ``spark.addTag(tag)`` holds per client thread,
+every operation the thread submits carries its tags, and the server runs the operation as
+Spark jobs whose tasks find them in the local property ``spark.job.tags`` (wrapped as
+``SparkConnect_SessionTag_User_<user>_Session_<session id>_Tag_<tag>``; checked on pyspark
+4.0 and 4.3).
+
+Client side (``bind_current_thread``, called by ``driver.bind_current_thread`` when there is
+no SparkContext): the same relay and sink as on a classic cluster, and one tag per thread
+that carries the binding — relay address, the thread's binding token, the relay's frame
+limit — encoded as ``spark_tracking_v1_<base64url JSON>`` (tags may not hold commas).
+**Never the relay secret**: tags reach Spark's event logs. Tasks take the secret from their
+environment (``SPARK_TRACKING_RELAY_SECRET``, a cluster environment variable that
+``spark-tracking install`` sets from a secret scope). The number of tasks of each stage, which
+the driver needs to emit the mean across workers as soon as a step is complete, comes from
+the session's progress reports (``spark.registerProgressHandler``).
+
+Task side (``task_property``): the binding's local properties, read from the tag when the
+driver did not set them (``executor`` asks it for ``spark_tracking.relay`` and friends).
+
+Where forwarding cannot work — no relay secret in this process's environment (serverless
+compute has no cluster environment variables), Databricks serverless, or a Connect server on
+another machine (Databricks Connect from a laptop) whose executors cannot reach this process
+— the client logs one warning naming the limit and tags jobs with a *drop* binding instead:
+tasks write what they log as files into ``task_drop_dir`` (a folder both sides can read, such
+as a Unity Catalog volume), and the client moves those files into the run at
+``spark_tracking.flush()`` and at exit, per worker and with the mean, as the relay would.
+Without ``task_drop_dir`` tasks count their points as dropped and log why; nothing goes to an
+executor-local MLflow store. Settings: ``relay_host`` (an address executors can reach: trusted
+as reachable), ``task_drop_dir``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+import uuid
+
+logger = logging.getLogger(__name__)
+
+TAG_PREFIX = "spark_tracking_v1_"
+JOB_TAGS = "spark.job.tags"
+#: relay address of a drop binding: ``drop:<folder>`` (empty folder: no place to drop)
+DROP = "drop:"
+#: the run id a drop binding hands to ``mlflow.start_run()`` in a task: the client decides the
+#: real run when it moves the files in
+DROP_RUN = "spark-tracking-pending"
+
+# task-side names of the binding properties (executor.PROP_*), and the frame limit (contract 5)
+_PROP_RELAY = "spark_tracking.relay"
+_PROP_BINDING = "spark_tracking.binding"
+_PROP_MAX_FRAME = "spark_tracking.max_frame"
+
+
+# -- the tag ---------------------------------------------------------------------------------
+
+
+def encode_tag(payload: dict) -> str:
+    """One Connect tag carrying the binding: base64url has no comma (Spark's tag separator)."""
+    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return TAG_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_tags(job_tags: str | None) -> dict | None:
+    """The binding payload among a job's tags (``spark.job.tags``), or None."""
+    if not job_tags or TAG_PREFIX not in job_tags:
+        return None
+    for tag in job_tags.split(","):
+        at = tag.find(TAG_PREFIX)
+        if at < 0:
+            continue
+        body = tag[at + len(TAG_PREFIX) :]
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, TypeError):
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("b"), str):
+            return payload
+    return None
+
+
+# -- task side -------------------------------------------------------------------------------
+
+_last: list = [None, None]  # [task context, its payload]: tags are parsed once per task
+
+
+def _payload(ctx) -> dict | None:
+    if _last[0] is not ctx:
+        try:
+            job_tags = ctx.getLocalProperty(JOB_TAGS)
+        except Exception:  # noqa: BLE001 - never break the task: no binding then
+            job_tags = None
+        _last[:] = [ctx, decode_tags(job_tags)]
+    return _last[1]
+
+
+def task_property(ctx, name: str) -> str | None:
+    """A binding property (``spark_tracking.relay``, ``.binding``, ``.max_frame``) of a task
+    whose job a Spark Connect session tagged; None when it was not. Never the secret."""
+    payload = _payload(ctx)
+    if payload is None:
+        return None
+    if name == _PROP_RELAY:
+        return payload["r"] if payload.get("r") else DROP + str(payload.get("d") or "")
+    if name == _PROP_BINDING:
+        return payload["b"]
+    if name == _PROP_MAX_FRAME:
+        return str(payload["f"]) if payload.get("f") else None
+    return None
+
+
+def task_connection(relay: str):
+    """What a task talks to for a drop binding (``drop:<folder>``); None for a real relay."""
+    if not relay.startswith(DROP):
+        return None
+    return DropConnection(relay[len(DROP) :])
+
+
+class DropConnection:
+    """Stands in for the relay connection when no driver is reachable: each request becomes a
+    line of a file in the drop folder (a task's file is complete once its "done" is written,
+    fsynced and renamed to ``.jsonl``). Without a folder, points are counted as dropped and the
+    worker logs why, once."""
+
+    _warned = False
+    dropped = 0
+    sock = None  # no socket: callers that tune a relay connection's socket leave it alone
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path: str | None = None
+        self.fh = None
+        self.seq = 0
+
+    def request(self, message: dict, timeout: float | None = None, on_wait=None) -> dict:
+        """Take one request as the relay would; the reply has the relay's shape."""
+        self.seq += 1
+        op = message.get("op")
+        if op == "resolve":
+            return {"ack": self.seq, "run": DROP_RUN}
+        if not self.folder:
+            self._drop(message)
+            return {"ack": self.seq, "run": DROP_RUN}
+        if self.fh is None and op == "done":
+            return {"ack": self.seq}  # nothing logged since the last file: nothing to hand over
+        if self.fh is None:
+            os.makedirs(self.folder, exist_ok=True)
+            token = str(message.get("b", "")).partition(":")[0] or "unbound"
+            self.path = os.path.join(self.folder, f"{token}-{os.getpid()}-{uuid.uuid4().hex}.jsonl")
+            self.fh = open(self.path + ".part", "a", encoding="utf-8")  # noqa: SIM115 - open for the task's life
+        self.fh.write(json.dumps({k: v for k, v in message.items() if k != "seq"}, separators=(",", ":")))
+        self.fh.write("\n")
+        if op == "done":
+            self.close(complete=True)
+        return {"ack": self.seq, "run": DROP_RUN}
+
+    def _drop(self, message: dict) -> None:
+        n = sum(len(message.get(k) or ()) for k in ("m", "p", "t", "a"))
+        DropConnection.dropped += n
+        if n and not DropConnection._warned:
+            DropConnection._warned = True
+            logger.warning(
+                "spark_tracking: %d points logged in this Spark task were dropped: its Spark Connect "
+                "session has no driver relay the task can reach (serverless compute, or no "
+                "SPARK_TRACKING_RELAY_SECRET) and no task_drop_dir. Set SPARK_TRACKING_TASK_DROP_DIR "
+                "to a folder both the client and the tasks can write (a Unity Catalog volume) "
+                "before the run starts",
+                n,
+            )
+
+    def close(self, complete: bool = False) -> None:
+        """Close the open file; ``complete`` (after "done") makes it visible to the client."""
+        if self.fh is None:
+            return
+        fh, self.fh = self.fh, None
+        fh.flush()
+        os.fsync(fh.fileno())
+        fh.close()
+        if complete:
+            os.replace(self.path + ".part", self.path)
+
+
+# -- client side -----------------------------------------------------------------------------
+
+_bound = threading.local()  # the tag this thread added, to replace it at the next run
+_warned_limits: set = set()
+
+
+def _is_local_host(host: str | None) -> bool:
+    """Whether the Connect server runs on this machine: an address we can bind is ours."""
+    import socket
+
+    if not host:
+        return False
+    if host in ("localhost", "127.0.0.1", "::1"):
+        return True
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), None)
+    except OSError:
+        return False
+    for family, _, _, _, addr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((addr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def forwarding_limit(cfg, server_host: str | None) -> str | None:
+    """Why executors of this Connect session cannot reach a relay here; None when they can.
+
+    Serverless is recognised by ``DATABRICKS_RUNTIME_VERSION`` starting with ``client.`` (the
+    serverless environment versions; likely, not checked on the platform)."""
+    from .executor import ENV_SECRET
+
+    runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION", "")
+    if runtime.startswith("client."):
+        return (
+            "Databricks serverless compute runs Spark tasks where they cannot reach this "
+            "notebook's process, and has no init scripts or cluster environment variables"
+        )
+    if not os.environ.get(ENV_SECRET):
+        return (
+            f"{ENV_SECRET} is not in this process's environment, so tasks could not "
+            "authenticate to a relay here (on Spark Connect the secret never travels with "
+            "jobs; `spark-tracking install` sets it as a cluster environment variable)"
+        )
+    if not cfg.relay_host and not _is_local_host(server_host):
+        return (
+            f"the Spark Connect server {server_host!r} runs on another machine, whose "
+            "executors cannot reach this process (set relay_host to an address of this "
+            "machine they can reach, if there is one)"
+        )
+    return None
+
+
+def _relay_host(cfg, session, limited: bool) -> str:
+    if cfg.relay_host:
+        return cfg.relay_host
+    if limited:
+        return "127.0.0.1"  # the relay only serves drop files moved in by this process
+    try:
+        host = session.conf.get("spark.driver.host", None)
+    except Exception:  # noqa: BLE001 - a server that refuses the read: fall back to loopback
+        host = None
+    return host if host and _is_local_host(host) else "127.0.0.1"
+
+
+class ConnectStages:
+    """What the session's progress reports say about stages (``spark.registerProgressHandler``,
+    Spark 4): how many tasks one has, which are done — the interface of ``driver.SparkStages``,
+    which a Connect client cannot have (no status tracker). The driver emits a step's mean once
+    every task of the stage logged it, and closes a stage's means when it is done."""
+
+    def __init__(self):
+        from .bounded import BoundedDict
+
+        self._tasks = BoundedDict(4096)
+        self._done: set = set()
+
+    def __call__(self, stages, inflight_tasks, operation_id, done):
+        """The progress handler: record each stage's task count and whether it is done."""
+        for stage in stages or ():
+            if stage.num_tasks:
+                self._tasks[stage.stage_id] = stage.num_tasks
+            if stage.done:
+                self._done.add(stage.stage_id)
+
+    def tasks(self, stage: int) -> int | None:
+        """A stage's number of tasks, None until a progress report named it."""
+        return self._tasks.get(stage)
+
+    def finished(self, stages: set) -> set:
+        """Those of ``stages`` a progress report said are done."""
+        ended = set(stages) & self._done
+        self._done -= ended
+        return ended
+
+    @classmethod
+    def watch(cls, session) -> ConnectStages:
+        """Stages of ``session``, fed by its progress reports from now on."""
+        stages = cls()
+        try:
+            session.registerProgressHandler(stages)
+        except Exception:
+            logger.debug("spark_tracking: no progress reports on this Spark Connect client", exc_info=True)
+        return stages
+
+
+def session_of_this_thread():
+    """This thread's active Spark Connect session, or None (never imports the Connect client)."""
+    from .._compat import pyspark as compat
+
+    return compat.connect_session(this_thread_only=True)
+
+
+def bind_current_thread() -> bool:
+    """Bind the operations this thread submits through its Spark Connect session to this
+    thread's active MLflow run (see the module docstring). False without a Connect session.
+
+    Honours ``forwarding``, ``disabled``, ``relay_host``, ``task_drop_dir`` and
+    ``SPARK_TRACKING_RELAY_SECRET``."""
+    from .._compat import pyspark as compat
+    from . import driver
+
+    session = compat.connect_session()
+    if session is None:
+        return False
+    cfg = driver._config()
+    if cfg.disabled or not cfg.forwarding:
+        return False
+    limit = forwarding_limit(cfg, compat.connect_server_host(session))
+    fw = driver.use_forwarder(
+        session,
+        lambda: driver.Forwarder(cfg, None, host=_relay_host(cfg, session, limit is not None),
+                                 stages=ConnectStages.watch(session)),
+    )
+    binding = fw.bind_thread()
+    if limit is None:
+        payload = {"r": fw.relay.address, "b": binding, "f": cfg.relay_max_frame_bytes}
+    else:
+        payload = {"b": binding, "d": cfg.task_drop_dir or ""}
+        _warn_limit(limit, cfg.task_drop_dir)
+    tag = encode_tag(payload)
+    previous = getattr(_bound, "tag", None)
+    if previous is not None and previous != tag:
+        session.removeTag(previous)
+    session.addTag(tag)
+    _bound.tag = tag
+    return True
+
+
+def _warn_limit(limit: str, drop_dir: str | None) -> None:
+    if limit in _warned_limits:
+        return
+    _warned_limits.add(limit)
+    if drop_dir:
+        where = (
+            f"tasks write what they log to {drop_dir} and it reaches the run at "
+            "spark_tracking.flush() or when this process exits, not live"
+        )
+    else:
+        where = (
+            "what tasks log is dropped (each worker logs how many points); set "
+            "SPARK_TRACKING_TASK_DROP_DIR to a folder both this process and the tasks can write "
+            "(a Unity Catalog volume, /Volumes/<catalog>/<schema>/<volume>/spark_tracking) "
+            "to collect it"
+        )
+    logger.warning(
+        "spark_tracking: forwarding from Spark tasks is not available on this Spark Connect session: %s. %s.",
+        limit,
+        where[0].upper() + where[1:],
+    )
+
+
+def collect_drops(fw, drop_dir: str | None) -> int:
+    """Move the complete drop files of threads this process bound into their runs, through the
+    same handler as the relay (per-worker series and the mean). Returns the files moved."""
+    if not drop_dir or not os.path.isdir(drop_dir):
+        return 0
+    tokens = fw.bound_tokens()
+    moved = 0
+    for name in sorted(os.listdir(drop_dir)):
+        if not name.endswith(".jsonl") or name.partition("-")[0] not in tokens:
+            continue
+        path = os.path.join(drop_dir, name)
+        claimed = path + f".{os.getpid()}.claimed"
+        try:
+            os.rename(path, claimed)
+        except OSError:
+            continue  # another process took it
+        with open(claimed, encoding="utf-8") as fh:
+            for line in fh:
+                # the relay's own dispatch: the same checks and ops as a request over the wire
+                fw.relay._dispatch(json.loads(line))
+        os.remove(claimed)
+        moved += 1
+    return moved
