@@ -42,12 +42,9 @@ setup(
         # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
         "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
-        # the distributed-training patterns the tests prove (tests/patterns); torch pinned
-        # exactly: its CPU build lies on the machine, a range pulls GBs of CUDA wheels
-        "patterns": ["torch==2.13.0"],
-        # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
         # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
         "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
+        # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [
             "pytest>=8",
