@@ -37,11 +37,14 @@ setup(
     ],
     extras_require={
         # local use: Spark, the embedded MLflow store (SQLite) and `mlflow server`
-        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy", *_CONNECT_CLIENT],
+        "local": ["pyspark>=3.5", "mlflow>=2.9,<4", "pandas<3", "pyarrow", "numpy"],
         "plot": ["matplotlib>=3.7"],
         # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
         "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         "azureml": ["azureml-mlflow"],
+        # a Spark Connect client (SparkSession.builder.remote); its grpc needs protobuf >= 5, which
+        # MLflow < 2.12 refuses, so it is an extra of its own
+        "connect": _CONNECT_CLIENT,
         # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
         "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
         # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
@@ -60,7 +63,6 @@ setup(
             "time-machine",
             "nbconvert",
             "pillow",
-            *_CONNECT_CLIENT,
         ],
         # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
         # exactly: a range admitting a newer one downloads several GB of CUDA wheels
