@@ -67,36 +67,3 @@ def test_a_python_worker_killed_mid_task_loses_no_step_and_doubles_none(spark, s
     with mlflow.start_run() as run:
         assert spark.sparkContext.parallelize(range(1), 1).mapPartitions(train).collect() == [1]
     assert history(store, run.info.run_id, "k9") == [(s, float(s)) for s in range(200)]
-
-
-@pytest.mark.xfail(
-    reason="needs the driver's first-attempt-wins across stage attempts (issue H item 10, "
-    "driver side): PySpark tells Python tasks no stage attempt, tasks send 0",
-    strict=False,
-)
-def test_a_barrier_stage_run_again_stores_each_step_once(spark, store, tmp_path):
-    marker = str(tmp_path / "failed-once")
-
-    def train(rows):
-        import os
-
-        from pyspark import BarrierTaskContext
-
-        import spark_tracking
-
-        ctx = BarrierTaskContext.get()
-        for step in range(50):
-            spark_tracking.log_metric("bar", float(step), step=step)
-        spark_tracking.flush()
-        ctx.barrier()
-        if ctx.partitionId() == 0 and not os.path.exists(marker):
-            open(marker, "w").close()
-            raise RuntimeError("first stage attempt fails")  # Spark runs the whole stage again
-        yield ctx.partitionId()
-
-    with mlflow.start_run() as run:
-        # a barrier ShuffleMapStage (Spark re-runs those; a failed barrier ResultStage aborts the job)
-        rdd = spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(train)
-        assert sorted(rdd.map(lambda p: (p, p)).reduceByKey(lambda a, b: a).keys().collect()) == [0, 1]
-    for worker in range(2):
-        assert history(store, run.info.run_id, f"bar/worker_{worker}") == [(s, float(s)) for s in range(50)]
