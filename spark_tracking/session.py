@@ -84,6 +84,12 @@ def current_config() -> Config | None:
     return _current
 
 
+def active_config() -> Config:
+    """The configuration in force in this process: the last successful configure()'s, else the
+    settings resolved now (Spark conf > environment > config file > defaults)."""
+    return _current or Config.resolve()
+
+
 def current_tracking_uri() -> str | None:
     """The tracking URI the last successful configure() set (an AML link resolved), or None."""
     return _current_uri

@@ -265,10 +265,9 @@ def plot_runs(runs: list[RunData], path: str | os.PathLike | None = None):
 
 def _config():
     """This process's configuration (configure() ran) or the resolved one."""
-    from .config import Config
-    from .session import current_config
+    from .session import active_config
 
-    return current_config() or Config.resolve()
+    return active_config()
 
 
 def _resolved_uri(explicit: str | None) -> str:

@@ -139,11 +139,10 @@ class _SetTagsAfterCreation:
 def current_auth():
     """The auth for the session's configuration (built once per configuration)."""
     global _auth, _auth_key
-    from ..config import Config
-    from ..session import current_config
+    from ..session import active_config
     from .credentials import provider_for_config
 
-    cfg = current_config() or Config.resolve()
+    cfg = active_config()
     key = (cfg.azure_cloud, cfg.azure_credential, cfg.azure_authority_host)
     with _lock:
         if _auth is None or _auth_key != key:

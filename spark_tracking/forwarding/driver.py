@@ -72,10 +72,9 @@ _forwarder: "Forwarder | None" = None
 
 
 def _config():
-    from ..config import Config
-    from ..session import current_config
+    from ..session import active_config
 
-    return current_config() or Config.resolve()
+    return active_config()
 
 
 def _spark_context():

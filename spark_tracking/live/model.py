@@ -21,11 +21,7 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
-
-def worker_of(worker) -> int:
-    """The worker number of a relay worker list ``[stage, partition, attempt, task, rank, ...]``."""
-    rank = worker[4] if len(worker) > 4 else None
-    return rank if rank is not None else worker[1]
+from ..layout import worker_id as worker_of  # the one home of the worker-id rule
 
 
 class Curve:
