@@ -378,7 +378,6 @@ class Sink:
             return sub.future
         self.queue.append(sub)
         self.wake.set()
-        observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         return sub.future
 
     def flush(self, timeout: float | None = 30.0) -> bool:
