@@ -56,7 +56,7 @@ from mlflow.store.tracking.abstract_store import AbstractStore
 
 from .._compat import mlflow as mlflow_compat
 from ..context import in_spark_worker
-from . import executor, protocol, run_ops
+from . import connect, executor, protocol, run_ops
 from .task_artifacts import ARTIFACT_SCHEME
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,9 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
     b = executor.current_binding()
     if b is None:
         raise DriverUnreachable("this process is not bound to a driver run")
+    if b.relay.startswith(connect.DROP):  # Spark Connect with no driver to reach: nobody to ask
+        raise DriverUnreachable("spark_tracking: this Spark Connect task has no driver to reach; its "
+                                "points go to task_drop_dir (docs/connect.md)")
     message = {"op": op, "b": b.binding, "w": b.worker, "id": f"{uuid.uuid4().hex}:{op}", **fields}
     key = (os.getpid(), b.relay, b.secret)
     pool = _connections.__dict__
