@@ -7,12 +7,12 @@ import threading
 
 import mlflow
 import pytest
-
-import spark_tracking
-from spark_tracking.forwarding import driver, protocol
-
 from conftest import free_port
 from faults import wait_until
+
+import spark_tracking
+from spark_tracking._compat import mlflow as mlflow_compat
+from spark_tracking.forwarding import driver, protocol
 
 
 @pytest.fixture
@@ -190,6 +190,11 @@ def test_nested_runs_get_their_own_points(spark, store):
     assert sorted(store.get_run(child.info.run_id).data.metrics) == ["inside"]
 
 
+@pytest.mark.skipif(
+    mlflow_compat.installed_version() < (2, 10),
+    reason="MLflow before 2.10 keeps one fluent run stack per process, not per thread: two driver "
+    "threads' runs are not separate in MLflow itself",
+)
 def test_concurrent_runs_from_two_driver_threads(spark, store):
     runs = {}
     barrier = threading.Barrier(2, timeout=120)
