@@ -40,6 +40,7 @@ from .. import layout, validation
 from .._compat import mlflow as mlflow_compat
 from . import observers
 from .bounded import BoundedDict
+from .spill import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Spool:
         found = []
         for name in names:
             original = _spooled_name(name)
-            if original and (original == name or not _pid_alive(int(name.rsplit("-", 1)[1]))):
+            if original and (original == name or not pid_alive(int(name.rsplit("-", 1)[1]))):
                 found.append((original, name))
         return [os.path.join(self.directory, name) for _, name in sorted(found)]
 
@@ -175,18 +176,6 @@ def _spooled_name(name: str) -> str | None:
     if sep and base.endswith(".json") and pid.isdigit():
         return base
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def strip_userinfo(uri: str) -> str:

@@ -215,17 +215,22 @@ class SpillStore:
         return sorted(e.name for e in self._entries() if e.name.endswith(_SUFFIX))
 
 
-def _alive(pid_text: str) -> bool:
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
+def pid_alive(pid: int) -> bool:
+    """True while process ``pid`` exists (a claim it holds is still being worked on)."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
+    return True
+
+
+def _alive(pid_text: str) -> bool:
+    try:
+        return pid_alive(int(pid_text))
+    except ValueError:
+        return False
     return True
