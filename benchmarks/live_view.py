@@ -28,7 +28,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from run import relay_scaling  # noqa: E402
+from run import read_results, relay_scaling  # noqa: E402
 
 SECTION = "live_view"
 
@@ -100,11 +100,7 @@ def measure(view_on: bool, store: str, calls: int, points: int) -> dict:
 def write_section(report: str) -> None:
     """Replace this benchmark's section of results.md (or append it), leaving the rest alone."""
     path = os.path.join(HERE, "results.md")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = ""
+    text = read_results()
     block = f"<!-- {SECTION} -->\n{report}\n<!-- /{SECTION} -->\n"
     pattern = re.compile(rf"<!-- {SECTION} -->\n.*?<!-- /{SECTION} -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block

@@ -277,15 +277,20 @@ def main() -> int:
     return 0
 
 
+def read_results() -> str:
+    """benchmarks/results.md as it is now ("" before the first run)."""
+    try:
+        with open(os.path.join(HERE, "results.md"), encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return ""
+
+
 def write_report(report: str) -> None:
     """Put the report at the top of results.md, keeping the sections other benchmarks add
     below it (each between ``<!-- name -->`` markers)."""
     path = os.path.join(HERE, "results.md")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = ""
+    text = read_results()
     sections = text[text.index("<!-- "):] if "<!-- " in text else ""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(report + "\n" + ("\n" + sections if sections else ""))
