@@ -124,8 +124,11 @@ def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id:
     import spark_tracking
 
     t = time.perf_counter()
-    medians = (spark.sparkContext.parallelize(range(tasks), tasks)
-               .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id)).collect())
+    medians = (
+        spark.sparkContext.parallelize(range(tasks), tasks)
+        .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id))
+        .collect()
+    )
     assert spark_tracking.flush(900), "the store did not take everything: the counts would be early"
     return time.perf_counter() - t, statistics.median(medians)
 
@@ -153,7 +156,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
 
     from faults import SinkHandler
 
-    from spark_tracking.forwarding.executor import _Connection
+    from spark_tracking.forwarding.shipper import _Connection
     from spark_tracking.forwarding.relay import Relay
     from spark_tracking.forwarding.sink import Sink, Spool
 
@@ -212,7 +215,9 @@ def main() -> int:
         spark_tracking.configure(tracking_uri=server.uri, home=str(root / "home"))
         client = mlflow.MlflowClient(server.uri)
         os.environ.setdefault("SPARK_TRACKING_RELAY_SECRET", secrets.token_hex(32))  # as on a cluster: env
-        spark = spark_builder(app_name="spark-tracking-bench").config("spark.ui.showConsoleProgress", "false").getOrCreate()
+        spark = (
+            spark_builder(app_name="spark-tracking-bench").config("spark.ui.showConsoleProgress", "false").getOrCreate()
+        )
         spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).collect()  # warm the executors
         tasks, n = 2, args.points
         rows = []
@@ -231,7 +236,14 @@ def main() -> int:
             e, per_call = measure_job(spark, n, tasks, "spark_tracking", server.uri, rid)
             stored = count_points(client, rid, "loss")
             user = count_points(client, rid, "loss/worker_")
-            rows.append(("(d) spark_tracking.log_metric in tasks (store writes incl. mean series)", stored / e, per_call, stored))
+            rows.append(
+                (
+                    "(d) spark_tracking.log_metric in tasks (store writes incl. mean series)",
+                    stored / e,
+                    per_call,
+                    stored,
+                )
+            )
         with mlflow.start_run(run_name="benchmark-plain-mlflow") as run:
             e2, per_call2 = measure_job(spark, n // 4, tasks, "mlflow_forwarded", server.uri, run.info.run_id)
             stored2 = count_points(client, run.info.run_id, "loss_plain")
@@ -254,7 +266,9 @@ def main() -> int:
         "|---|---:|---:|---:|",
     ]
     for name, rate, per_call, count in rows:  # noqa: B007
-        cost = "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
+        cost = (
+            "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
+        )
         lines.append(f"| {name} | {rate:,.0f} | {cost} | {count:,} |")
     lines += [
         "",
@@ -291,7 +305,7 @@ def write_report(report: str) -> None:
     below it (each between ``<!-- name -->`` markers)."""
     path = os.path.join(HERE, "results.md")
     text = read_results()
-    sections = text[text.index("<!-- "):] if "<!-- " in text else ""
+    sections = text[text.index("<!-- ") :] if "<!-- " in text else ""
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(report + "\n" + ("\n" + sections if sections else ""))
 
@@ -301,6 +315,7 @@ if __name__ == "__main__":
 
 
 # -- MLflow's own floor (issue F item 7) ------------------------------------------------------
+
 
 def _floor_and_forwarded(n: int):
     """Task body: plain ``mlflow.log_metric`` n times into a do-nothing in-process store (MLflow's
@@ -361,8 +376,11 @@ def mlflow_floor_rows(spark, n: int, tasks: int = 2) -> list:
 
     with mlflow.start_run(run_name="benchmark-mlflow-floor") as run:
         t = time.perf_counter()
-        pairs = spark.sparkContext.parallelize(range(tasks), tasks).mapPartitions(
-            lambda _: _floor_and_forwarded(n)).collect()
+        pairs = (
+            spark.sparkContext.parallelize(range(tasks), tasks)
+            .mapPartitions(lambda _: _floor_and_forwarded(n))
+            .collect()
+        )
         spark_tracking.flush()
         elapsed = time.perf_counter() - t
     client = mlflow.MlflowClient()
@@ -370,8 +388,16 @@ def mlflow_floor_rows(spark, n: int, tasks: int = 2) -> list:
     floor = statistics.median(p[0] for p in pairs)
     forwarded = statistics.median(p[1] for p in pairs)
     return [
-        ("(e) MLflow's floor: plain mlflow.log_metric in tasks into a do-nothing in-process store",
-         tasks / floor, floor, 0),
-        (f"(e') plain mlflow.log_metric in the same tasks, forwarded ({forwarded / floor:.2f}x the floor)",
-         stored / elapsed, forwarded, stored),
+        (
+            "(e) MLflow's floor: plain mlflow.log_metric in tasks into a do-nothing in-process store",
+            tasks / floor,
+            floor,
+            0,
+        ),
+        (
+            f"(e') plain mlflow.log_metric in the same tasks, forwarded ({forwarded / floor:.2f}x the floor)",
+            stored / elapsed,
+            forwarded,
+            stored,
+        ),
     ]

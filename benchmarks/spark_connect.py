@@ -24,9 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 
+import run  # noqa: E402
 from conftest import QUIET_ENV, MlflowServer, spark_builder  # noqa: E402
 from connect.conftest import ConnectServer, _server_env  # noqa: E402
-import run  # noqa: E402
 from run import count_points, in_task_points  # noqa: E402
 
 TASK_MODULES = (run,)  # executors cannot import benchmarks/: their functions travel by value

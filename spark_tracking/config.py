@@ -24,7 +24,8 @@ import sys
 # annotations are strings (``from __future__ import annotations``) that nothing evaluates.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, Mapping
+    from collections.abc import Iterable, Mapping
+    from typing import Any, Callable
 
 ENV_PREFIX = "SPARK_TRACKING_"
 SPARK_CONF_PREFIX = "spark.sparktracking."
@@ -93,10 +94,17 @@ class Setting:
     """One setting: its name, how to parse it, its default and what it means.
     ``also_env``: foreign environment variables honoured after ``SPARK_TRACKING_<NAME>``."""
 
-    __slots__ = ("name", "parse", "default", "doc", "secret", "also_env")
+    __slots__ = ("also_env", "default", "doc", "name", "parse", "secret")
 
-    def __init__(self, name: str, parse: Callable[[str], Any], default: Any, doc: str, secret: bool = False,
-                 also_env: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        name: str,
+        parse: Callable[[str], Any],
+        default: Any,
+        doc: str,
+        secret: bool = False,
+        also_env: tuple[str, ...] = (),
+    ):
         self.name, self.parse, self.default, self.doc = name, parse, default, doc
         self.secret, self.also_env = secret, also_env
 
@@ -118,78 +126,155 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # -- session -----------------------------------------------------------------------------
-    Setting("disabled", _parse_bool, False,
-            "Turn spark_tracking off: no configuration, no hook work, no forwarding."),
-    Setting("strict", _parse_bool, False,
-            "Raise configuration errors into the host (notebook, init script) instead of "
-            "logging them and leaving tracking off."),
-    Setting("tracking_uri", _parse_str, None,
-            "Central store. Unset: the AML workspace a link source names (see \"Link to Azure ML\"), "
-            "else the embedded store `sqlite:///<home>/mlflow.db`.", also_env=("MLFLOW_TRACKING_URI",)),
-    Setting("home", _parse_path, os.path.join("~", ".spark_tracking"),
-            "Folder of the embedded store (`mlflow.db`, `artifacts/`) and the driver spool."),
-    Setting("experiment_name", _parse_str, None,
-            "Experiment of new runs. Unset: the notebook path (Databricks, Jupyter) or the "
-            "script name.", also_env=("MLFLOW_EXPERIMENT_NAME",)),
-    Setting("config_file", _parse_path, None,
-            "Config file to read (JSON). Unset: `~/.spark_tracking/config.json`, then "
-            "`/etc/spark_tracking/config.json`. Explicit argument or environment only."),
+    Setting("disabled", _parse_bool, False, "Turn spark_tracking off: no configuration, no hook work, no forwarding."),
+    Setting(
+        "strict",
+        _parse_bool,
+        False,
+        "Raise configuration errors into the host (notebook, init script) instead of "
+        "logging them and leaving tracking off.",
+    ),
+    Setting(
+        "tracking_uri",
+        _parse_str,
+        None,
+        'Central store. Unset: the AML workspace a link source names (see "Link to Azure ML"), '
+        "else the embedded store `sqlite:///<home>/mlflow.db`.",
+        also_env=("MLFLOW_TRACKING_URI",),
+    ),
+    Setting(
+        "home",
+        _parse_path,
+        os.path.join("~", ".spark_tracking"),
+        "Folder of the embedded store (`mlflow.db`, `artifacts/`) and the driver spool.",
+    ),
+    Setting(
+        "experiment_name",
+        _parse_str,
+        None,
+        "Experiment of new runs. Unset: the notebook path (Databricks, Jupyter) or the script name.",
+        also_env=("MLFLOW_EXPERIMENT_NAME",),
+    ),
+    Setting(
+        "config_file",
+        _parse_path,
+        None,
+        "Config file to read (JSON). Unset: `~/.spark_tracking/config.json`, then "
+        "`/etc/spark_tracking/config.json`. Explicit argument or environment only.",
+    ),
     # -- forwarding from Spark tasks ---------------------------------------------------------
-    Setting("forwarding", _parse_bool, True,
-            "Forward logging calls made inside Spark tasks to the run active on the driver."),
-    Setting("relay_host", _parse_str, None,
-            "Address the driver relay listens on. Unset: `spark.driver.host`, or 127.0.0.1 "
-            "when Spark runs locally."),
+    Setting(
+        "forwarding",
+        _parse_bool,
+        True,
+        "Forward logging calls made inside Spark tasks to the run active on the driver.",
+    ),
+    Setting(
+        "relay_host",
+        _parse_str,
+        None,
+        "Address the driver relay listens on. Unset: `spark.driver.host`, or 127.0.0.1 when Spark runs locally.",
+    ),
     Setting("relay_port", _int, 0, "Port of the driver relay; 0 picks a free port."),
-    Setting("relay_max_connections", _int, 1024,
-            "Authenticated connections the relay keeps at once; when full, the one idle the "
-            "longest makes room (its task reconnects); refused only when all are busy."),
-    Setting("relay_max_frame_bytes", _int, 8 * 1024 * 1024,
-            "Largest frame the relay reads; a larger one closes that connection."),
-    Setting("buffer_max_points", _int, 100_000,
-            "Points a Python worker holds in memory; beyond it they spill to local disk."),
-    Setting("ship_interval", _float, 0.2,
-            "Seconds a point may wait in a task before it is shipped to the driver."),
-    Setting("task_flush_timeout", _float, 30.0,
-            "Seconds the end of a task waits to hand its points to the driver; what is left "
-            "then stays in the worker's spill file and ships with its next task."),
-    Setting("task_drop_dir", _parse_str, None,
-            "Spark Connect where tasks cannot reach the driver (serverless): a folder the client "
-            "and the tasks can both write (a Unity Catalog volume) where tasks leave what they log; "
-            "it reaches the run at flush() or exit. Unset there: task points are dropped, with a warning."),
-    Setting("aggregate", _parse_bool, True,
-            "Add a mean-across-workers series per metric and step when several workers log."),
+    Setting(
+        "relay_max_connections",
+        _int,
+        1024,
+        "Authenticated connections the relay keeps at once; when full, the one idle the "
+        "longest makes room (its task reconnects); refused only when all are busy.",
+    ),
+    Setting(
+        "relay_max_frame_bytes",
+        _int,
+        8 * 1024 * 1024,
+        "Largest frame the relay reads; a larger one closes that connection.",
+    ),
+    Setting(
+        "buffer_max_points",
+        _int,
+        100_000,
+        "Points a Python worker holds in memory; beyond it they spill to local disk.",
+    ),
+    Setting("ship_interval", _float, 0.2, "Seconds a point may wait in a task before it is shipped to the driver."),
+    Setting(
+        "task_flush_timeout",
+        _float,
+        30.0,
+        "Seconds the end of a task waits to hand its points to the driver; what is left "
+        "then stays in the worker's spill file and ships with its next task.",
+    ),
+    Setting(
+        "task_drop_dir",
+        _parse_str,
+        None,
+        "Spark Connect where tasks cannot reach the driver (serverless): a folder the client "
+        "and the tasks can both write (a Unity Catalog volume) where tasks leave what they log; "
+        "it reaches the run at flush() or exit. Unset there: task points are dropped, with a warning.",
+    ),
+    Setting(
+        "aggregate", _parse_bool, True, "Add a mean-across-workers series per metric and step when several workers log."
+    ),
     # -- sink (driver to store) --------------------------------------------------------------
-    Setting("batch_max_metrics", _int, 1000,
-            "Metrics per log_batch request (MLflow allows at most 1000)."),
-    Setting("rate_limit", _float, 0.0,
-            "Write requests per second to the store, for all executors together; 0 = no "
-            "limit. Databricks-hosted MLflow allows 47 log-batch requests/s."),
-    Setting("spool_max_bytes", _int, 1024 * 1024 * 1024,
-            "Disk the driver spool may use for points the store did not take yet."),
+    Setting("batch_max_metrics", _int, 1000, "Metrics per log_batch request (MLflow allows at most 1000)."),
+    Setting(
+        "rate_limit",
+        _float,
+        0.0,
+        "Write requests per second to the store, for all executors together; 0 = no "
+        "limit. Databricks-hosted MLflow allows 47 log-batch requests/s.",
+    ),
+    Setting(
+        "spool_max_bytes",
+        _int,
+        1024 * 1024 * 1024,
+        "Disk the driver spool may use for points the store did not take yet.",
+    ),
     # -- Azure Machine Learning link ---------------------------------------------------------
-    Setting("azure_cloud", _choice("AzureCloud", "AzureChinaCloud", "AzureUSGovernment"), "AzureCloud",
-            "Azure cloud of the AML workspace: AzureCloud, AzureChinaCloud or AzureUSGovernment (ARM "
-            "endpoint, Azure AD authority and token scope follow)."),
-    Setting("aml_workspace_id", _parse_str, None,
-            "ARM resource id of the AML workspace to log to (`/subscriptions/…/providers/"
-            "Microsoft.MachineLearningServices/workspaces/<name>`)."),
+    Setting(
+        "azure_cloud",
+        _choice("AzureCloud", "AzureChinaCloud", "AzureUSGovernment"),
+        "AzureCloud",
+        "Azure cloud of the AML workspace: AzureCloud, AzureChinaCloud or AzureUSGovernment (ARM "
+        "endpoint, Azure AD authority and token scope follow).",
+    ),
+    Setting(
+        "aml_workspace_id",
+        _parse_str,
+        None,
+        "ARM resource id of the AML workspace to log to (`/subscriptions/…/providers/"
+        "Microsoft.MachineLearningServices/workspaces/<name>`).",
+    ),
     Setting("subscription_id", _parse_str, None, "Subscription of the AML workspace (with the next two)."),
     Setting("resource_group", _parse_str, None, "Resource group of the AML workspace."),
     Setting("workspace_name", _parse_str, None, "Name of the AML workspace."),
-    Setting("databricks_resource_id", _parse_str, None,
-            "ARM resource id of this Databricks workspace, whose AML link is followed. Unset: "
-            "`DATABRICKS_AZURE_RESOURCE_ID` (databricks-sdk), or the cluster tags."),
-    Setting("azure_credential", _choice("auto", "service_principal", "workload_identity", "managed_identity",
-                                        "azure_cli"), "auto",
-            "Where Azure AD tokens come from: auto (service principal from `AZURE_CLIENT_ID`/"
-            "`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET`, workload identity, managed identity, Azure CLI) "
-            "or only the one named."),
-    Setting("azure_authority_host", _parse_str, None,
-            "Azure AD authority. Unset: the cloud's (login.microsoftonline.com, ...).",
-            also_env=("AZURE_AUTHORITY_HOST",)),
-    Setting("azure_arm_endpoint", _parse_str, None,
-            "Azure Resource Manager endpoint. Unset: the cloud's (https://management.azure.com, ...)."),
+    Setting(
+        "databricks_resource_id",
+        _parse_str,
+        None,
+        "ARM resource id of this Databricks workspace, whose AML link is followed. Unset: "
+        "`DATABRICKS_AZURE_RESOURCE_ID` (databricks-sdk), or the cluster tags.",
+    ),
+    Setting(
+        "azure_credential",
+        _choice("auto", "service_principal", "workload_identity", "managed_identity", "azure_cli"),
+        "auto",
+        "Where Azure AD tokens come from: auto (service principal from `AZURE_CLIENT_ID`/"
+        "`AZURE_TENANT_ID`/`AZURE_CLIENT_SECRET`, workload identity, managed identity, Azure CLI) "
+        "or only the one named.",
+    ),
+    Setting(
+        "azure_authority_host",
+        _parse_str,
+        None,
+        "Azure AD authority. Unset: the cloud's (login.microsoftonline.com, ...).",
+        also_env=("AZURE_AUTHORITY_HOST",),
+    ),
+    Setting(
+        "azure_arm_endpoint",
+        _parse_str,
+        None,
+        "Azure Resource Manager endpoint. Unset: the cloud's (https://management.azure.com, ...).",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -228,12 +313,12 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} must hold a JSON object, not {type(data).__name__}.")
     for key in data:
         if key not in _BY_NAME:
-            raise ConfigError(
-                f"config file {path} has unknown key {key!r}; known keys: {', '.join(sorted(_BY_NAME))}."
-            )
+            raise ConfigError(f"config file {path} has unknown key {key!r}; known keys: {', '.join(sorted(_BY_NAME))}.")
         if _BY_NAME[key].secret:
-            raise ConfigError(f"config file {path} holds secret {key!r}; secrets belong in the "
-                              f"environment ({_BY_NAME[key].env}), not in files. Remove it.")
+            raise ConfigError(
+                f"config file {path} holds secret {key!r}; secrets belong in the "
+                f"environment ({_BY_NAME[key].env}), not in files. Remove it."
+            )
     return data
 
 
@@ -347,7 +432,7 @@ class Config:
         explicit: Mapping[str, Any] | None = None,
         spark_conf: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
-    ) -> "Config":
+    ) -> Config:
         """Resolve every setting in the documented order. Raises ConfigError naming the source."""
         explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
         environ = os.environ if environ is None else environ

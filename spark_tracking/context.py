@@ -21,8 +21,16 @@ _DB_USER = "user"
 class RunContext:
     """What detect() found; every field None when unknown."""
 
-    __slots__ = ("notebook_path", "script", "user", "cluster_id", "job_id", "job_run_id",
-                 "databricks_host", "spark_app_id")
+    __slots__ = (
+        "cluster_id",
+        "databricks_host",
+        "job_id",
+        "job_run_id",
+        "notebook_path",
+        "script",
+        "spark_app_id",
+        "user",
+    )
 
     def __init__(self, **fields):
         for name in self.__slots__:

@@ -96,8 +96,12 @@ def is_enabled(site_dir: str | None = None) -> bool:
 def register(subparsers) -> None:
     p = subparsers.add_parser("hook", help="make every new Python session of this environment auto-configure")
     p.add_argument("action", choices=("enable", "disable", "status"))
-    p.add_argument("--site-packages", dest="site_dir", default=None,
-                   help="site-packages folder to act on (default: this interpreter's)")
+    p.add_argument(
+        "--site-packages",
+        dest="site_dir",
+        default=None,
+        help="site-packages folder to act on (default: this interpreter's)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -110,4 +114,3 @@ def _run(args) -> int:
     state = "enabled" if args.action == "enable" else "disabled"
     print(f"hook {state}: {path}" + ("" if changed else " (no change)"))
     return 0
-

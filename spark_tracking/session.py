@@ -55,6 +55,7 @@ def _logger():
 
     return logging.getLogger(__name__)
 
+
 #: mlflow's SQL store reads its default artifact root from this variable when it has none;
 #: set for the embedded store only, so artifacts land in <home>/artifacts, not ./mlruns.
 _ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
@@ -191,18 +192,27 @@ def choose_store(cfg: Config) -> StoreChoice:
             cached = link.cached(cfg, source)
             if cached is not None:
                 chosen = store.for_link(cached)
-                return StoreChoice(chosen.uri, chosen.auth,
-                                   f"the Azure ML workspace {cached.workspace_id} named by {source.description}"
-                                   f"{platform} (link from the cache in {cfg.home})")
-            return StoreChoice(store.lazy_uri(link.cache_key(cfg, source)), None,
-                               f"the Azure ML workspace named by {source.description}{platform}; resolved "
-                               "at MLflow's first request", pending=source)
+                return StoreChoice(
+                    chosen.uri,
+                    chosen.auth,
+                    f"the Azure ML workspace {cached.workspace_id} named by {source.description}"
+                    f"{platform} (link from the cache in {cfg.home})",
+                )
+            return StoreChoice(
+                store.lazy_uri(link.cache_key(cfg, source)),
+                None,
+                f"the Azure ML workspace named by {source.description}{platform}; resolved at MLflow's first request",
+                pending=source,
+            )
     if cfg.tracking_uri:
-        return StoreChoice(cfg.tracking_uri, None,
-                           f"{source_of_uri}: Databricks-managed MLflow, because no tracking_uri and no Azure ML "
-                           "link is configured")
-    return StoreChoice(cfg.embedded_store_uri, None, "embedded default: no tracking_uri and no Azure ML link is "
-                                                      "configured")
+        return StoreChoice(
+            cfg.tracking_uri,
+            None,
+            f"{source_of_uri}: Databricks-managed MLflow, because no tracking_uri and no Azure ML link is configured",
+        )
+    return StoreChoice(
+        cfg.embedded_store_uri, None, "embedded default: no tracking_uri and no Azure ML link is configured"
+    )
 
 
 def _resolve_link(cfg: Config, source) -> StoreChoice:
@@ -214,8 +224,9 @@ def _resolve_link(cfg: Config, source) -> StoreChoice:
     if chosen.auth:
         store.check_request_auth_supported()
     _logger().info("spark_tracking: logging to AML workspace %s (from %s)", resolved.workspace_id, resolved.source)
-    return StoreChoice(chosen.uri, chosen.auth, f"the Azure ML workspace {resolved.workspace_id} named by "
-                                                f"{source.description}")
+    return StoreChoice(
+        chosen.uri, chosen.auth, f"the Azure ML workspace {resolved.workspace_id} named by {source.description}"
+    )
 
 
 def resolve_pending_link() -> str:
@@ -232,8 +243,10 @@ def resolve_pending_link() -> str:
         try:
             source = _choice.pending if _choice is not None and _choice.pending is not None else link.find_source(cfg)
             if source is None:
-                raise AzureLinkError("no Azure ML workspace is named in this process any more (settings changed "
-                                     "since the session started)")
+                raise AzureLinkError(
+                    "no Azure ML workspace is named in this process any more (settings changed "
+                    "since the session started)"
+                )
             choice = _resolve_link(cfg, source)
         except AzureLinkError as exc:
             if cfg.strict or _strict_from_env():
@@ -249,12 +262,17 @@ def _fall_back(cfg: Config, exc: BaseException) -> StoreChoice:
     if cfg.strict or _strict_from_env():
         raise exc
     uri = cfg.embedded_store_uri
-    where = ("the driver's local disk: it is gone when the cluster stops"
-             if os.environ.get("DATABRICKS_RUNTIME_VERSION") else "this machine's disk")
-    message = (f"spark_tracking: the Azure ML link failed: {exc}\n"
-               f"spark_tracking: runs of this session go to the embedded store {uri} ({where}), not to Azure ML. "
-               f"Fix the link (spark-tracking doctor checks each step), then move them: "
-               f"spark-tracking move-runs --from {uri}")
+    where = (
+        "the driver's local disk: it is gone when the cluster stops"
+        if os.environ.get("DATABRICKS_RUNTIME_VERSION")
+        else "this machine's disk"
+    )
+    message = (
+        f"spark_tracking: the Azure ML link failed: {exc}\n"
+        f"spark_tracking: runs of this session go to the embedded store {uri} ({where}), not to Azure ML. "
+        f"Fix the link (spark-tracking doctor checks each step), then move them: "
+        f"spark-tracking move-runs --from {uri}"
+    )
     print(message, file=sys.stderr)  # a notebook shows stderr under the cell that logged
     _logger().warning("%s", message)
     _record_fallback(cfg, str(exc), uri)
@@ -291,8 +309,12 @@ def _apply_auth(auth: str | None) -> None:
     managed = os.environ.get(MANAGED_AUTH_ENV)
     if current and current != managed:
         if auth and current != auth:
-            _logger().warning("spark_tracking: MLFLOW_TRACKING_AUTH=%s is set; the AML store needs %s. "
-                              "Unset MLFLOW_TRACKING_AUTH to let spark_tracking sign requests", current, auth)
+            _logger().warning(
+                "spark_tracking: MLFLOW_TRACKING_AUTH=%s is set; the AML store needs %s. "
+                "Unset MLFLOW_TRACKING_AUTH to let spark_tracking sign requests",
+                current,
+                auth,
+            )
         return  # the user's own choice
     if auth:
         os.environ[_AUTH_ENV] = os.environ[MANAGED_AUTH_ENV] = auth
@@ -323,8 +345,10 @@ def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
         # A "databricks" set there on Databricks is the runtime's doing, not the user's (the
         # other way the runtime may make it the default; see config.platform_default_uri).
         set_uri = global_tracking_uri()
-        runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION") and str(set_uri).lower() in ("databricks",
-                                                                                             "databricks-uc")
+        runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION") and str(set_uri).lower() in (
+            "databricks",
+            "databricks-uc",
+        )
         if set_uri is None or set_uri in (previous, uri) or runtime:
             fluent_utils.set_tracking_uri(uri)
 
@@ -350,9 +374,12 @@ def _apply_experiment(cfg: Config) -> None:
     source = cfg.sources.get("experiment_name", "default")
     if source == "env MLFLOW_EXPERIMENT_NAME":
         if is_aml_uri(_current_uri) and "/" in cfg.experiment_name:
-            _logger().warning("spark_tracking: MLFLOW_EXPERIMENT_NAME=%r holds '/': Azure ML cannot find such "
-                              "experiments again; use a plain name such as %r", cfg.experiment_name,
-                              aml_safe_experiment_name(cfg.experiment_name))
+            _logger().warning(
+                "spark_tracking: MLFLOW_EXPERIMENT_NAME=%r holds '/': Azure ML cannot find such "
+                "experiments again; use a plain name such as %r",
+                cfg.experiment_name,
+                aml_safe_experiment_name(cfg.experiment_name),
+            )
         return  # the user's own choice
     if source == "default" and os.environ.get("MLFLOW_EXPERIMENT_ID"):
         return

@@ -42,10 +42,9 @@ def check_key(key, kind: str = "metric", max_length: int = MAX_KEY_LENGTH, suffi
             raise InvalidInput(
                 f"{kind} key {key[:40]!r}... is {len(key)} characters; inside a Spark task it is stored "
                 f"per worker as '<key>{suffix}', and MLflow allows at most {max_length} characters: "
-                f"shorten the key to {max_length - len(suffix)} characters or fewer")
-        raise InvalidInput(
-            f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {max_length}"
-        )
+                f"shorten the key to {max_length - len(suffix)} characters or fewer"
+            )
+        raise InvalidInput(f"{kind} key {key[:40]!r}... is {len(key)} characters; MLflow allows at most {max_length}")
     if not _KEY_RE.match(key):
         raise InvalidInput(
             f"{kind} key {key!r} has characters MLflow refuses; use letters, digits, "
@@ -57,7 +56,8 @@ def check_key(key, kind: str = "metric", max_length: int = MAX_KEY_LENGTH, suffi
             raise InvalidInput(
                 f"{kind} key {key!r} is refused by MLflow: keys are used as file paths and must not "
                 f"resolve to another name (this one resolves to {norm!r}); drop leading, trailing and "
-                "doubled slashes and '.'/'..' parts, e.g. use {fix!r}".format(fix=_path_fix(key)))
+                "doubled slashes and '.'/'..' parts, e.g. use {fix!r}".format(fix=_path_fix(key))
+            )
     return key
 
 
@@ -97,9 +97,7 @@ def metric_value(key: str, value) -> float:
                 return float(value)
         except (TypeError, ValueError):
             pass
-    raise InvalidInput(
-        f"metric {key!r} got {value!r} ({kind.__name__}); a metric value must be a number"
-    )
+    raise InvalidInput(f"metric {key!r} got {value!r} ({kind.__name__}); a metric value must be a number")
 
 
 def _int_value(key: str, value: int) -> float:
@@ -107,7 +105,8 @@ def _int_value(key: str, value: int) -> float:
         return float(value)
     raise InvalidInput(
         f"metric {key!r} got an integer of {len(str(abs(value)))} digits, beyond what MLflow stores "
-        "(a 64-bit float, at most about 1.8e308); log float('inf') or a scaled value instead")
+        "(a 64-bit float, at most about 1.8e308); log float('inf') or a scaled value instead"
+    )
 
 
 def step_value(step) -> int:
@@ -141,7 +140,5 @@ def param_value(key: str, value) -> str:
 def tag_value(key: str, value) -> str:
     text = "" if value is None else str(value)
     if len(text) > MAX_TAG_VALUE_LENGTH:
-        raise InvalidInput(
-            f"tag {key!r} value is {len(text)} characters; MLflow allows at most {MAX_TAG_VALUE_LENGTH}"
-        )
+        raise InvalidInput(f"tag {key!r} value is {len(text)} characters; MLflow allows at most {MAX_TAG_VALUE_LENGTH}")
     return text

@@ -59,8 +59,12 @@ class FaultProxy:
                         self.end_headers()
                         self.wfile.write(payload)
                         return
-                request = urllib.request.Request(proxy.target + self.path, data=body, method=self.command,
-                                                 headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+                request = urllib.request.Request(
+                    proxy.target + self.path,
+                    data=body,
+                    method=self.command,
+                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+                )
                 try:
                     with urllib.request.urlopen(request, timeout=60) as resp:
                         status, headers, payload = resp.status, resp.headers, resp.read()
@@ -92,6 +96,7 @@ class FaultProxy:
 
 
 # -- task side: faults between a Spark task and the driver relay --------------------------------
+
 
 class RecordingHandler:
     """A relay handler that keeps the points it receives (``received``: (worker, key, value,
@@ -205,7 +210,6 @@ def kill_own_python_worker() -> None:
 # -- driver side: a frozen store, a slow or stalled relay handler, a second process ---------
 
 import contextlib  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 from concurrent.futures import Future  # noqa: E402
 

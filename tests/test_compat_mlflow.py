@@ -28,7 +28,12 @@ def test_tracking_store_and_rest_route(mlflow_server, sqlite_uri):
     local = compat.tracking_store(mlflow.MlflowClient(sqlite_uri))
     assert local is not None and compat.rest_log_batch_route(local) is None
     run = mlflow.MlflowClient(mlflow_server.uri).create_run("0").info.run_id
-    response = compat.rest_request(rest, "/api/2.0/mlflow/runs/log-batch", "POST", 30,
-                                   {"run_id": run, "metrics": [{"key": "k", "value": 1.5, "timestamp": 1, "step": 0}]})
+    response = compat.rest_request(
+        rest,
+        "/api/2.0/mlflow/runs/log-batch",
+        "POST",
+        30,
+        {"run_id": run, "metrics": [{"key": "k", "value": 1.5, "timestamp": 1, "step": 0}]},
+    )
     assert response.status_code == 200
     assert [m.value for m in mlflow.MlflowClient(mlflow_server.uri).get_metric_history(run, "k")] == [1.5]

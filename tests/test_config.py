@@ -25,7 +25,10 @@ def test_each_source_wins_over_the_next(tmp_path):
     assert Config.resolve(environ=env, spark_conf={}).tracking_uri == "env-uri"
     conf = {"spark.sparktracking.tracking_uri": "conf-uri"}
     cfg = Config.resolve(environ=env, spark_conf=conf)
-    assert (cfg.tracking_uri, cfg.sources["tracking_uri"]) == ("conf-uri", "spark conf spark.sparktracking.tracking_uri")
+    assert (cfg.tracking_uri, cfg.sources["tracking_uri"]) == (
+        "conf-uri",
+        "spark conf spark.sparktracking.tracking_uri",
+    )
     cfg = Config.resolve({"tracking_uri": "arg-uri"}, environ=env, spark_conf=conf)
     assert (cfg.tracking_uri, cfg.sources["tracking_uri"]) == ("arg-uri", "argument")
 
@@ -46,9 +49,13 @@ def test_bad_value_names_the_value_the_source_and_the_fix():
     with pytest.raises(ConfigError) as err:
         Config.resolve(environ={"SPARK_TRACKING_RELAY_PORT": "eighty"}, spark_conf={})
     assert str(err.value).startswith(
-        "relay_port='eighty' from env SPARK_TRACKING_RELAY_PORT is not a valid int: invalid literal for int()")
+        "relay_port='eighty' from env SPARK_TRACKING_RELAY_PORT is not a valid int: invalid literal for int()"
+    )
     assert "Fix env SPARK_TRACKING_RELAY_PORT" in str(err.value)
-    with pytest.raises(ConfigError, match=r"disabled='maybe' from spark conf spark.sparktracking.disabled is not a valid bool: 'maybe' is not a boolean"):
+    with pytest.raises(
+        ConfigError,
+        match=r"disabled='maybe' from spark conf spark.sparktracking.disabled is not a valid bool: 'maybe' is not a boolean",
+    ):
         Config.resolve(environ={}, spark_conf={"spark.sparktracking.disabled": "maybe"})
 
 
@@ -69,7 +76,9 @@ def test_config_file_round_trip_and_search_order(tmp_path, monkeypatch):
 
 def test_debug_string_masks_secrets():
     secret = [s for s in SETTINGS if s.secret]
-    cfg = Config.resolve(environ={s.env: "hunter2-secret" for s in secret} | {"SPARK_TRACKING_RELAY_PORT": "5"}, spark_conf={})
+    cfg = Config.resolve(
+        environ={s.env: "hunter2-secret" for s in secret} | {"SPARK_TRACKING_RELAY_PORT": "5"}, spark_conf={}
+    )
     text = cfg.debug_string()
     assert "hunter2-secret" not in text
     assert "relay_port=5 (from env SPARK_TRACKING_RELAY_PORT)" in text
@@ -87,8 +96,11 @@ def test_the_databricks_runtimes_default_uri_ranks_below_every_setting(tmp_path)
 
     runtime = {"MLFLOW_TRACKING_URI": "databricks", "DATABRICKS_RUNTIME_VERSION": "17.3"}
     cfg = Config.resolve(environ=runtime, spark_conf={})
-    assert (cfg.tracking_uri, cfg.sources["tracking_uri"], cfg.tracking_uri_chosen) == ("databricks", PLATFORM_DEFAULT,
-                                                                                         False)
+    assert (cfg.tracking_uri, cfg.sources["tracking_uri"], cfg.tracking_uri_chosen) == (
+        "databricks",
+        PLATFORM_DEFAULT,
+        False,
+    )
     cfg_file = _write(tmp_path / "c.json", {"tracking_uri": "from-file"})
     cfg = Config.resolve(environ=dict(runtime, SPARK_TRACKING_CONFIG_FILE=cfg_file), spark_conf={})
     assert (cfg.tracking_uri, cfg.tracking_uri_chosen) == ("from-file", True)

@@ -98,8 +98,10 @@ def test_a_forked_child_ships_its_own_points_only(bound):
 
 def test_spill_files_of_other_drivers_are_left_alone(bound):
     store = executor.shipper.spill
-    store.write("10.0.0.9:4040", [{"id": "x:1", "op": "points", "b": "1:0", "w": [0, 0, 0, 0, None, 0],
-                                   "m": [["m", 1.0, 1, 0]]}])
+    store.write(
+        "10.0.0.9:4040",
+        [{"id": "x:1", "op": "points", "b": "1:0", "w": [0, 0, 0, 0, None, 0], "m": [["m", 1.0, 1, 0]]}],
+    )
     executor.log_metric("mine", 1.0, step=0)
     assert executor.flush(30)
     assert len(store.files()) == 1

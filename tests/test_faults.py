@@ -12,21 +12,28 @@ import threading
 
 import mlflow
 import pytest
+from conftest import MlflowServer
+from faults import FaultProxy, wait_until
 
 import spark_tracking
 from spark_tracking.forwarding.sink import RateLimiter, Sink, Spool, Submission
 
-from conftest import MlflowServer
-from faults import FaultProxy, wait_until
-
 
 def history(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+    return [
+        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    ]
 
 
 def _sink(uri, tmp_path, sleeps=None, **kw):
-    return Sink(mlflow.MlflowClient(uri), uri, Spool(str(tmp_path / "spool"), 1 << 30), lambda stage: 1,
-                sleep=(sleeps.append if sleeps is not None else (lambda s: None)), **kw)
+    return Sink(
+        mlflow.MlflowClient(uri),
+        uri,
+        Spool(str(tmp_path / "spool"), 1 << 30),
+        lambda stage: 1,
+        sleep=(sleeps.append if sleeps is not None else (lambda s: None)),
+        **kw,
+    )
 
 
 def _points(n, key="m", offset=0):
@@ -71,8 +78,15 @@ def test_a_refused_point_or_param_never_rejects_the_rest(sqlite_uri, tmp_path, c
     sink = _sink(sqlite_uri, tmp_path)
     rid = run.info.run_id
     sink.submit(Submission("points", rid, [0, 0, 0, 0, None], _points(5), params=[("lr", "0.1")]))
-    sink.submit(Submission("points", rid, [0, 1, 0, 1, None], [("bad key!", 1.0, 1, 0)] + _points(5, "n"),
-                           params=[("lr", "0.2"), ("epochs", "3")]))
+    sink.submit(
+        Submission(
+            "points",
+            rid,
+            [0, 1, 0, 1, None],
+            [("bad key!", 1.0, 1, 0)] + _points(5, "n"),
+            params=[("lr", "0.2"), ("epochs", "3")],
+        )
+    )
     assert not sink.flush(60)  # something was refused
     sink.stop()
     data = client.get_run(rid).data
@@ -115,6 +129,7 @@ def _slow_task(port, steps):
             mlflow.log_metric("loss", p * 1000 + step, step=step)
             worst = max(worst, time.perf_counter() - t)
         yield worst
+
     return task
 
 
@@ -127,6 +142,7 @@ def test_store_outage_mid_job_delivers_everything_after_recovery(spark, tmp_path
         client = mlflow.MlflowClient(server.uri)
         gate = socket.create_server(("127.0.0.1", 0))
         task = _slow_task(gate.getsockname()[1], 100)
+
         def conduct():  # both tasks mid-training: take the store away, then let them go on
             conns = [gate.accept()[0] for _ in range(2)]
             for conn in conns:
@@ -146,7 +162,9 @@ def test_store_outage_mid_job_delivers_everything_after_recovery(spark, tmp_path
             assert spark_tracking.flush(120)
         assert max(worst) < 0.5, f"a log call waited {max(worst):.3f}s during the outage"
         for p in range(2):
-            assert history(client, run.info.run_id, f"loss/worker_{p}") == [(s, float(p * 1000 + s)) for s in range(200)]
+            assert history(client, run.info.run_id, f"loss/worker_{p}") == [
+                (s, float(p * 1000 + s)) for s in range(200)
+            ]
         assert history(client, run.info.run_id, "loss") == [(s, 500.0 + s) for s in range(200)]
     finally:
         server.stop()
@@ -174,8 +192,12 @@ def test_killed_driver_spool_is_replayed_exactly_once(mlflow_server, tmp_path):
     spool_dir = tmp_path / "spool"
     with FaultProxy(mlflow_server.uri) as proxy:
         proxy.down.set()
-        proc = subprocess.Popen([sys.executable, "-c", DRIVER, proxy.uri, str(spool_dir), rid],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DRIVER, proxy.uri, str(spool_dir), rid],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "3000"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -183,8 +205,16 @@ def test_killed_driver_spool_is_replayed_exactly_once(mlflow_server, tmp_path):
     assert len(files) == 3 and all(f.endswith(".json") for f in files)
     backup = tmp_path / "backup"
     shutil.copytree(spool_dir, backup)
-    cli = [sys.executable, "-m", "spark_tracking.cli", "replay", "--spool-dir", str(spool_dir),
-           "--tracking-uri", mlflow_server.uri]
+    cli = [
+        sys.executable,
+        "-m",
+        "spark_tracking.cli",
+        "replay",
+        "--spool-dir",
+        str(spool_dir),
+        "--tracking-uri",
+        mlflow_server.uri,
+    ]
     out = subprocess.run(cli, capture_output=True, text=True, check=True)
     assert f"replayed 3 spool file(s) from {spool_dir}; 0 left" in out.stdout
     assert history(client, rid, "m") == [(i, float(i)) for i in range(3000)]
@@ -223,11 +253,14 @@ def test_a_retried_task_leaves_one_point_per_step(spark, sqlite_uri):
     assert spark_tracking.stats()["dropped"]["duplicate_attempt"] == 10
 
 
-@pytest.mark.parametrize("value, message", [
-    (True, "metric 'k' got True (bool); a metric value must be a number"),
-    (None, "metric 'k' got None (NoneType); a metric value must be a number"),
-    ("0.5", "metric 'k' got '0.5' (str); a metric value must be a number"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (True, "metric 'k' got True (bool); a metric value must be a number"),
+        (None, "metric 'k' got None (NoneType); a metric value must be a number"),
+        ("0.5", "metric 'k' got '0.5' (str); a metric value must be a number"),
+    ],
+)
 def test_bad_metric_values_are_refused_at_the_call_site(spark, sqlite_uri, value, message):
     spark_tracking.configure(tracking_uri=sqlite_uri)
 
@@ -250,15 +283,29 @@ def test_nan_and_infinities_reach_a_rest_store_as_mlflow_allows(mlflow_server, t
     rid = client.create_run("0").info.run_id
     sink = _sink(mlflow_server.uri, tmp_path)
     inf = float("inf")
-    sink.submit(Submission("points", rid, [0, 0, 0, 0, None],
-                           [("v", float("nan"), 1, 0), ("v", inf, 2, 1), ("v", -inf, 3, 2), ("v", 0.25, 4, 3)]))
+    sink.submit(
+        Submission(
+            "points",
+            rid,
+            [0, 0, 0, 0, None],
+            [("v", float("nan"), 1, 0), ("v", inf, 2, 1), ("v", -inf, 3, 2), ("v", 0.25, 4, 3)],
+        )
+    )
     assert sink.flush(60)
     sink.stop()
     values = [v for _, v in history(client, rid, "v")]
     direct = client.create_run("0").info.run_id  # what MLflow itself stores for the same values
     from mlflow.entities import Metric
-    client.log_batch(direct, metrics=[Metric("v", float("nan"), 1, 0), Metric("v", inf, 2, 1),
-                                      Metric("v", -inf, 3, 2), Metric("v", 0.25, 4, 3)])
+
+    client.log_batch(
+        direct,
+        metrics=[
+            Metric("v", float("nan"), 1, 0),
+            Metric("v", inf, 2, 1),
+            Metric("v", -inf, 3, 2),
+            Metric("v", 0.25, 4, 3),
+        ],
+    )
     expected = [v for _, v in history(client, direct, "v")]
     assert values[0] != values[0] and expected[0] != expected[0]  # NaN
     assert values[1:] == expected[1:]  # MLflow's SQL store keeps ±inf as ±max float
@@ -286,7 +333,7 @@ EXITING_DRIVER = textwrap.dedent("""
     import sys
     from spark_tracking.config import Config
     from spark_tracking.forwarding import driver
-    from spark_tracking.forwarding.executor import _Connection
+    from spark_tracking.forwarding.shipper import _Connection
     uri, home, run_id, secret = sys.argv[1:5]
     driver.EXIT_TIMEOUT = 1.0
     fw = driver._forwarder = driver.Forwarder(Config.resolve({"home": home}), None)
@@ -313,13 +360,20 @@ def test_points_acknowledged_before_exit_with_a_frozen_store_are_replayed_exactl
         home = tmp_path / "driver-home"
         env = dict(os.environ, SPARK_TRACKING_RELAY_SECRET="exit-test-secret")
         with frozen(server.proc):
-            proc = subprocess.run([sys.executable, "-c", EXITING_DRIVER, server.uri, str(home), rid,
-                                   "exit-test-secret"], capture_output=True, text=True, env=env, timeout=300)
+            proc = subprocess.run(
+                [sys.executable, "-c", EXITING_DRIVER, server.uri, str(home), rid, "exit-test-secret"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=300,
+            )
         assert proc.returncode == 0 and proc.stdout == "acknowledged\n", proc.stderr
         spool_dir = home / "spool"
         # 3,000 per-worker points and the 3,000 means that were open
-        assert (f"the store at {server.uri} did not take 6000 values in time; they are in the spool "
-                f"{spool_dir}: run `spark-tracking replay`") in proc.stderr
+        assert (
+            f"the store at {server.uri} did not take 6000 values in time; they are in the spool "
+            f"{spool_dir}: run `spark-tracking replay`"
+        ) in proc.stderr
         backup = tmp_path / "backup"
         shutil.copytree(spool_dir, backup)
         cli = [sys.executable, "-m", "spark_tracking.cli", "replay", "--spool-dir", str(spool_dir)]

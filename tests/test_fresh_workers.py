@@ -47,8 +47,14 @@ DRIVER = textwrap.dedent("""
 
 def test_a_task_without_mlflow_leaves_its_worker_able_to_forward(tmp_path):
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    out = subprocess.run([sys.executable, "-c", DRIVER, store], capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ), cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, store],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ),
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     imported, run_id = out.stdout.strip().splitlines()[-2:]
     assert imported == "[False, False]"  # the first job's workers really had no MLflow

@@ -57,7 +57,9 @@ def test_nothing_logged_written_or_printed_holds_a_secret(spark, sqlite_uri, tmp
         _assert_absent([s.encode() for s in secrets], data, path)
     env = dict(os.environ)
     for args in (["settings", "--resolved"], ["settings"], ["hook", "status"]):
-        out = subprocess.run([sys.executable, "-m", "spark_tracking.cli", *args], capture_output=True, text=True, env=env)
+        out = subprocess.run(
+            [sys.executable, "-m", "spark_tracking.cli", *args], capture_output=True, text=True, env=env
+        )
         _assert_absent(secrets, out.stdout + out.stderr, f"spark-tracking {' '.join(args)}")
 
 
@@ -81,12 +83,17 @@ def test_the_relay_secret_stays_out_of_spark_event_logs(tmp_path, sqlite_uri):
     logs = tmp_path / "events"
     logs.mkdir()
     # driver and executors get the secret from their environment, as a cluster's secret scope gives it
-    env = dict(os.environ, SPARK_TRACKING_TRACKING_URI=sqlite_uri, PYSPARK_PYTHON=sys.executable,
-               SPARK_TRACKING_RELAY_SECRET="0123456789abcdef" * 4)
-    out = subprocess.run([sys.executable, "-c", EVENT_LOG_DRIVER, str(logs)], capture_output=True, text=True,
-                         env=env, timeout=300)
+    env = dict(
+        os.environ,
+        SPARK_TRACKING_TRACKING_URI=sqlite_uri,
+        PYSPARK_PYTHON=sys.executable,
+        SPARK_TRACKING_RELAY_SECRET="0123456789abcdef" * 4,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", EVENT_LOG_DRIVER, str(logs)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     secret = out.stdout.strip().splitlines()[-1]
     text = "".join(open(p, encoding="utf-8", errors="replace").read() for p in _files_under(str(logs)))
     assert "spark_tracking.relay" in text  # the job's properties are in the event log...
-    assert secret not in text              # ...with the secret redacted
+    assert secret not in text  # ...with the secret redacted

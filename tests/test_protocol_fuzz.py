@@ -3,7 +3,8 @@ no crash, no hang, memory bounded by the frame limit."""
 
 import socket
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import _clean_metrics, _clean_pairs
@@ -16,10 +17,18 @@ json_values = st.recursive(
 )
 requests = st.fixed_dictionaries(
     {},
-    optional={"seq": json_values, "op": st.sampled_from(["points", "resolve", "done", "x"]) | json_values,
-              "id": st.text(max_size=10) | json_values,
-              "b": st.text(max_size=10) | json_values, "w": st.lists(st.integers() | st.none(), min_size=5, max_size=6) | json_values,
-              "m": json_values, "p": json_values, "t": json_values, "a": json_values, "r": json_values},
+    optional={
+        "seq": json_values,
+        "op": st.sampled_from(["points", "resolve", "done", "x"]) | json_values,
+        "id": st.text(max_size=10) | json_values,
+        "b": st.text(max_size=10) | json_values,
+        "w": st.lists(st.integers() | st.none(), min_size=5, max_size=6) | json_values,
+        "m": json_values,
+        "p": json_values,
+        "t": json_values,
+        "a": json_values,
+        "r": json_values,
+    },
 )
 
 

@@ -10,7 +10,7 @@ from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding import relay as relay_module
-from spark_tracking.forwarding.executor import _Connection
+from spark_tracking.forwarding.shipper import _Connection
 from spark_tracking.forwarding.relay import Relay
 from spark_tracking.forwarding.sink import Sink, Spool
 
@@ -72,12 +72,15 @@ def test_a_frame_over_the_limit_closes_that_connection_only(relay):
     good.close()
 
 
-@pytest.mark.parametrize("payload", [
-    protocol.HEADER.pack(5) + b"{nope",                       # not JSON
-    protocol.HEADER.pack(2) + b"[]",                          # JSON, not an object
-    protocol.HEADER.pack(4) + b"\xff\xfe\xfd\xfc",            # not UTF-8
-    protocol.HEADER.pack(100) + b'{"seq": 1',                 # truncated, then the client leaves
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        protocol.HEADER.pack(5) + b"{nope",  # not JSON
+        protocol.HEADER.pack(2) + b"[]",  # JSON, not an object
+        protocol.HEADER.pack(4) + b"\xff\xfe\xfd\xfc",  # not UTF-8
+        protocol.HEADER.pack(100) + b'{"seq": 1',  # truncated, then the client leaves
+    ],
+)
 def test_malformed_or_truncated_frames_close_only_their_connection(relay, payload):
     sock = _authenticated(relay)
     sock.sendall(payload)
@@ -90,8 +93,14 @@ def test_malformed_or_truncated_frames_close_only_their_connection(relay, payloa
 
 def test_bad_requests_from_an_authenticated_client_get_an_error_not_a_crash(relay):
     sock = _authenticated(relay)
-    for n, message in enumerate([{"op": "points", "b": 5, "w": []}, {"op": "launch", "b": "1:0", "w": [0, 0, 0, 0, None]},
-                                 {"op": "points", "b": "1:0", "w": [0, 0, 0, True, None]}], start=1):
+    for n, message in enumerate(
+        [
+            {"op": "points", "b": 5, "w": []},
+            {"op": "launch", "b": "1:0", "w": [0, 0, 0, 0, None]},
+            {"op": "points", "b": "1:0", "w": [0, 0, 0, True, None]},
+        ],
+        start=1,
+    ):
         sock.sendall(protocol.encode(dict(message, seq=n)))
         reply = protocol.recv_frame(sock)
         assert reply["ack"] == n and "error" in reply

@@ -62,7 +62,9 @@ def test_experiment_from_a_jupyter_notebook(monkeypatch):
 
 def test_experiment_from_a_script_and_override(tmp_path):
     script = tmp_path / "train_churn.py"
-    script.write_text("import spark_tracking, os\nspark_tracking.configure()\nprint(os.environ['MLFLOW_EXPERIMENT_NAME'])\n")
+    script.write_text(
+        "import spark_tracking, os\nspark_tracking.configure()\nprint(os.environ['MLFLOW_EXPERIMENT_NAME'])\n"
+    )
     env = dict(os.environ)
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "train_churn"

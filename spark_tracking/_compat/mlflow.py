@@ -141,8 +141,9 @@ def rest_request(store, endpoint: str, method: str, timeout: float, json: dict):
     """
     from mlflow.utils.rest_utils import http_request
 
-    return http_request(store.get_host_creds(), endpoint, method, max_retries=0, timeout=timeout,
-                        raise_on_status=False, json=json)
+    return http_request(
+        store.get_host_creds(), endpoint, method, max_retries=0, timeout=timeout, raise_on_status=False, json=json
+    )
 
 
 def fluent_start_run_arguments() -> dict | None:

@@ -26,8 +26,15 @@ class ArmClient:
         if session is None:
             session = requests.Session()
             # ARM throttles with 429 and Retry-After; brief 5xx happen. GETs are safe to repeat.
-            retry = Retry(total=3, connect=1, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504),
-                          allowed_methods=("GET",), respect_retry_after_header=True, raise_on_status=False)
+            retry = Retry(
+                total=3,
+                connect=1,
+                backoff_factor=0.5,
+                status_forcelist=(429, 500, 502, 503, 504),
+                allowed_methods=("GET",),
+                respect_retry_after_header=True,
+                raise_on_status=False,
+            )
             session.mount("https://", HTTPAdapter(max_retries=retry))
             session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session = session
@@ -39,12 +46,15 @@ class ArmClient:
         return self._request(f"{self.endpoint}{resource_id}?api-version={version}", what, resource_id, fix_404)
 
     def list_databricks_workspaces(self, subscription_id: str) -> list[dict[str, Any]]:
-        url = (f"{self.endpoint}/subscriptions/{subscription_id}/providers/Microsoft.Databricks/workspaces"
-               f"?api-version={API_VERSIONS['Microsoft.Databricks/workspaces']}")
+        url = (
+            f"{self.endpoint}/subscriptions/{subscription_id}/providers/Microsoft.Databricks/workspaces"
+            f"?api-version={API_VERSIONS['Microsoft.Databricks/workspaces']}"
+        )
         items: list[dict[str, Any]] = []
         while url:
-            page = self._request(url, "Databricks workspaces of subscription", subscription_id,
-                                 "check the subscription id")
+            page = self._request(
+                url, "Databricks workspaces of subscription", subscription_id, "check the subscription id"
+            )
             items.extend(page.get("value") or [])
             url = page.get("nextLink")
         return items
@@ -59,7 +69,8 @@ class ArmClient:
             raise AzureLinkError(
                 f"Azure Resource Manager at {self.endpoint} is unreachable while reading {what} {name}: "
                 f"{type(exc).__name__}: {exc}. Check this machine's network and proxy settings, and that "
-                f"azure_cloud (SPARK_TRACKING_AZURE_CLOUD) names the workspace's cloud") from None
+                f"azure_cloud (SPARK_TRACKING_AZURE_CLOUD) names the workspace's cloud"
+            ) from None
         if response.status_code == 200:
             return response.json()
         code, message = _arm_error(response)
@@ -70,12 +81,14 @@ class ArmClient:
             raise AzureLinkError(
                 f"ARM did not accept the token of {describe_identity(token)} reading {what} {name} ({answer}). "
                 f"Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the workspace's cloud and AZURE_TENANT_ID "
-                f"the tenant of the subscription")
+                f"the tenant of the subscription"
+            )
         if response.status_code == 403:
             raise AzureLinkError(
                 f"ARM refused to let {describe_identity(token)} read {what} {name} ({answer}). Grant it the "
                 f"Reader role on that resource (or a role with */read on it), and check that AZURE_TENANT_ID "
-                f"is the tenant of the subscription")
+                f"is the tenant of the subscription"
+            )
         raise AzureLinkError(f"ARM failed to return {what} {name} ({answer}); try again later")
 
 

@@ -17,14 +17,35 @@ class Cloud(NamedTuple):
     studio_url: str
 
 
-CLOUDS: dict[str, Cloud] = {c.name.lower(): c for c in (
-    Cloud("AzureCloud", "https://management.azure.com", "https://login.microsoftonline.com",
-          "https://management.azure.com/.default", "api.azureml.ms", "https://ml.azure.com"),
-    Cloud("AzureChinaCloud", "https://management.chinacloudapi.cn", "https://login.chinacloudapi.cn",
-          "https://management.chinacloudapi.cn/.default", "api.ml.azure.cn", "https://studio.ml.azure.cn"),
-    Cloud("AzureUSGovernment", "https://management.usgovcloudapi.net", "https://login.microsoftonline.us",
-          "https://management.usgovcloudapi.net/.default", "api.ml.azure.us", "https://ml.azure.us"),
-)}
+CLOUDS: dict[str, Cloud] = {
+    c.name.lower(): c
+    for c in (
+        Cloud(
+            "AzureCloud",
+            "https://management.azure.com",
+            "https://login.microsoftonline.com",
+            "https://management.azure.com/.default",
+            "api.azureml.ms",
+            "https://ml.azure.com",
+        ),
+        Cloud(
+            "AzureChinaCloud",
+            "https://management.chinacloudapi.cn",
+            "https://login.chinacloudapi.cn",
+            "https://management.chinacloudapi.cn/.default",
+            "api.ml.azure.cn",
+            "https://studio.ml.azure.cn",
+        ),
+        Cloud(
+            "AzureUSGovernment",
+            "https://management.usgovcloudapi.net",
+            "https://login.microsoftonline.us",
+            "https://management.usgovcloudapi.net/.default",
+            "api.ml.azure.us",
+            "https://ml.azure.us",
+        ),
+    )
+}
 
 #: Authority hosts of the clouds above: azure-identity needs no instance discovery for them.
 KNOWN_AUTHORITY_HOSTS = frozenset(c.authority_host for c in CLOUDS.values())

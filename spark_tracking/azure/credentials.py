@@ -34,18 +34,30 @@ class Source(NamedTuple):
     fix: str
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("service_principal", "service principal from the environment",
-           "set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH); "
-           "on a cluster as environment variables from a secret scope, e.g. "
-           "AZURE_CLIENT_SECRET={{secrets/<scope>/azure-client-secret}} ('spark-tracking install' writes them)"),
-    Source("workload_identity", "workload identity",
-           "set AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID (Kubernetes workload identity)"),
-    Source("managed_identity", "managed identity",
-           "run on an Azure VM whose managed identity has access to the workspace (AZURE_CLIENT_ID picks "
-           "a user-assigned one)"),
-    Source("azure_cli", "Azure CLI", "run 'az login' (for your own machine; clusters use a service principal)"),
-)}
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "service_principal",
+            "service principal from the environment",
+            "set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or AZURE_CLIENT_CERTIFICATE_PATH); "
+            "on a cluster as environment variables from a secret scope, e.g. "
+            "AZURE_CLIENT_SECRET={{secrets/<scope>/azure-client-secret}} ('spark-tracking install' writes them)",
+        ),
+        Source(
+            "workload_identity",
+            "workload identity",
+            "set AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID and AZURE_TENANT_ID (Kubernetes workload identity)",
+        ),
+        Source(
+            "managed_identity",
+            "managed identity",
+            "run on an Azure VM whose managed identity has access to the workspace (AZURE_CLIENT_ID picks "
+            "a user-assigned one)",
+        ),
+        Source("azure_cli", "Azure CLI", "run 'az login' (for your own machine; clusters use a service principal)"),
+    )
+}
 CHOICES = ("auto", *SOURCES)
 
 
@@ -55,8 +67,13 @@ def _clock() -> float:
 
 def build_credential(kind: str, cloud: Cloud, authority_host: str | None = None):
     """An azure-identity credential for ``kind`` (one of CHOICES) in ``cloud``."""
-    from azure.identity import (AzureCliCredential, DefaultAzureCredential, EnvironmentCredential,
-                                ManagedIdentityCredential, WorkloadIdentityCredential)
+    from azure.identity import (
+        AzureCliCredential,
+        DefaultAzureCredential,
+        EnvironmentCredential,
+        ManagedIdentityCredential,
+        WorkloadIdentityCredential,
+    )
 
     authority = authority_host or cloud.authority_host
     common = {"authority": authority}
@@ -66,9 +83,13 @@ def build_credential(kind: str, cloud: Cloud, authority_host: str | None = None)
         common["disable_instance_discovery"] = True
     if kind == "auto":
         return DefaultAzureCredential(
-            exclude_shared_token_cache_credential=True, exclude_visual_studio_code_credential=True,
-            exclude_powershell_credential=True, exclude_developer_cli_credential=True,
-            exclude_interactive_browser_credential=True, **common)
+            exclude_shared_token_cache_credential=True,
+            exclude_visual_studio_code_credential=True,
+            exclude_powershell_credential=True,
+            exclude_developer_cli_credential=True,
+            exclude_interactive_browser_credential=True,
+            **common,
+        )
     if kind == "service_principal":
         return EnvironmentCredential(**common)
     if kind == "workload_identity":
@@ -77,8 +98,10 @@ def build_credential(kind: str, cloud: Cloud, authority_host: str | None = None)
         return ManagedIdentityCredential()
     if kind == "azure_cli":
         return AzureCliCredential()
-    raise AzureLinkError(f"azure_credential={kind!r} is not one of {', '.join(CHOICES)}; "
-                         "set SPARK_TRACKING_AZURE_CREDENTIAL to one of them")
+    raise AzureLinkError(
+        f"azure_credential={kind!r} is not one of {', '.join(CHOICES)}; "
+        "set SPARK_TRACKING_AZURE_CREDENTIAL to one of them"
+    )
 
 
 def explain_failure(kind: str, scope: str, exc: Exception) -> AzureLinkError:
@@ -89,7 +112,8 @@ def explain_failure(kind: str, scope: str, exc: Exception) -> AzureLinkError:
     return AzureLinkError(
         f"no Azure AD token for {scope} (azure_credential={kind}): {detail}\n"
         f"Sources tried ({'in this order' if len(tried) > 1 else 'only this one'}) and how to make each work:\n"
-        f"{fixes}")
+        f"{fixes}"
+    )
 
 
 class TokenProvider:
@@ -119,8 +143,12 @@ class TokenProvider:
             except Exception as exc:
                 if self._token is not None and now < self._expires_on - 30:
                     # keep working on the current token while it lasts; try again next call
-                    logger.warning("spark_tracking: renewing the Azure token failed (%s); the current "
-                                   "one is valid for %.0f s more", type(exc).__name__, self._expires_on - now)
+                    logger.warning(
+                        "spark_tracking: renewing the Azure token failed (%s); the current "
+                        "one is valid for %.0f s more",
+                        type(exc).__name__,
+                        self._expires_on - now,
+                    )
                     return self._token
                 raise explain_failure(self.kind, self.scope, exc) from None
             lifetime = max(0.0, access.expires_on - now)

@@ -14,12 +14,24 @@ from typing import Callable, NamedTuple
 from . import AUTH_NAME, AzureLinkError
 
 #: Credential variables shown (masked) in the configuration step.
-CREDENTIAL_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH",
-                  "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST")
+CREDENTIAL_ENV = (
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+)
 _SECRET_ENV = {"AZURE_CLIENT_SECRET"}
 #: Settings a Spark worker must resolve as the driver does.
-WORKER_SETTINGS = ("disabled", "forwarding", "relay_max_frame_bytes", "buffer_max_points", "ship_interval",
-                   "task_flush_timeout")
+WORKER_SETTINGS = (
+    "disabled",
+    "forwarding",
+    "relay_max_frame_bytes",
+    "buffer_max_points",
+    "ship_interval",
+    "task_flush_timeout",
+)
 
 
 class Step(NamedTuple):
@@ -53,8 +65,17 @@ class Doctor:
         return all(s.status != "FAIL" for s in self.steps)
 
     def run(self, emit: Callable[[str], None] = print) -> bool:
-        for check in (self.configuration, self.source, self.fallback, self.token, self.link, self.store,
-                      self.probe_run, self.artifacts, self.workers):
+        for check in (
+            self.configuration,
+            self.source,
+            self.fallback,
+            self.token,
+            self.link,
+            self.store,
+            self.probe_run,
+            self.artifacts,
+            self.workers,
+        ):
             step = check()
             if step is not None:
                 self.steps.append(step)
@@ -81,24 +102,38 @@ class Doctor:
                 chosen = for_uri(cfg.tracking_uri)
                 self.tracking_uri, self.auth = chosen.uri, chosen.auth
                 kind = "an AML store" if chosen.auth else "not an AML store"
-                return Step("source", "PASS", f"tracking URI {chosen.uri} ({kind}; won as tracking_uri from "
-                                              f"{cfg.sources.get('tracking_uri')})")
+                return Step(
+                    "source",
+                    "PASS",
+                    f"tracking URI {chosen.uri} ({kind}; won as tracking_uri from {cfg.sources.get('tracking_uri')})",
+                )
             self.found_source = find_source(cfg, use_profiles=True)
         except AzureLinkError as exc:
             return Step("source", "FAIL", str(exc))
-        platform = f", over the platform default {cfg.tracking_uri!r} ({cfg.sources['tracking_uri']})" \
-            if cfg.tracking_uri else ""
+        platform = (
+            f", over the platform default {cfg.tracking_uri!r} ({cfg.sources['tracking_uri']})"
+            if cfg.tracking_uri
+            else ""
+        )
         if self.found_source is None and cfg.tracking_uri:
             self.tracking_uri = cfg.tracking_uri
-            return Step("source", "WARN", f"runs go to Databricks-managed MLflow: {cfg.sources['tracking_uri']} "
-                                          "and no Azure ML link is configured",
-                        "to log to AML: spark-tracking install --set aml_workspace_id=<ARM id> (or link the "
-                        "Databricks workspace to an AML workspace in the Azure portal)")
+            return Step(
+                "source",
+                "WARN",
+                f"runs go to Databricks-managed MLflow: {cfg.sources['tracking_uri']} "
+                "and no Azure ML link is configured",
+                "to log to AML: spark-tracking install --set aml_workspace_id=<ARM id> (or link the "
+                "Databricks workspace to an AML workspace in the Azure portal)",
+            )
         if self.found_source is None:
             self.tracking_uri = cfg.embedded_store_uri
-            return Step("source", "WARN", f"no AML workspace is named; using the embedded store {self.tracking_uri}",
-                        "to log to AML: 'spark-tracking link --workspace-id <ARM id>', or "
-                        "SPARK_TRACKING_AML_WORKSPACE_ID, or the workspace's config.json")
+            return Step(
+                "source",
+                "WARN",
+                f"no AML workspace is named; using the embedded store {self.tracking_uri}",
+                "to log to AML: 'spark-tracking link --workspace-id <ARM id>', or "
+                "SPARK_TRACKING_AML_WORKSPACE_ID, or the workspace's config.json",
+            )
         self.auth = AUTH_NAME
         return Step("source", "PASS", f"AML workspace named by {self.found_source.description}{platform}")
 
@@ -109,9 +144,13 @@ class Doctor:
         if record is None:
             return None
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.get("time", 0)))
-        return Step("fallback", "WARN", f"a session at {when} could not use the Azure ML link "
-                                        f"({record.get('error')}) and logged to {record.get('store')} instead",
-                    f"fix the link (the steps below), then: spark-tracking move-runs --from {record.get('store')}")
+        return Step(
+            "fallback",
+            "WARN",
+            f"a session at {when} could not use the Azure ML link "
+            f"({record.get('error')}) and logged to {record.get('store')} instead",
+            f"fix the link (the steps below), then: spark-tracking move-runs --from {record.get('store')}",
+        )
 
     def token(self) -> Step | None:
         if self.auth is None:
@@ -124,8 +163,11 @@ class Doctor:
         except AzureLinkError as exc:
             return Step("token", "FAIL", str(exc).split("\n")[0], "\n".join(str(exc).split("\n")[1:]))
         minutes = (self.provider.expires_on() - self.clock()) / 60
-        return Step("token", "PASS", f"token for {self.provider.scope} ({describe_identity(token)}; "
-                                     f"valid {minutes:.0f} more minutes)")
+        return Step(
+            "token",
+            "PASS",
+            f"token for {self.provider.scope} ({describe_identity(token)}; valid {minutes:.0f} more minutes)",
+        )
 
     def link(self) -> Step | None:
         from .link import resolve
@@ -143,8 +185,12 @@ class Doctor:
             head, _, fix = message.partition(". ")
             return Step("link", "FAIL", head, fix)
         self.tracking_uri = found.tracking_uri
-        return Step("link", "PASS", f"AML workspace {found.workspace_id} in {found.region or '?'} ({found.cloud}); "
-                                    f"tracking URI {found.tracking_uri}")
+        return Step(
+            "link",
+            "PASS",
+            f"AML workspace {found.workspace_id} in {found.region or '?'} ({found.cloud}); "
+            f"tracking URI {found.tracking_uri}",
+        )
 
     def _client(self):
         from mlflow.tracking import MlflowClient
@@ -172,34 +218,50 @@ class Doctor:
             client = self._client()
             try:
                 experiment = client.get_experiment_by_name("spark-tracking-doctor")
-                experiment_id = (experiment.experiment_id if experiment is not None
-                                 else client.create_experiment("spark-tracking-doctor"))
+                experiment_id = (
+                    experiment.experiment_id
+                    if experiment is not None
+                    else client.create_experiment("spark-tracking-doctor")
+                )
                 run = client.create_run(experiment_id, run_name="doctor probe")
                 client.log_metric(run.info.run_id, "probe", 1.0)
                 client.delete_run(run.info.run_id)
             except Exception as exc:  # noqa: BLE001
-                return Step("probe run", "FAIL", f"creating, writing or deleting a run failed: {_short(exc)}",
-                            _store_fix(exc))
-        return Step("probe run", "PASS", f"created, wrote and deleted run {run.info.run_id} in experiment "
-                                         "'spark-tracking-doctor'")
+                return Step(
+                    "probe run", "FAIL", f"creating, writing or deleting a run failed: {_short(exc)}", _store_fix(exc)
+                )
+        return Step(
+            "probe run",
+            "PASS",
+            f"created, wrote and deleted run {run.info.run_id} in experiment 'spark-tracking-doctor'",
+        )
 
     def artifacts(self) -> Step | None:
         if self.auth is None:
             return None
+        from .._compat.mlflow import installed_version
         from .store import azureml_mlflow_installed
 
-        from .._compat.mlflow import installed_version
-
-        models = ("" if installed_version() < (2, 17) else
-                  f"; log_model of MLflow {'.'.join(map(str, installed_version()))} needs the logged-models API, "
-                  "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)")
+        models = (
+            ""
+            if installed_version() < (2, 17)
+            else f"; log_model of MLflow {'.'.join(map(str, installed_version()))} needs the logged-models API, "
+            "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)"
+        )
         if azureml_mlflow_installed():
-            return Step("artifacts", "PASS" if not models else "WARN",
-                        "azureml-mlflow is installed: sessions use its azureml:// store and artifacts go to the "
-                        f"workspace's storage{models}")
-        return Step("artifacts", "WARN", "metrics, params and tags work; artifacts (log_artifact, log_row, "
-                                         f"log_image, models) need azureml-mlflow{models}",
-                    "pip install 'spark-tracking[azureml]' (or add azureml-mlflow to the cluster libraries)")
+            return Step(
+                "artifacts",
+                "PASS" if not models else "WARN",
+                "azureml-mlflow is installed: sessions use its azureml:// store and artifacts go to the "
+                f"workspace's storage{models}",
+            )
+        return Step(
+            "artifacts",
+            "WARN",
+            "metrics, params and tags work; artifacts (log_artifact, log_row, "
+            f"log_image, models) need azureml-mlflow{models}",
+            "pip install 'spark-tracking[azureml]' (or add azureml-mlflow to the cluster libraries)",
+        )
 
     def workers(self) -> Step | None:
         spark = self.spark
@@ -212,10 +274,13 @@ class Doctor:
             return Step("workers", "FAIL", f"a Spark job failed: {_short(exc)}", "check the cluster's Spark logs")
         differing = sorted({k for view in seen for k in WORKER_SETTINGS if view.get(k) != driver[k]})
         if differing:
-            return Step("workers", "FAIL", f"workers resolve {', '.join(differing)} differently from the driver: "
-                                           f"{seen[0]} vs {driver}",
-                        "set spark_tracking settings as cluster environment variables or in the config file "
-                        "written by the init script, not in one notebook's environment")
+            return Step(
+                "workers",
+                "FAIL",
+                f"workers resolve {', '.join(differing)} differently from the driver: {seen[0]} vs {driver}",
+                "set spark_tracking settings as cluster environment variables or in the config file "
+                "written by the init script, not in one notebook's environment",
+            )
         return Step("workers", "PASS", f"{len(seen)} Spark tasks resolve the same configuration")
 
 
@@ -254,8 +319,10 @@ def _short(exc: BaseException) -> str:
 def _store_fix(exc: BaseException) -> str:
     text = str(exc)
     if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
-        return ("grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "
-                "it needs Microsoft.MachineLearningServices/workspaces/experiments/* and workspaces/jobs/* actions")
+        return (
+            "grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "
+            "it needs Microsoft.MachineLearningServices/workspaces/experiments/* and workspaces/jobs/* actions"
+        )
     if "401" in text or "Unauthorized" in text:
         return "the token was refused: check AZURE_TENANT_ID is the workspace's tenant and azure_cloud its cloud"
     return "check the network path to the tracking URI (proxy, private endpoint, firewall)"

@@ -28,7 +28,8 @@ from . import AML_CONFIG_KEYS, AzureLinkError
 
 TYPE_CHECKING = False  # the type checker's view only: ``typing`` costs every process start
 if TYPE_CHECKING:
-    from typing import Any, Mapping
+    from collections.abc import Mapping
+    from typing import Any
 
 # This module runs in the startup hook of every process (configure() asks find_source whether
 # any source names a workspace): what only a found source needs is imported when it is found,
@@ -103,8 +104,14 @@ class Source(_Record):
     description: str
 
 
-def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | None = None,
-                spark_conf: Mapping[str, str] | None = None, use_profiles: bool = False) -> Source | None:
+def find_source(
+    cfg,
+    *,
+    cwd: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    spark_conf: Mapping[str, str] | None = None,
+    use_profiles: bool = False,
+) -> Source | None:
     """The first source that names a workspace, or None. Cheap: files and variables only
     (``use_profiles`` also reads the databricks-sdk profile file; the link command does).
 
@@ -113,15 +120,18 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
     cluster tags are read when it is resolved, at MLflow's first request. So "follow the
     workspace's link" never ends in the local embedded store only because Spark was not up."""
     environ = os.environ if environ is None else environ
-    named = any(getattr(cfg, k) for k in ("aml_workspace_id", "subscription_id", "resource_group",
-                                          "workspace_name", "databricks_resource_id"))
+    named = any(
+        getattr(cfg, k)
+        for k in ("aml_workspace_id", "subscription_id", "resource_group", "workspace_name", "databricks_resource_id")
+    )
     config_path = None if named else find_aml_config(cwd)
     if not (named or config_path or environ.get(DATABRICKS_SDK_ENV) or use_profiles):
         conf = spark_conf if spark_conf is not None else _spark_conf()
         if not (conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL)):
             if environ.get("DATABRICKS_RUNTIME_VERSION") and _azure_credentials_configured(cfg, environ):
-                return Source("databricks-cluster", None,
-                              "the Databricks workspace's link (cluster tags, read once Spark is up)")
+                return Source(
+                    "databricks-cluster", None, "the Databricks workspace's link (cluster tags, read once Spark is up)"
+                )
             return None  # the common case, at every process start: nothing names a workspace
     return _first_source(cfg, config_path, environ, spark_conf, use_profiles)
 
@@ -129,16 +139,20 @@ def find_source(cfg, *, cwd: str | None = None, environ: Mapping[str, str] | Non
 def _azure_credentials_configured(cfg, environ: Mapping[str, str]) -> bool:
     """An admin gave this machine an Azure identity (spark-tracking install does): then the
     Databricks workspace's own AML link is worth following."""
-    return bool(environ.get("AZURE_CLIENT_ID") or environ.get("AZURE_FEDERATED_TOKEN_FILE")
-                or cfg.sources.get("azure_credential"))
+    return bool(
+        environ.get("AZURE_CLIENT_ID")
+        or environ.get("AZURE_FEDERATED_TOKEN_FILE")
+        or cfg.sources.get("azure_credential")
+    )
 
 
 def _first_source(cfg, config_path, environ, spark_conf, use_profiles) -> Source | None:
     from .resources import DATABRICKS_PROVIDER, WorkspaceRef, parse_workspace_id, read_aml_config
 
     if cfg.aml_workspace_id:
-        return Source("aml", parse_workspace_id(cfg.aml_workspace_id),
-                      f"aml_workspace_id ({cfg.sources.get('aml_workspace_id')})")
+        return Source(
+            "aml", parse_workspace_id(cfg.aml_workspace_id), f"aml_workspace_id ({cfg.sources.get('aml_workspace_id')})"
+        )
     parts = {k: getattr(cfg, k) for k in ("subscription_id", "resource_group", "workspace_name")}
     if any(parts.values()):
         missing = [k for k, v in parts.items() if not v]
@@ -146,24 +160,35 @@ def _first_source(cfg, config_path, environ, spark_conf, use_profiles) -> Source
             given = ", ".join(f"{k} ({cfg.sources.get(k)})" for k, v in parts.items() if v)
             raise AzureLinkError(
                 f"{given} set but {', '.join(missing)} not: set all three (SPARK_TRACKING_SUBSCRIPTION_ID, "
-                f"SPARK_TRACKING_RESOURCE_GROUP, SPARK_TRACKING_WORKSPACE_NAME) or aml_workspace_id")
-        return Source("aml", WorkspaceRef(*parts.values()),
-                      "subscription_id, resource_group, workspace_name "
-                      f"({cfg.sources.get('workspace_name')})")
+                f"SPARK_TRACKING_RESOURCE_GROUP, SPARK_TRACKING_WORKSPACE_NAME) or aml_workspace_id"
+            )
+        return Source(
+            "aml",
+            WorkspaceRef(*parts.values()),
+            f"subscription_id, resource_group, workspace_name ({cfg.sources.get('workspace_name')})",
+        )
     if config_path:
         return Source("aml", read_aml_config(config_path), f"AML config file {config_path}")
     if cfg.databricks_resource_id:
-        return Source("databricks", parse_workspace_id(cfg.databricks_resource_id, DATABRICKS_PROVIDER,
-                                                       "databricks_resource_id"),
-                      f"the Databricks workspace's link (databricks_resource_id, {cfg.sources.get('databricks_resource_id')})")
+        return Source(
+            "databricks",
+            parse_workspace_id(cfg.databricks_resource_id, DATABRICKS_PROVIDER, "databricks_resource_id"),
+            f"the Databricks workspace's link (databricks_resource_id, {cfg.sources.get('databricks_resource_id')})",
+        )
     sdk_id = environ.get(DATABRICKS_SDK_ENV) or (_profile_resource_id(environ) if use_profiles else None)
     if sdk_id:
-        return Source("databricks", parse_workspace_id(sdk_id, DATABRICKS_PROVIDER, DATABRICKS_SDK_ENV),
-                      "the Databricks workspace's link (databricks-sdk configuration)")
+        return Source(
+            "databricks",
+            parse_workspace_id(sdk_id, DATABRICKS_PROVIDER, DATABRICKS_SDK_ENV),
+            "the Databricks workspace's link (databricks-sdk configuration)",
+        )
     conf = spark_conf if spark_conf is not None else _spark_conf()
     if conf.get(_TAG_SUBSCRIPTION) and conf.get(_WORKSPACE_URL):
-        return Source("databricks-url", (conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]),
-                      "the Databricks workspace's link (cluster tags)")
+        return Source(
+            "databricks-url",
+            (conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]),
+            "the Databricks workspace's link (cluster tags)",
+        )
     return None
 
 
@@ -243,7 +268,8 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         raise AzureLinkError(
             "no Azure ML workspace is named: set SPARK_TRACKING_AML_WORKSPACE_ID (or subscription_id, "
             "resource_group, workspace_name), put the workspace's config.json in the working directory, "
-            "or link the Databricks workspace to an AML workspace in the Azure portal")
+            "or link the Databricks workspace to an AML workspace in the Azure portal"
+        )
     try:
         chosen = cloud_named(cfg.azure_cloud)
     except ValueError as exc:
@@ -267,16 +293,29 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         else:
             tags = source.value if source.kind == "databricks-url" else _cluster_tags()
             databricks_id = _find_databricks_id(arm, *tags)
-        resource = arm.get(databricks_id, "Databricks workspace",
-                           "Check databricks_resource_id / DATABRICKS_AZURE_RESOURCE_ID (the 'Resource ID' on "
-                           "the Databricks workspace's Properties page)")
-        ref = parse_workspace_id(aml_link_of_databricks(resource, databricks_id),
-                                 what=f"amlWorkspaceId of Databricks workspace {databricks_id}")
-    workspace = arm.get(ref.id, "Azure ML workspace",
-                        f"Check the workspace id from {source.description}: subscription, resource group and "
-                        f"name must match the workspace's 'Resource ID' in the Azure portal")
-    link = Link(ref.id, tracking_uri_of(workspace, ref, chosen), str(workspace.get("location") or ""),
-                chosen.name, source.description)
+        resource = arm.get(
+            databricks_id,
+            "Databricks workspace",
+            "Check databricks_resource_id / DATABRICKS_AZURE_RESOURCE_ID (the 'Resource ID' on "
+            "the Databricks workspace's Properties page)",
+        )
+        ref = parse_workspace_id(
+            aml_link_of_databricks(resource, databricks_id),
+            what=f"amlWorkspaceId of Databricks workspace {databricks_id}",
+        )
+    workspace = arm.get(
+        ref.id,
+        "Azure ML workspace",
+        f"Check the workspace id from {source.description}: subscription, resource group and "
+        f"name must match the workspace's 'Resource ID' in the Azure portal",
+    )
+    link = Link(
+        ref.id,
+        tracking_uri_of(workspace, ref, chosen),
+        str(workspace.get("location") or ""),
+        chosen.name,
+        source.description,
+    )
     if use_cache:
         _write_cache(cache_path, key, link)
     return link
@@ -288,7 +327,8 @@ def _cluster_tags() -> tuple[str, str]:
         raise AzureLinkError(
             "the Databricks workspace's link is read from the cluster tags of a running Spark session, and "
             "none is running in this process. Fix: set SPARK_TRACKING_DATABRICKS_RESOURCE_ID to the workspace's "
-            "ARM id ('spark-tracking install' does), or start Spark before the first MLflow call")
+            "ARM id ('spark-tracking install' does), or start Spark before the first MLflow call"
+        )
     return conf[_TAG_SUBSCRIPTION], conf[_WORKSPACE_URL]
 
 
@@ -299,7 +339,8 @@ def _find_databricks_id(arm, subscription_id: str, workspace_url: str) -> str:
             return item["id"]
     raise AzureLinkError(
         f"no Databricks workspace with URL {host} is visible in subscription {subscription_id}: grant the "
-        f"credential Reader on the Databricks workspace, or set SPARK_TRACKING_DATABRICKS_RESOURCE_ID")
+        f"credential Reader on the Databricks workspace, or set SPARK_TRACKING_DATABRICKS_RESOURCE_ID"
+    )
 
 
 def _read_cache(path: str) -> dict[str, Any]:

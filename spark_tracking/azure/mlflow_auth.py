@@ -57,7 +57,8 @@ def logged_models_unsupported() -> AmlFeatureMissing:
         "(MLflow >= 2.17 creates a 'logged model' first, an API Azure ML does not have: azure-sdk-for-python#44896). "
         "Fix: log the model with MLflow < 2.17 (e.g. pip install 'mlflow<2.17' in the notebook, as Microsoft's "
         "examples pin 2.16.2), or save it with mlflow.<flavor>.save_model and upload the folder with "
-        "mlflow.log_artifacts (artifacts need azureml-mlflow: pip install 'spark-tracking[azureml]')")
+        "mlflow.log_artifacts (artifacts need azureml-mlflow: pip install 'spark-tracking[azureml]')"
+    )
 
 
 _checked_uris: set[str] = set()
@@ -126,9 +127,16 @@ class _SetTagsAfterCreation:
         try:
             run_id = response.json()["run"]["info"]["run_id"]
             url = response.url.replace(_CREATE_RUN, "/api/2.0/mlflow/runs/log-batch")
-            done = requests.post(url, json={"run_id": run_id, "tags": self.tags}, auth=self.auth,
-                                 **{k: send_kwargs[k] for k in ("verify", "cert", "timeout", "proxies")
-                                    if send_kwargs.get(k) is not None})
+            done = requests.post(
+                url,
+                json={"run_id": run_id, "tags": self.tags},
+                auth=self.auth,
+                **{
+                    k: send_kwargs[k]
+                    for k in ("verify", "cert", "timeout", "proxies")
+                    if send_kwargs.get(k) is not None
+                },
+            )
             if done.status_code != 200:
                 raise RuntimeError(f"HTTP {done.status_code}: {done.text[:200]}")
         except Exception as exc:  # noqa: BLE001 - the run exists; only its source tags are missing

@@ -17,11 +17,18 @@ _PARENT_TAG = "mlflow.parentRunId"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("move-runs", help="copy runs from the embedded store to the configured store",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "move-runs",
+        help="copy runs from the embedded store to the configured store",
+        description=__doc__.split("\n\n")[0],
+    )
     p.add_argument("--from", dest="source", required=True, help="store to move from (the embedded store's URI)")
-    p.add_argument("--to", dest="target", default=None,
-                   help="store to move to (default: where this session logs: the Azure ML link)")
+    p.add_argument(
+        "--to",
+        dest="target",
+        default=None,
+        help="store to move to (default: where this session logs: the Azure ML link)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -35,8 +42,11 @@ def _run(args) -> int:
         session.configure(strict=True)
         target = mlflow.get_tracking_uri()
     if target == args.source:
-        print(f"error: the target store is the source store ({target}); fix the link first "
-              "(spark-tracking doctor), or pass --to", file=sys.stderr)
+        print(
+            f"error: the target store is the source store ({target}); fix the link first "
+            "(spark-tracking doctor), or pass --to",
+            file=sys.stderr,
+        )
         return 1
     moved, skipped = move_runs(args.source, target)
     print(f"moved {moved} run(s) to {target}; {skipped} had been moved before")
@@ -100,8 +110,9 @@ class _Mover:
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.source.")}
         if _PARENT_TAG in tags:
             tags[_PARENT_TAG] = self.ids.get(tags[_PARENT_TAG], tags[_PARENT_TAG])
-        created = self.target.create_run(self._experiment_id(experiment_name), start_time=run.info.start_time,
-                                         tags=tags, run_name=run.info.run_name)
+        created = self.target.create_run(
+            self._experiment_id(experiment_name), start_time=run.info.start_time, tags=tags, run_name=run.info.run_name
+        )
         new_id = created.info.run_id
         params = [Param(k, v) for k, v in sorted(run.data.params.items())]
         cap = self.limits.max_params_per_run
@@ -109,7 +120,7 @@ class _Mover:
             raise RuntimeError(f"run {run.info.run_id} has {len(params)} params; the target accepts {cap} per run")
         source_tags = [RunTag(k, v) for k, v in run.data.tags.items() if k.startswith("mlflow.source.")]
         for start in range(0, max(len(params), len(source_tags)), 100):  # after creation: AML drops them at it
-            self.target.log_batch(new_id, params=params[start:start + 100], tags=source_tags[start:start + 100])
+            self.target.log_batch(new_id, params=params[start : start + 100], tags=source_tags[start : start + 100])
         for batch in self._metric_batches(run.info.run_id, run.data.metrics):
             self.target.log_batch(new_id, metrics=batch)
         with tempfile.TemporaryDirectory() as folder:
@@ -126,7 +137,7 @@ class _Mover:
         for key in sorted(keys):
             history = self.source.get_metric_history(run_id, key)
             for start in range(0, len(history), per_key):
-                chunk = history[start:start + per_key]
+                chunk = history[start : start + per_key]
                 if len(batch) + len(chunk) > 1000 or (start and batch):  # a key's next chunk: next batch
                     yield batch
                     batch = []

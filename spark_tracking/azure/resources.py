@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from . import AML_CONFIG_KEYS, AzureLinkError
@@ -15,7 +16,9 @@ AML_PROVIDER = "Microsoft.MachineLearningServices/workspaces"
 DATABRICKS_PROVIDER = "Microsoft.Databricks/workspaces"
 _ID = re.compile(
     r"^/?subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"(?P<provider>[^/]+/[^/]+)/(?P<name>[^/?#]+)/?$", re.I)
+    r"(?P<provider>[^/]+/[^/]+)/(?P<name>[^/?#]+)/?$",
+    re.I,
+)
 
 
 class WorkspaceRef(NamedTuple):
@@ -28,8 +31,10 @@ class WorkspaceRef(NamedTuple):
 
     @property
     def id(self) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-                f"/providers/{self.provider}/{self.name}")
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/{self.provider}/{self.name}"
+        )
 
 
 def parse_workspace_id(text: str, provider: str = AML_PROVIDER, what: str = "aml_workspace_id") -> WorkspaceRef:
@@ -39,7 +44,8 @@ def parse_workspace_id(text: str, provider: str = AML_PROVIDER, what: str = "aml
         raise AzureLinkError(
             f"{what}={text!r} is not an ARM id of a {provider} resource; expected "
             f"/subscriptions/<subscription id>/resourceGroups/<group>/providers/{provider}/<name> "
-            f"(the 'Resource ID' on the resource's Properties page in the Azure portal)")
+            f"(the 'Resource ID' on the resource's Properties page in the Azure portal)"
+        )
     return WorkspaceRef(match["sub"], match["rg"], match["name"], provider)
 
 
@@ -57,7 +63,8 @@ def read_aml_config(path: str) -> WorkspaceRef:
     if missing:
         raise AzureLinkError(
             f"AML config file {path} lacks {', '.join(missing)}; download it again from the AML "
-            f"workspace's overview page in the Azure portal ('Download config.json')")
+            f"workspace's overview page in the Azure portal ('Download config.json')"
+        )
     return WorkspaceRef(*(str(data[k]).strip() for k in AML_CONFIG_KEYS))
 
 
@@ -69,7 +76,8 @@ def aml_link_of_databricks(resource: Mapping[str, Any], databricks_id: str) -> s
             f"Databricks workspace {databricks_id} has no linked Azure ML workspace "
             f"(properties.parameters.amlWorkspaceId is empty). Link one on the Databricks workspace's "
             f"overview page in the Azure portal ('Link Azure ML workspace'), or name the workspace "
-            f"with SPARK_TRACKING_AML_WORKSPACE_ID or 'spark-tracking link --workspace-id ID'")
+            f"with SPARK_TRACKING_AML_WORKSPACE_ID or 'spark-tracking link --workspace-id ID'"
+        )
     return str(value)
 
 
@@ -87,7 +95,7 @@ def to_https(uri: str) -> str:
         raise AzureLinkError(f"{uri!r} is not an AML tracking URI (azureml://<region>.api.azureml.ms/mlflow/...)")
     path = parts.path.rstrip("/")
     if path.lower().startswith(_API_V1):
-        path = _API_V2 + path[len(_API_V1):]
+        path = _API_V2 + path[len(_API_V1) :]
     return urlunsplit(("https", parts.netloc, path, "", ""))
 
 

@@ -32,6 +32,8 @@ def lazy_uri(cache_key: str) -> str:
     import zlib
 
     return f"{LAZY_SCHEME}://link/{zlib.crc32(cache_key.encode()):08x}"
+
+
 #: MLflow's request-auth plugins (``mlflow.request_auth_provider``) exist from MLflow 2.8 (mlflow#10049).
 REQUEST_AUTH_SINCE = (2, 8)
 
@@ -101,7 +103,8 @@ def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
         f"artifacts of Azure ML runs ({artifact_uri}) live behind Azure ML's artifact service, which only "
         "azureml-mlflow speaks. Fix: install it on the cluster (pip install 'spark-tracking[azureml]', or add "
         "azureml-mlflow to the cluster libraries) and restart Python: spark_tracking then routes the session "
-        "through its azureml:// store. Metrics, params and tags work without it")
+        "through its azureml:// store. Metrics, params and tags work without it"
+    )
 
 
 def check_request_auth_supported(version: tuple[int, ...] | None = None) -> None:
@@ -121,7 +124,8 @@ def check_request_auth_supported(version: tuple[int, ...] | None = None) -> None
             "spark_tracking cannot sign requests to Azure ML with it; it does not put the token in a request-header "
             "plugin instead, because MLflow does not tell those which server a request goes to and the token "
             "would reach every MLflow server this process talks to. Fix: use MLflow >= 2.8 (a Databricks "
-            "Runtime LTS ML 14.3 or later), or install azureml-mlflow, whose azureml:// store signs its own requests")
+            "Runtime LTS ML 14.3 or later), or install azureml-mlflow, whose azureml:// store signs its own requests"
+        )
 
 
 def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = None):

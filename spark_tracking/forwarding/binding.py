@@ -149,8 +149,14 @@ def from_task_context(ctx) -> Binding | None:
 
 def _worker(ctx) -> list:
     rank = ctx.partitionId() if compat.is_barrier(ctx) else None
-    return [ctx.stageId(), ctx.partitionId(), ctx.attemptNumber(), ctx.taskAttemptId(), rank,
-            compat.stage_attempt_number(ctx)]
+    return [
+        ctx.stageId(),
+        ctx.partitionId(),
+        ctx.attemptNumber(),
+        ctx.taskAttemptId(),
+        rank,
+        compat.stage_attempt_number(ctx),
+    ]
 
 
 def _session_binding(ctx) -> Binding | None:
@@ -165,11 +171,17 @@ def _session_binding(ctx) -> Binding | None:
             return None
         with open(found[-1], encoding="utf-8") as fh:
             session = json.load(fh)
-    except Exception:  # noqa: BLE001 - no session file: not bound
+    except Exception:
         logger.debug("spark_tracking: no session file in this task", exc_info=True)
         return None
-    return Binding(session["relay"], session.get("secret") or os.environ.get(protocol.ENV_SECRET, ""),
-                   protocol.SESSION_BINDING, _worker(ctx), True, settings=TaskSettings.resolve())
+    return Binding(
+        session["relay"],
+        session.get("secret") or os.environ.get(protocol.ENV_SECRET, ""),
+        protocol.SESSION_BINDING,
+        _worker(ctx),
+        True,
+        settings=TaskSettings.resolve(),
+    )
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:

@@ -319,8 +319,9 @@ def bind_current_thread() -> bool:
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
     fw = driver.use_forwarder(
         session,
-        lambda: driver.Forwarder(cfg, None, host=_relay_host(cfg, session, limit is not None),
-                                 stages=ConnectStages.watch(session)),
+        lambda: driver.Forwarder(
+            cfg, None, host=_relay_host(cfg, session, limit is not None), stages=ConnectStages.watch(session)
+        ),
     )
     binding = fw.bind_thread()
     if limit is None:

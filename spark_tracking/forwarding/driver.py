@@ -68,7 +68,7 @@ _MAX_TASKS = 65_536  # tasks whose run binding and logged-to runs are remembered
 _MAX_THREADS = 4096  # driver threads whose run stacks are remembered
 
 _lock = threading.RLock()
-_forwarder: "Forwarder | None" = None
+_forwarder: Forwarder | None = None
 
 
 def _config():
@@ -93,8 +93,14 @@ def _clean_metrics(rows) -> tuple[list, int]:
     for row in rows:
         try:
             key, value, ts, step = row
-            if (isinstance(key, str) and isinstance(value, (int, float)) and not isinstance(value, bool)
-                    and type(ts) is int and type(step) is int and key):
+            if (
+                isinstance(key, str)
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and type(ts) is int
+                and type(step) is int
+                and key
+            ):
                 good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
                 continue
         except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
@@ -189,7 +195,8 @@ class Forwarder:
                 "spark_tracking: the relay secret reaches tasks through Spark job properties, which "
                 "Spark writes to its event logs. Give driver and executors SPARK_TRACKING_RELAY_SECRET "
                 "from a secret scope (spark-tracking install does); on local Spark, export it before "
-                "Spark starts (executors inherit the driver's environment).")
+                "Spark starts (executors inherit the driver's environment)."
+            )
         self.sinks: list[tuple[str, Sink]] = []
         self._runs: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> the run its fluent calls log to
         self._logged_to: BoundedDict = BoundedDict(_MAX_TASKS)  # task -> runs it logged to, until done
@@ -197,9 +204,12 @@ class Forwarder:
         self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
         self.stages = stages or SparkStages(sc)  # Spark Connect: connect.ConnectStages
         self._recent: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> binding, least recently bound first
-        host = host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
-        self.relay = Relay(self.secret, self, host, cfg.relay_port, cfg.relay_max_connections,
-                           cfg.relay_max_frame_bytes).start()
+        host = (
+            host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
+        )
+        self.relay = Relay(
+            self.secret, self, host, cfg.relay_port, cfg.relay_max_connections, cfg.relay_max_frame_bytes
+        ).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
         self.run_ops = RunOps(self.resolve, lambda binding: self._parse(binding)[1].client)
         self._publish_session_binding(sc)
@@ -218,8 +228,10 @@ class Forwarder:
         try:
             sc.addFile(path)
         except Exception:
-            logger.warning("spark_tracking: tasks of Spark jobs from threads that never started a "
-                           "run will not find the driver", exc_info=True)
+            logger.warning(
+                "spark_tracking: tasks of Spark jobs from threads that never started a run will not find the driver",
+                exc_info=True,
+            )
 
     # -- binding -----------------------------------------------------------------------------
 
@@ -233,9 +245,17 @@ class Forwarder:
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
         from ..azure.store import limits_for
 
-        sink = Sink(MlflowClient(uri), uri, spool, self.stages.tasks, batch_max_metrics=cfg.batch_max_metrics,
-                    max_values_per_key=limits_for(uri).max_values_per_key, rate_limit=cfg.rate_limit, aggregate=cfg.aggregate,
-                    stages_finished=self.stages.finished)
+        sink = Sink(
+            MlflowClient(uri),
+            uri,
+            spool,
+            self.stages.tasks,
+            batch_max_metrics=cfg.batch_max_metrics,
+            max_values_per_key=limits_for(uri).max_values_per_key,
+            rate_limit=cfg.rate_limit,
+            aggregate=cfg.aggregate,
+            stages_finished=self.stages.finished,
+        )
         self.sinks.append((uri, sink))
         return len(self.sinks) - 1
 
@@ -302,12 +322,16 @@ class Forwarder:
 
             ctx = context.detect()
             experiment_id = mlflow_compat.default_experiment_id()
-            created = sink.client.create_run(experiment_id, run_name=f"spark-tasks {ctx.spark_app_id or ''}".strip(),
-                                             tags=context.context_tags(ctx))
+            created = sink.client.create_run(
+                experiment_id, run_name=f"spark-tasks {ctx.spark_app_id or ''}".strip(), tags=context.context_tags(ctx)
+            )
             run = self._orphan_runs[binding] = created.info.run_id
-            logger.warning("spark_tracking: Spark tasks logged while their driver thread had no active "
-                           "run; created run %s for their points. Wrap the Spark job in "
-                           "`with mlflow.start_run():` to choose the run.", run)
+            logger.warning(
+                "spark_tracking: Spark tasks logged while their driver thread had no active "
+                "run; created run %s for their points. Wrap the Spark job in "
+                "`with mlflow.start_run():` to choose the run.",
+                run,
+            )
         return run
 
     def points(self, binding: str, worker: list, message: dict):
@@ -320,7 +344,9 @@ class Forwarder:
         artifacts, bad_a = _clean_pairs(message.get("a", []))
         if bad_m + bad_p + bad_t + bad_a:
             sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
-            logger.warning("spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a)
+            logger.warning(
+                "spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a
+            )
         with _lock:
             self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
         return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
@@ -423,8 +449,17 @@ def flush(timeout: float | None = 30.0) -> bool:
 def stats() -> dict:
     fw = _forwarder
     if fw is None:
-        return {"relay": None, "received": 0, "sent": 0, "retried": 0, "spooled": 0, "requests": 0,
-                "aggregated": 0, "queued": 0, "dropped": {}}
+        return {
+            "relay": None,
+            "received": 0,
+            "sent": 0,
+            "retried": 0,
+            "spooled": 0,
+            "requests": 0,
+            "aggregated": 0,
+            "queued": 0,
+            "dropped": {},
+        }
     return fw.stats()
 
 
@@ -440,4 +475,3 @@ def shutdown(timeout: float = 30.0) -> bool:
 @atexit.register
 def _flush_at_exit() -> None:
     shutdown(EXIT_TIMEOUT)
-

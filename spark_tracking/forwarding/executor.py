@@ -41,8 +41,8 @@ from ..validation import InvalidInput
 from . import binding as _binding
 from . import protocol
 from .binding import Binding, TaskSettings
-from .shipper import Shipper, _Connection, new_id
-from .shipper import open_connection as _open_connection  # noqa: F401 - task_store's too
+from .shipper import Shipper, new_id
+from .shipper import open_connection as _open_connection
 
 logger = logging.getLogger(__name__)
 

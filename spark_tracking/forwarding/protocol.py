@@ -93,15 +93,35 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 SESSION_BINDING = "*"
 SESSION_FILE_PREFIX = "spark-tracking-session-"
 #: operations tasks request on the driver's store (see above); answered by ``forwarding.run_ops``
-RUN_OPS = frozenset({"get_run", "create_run", "update_run", "store_call", "artifact_chunk", "artifact_commit",
-                     "artifact_list", "artifact_read"})
+RUN_OPS = frozenset(
+    {
+        "get_run",
+        "create_run",
+        "update_run",
+        "store_call",
+        "artifact_chunk",
+        "artifact_commit",
+        "artifact_list",
+        "artifact_read",
+    }
+)
 #: tracking-store methods a task may call through "store_call" (reads and writes a task's
 #: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs)
-STORE_CALLS = frozenset({
-    "create_logged_model", "get_logged_model", "finalize_logged_model", "set_logged_model_tags",
-    "delete_logged_model_tag", "log_logged_model_params", "log_outputs", "log_inputs",
-    "record_logged_model", "get_metric_history", "search_logged_models",
-})
+STORE_CALLS = frozenset(
+    {
+        "create_logged_model",
+        "get_logged_model",
+        "finalize_logged_model",
+        "set_logged_model_tags",
+        "delete_logged_model_tag",
+        "log_logged_model_params",
+        "log_outputs",
+        "log_inputs",
+        "record_logged_model",
+        "get_metric_history",
+        "search_logged_models",
+    }
+)
 
 
 PROP_RELAY = "spark_tracking.relay"
@@ -156,6 +176,7 @@ def check_auth(secret: str, nonce: str, message: dict) -> bool:
 
 
 # -- blocking socket helpers (client side) ----------------------------------------------------
+
 
 def recv_exactly(sock, n: int, before_recv=None) -> bytes:
     """``n`` bytes from ``sock``; ``before_recv()`` (if given) runs before each ``recv`` (it may

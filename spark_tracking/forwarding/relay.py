@@ -72,9 +72,17 @@ def task_key(binding: str, worker: list) -> tuple:
 
 
 class Relay:
-    def __init__(self, secret: str, handler: Handler, host: str = "127.0.0.1", port: int = 0,
-                 max_connections: int = 1024, max_frame_bytes: int = protocol.MAX_FRAME_BYTES,
-                 ack_wait: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        secret: str,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_connections: int = 1024,
+        max_frame_bytes: int = protocol.MAX_FRAME_BYTES,
+        ack_wait: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.secret = secret
         self.handler = handler
         self.host, self.port = host, port
@@ -82,8 +90,15 @@ class Relay:
         self.max_frame_bytes = max_frame_bytes
         self.ack_wait = ack_wait
         self.clock = clock
-        self.counters = {"connections": 0, "refused_connections": 0, "auth_failures": 0,
-                         "protocol_errors": 0, "requests": 0, "repeated_requests": 0, "idle_closed": 0}
+        self.counters = {
+            "connections": 0,
+            "refused_connections": 0,
+            "auth_failures": 0,
+            "protocol_errors": 0,
+            "requests": 0,
+            "repeated_requests": 0,
+            "idle_closed": 0,
+        }
         self.ops: dict[str, Op] = {}
         self.register("points", self._points)
         self.register("resolve", lambda binding, worker, message: ({"run": handler.resolve(binding, worker)}, None))
@@ -124,7 +139,7 @@ class Relay:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> "Relay":
+    def start(self) -> Relay:
         self._thread = threading.Thread(target=self._run, name="spark-tracking-relay", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -136,8 +151,13 @@ class Relay:
         loop = self._loop = asyncio.new_event_loop()
         try:
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve, self.host, self.port, limit=self.max_frame_bytes + 8,
-                                     backlog=min(4096, max(100, self.max_connections)))
+                asyncio.start_server(
+                    self._serve,
+                    self.host,
+                    self.port,
+                    limit=self.max_frame_bytes + 8,
+                    backlog=min(4096, max(100, self.max_connections)),
+                )
             )
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as exc:  # reported to start()
@@ -201,8 +221,10 @@ class Relay:
         if protocol.check_auth(self.secret, nonce, hello):
             return True
         self.counters["auth_failures"] += 1
-        logger.warning("spark_tracking relay: refused a connection from %s without the session secret",
-                       writer.get_extra_info("peername"))
+        logger.warning(
+            "spark_tracking relay: refused a connection from %s without the session secret",
+            writer.get_extra_info("peername"),
+        )
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -286,8 +308,11 @@ class Relay:
         """Live delivery: hold the ack until the store took the content, within what is left
         of the task's ``ack_wait`` budget; a task's "done" spends the rest and ends it."""
         key = task_key(message["b"], _worker(message["w"]))
-        left = self._budgets.pop(key, self.ack_wait) if message.get("op") == "done" else \
-            self._budgets.get(key, self.ack_wait)
+        left = (
+            self._budgets.pop(key, self.ack_wait)
+            if message.get("op") == "done"
+            else self._budgets.get(key, self.ack_wait)
+        )
         if settled is None or left <= 0:
             return
         start = self.clock()
@@ -302,8 +327,10 @@ class Relay:
         binding = message.get("b")
         worker = _worker(message.get("w"))
         if not isinstance(binding, str) or worker is None:
-            return {"error": "request needs a binding string and a worker list "
-                             "[stage, partition, attempt, task_id, rank, stage_attempt]"}, None
+            return {
+                "error": "request needs a binding string and a worker list "
+                "[stage, partition, attempt, task_id, rank, stage_attempt]"
+            }, None
         op = message.get("op")
         fn = self.ops.get(op) if isinstance(op, str) else None
         if fn is None:

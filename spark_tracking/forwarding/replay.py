@@ -17,8 +17,11 @@ import os
 def register(subparsers) -> None:
     p = subparsers.add_parser("replay", help="deliver spooled points to the store")
     p.add_argument("--spool-dir", default=None, help="spool folder (default: <home>/spool)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="store to deliver to (default: the URI recorded in each file, else the configured one)")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="store to deliver to (default: the URI recorded in each file, else the configured one)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -54,8 +57,10 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
             if not (isinstance(exc, (ValueError, KeyError)) or is_invalid_request(exc)):
                 spool.release(claimed)
                 outcome.left = len(files) - n
-                print(f"stopped at {name}: the store did not answer ({type(exc).__name__}: {exc}); "
-                      f"run replay again once it does")
+                print(
+                    f"stopped at {name}: the store did not answer ({type(exc).__name__}: {exc}); "
+                    f"run replay again once it does"
+                )
                 break
             aside = spool.set_aside(claimed, f"{type(exc).__name__}: {exc}")
             outcome.refused += 1
@@ -98,7 +103,10 @@ def _run(args) -> int:
     cfg = Config.resolve()
     spool_dir = args.spool_dir or os.path.join(cfg.home, "spool")
     outcome = replay(spool_dir, args.tracking_uri)
-    refused = (f"; {outcome.refused} refused by the store, kept in {os.path.join(spool_dir, 'refused')}"
-               if outcome.refused else "")
+    refused = (
+        f"; {outcome.refused} refused by the store, kept in {os.path.join(spool_dir, 'refused')}"
+        if outcome.refused
+        else ""
+    )
     print(f"replayed {outcome.delivered} spool file(s) from {spool_dir}{refused}; {outcome.left} left")
     return 0 if outcome.left == 0 and outcome.refused == 0 else 1

@@ -32,12 +32,18 @@ MAX_TASK_ARTIFACT_BYTES = 2 * 1024**3
 PARENT_TAG = "mlflow.parentRunId"
 #: tags a child run takes from its parent: where the code that created it lives (a task would
 #: name the PySpark worker)
-_INHERITED_TAGS = ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
-                   "mlflow.databricks.notebookPath", "mlflow.user")
+_INHERITED_TAGS = (
+    "mlflow.source.name",
+    "mlflow.source.type",
+    "mlflow.source.git.commit",
+    "mlflow.databricks.notebookPath",
+    "mlflow.user",
+)
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 # -- values on the wire ----------------------------------------------------------------------
+
 
 def _message_class(full_name: str):
     from google.protobuf import descriptor_pool
@@ -64,8 +70,11 @@ def encode(value):
         return {"$d": [[encode(k), encode(v)] for k, v in value.items()]}
     if hasattr(value, "to_proto"):
         message = value.to_proto()
-        return {"$e": type(value).__name__, "m": message.DESCRIPTOR.full_name,
-                "p": base64.b64encode(message.SerializeToString()).decode("ascii")}
+        return {
+            "$e": type(value).__name__,
+            "m": message.DESCRIPTOR.full_name,
+            "p": base64.b64encode(message.SerializeToString()).decode("ascii"),
+        }
     if type(value).__name__ == "Model" and hasattr(value, "to_dict"):
         return {"$model": value.to_dict()}
     if isinstance(value, (list, tuple)):
@@ -114,13 +123,19 @@ def decode(value, rewrite=None):
 
 
 def _relative_path(path) -> str:
-    if (not isinstance(path, str) or not path or path.startswith("/") or "\\" in path
-            or any(part in ("", ".", "..") for part in path.split("/"))):
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or "\\" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
         raise ValueError(f"artifact path {path!r} must be a relative path like 'model/MLmodel'")
     return path
 
 
 # -- the handler -----------------------------------------------------------------------------
+
 
 class RunOps:
     """Answers ``RUN_OPS`` for one forwarder. ``resolve(binding, worker)`` gives the run the
@@ -168,9 +183,13 @@ class RunOps:
         if not experiment_id or str(experiment_id) == "0":
             experiment_id = parent.info.experiment_id
         store = mlflow_compat.tracking_store(client)
-        run = store.create_run(str(experiment_id), message.get("u") or parent.info.user_id,
-                               int(message.get("s") or 0) or None,
-                               [RunTag(k, v) for k, v in tags.items()], message.get("n") or None)
+        run = store.create_run(
+            str(experiment_id),
+            message.get("u") or parent.info.user_id,
+            int(message.get("s") or 0) or None,
+            [RunTag(k, v) for k, v in tags.items()],
+            message.get("n") or None,
+        )
         logger.debug("spark_tracking: created run %s for a Spark task (parent %s)", run.info.run_id, parent_id)
         return encode(run)
 
@@ -178,8 +197,9 @@ class RunOps:
         from mlflow.entities import RunStatus
 
         store = mlflow_compat.tracking_store(client)
-        info = store.update_run_info(str(message["r"]), RunStatus.from_string(message["s"]),
-                                     message.get("e"), message.get("n") or None)
+        info = store.update_run_info(
+            str(message["r"]), RunStatus.from_string(message["s"]), message.get("e"), message.get("n") or None
+        )
         return encode(info)
 
     def _store_call(self, client, binding, worker, message):
@@ -205,8 +225,9 @@ class RunOps:
         path = self._upload_path(message.get("u"))
         offset, data = message.get("o"), base64.b64decode(message.get("d") or "")
         if type(offset) is not int or offset < 0 or offset + len(data) > MAX_TASK_ARTIFACT_BYTES:
-            raise ValueError(f"chunk at offset {offset!r} is outside the {MAX_TASK_ARTIFACT_BYTES} bytes "
-                             "a task may send per file")
+            raise ValueError(
+                f"chunk at offset {offset!r} is outside the {MAX_TASK_ARTIFACT_BYTES} bytes a task may send per file"
+            )
         with open(path, "r+b" if os.path.exists(path) else "wb") as fh:
             fh.seek(offset)
             fh.write(data)
@@ -249,8 +270,11 @@ class RunOps:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         path = message.get("p") or None
-        return encode(get_artifact_repository(self._artifact_root(client, message)).list_artifacts(
-            None if path is None else _relative_path(path)))
+        return encode(
+            get_artifact_repository(self._artifact_root(client, message)).list_artifacts(
+                None if path is None else _relative_path(path)
+            )
+        )
 
     def _artifact_read(self, client, binding, worker, message):
         """Part of a file, at most ``chunk_bytes`` from offset "o"; the driver downloads the file

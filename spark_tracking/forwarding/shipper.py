@@ -173,7 +173,9 @@ class RelayTransport:
         """One request on the connection to ``relay`` (opened and authenticated when needed)."""
         conn = self.connections.get((relay, secret))
         if conn is None:
-            conn = self.connections[(relay, secret)] = open_connection(relay, secret, min(timeout, self.connect_timeout))
+            conn = self.connections[(relay, secret)] = open_connection(
+                relay, secret, min(timeout, self.connect_timeout)
+            )
         return conn.request(message, timeout, on_wait)
 
     def close(self) -> None:

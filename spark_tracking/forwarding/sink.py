@@ -47,10 +47,11 @@ logger = logging.getLogger(__name__)
 RUN_POINTS_CAP = 1_000_000  # Databricks-hosted MLflow: metric points per run
 RUN_POINTS_WARNING = 900_000
 
+
 class Submission:
     """What one relay request hands the sink: points of one task, a task end, or a flush."""
 
-    __slots__ = ("kind", "run_id", "worker", "metrics", "params", "tags", "artifacts", "future")
+    __slots__ = ("artifacts", "future", "kind", "metrics", "params", "run_id", "tags", "worker")
 
     def __init__(self, kind: str, run_id=None, worker=None, metrics=(), params=(), tags=(), artifacts=()):
         self.kind = kind  # "points" | "done" | "flush"
@@ -224,8 +225,10 @@ class RestWriter:
         # costs more CPU than the request itself. Non-finite doubles as proto3 JSON spells them.
         body = {
             "run_id": run_id,
-            "metrics": [{"key": k, "value": v if math.isfinite(v) else _NON_FINITE[str(v)],
-                         "timestamp": ts, "step": step} for k, v, ts, step in metrics],
+            "metrics": [
+                {"key": k, "value": v if math.isfinite(v) else _NON_FINITE[str(v)], "timestamp": ts, "step": step}
+                for k, v, ts, step in metrics
+            ],
             "params": [{"key": k, "value": v} for k, v in params],
             "tags": [{"key": k, "value": v} for k, v in tags],
         }
@@ -252,9 +255,13 @@ class ClientWriter:
         from mlflow.entities import Metric, Param, RunTag
 
         try:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
-                                  params=[Param(k, v) for k, v in params], tags=[RunTag(k, v) for k, v in tags],
-                                  synchronous=True)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, v, ts, step) for k, v, ts, step in metrics],
+                params=[Param(k, v) for k, v in params],
+                tags=[RunTag(k, v) for k, v in tags],
+                synchronous=True,
+            )
         except Exception as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}", invalid=is_invalid_request(exc)) from None
 
@@ -278,9 +285,13 @@ def _retry_after(value) -> float | None:
 def is_invalid_request(exc: BaseException) -> bool:
     """True when the store refused the content (4xx semantics), not the transport."""
     code = getattr(exc, "error_code", None)
-    return code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_DOES_NOT_EXIST",
-                    "INVALID_STATE", "RESOURCE_ALREADY_EXISTS")
-
+    return code in (
+        "INVALID_PARAMETER_VALUE",
+        "BAD_REQUEST",
+        "RESOURCE_DOES_NOT_EXIST",
+        "INVALID_STATE",
+        "RESOURCE_ALREADY_EXISTS",
+    )
 
 
 def attempt_of(worker: list) -> tuple:
@@ -293,7 +304,7 @@ class StageState:
     """What the sink keeps per (run, stage): the high-water step per worker series and the
     attempt that owns it, the tasks that ended, the open means and how far means were written."""
 
-    __slots__ = ("high_water", "done", "agg", "mean_through")
+    __slots__ = ("agg", "done", "high_water", "mean_through")
 
     def __init__(self):
         self.high_water: dict[tuple, tuple] = {}  # (worker id, key) -> (attempt, highest step)
@@ -319,12 +330,24 @@ class Sink:
     the ``max_stages`` most recent stages, per-run state for the ``max_runs`` most recent runs.
     """
 
-    def __init__(self, client, tracking_uri: str, spool: Spool, stage_tasks: Callable[[int], int | None],
-                 batch_max_metrics: int = 1000, max_values_per_key: int | None = None,
-                 rate_limit: float = 0.0, aggregate: bool = True, max_attempts: int = 4,
-                 clock=time.monotonic, sleep=time.sleep, linger: float = 0.02,
-                 stages_finished: Callable[[set], set] | None = None, max_stages: int = 1024,
-                 max_runs: int = 1024):
+    def __init__(
+        self,
+        client,
+        tracking_uri: str,
+        spool: Spool,
+        stage_tasks: Callable[[int], int | None],
+        batch_max_metrics: int = 1000,
+        max_values_per_key: int | None = None,
+        rate_limit: float = 0.0,
+        aggregate: bool = True,
+        max_attempts: int = 4,
+        clock=time.monotonic,
+        sleep=time.sleep,
+        linger: float = 0.02,
+        stages_finished: Callable[[set], set] | None = None,
+        max_stages: int = 1024,
+        max_runs: int = 1024,
+    ):
         self.client = client
         self.writer = writer_for(client)
         self.tracking_uri = tracking_uri
@@ -412,13 +435,21 @@ class Sink:
             lost = self.dropped["spool_full"] - before[1]
         store = strip_userinfo(self.tracking_uri)
         if spooled or lost:
-            logger.warning("spark_tracking sink: the store at %s did not take %d values in time; they are in "
-                           "the spool %s: run `spark-tracking replay` once the store answers%s",
-                           store, spooled, self.spool.directory,
-                           f" ({lost} more did not fit: spool_max_bytes, dropped)" if lost else "")
+            logger.warning(
+                "spark_tracking sink: the store at %s did not take %d values in time; they are in "
+                "the spool %s: run `spark-tracking replay` once the store answers%s",
+                store,
+                spooled,
+                self.spool.directory,
+                f" ({lost} more did not fit: spool_max_bytes, dropped)" if lost else "",
+            )
         elif self.spool.files():
-            logger.warning("spark_tracking sink: the store at %s did not take what waits in the spool %s: run "
-                           "`spark-tracking replay` once the store answers", store, self.spool.directory)
+            logger.warning(
+                "spark_tracking sink: the store at %s did not take what waits in the spool %s: run "
+                "`spark-tracking replay` once the store answers",
+                store,
+                self.spool.directory,
+            )
 
     def _spool_submissions(self, subs: list) -> None:
         """Spool submissions as requests, means of open steps included (called with the lock)."""
@@ -431,8 +462,11 @@ class Sink:
                 self._to_spool(request)
             if data["artifacts"]:
                 self.dropped["artifact_failed"] += len(data["artifacts"])
-                logger.warning("spark_tracking sink: %d artifacts of run %s were not stored before exit",
-                               len(data["artifacts"]), run)
+                logger.warning(
+                    "spark_tracking sink: %d artifacts of run %s were not stored before exit",
+                    len(data["artifacts"]),
+                    run,
+                )
         for sub in subs:
             if not sub.future.done():
                 sub.future.set_result(sub.kind != "flush")
@@ -541,9 +575,14 @@ class Sink:
         for key, value in sub.params:
             if key in seen and seen[key] != value:
                 self.dropped["param_conflict"] += 1
-                logger.warning("spark_tracking: param %r of run %s was logged as %r and a task "
-                               "logged %r; MLflow keeps the first value, the second is dropped",
-                               key, run, seen[key], value)
+                logger.warning(
+                    "spark_tracking: param %r of run %s was logged as %r and a task "
+                    "logged %r; MLflow keeps the first value, the second is dropped",
+                    key,
+                    run,
+                    seen[key],
+                    value,
+                )
                 continue
             seen[key] = value
             out["params"][key] = value
@@ -600,9 +639,12 @@ class Sink:
             cost = key_cost.get(key)
             if cost is None:  # the JSON of one metric: key, value, timestamp and step at full length
                 cost = key_cost[key] = len(json.dumps(key)) + 110
-            if (len(current["metrics"]) >= self.batch_max_metrics
-                    or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH or size + cost > budget
-                    or (self.max_values_per_key and per_key[key] >= self.max_values_per_key)):
+            if (
+                len(current["metrics"]) >= self.batch_max_metrics
+                or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH
+                or size + cost > budget
+                or (self.max_values_per_key and per_key[key] >= self.max_values_per_key)
+            ):
                 close()
             current["metrics"].append(list(point))
             per_key[key] += 1
@@ -610,8 +652,11 @@ class Sink:
         for kind, pairs in (("params", data["params"]), ("tags", data["tags"])):
             for key, value in pairs.items():
                 cost = len(json.dumps(key)) + len(json.dumps(value)) + 30
-                if (len(current["params"]) + len(current["tags"]) >= validation.MAX_PARAMS_TAGS_PER_BATCH
-                        or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH or size + cost > budget):
+                if (
+                    len(current["params"]) + len(current["tags"]) >= validation.MAX_PARAMS_TAGS_PER_BATCH
+                    or _entities(current) >= validation.MAX_ENTITIES_PER_BATCH
+                    or size + cost > budget
+                ):
                     close()
                 current[kind].append([key, value])
                 size += cost
@@ -667,8 +712,12 @@ class Sink:
                 if exc.invalid:
                     return self._refused(request, exc)
                 if attempt + 1 == self.max_attempts:
-                    logger.warning("spark_tracking sink: store unreachable after %d attempts (%s); "
-                                   "spooling to %s", self.max_attempts, exc, self.spool.directory)
+                    logger.warning(
+                        "spark_tracking sink: store unreachable after %d attempts (%s); spooling to %s",
+                        self.max_attempts,
+                        exc,
+                        self.spool.directory,
+                    )
                     break
                 self.counters["retried"] += 1
                 wait = exc.retry_after
@@ -690,8 +739,13 @@ class Sink:
         before = self._run_points.get(run, 0)
         after = self._run_points[run] = before + n
         if before < RUN_POINTS_WARNING <= after:
-            logger.warning("spark_tracking: run %s has %d metric points; managed MLflow stores cap a run "
-                           "at %d. Log less often (every k steps) or start a new run.", run, after, RUN_POINTS_CAP)
+            logger.warning(
+                "spark_tracking: run %s has %d metric points; managed MLflow stores cap a run "
+                "at %d. Log less often (every k steps) or start a new run.",
+                run,
+                after,
+                RUN_POINTS_CAP,
+            )
 
     def _refused(self, request: dict, exc: BaseException) -> bool:
         """The store refused a request: the whole run (deleted, unknown), or some entries."""
@@ -699,9 +753,13 @@ class Sink:
             reason = self._run_refusal(request["run_id"])
             if reason is not None:
                 self._refused_runs[request["run_id"]] = reason
-                logger.warning("spark_tracking sink: the store refuses every write to run %s (%s); what tasks "
-                               "log to it is dropped and counted in stats()['dropped']['run_refused']. Log to "
-                               "an active run (restore it, or start a new one).", request["run_id"], reason)
+                logger.warning(
+                    "spark_tracking sink: the store refuses every write to run %s (%s); what tasks "
+                    "log to it is dropped and counted in stats()['dropped']['run_refused']. Log to "
+                    "an active run (restore it, or start a new one).",
+                    request["run_id"],
+                    reason,
+                )
                 return self._drop_for_run(request)
         return self._split_refused(request, exc)
 
@@ -723,13 +781,21 @@ class Sink:
         return False
 
     def _split_refused(self, request: dict, exc: BaseException) -> bool:
-        entries = ([("metrics", m) for m in request["metrics"]] + [("params", p) for p in request["params"]]
-                   + [("tags", t) for t in request["tags"]])
+        entries = (
+            [("metrics", m) for m in request["metrics"]]
+            + [("params", p) for p in request["params"]]
+            + [("tags", t) for t in request["tags"]]
+        )
         if len(entries) <= 1:
             kind = entries[0][0] if entries else "request"
             self.dropped["rejected_by_store"] += 1
-            logger.warning("spark_tracking sink: the store refused %s %r of run %s: %s",
-                           kind[:-1], entries[0][1][0] if entries else "", request["run_id"], exc)
+            logger.warning(
+                "spark_tracking sink: the store refused %s %r of run %s: %s",
+                kind[:-1],
+                entries[0][1][0] if entries else "",
+                request["run_id"],
+                exc,
+            )
             return False
         half = len(entries) // 2
         ok = True
@@ -755,8 +821,9 @@ class Sink:
         n = _entities(request)
         if self.spool.write(record) is None:
             self.dropped["spool_full"] += n
-            logger.warning("spark_tracking sink: spool %s is full (spool_max_bytes); %d values dropped",
-                           self.spool.directory, n)
+            logger.warning(
+                "spark_tracking sink: spool %s is full (spool_max_bytes); %d values dropped", self.spool.directory, n
+            )
         else:
             self.counters["spooled"] += n
         self._spool_retry_at = self.clock() + 5.0

@@ -44,7 +44,7 @@ def _request(op: str, fields: dict, **kwargs):
 
 def _parse(uri: str) -> tuple[str, str, str]:
     """``spark-tracking-artifacts:/runs/<id>/<sub path>`` -> (kind, id, sub path)."""
-    rest = uri[len(ARTIFACT_SCHEME) + 1:].lstrip("/")
+    rest = uri[len(ARTIFACT_SCHEME) + 1 :].lstrip("/")
     kind, _, rest = rest.partition("/")
     target, _, sub = rest.partition("/")
     if kind not in ("runs", "models") or not target:
@@ -71,7 +71,8 @@ class TaskArtifactRepository(ArtifactRepository):
                 f"artifact {local_file!r} is {size} bytes; a Spark task sends at most {limit} bytes "
                 f"({limit / 2**30:g} GiB) per file to the driver. Write larger files to shared storage "
                 f"(a Unity Catalog volume, /dbfs) and log them from the driver with mlflow.log_artifact",
-                error_code="INVALID_PARAMETER_VALUE")
+                error_code="INVALID_PARAMETER_VALUE",
+            )
         upload = uuid.uuid4().hex
         chunk = executor.max_task_artifact_bytes()
         with open(local_file, "rb") as fh:
@@ -83,8 +84,11 @@ class TaskArtifactRepository(ArtifactRepository):
                 _request("artifact_chunk", {"u": upload, "o": offset, "d": base64.b64encode(data).decode("ascii")})
                 offset += len(data)
         # the driver uploads the whole file to the store now: allow it time by size
-        _request("artifact_commit", {"u": upload, "k": self.kind, "i": self.target, "p": destination, "z": size},
-                 timeout=120.0 + size / 2**20)
+        _request(
+            "artifact_commit",
+            {"u": upload, "k": self.kind, "i": self.target, "p": destination, "z": size},
+            timeout=120.0 + size / 2**20,
+        )
 
     def log_artifact(self, local_file, artifact_path=None):
         """Send one file to the driver (see the module docstring)."""
@@ -112,9 +116,19 @@ class TaskArtifactRepository(ArtifactRepository):
         read, offset, chunk = uuid.uuid4().hex, 0, executor.max_task_artifact_bytes()
         with open(local_path, "wb") as fh:
             while True:
-                data = base64.b64decode(_request("artifact_read", {
-                    "u": read, "k": self.kind, "i": self.target, "p": self._destination(None, remote_file_path),
-                    "o": offset, "n": chunk}))
+                data = base64.b64decode(
+                    _request(
+                        "artifact_read",
+                        {
+                            "u": read,
+                            "k": self.kind,
+                            "i": self.target,
+                            "p": self._destination(None, remote_file_path),
+                            "o": offset,
+                            "n": chunk,
+                        },
+                    )
+                )
                 fh.write(data)
                 offset += len(data)
                 if len(data) < chunk:

@@ -56,7 +56,7 @@ from mlflow.store.tracking.abstract_store import AbstractStore
 
 from .._compat import mlflow as mlflow_compat
 from ..context import in_spark_worker
-from . import connect, executor, protocol, run_ops
+from . import connect, executor, protocol, run_ops, shipper
 from .task_artifacts import ARTIFACT_SCHEME
 
 logger = logging.getLogger(__name__)
@@ -137,8 +137,10 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
     if b is None:
         raise DriverUnreachable("this process is not bound to a driver run")
     if b.relay.startswith(connect.DROP):  # Spark Connect with no driver to reach: nobody to ask
-        raise DriverUnreachable("spark_tracking: this Spark Connect task has no driver to reach; its "
-                                "points go to task_drop_dir (docs/connect.md)")
+        raise DriverUnreachable(
+            "spark_tracking: this Spark Connect task has no driver to reach; its "
+            "points go to task_drop_dir (docs/connect.md)"
+        )
     message = {"op": op, "b": b.binding, "w": b.worker, "id": f"{uuid.uuid4().hex}:{op}", **fields}
     key = (os.getpid(), b.relay, b.secret)
     pool = _connections.__dict__
@@ -146,7 +148,7 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
     for attempt in range(attempts):
         conn = pool.get(key)
         if conn is None:
-            conn = pool[key] = executor._open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
+            conn = pool[key] = shipper.open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)
@@ -193,9 +195,15 @@ def _creates_a_run(tags: dict) -> bool:
     args = mlflow_compat.fluent_start_run_arguments()
     if args is None:
         return True
-    return bool(args.get("nested") or args.get("run_name") or args.get("tags") or args.get("description")
-                or args.get("parent_run_id") or args.get("experiment_id") is not None
-                or run_ops.PARENT_TAG in tags)
+    return bool(
+        args.get("nested")
+        or args.get("run_name")
+        or args.get("tags")
+        or args.get("description")
+        or args.get("parent_run_id")
+        or args.get("experiment_id") is not None
+        or run_ops.PARENT_TAG in tags
+    )
 
 
 def _delegating(name):
@@ -208,11 +216,11 @@ def _delegating(name):
 
 def _on_driver(name):
     """A store call answered by the driver's store in a bound task (``protocol.STORE_CALLS``)."""
+
     def method(self, *args, **kwargs):
         if executor.current_binding() is None:
             return getattr(self.delegate, name)(*args, **kwargs)
-        return _request("store_call", {"m": name, "a": run_ops.encode(list(args)),
-                                       "k": run_ops.encode(kwargs)["$d"]})
+        return _request("store_call", {"m": name, "a": run_ops.encode(list(args)), "k": run_ops.encode(kwargs)["$d"]})
 
     method.__name__ = name
     return method
@@ -242,15 +250,26 @@ class TaskStore(AbstractStore):
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
         if executor.current_binding() is None:
             if executor._task_context_cls is not None and executor._task_context_cls._taskContext is not None:
-                _warn_once("unbound", "spark_tracking: this Spark task is not bound to a driver run (no "
-                           "spark_tracking session on the driver); MLflow logs to %s on the executor",
-                           os.environ.get(ENV_DELEGATE) or "MLflow's default store")
+                _warn_once(
+                    "unbound",
+                    "spark_tracking: this Spark task is not bound to a driver run (no "
+                    "spark_tracking session on the driver); MLflow logs to %s on the executor",
+                    os.environ.get(ENV_DELEGATE) or "MLflow's default store",
+                )
             return self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
         tag_map = {t.key: t.value for t in tags or []}
         if not _creates_a_run(tag_map):
             return self._hand_out(experiment_id, start_time)
-        run = _request("create_run", {"x": None if experiment_id is None else str(experiment_id), "u": user_id,
-                                      "s": start_time, "t": sorted(tag_map.items()), "n": run_name})
+        run = _request(
+            "create_run",
+            {
+                "x": None if experiment_id is None else str(experiment_id),
+                "u": user_id,
+                "s": start_time,
+                "t": sorted(tag_map.items()),
+                "n": run_name,
+            },
+        )
         run = _created[run.info.run_id] = mlflow_compat.run_with_inputs(run)
         return run
 
@@ -258,8 +277,12 @@ class TaskStore(AbstractStore):
         try:
             run = _request("get_run", {}, timeout=HANDOUT_TIMEOUT, attempts=1)
         except DriverUnreachable as exc:
-            _warn_once("handout", "%s; this task's points wait in its buffer and spill file and "
-                       "reach the driver's run once the relay answers", exc)
+            _warn_once(
+                "handout",
+                "%s; this task's points wait in its buffer and spill file and "
+                "reach the driver's run once the relay answers",
+                exc,
+            )
             run = _stand_in_run(experiment_id, start_time)
         run = mlflow_compat.run_with_inputs(run)
         _handed_out[run.info.run_id] = run
@@ -341,9 +364,20 @@ class TaskStore(AbstractStore):
         return Experiment(str(experiment_id), "", "", LifecycleStage.ACTIVE)
 
 
-for _name in ("search_experiments", "create_experiment", "delete_experiment", "restore_experiment",
-              "rename_experiment", "set_experiment_tag", "delete_run", "restore_run",
-              "search_runs", "_search_runs", "delete_tag", "get_run_inputs"):
+for _name in (
+    "search_experiments",
+    "create_experiment",
+    "delete_experiment",
+    "restore_experiment",
+    "rename_experiment",
+    "set_experiment_tag",
+    "delete_run",
+    "restore_run",
+    "search_runs",
+    "_search_runs",
+    "delete_tag",
+    "get_run_inputs",
+):
     if hasattr(AbstractStore, _name):
         setattr(TaskStore, _name, _delegating(_name))
 for _name in protocol.STORE_CALLS:

@@ -18,37 +18,65 @@ from .plan import DEFAULT_SCOPE, INIT_SCRIPT_NAME, WHEEL_ENV, PlanError
 def register(subparsers) -> None:
     """Add ``install`` and ``uninstall`` to the ``spark-tracking`` parser."""
     p = subparsers.add_parser(
-        "install", help="install spark_tracking on a Databricks cluster (wheel, init script, settings)",
+        "install",
+        help="install spark_tracking on a Databricks cluster (wheel, init script, settings)",
         description="Upload the wheel and the init script, store the service principal in a secret scope, "
-                    "and add the init script, environment variables and Spark conf to the cluster spec. "
-                    "Idempotent: a second run changes nothing.")
+        "and add the init script, environment variables and Spark conf to the cluster spec. "
+        "Idempotent: a second run changes nothing.",
+    )
     p.add_argument("--cluster-id", help="the cluster to install on")
-    p.add_argument("--target", help="folder for the wheel and init script: /Volumes/<catalog>/<schema>/<volume>/"
-                                     "spark_tracking or /Workspace/Shared/spark_tracking (default: where the "
-                                     "cluster's current install is)")
-    p.add_argument("--wheel", help="the spark_tracking wheel to install (default: build one from this source "
-                                   "checkout)")
-    p.add_argument("--aml-workspace-id", help="ARM id of the Azure ML workspace to log to (= --set aml_workspace_id=...)")
-    p.add_argument("--set", dest="settings", action="append", metavar="NAME=VALUE",
-                   help="a setting for every process of the cluster (env var SPARK_TRACKING_<NAME>); repeatable")
-    p.add_argument("--unset", action="append", metavar="NAME", default=[],
-                   help="remove a setting an earlier install set; repeatable")
-    p.add_argument("--spark-conf", action="append", metavar="NAME=VALUE",
-                   help="a setting as Spark conf spark.sparktracking.<name> (wins over --set in Spark sessions)")
+    p.add_argument(
+        "--target",
+        help="folder for the wheel and init script: /Volumes/<catalog>/<schema>/<volume>/"
+        "spark_tracking or /Workspace/Shared/spark_tracking (default: where the "
+        "cluster's current install is)",
+    )
+    p.add_argument("--wheel", help="the spark_tracking wheel to install (default: build one from this source checkout)")
+    p.add_argument(
+        "--aml-workspace-id", help="ARM id of the Azure ML workspace to log to (= --set aml_workspace_id=...)"
+    )
+    p.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting for every process of the cluster (env var SPARK_TRACKING_<NAME>); repeatable",
+    )
+    p.add_argument(
+        "--unset",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="remove a setting an earlier install set; repeatable",
+    )
+    p.add_argument(
+        "--spark-conf",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a setting as Spark conf spark.sparktracking.<name> (wins over --set in Spark sessions)",
+    )
     p.add_argument("--tenant-id", help="service principal tenant (stored in the secret scope)")
     p.add_argument("--client-id", help="service principal client id; its secret is read from $AZURE_CLIENT_SECRET")
-    p.add_argument("--secret-scope", default=DEFAULT_SCOPE, help=f"secret scope for the service principal "
-                                                                  f"(default: {DEFAULT_SCOPE})")
+    p.add_argument(
+        "--secret-scope",
+        default=DEFAULT_SCOPE,
+        help=f"secret scope for the service principal (default: {DEFAULT_SCOPE})",
+    )
     _common(p)
-    p.add_argument("--print-policy", action="store_true",
-                   help="print the cluster-policy definition and cluster JSON for clusters managed as code, "
-                        "and touch nothing")
+    p.add_argument(
+        "--print-policy",
+        action="store_true",
+        help="print the cluster-policy definition and cluster JSON for clusters managed as code, and touch nothing",
+    )
     p.set_defaults(func=_install)
 
-    u = subparsers.add_parser("uninstall", help="take spark_tracking off a Databricks cluster's spec",
-                              description="Remove the init script, SPARK_TRACKING_* variables, secret references "
-                                          "and spark.sparktracking.* conf from the cluster spec. Uploaded files and "
-                                          "secrets stay (other clusters may use them).")
+    u = subparsers.add_parser(
+        "uninstall",
+        help="take spark_tracking off a Databricks cluster's spec",
+        description="Remove the init script, SPARK_TRACKING_* variables, secret references "
+        "and spark.sparktracking.* conf from the cluster spec. Uploaded files and "
+        "secrets stay (other clusters may use them).",
+    )
     u.add_argument("--cluster-id", required=True, help="the cluster to uninstall from")
     _common(u)
     u.set_defaults(func=_uninstall)
@@ -57,11 +85,17 @@ def register(subparsers) -> None:
 def _common(p) -> None:
     p.add_argument("--profile", help="~/.databrickscfg profile (default: the SDK's usual auth chain)")
     p.add_argument("--dry-run", action="store_true", help="print the exact change and make no change")
-    p.add_argument("--restart", action="store_true",
-                   help="accept a restart of a running cluster, or start a terminated one, to apply the change")
-    p.add_argument("--wait", action="store_true",
-                   help="wait until a PENDING, RESTARTING or RESIZING cluster is RUNNING or TERMINATED (the states "
-                        "in which Databricks accepts a spec change) instead of stopping")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="accept a restart of a running cluster, or start a terminated one, to apply the change",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until a PENDING, RESTARTING or RESIZING cluster is RUNNING or TERMINATED (the states "
+        "in which Databricks accepts a spec change) instead of stopping",
+    )
 
 
 def _fail(message: str) -> int:
@@ -96,7 +130,9 @@ def _wheel(path: str | None) -> tuple[str, bytes]:
     if path:
         name = os.path.basename(path)
         if not (name.startswith("spark_tracking-") and name.endswith(".whl")):
-            raise PlanError(f"--wheel {path!r} is not a spark_tracking wheel (spark_tracking-<version>-py3-none-any.whl).")
+            raise PlanError(
+                f"--wheel {path!r} is not a spark_tracking wheel (spark_tracking-<version>-py3-none-any.whl)."
+            )
         try:
             with open(path, "rb") as fh:
                 return name, fh.read()
@@ -111,16 +147,23 @@ def _wheel(path: str | None) -> tuple[str, bytes]:
     if not os.path.isfile(os.path.join(source, "setup.py")):
         from .._version import __version__
 
-        raise PlanError("no --wheel given and spark_tracking is not a source checkout. Fix: "
-                        f"pip download spark-tracking=={__version__} --no-deps -d . and pass --wheel.")
+        raise PlanError(
+            "no --wheel given and spark_tracking is not a source checkout. Fix: "
+            f"pip download spark-tracking=={__version__} --no-deps -d . and pass --wheel."
+        )
     with tempfile.TemporaryDirectory() as out:
         print(f"building the wheel from {source}", file=sys.stderr)
-        done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                               source, "-w", out], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", source, "-w", out],
+            capture_output=True,
+            text=True,
+        )
         wheels = [f for f in os.listdir(out) if f.endswith(".whl")]
         if done.returncode != 0 or len(wheels) != 1:
-            raise PlanError(f"building the wheel from {source} failed: {done.stderr.strip()[-2000:]}. "
-                            "Fix: pip install wheel setuptools, or build it yourself and pass --wheel.")
+            raise PlanError(
+                f"building the wheel from {source} failed: {done.stderr.strip()[-2000:]}. "
+                "Fix: pip install wheel setuptools, or build it yourself and pass --wheel."
+            )
         with open(os.path.join(out, wheels[0]), "rb") as fh:
             return wheels[0], fh.read()
 
@@ -140,22 +183,34 @@ def _options(args, cluster_spec: dict | None = None):
         if current:
             target_text = os.path.dirname(current)
     if not target_text:
-        raise PlanError("--target is required for a first install: pass /Volumes/<catalog>/<schema>/<volume>/"
-                        "spark_tracking (or /Workspace/Shared/spark_tracking).")
+        raise PlanError(
+            "--target is required for a first install: pass /Volumes/<catalog>/<schema>/<volume>/"
+            "spark_tracking (or /Workspace/Shared/spark_tracking)."
+        )
     target = p.parse_target(target_text)
     secrets = None
     if args.client_id or args.tenant_id:
         secret = os.environ.get("AZURE_CLIENT_SECRET", "")
-        missing = [flag for flag, value in (("--tenant-id", args.tenant_id), ("--client-id", args.client_id)) if not value]
+        missing = [
+            flag for flag, value in (("--tenant-id", args.tenant_id), ("--client-id", args.client_id)) if not value
+        ]
         if missing or not secret:
             what = ", ".join(missing + ([] if secret else ["$AZURE_CLIENT_SECRET"]))
-            raise PlanError(f"a service principal needs --tenant-id, --client-id and $AZURE_CLIENT_SECRET; "
-                            f"missing: {what}. Fix: export AZURE_CLIENT_SECRET=... (read from the environment "
-                            "so it stays out of your shell history) and pass both flags.")
+            raise PlanError(
+                f"a service principal needs --tenant-id, --client-id and $AZURE_CLIENT_SECRET; "
+                f"missing: {what}. Fix: export AZURE_CLIENT_SECRET=... (read from the environment "
+                "so it stays out of your shell history) and pass both flags."
+            )
         secrets = {"AZURE_TENANT_ID": args.tenant_id, "AZURE_CLIENT_ID": args.client_id, "AZURE_CLIENT_SECRET": secret}
-    return p.InstallOptions(target=target, wheel_name="", settings=settings, unset=tuple(args.unset),
-                            spark_conf=spark_conf, secret_scope=args.secret_scope,
-                            service_principal=secrets is not None), secrets
+    return p.InstallOptions(
+        target=target,
+        wheel_name="",
+        settings=settings,
+        unset=tuple(args.unset),
+        spark_conf=spark_conf,
+        secret_scope=args.secret_scope,
+        service_principal=secrets is not None,
+    ), secrets
 
 
 def _install(args) -> int:
@@ -175,9 +230,11 @@ def _guarded(func, args) -> int:
     except PlanError as exc:
         return _fail(str(exc))
     except DatabricksError as exc:
-        return _fail(f"Databricks refused the request: {type(exc).__name__}: {exc}. Fix the cause above "
-                     "(permissions on the cluster, volume or secret scope; the cluster id) and run again; "
-                     "steps already done are skipped.")
+        return _fail(
+            f"Databricks refused the request: {type(exc).__name__}: {exc}. Fix the cause above "
+            "(permissions on the cluster, volume or secret scope; the cluster id) and run again; "
+            "steps already done are skipped."
+        )
 
 
 def _workspace(args):
@@ -186,9 +243,11 @@ def _workspace(args):
     try:
         return Workspace(client(args.profile))
     except ValueError as exc:  # the SDK found no usable credentials
-        raise PlanError(f"cannot authenticate to Databricks ({exc}). Fix: pass --profile <name> from "
-                        "~/.databrickscfg, or set DATABRICKS_HOST and DATABRICKS_TOKEN, or log in with "
-                        "`az login` and set DATABRICKS_HOST.") from None
+        raise PlanError(
+            f"cannot authenticate to Databricks ({exc}). Fix: pass --profile <name> from "
+            "~/.databrickscfg, or set DATABRICKS_HOST and DATABRICKS_TOKEN, or log in with "
+            "`az login` and set DATABRICKS_HOST."
+        ) from None
 
 
 def _do_install(args) -> int:
@@ -282,5 +341,7 @@ def _print_policy(opts) -> None:
     print(json.dumps(p.policy_definition(opts), indent=2, sort_keys=True))
     print("# cluster JSON fields (clusters API, Terraform databricks_cluster, asset bundles)")
     print(json.dumps(p.cluster_fragment(opts), indent=2, sort_keys=True))
-    print(f"# upload the wheel and {INIT_SCRIPT_NAME} to {opts.target.folder} first "
-          "(spark-tracking install --cluster-id <any cluster> does it)")
+    print(
+        f"# upload the wheel and {INIT_SCRIPT_NAME} to {opts.target.folder} first "
+        "(spark-tracking install --cluster-id <any cluster> does it)"
+    )

@@ -6,7 +6,6 @@ cluster finds nothing to do and changes nothing.
 from __future__ import annotations
 
 import secrets as secrets_module
-
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -64,45 +63,64 @@ def _size(data: bytes) -> str:
     return f"{len(data) / 1024:.1f} KiB"
 
 
-def _cluster_steps(ws: Workspace, plan: Plan, state: str, before: dict, after: dict, restart: bool,
-                   files_changed: bool, verb: str) -> None:
+def _cluster_steps(
+    ws: Workspace, plan: Plan, state: str, before: dict, after: dict, restart: bool, files_changed: bool, verb: str
+) -> None:
     mask = p.changed_fields(before, after)
     live = state in _LIVE_STATES
     if state in TRANSITIONAL_STATES and (mask or (files_changed and restart)):
-        plan.blocked = (f"cluster {plan.cluster_id} is {state}: Databricks accepts a spec change or restart only "
-                        f"when a cluster is {' or '.join(EDITABLE_STATES)} (INVALID_STATE otherwise). Fix: run "
-                        f"{verb} again with --wait, which waits until it is, or once it is.")
+        plan.blocked = (
+            f"cluster {plan.cluster_id} is {state}: Databricks accepts a spec change or restart only "
+            f"when a cluster is {' or '.join(EDITABLE_STATES)} (INVALID_STATE otherwise). Fix: run "
+            f"{verb} again with --wait, which waits until it is, or once it is."
+        )
         plan.notes.append(plan.blocked)
     if mask:
         plan.diff = p.render_diff(before, after, f"cluster {plan.cluster_id}")
-        plan.steps.append(Step("cluster", f"update {', '.join(mask)}",
-                               lambda: ws.update_cluster(plan.cluster_id, after, mask)))
+        plan.steps.append(
+            Step("cluster", f"update {', '.join(mask)}", lambda: ws.update_cluster(plan.cluster_id, after, mask))
+        )
         if live and not restart and not plan.blocked:
-            plan.blocked = (f"cluster {plan.cluster_id} is {state}: Databricks restarts a running cluster to "
-                            f"apply a new spec, which interrupts its notebooks and jobs. Fix: run {verb} "
-                            "again with --restart to accept that, or terminate the cluster first.")
+            plan.blocked = (
+                f"cluster {plan.cluster_id} is {state}: Databricks restarts a running cluster to "
+                f"apply a new spec, which interrupts its notebooks and jobs. Fix: run {verb} "
+                "again with --restart to accept that, or terminate the cluster first."
+            )
             plan.notes.append(plan.blocked)
         elif live:
             plan.notes.append("Databricks restarts the running cluster to apply the change")
         elif restart:
-            plan.steps.append(Step("start", f"start cluster {plan.cluster_id}",
-                                   lambda: ws.start_cluster(plan.cluster_id)))
+            plan.steps.append(
+                Step("start", f"start cluster {plan.cluster_id}", lambda: ws.start_cluster(plan.cluster_id))
+            )
         else:
             plan.notes.append(f"the change takes effect when cluster {plan.cluster_id} next starts")
     elif files_changed:
         if restart and live:
-            plan.steps.append(Step("restart", f"restart cluster {plan.cluster_id} to load the new files",
-                                   lambda: ws.restart_cluster(plan.cluster_id)))
+            plan.steps.append(
+                Step(
+                    "restart",
+                    f"restart cluster {plan.cluster_id} to load the new files",
+                    lambda: ws.restart_cluster(plan.cluster_id),
+                )
+            )
         elif restart:
-            plan.steps.append(Step("start", f"start cluster {plan.cluster_id}",
-                                   lambda: ws.start_cluster(plan.cluster_id)))
+            plan.steps.append(
+                Step("start", f"start cluster {plan.cluster_id}", lambda: ws.start_cluster(plan.cluster_id))
+            )
         elif live:
             plan.notes.append(f"the new files load when cluster {plan.cluster_id} restarts (--restart)")
 
 
-def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: dict[str, bytes],
-                 secrets: dict[str, str] | None = None, restart: bool = False,
-                 progress: Callable[[str], Callable[[int, int], None]] | None = None) -> Plan:
+def plan_install(
+    ws: Workspace,
+    cluster_id: str,
+    opts: p.InstallOptions,
+    files: dict[str, bytes],
+    secrets: dict[str, str] | None = None,
+    restart: bool = False,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
+) -> Plan:
     """Read the cluster, the target folder and the secret scope; return the steps of install.
 
     ``files``: name -> bytes to upload into the target folder (the wheel, the init script).
@@ -110,17 +128,19 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
     ``progress(name)`` returns the callback that reports an upload's bytes sent.
     """
     name, state, spec = ws.cluster(cluster_id)
-    plan = Plan(cluster_id, f"cluster {cluster_id} \"{name}\" ({state}) on {ws.host}")
+    plan = Plan(cluster_id, f'cluster {cluster_id} "{name}" ({state}) on {ws.host}')
     target = opts.target
     after = p.apply_install(spec, opts)
     if p.INIT_SCRIPT_NAME in files:
         # standard access mode on DBR 19+ gives init scripts only the DB_* variables: the script
         # carries its own settings (cluster variables that do reach it still win)
-        files = dict(files, **{p.INIT_SCRIPT_NAME: p.bake_init_script(files[p.INIT_SCRIPT_NAME],
-                                                                     after.get("spark_env_vars", {}))})
+        files = dict(
+            files,
+            **{p.INIT_SCRIPT_NAME: p.bake_init_script(files[p.INIT_SCRIPT_NAME], after.get("spark_env_vars", {}))},
+        )
     if not ws.folder_exists(target):
         plan.steps.append(Step("folder", f"create {target.folder}", lambda: ws.create_folder(target)))
-        remote = {n: None for n in files}
+        remote = dict.fromkeys(files)
     else:
         remote = {n: ws.read_file(target, n) for n in files}
     files_changed = False
@@ -129,9 +149,13 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
             plan.notes.append(f"{target.api_path(file_name)} is up to date")
             continue
         files_changed = True
-        plan.steps.append(Step(
-            "upload", f"{target.api_path(file_name)} ({_size(data)})",
-            lambda n=file_name, d=data: ws.write_file(target, n, d, progress(n) if progress else None)))
+        plan.steps.append(
+            Step(
+                "upload",
+                f"{target.api_path(file_name)} ({_size(data)})",
+                lambda n=file_name, d=data: ws.write_file(target, n, d, progress(n) if progress else None),
+            )
+        )
     scope = opts.secret_scope
     scope_exists = ws.scope_exists(scope)
     if not scope_exists:
@@ -140,18 +164,28 @@ def plan_install(ws: Workspace, cluster_id: str, opts: p.InstallOptions, files: 
         key = p.SECRET_KEYS[env_name]
         if scope_exists and ws.secret_equals(scope, key, value):
             continue
-        plan.steps.append(Step("secret", f"{scope}/{key} (for {env_name}; value not shown)",
-                               lambda k=key, v=value: ws.put_secret(scope, k, v)))
+        plan.steps.append(
+            Step(
+                "secret",
+                f"{scope}/{key} (for {env_name}; value not shown)",
+                lambda k=key, v=value: ws.put_secret(scope, k, v),
+            )
+        )
     if not (scope_exists and ws.secret_exists(scope, p.RELAY_SECRET_KEY)):
         # made once and kept: a running cluster holds the value it started with
-        plan.steps.append(Step("secret", f"{scope}/{p.RELAY_SECRET_KEY} (random, for {p.RELAY_SECRET_ENV}; "
-                                         "value not shown)",
-                               lambda: ws.put_secret(scope, p.RELAY_SECRET_KEY, secrets_module.token_hex(32))))
+        plan.steps.append(
+            Step(
+                "secret",
+                f"{scope}/{p.RELAY_SECRET_KEY} (random, for {p.RELAY_SECRET_ENV}; value not shown)",
+                lambda: ws.put_secret(scope, p.RELAY_SECRET_KEY, secrets_module.token_hex(32)),
+            )
+        )
     user = ws.current_user()
     plan.notes.append(
         f"the cluster's {{{{secrets/{scope}/...}}}} references are resolved when it starts, with the permissions of "
         f"its owner or last editor ({'after this install: ' + user if user else 'whoever runs install'}), who "
-        f"needs READ on secret scope {scope}; every user of the cluster can read the resolved values from code")
+        f"needs READ on secret scope {scope}; every user of the cluster can read the resolved values from code"
+    )
     _cluster_steps(ws, plan, state, p.managed(spec), after, restart, files_changed, "install")
     return plan
 
@@ -160,6 +194,6 @@ def plan_uninstall(ws: Workspace, cluster_id: str, restart: bool = False) -> Pla
     """The steps that take spark_tracking off a cluster's spec (files and secrets are kept:
     other clusters may use them)."""
     name, state, spec = ws.cluster(cluster_id)
-    plan = Plan(cluster_id, f"cluster {cluster_id} \"{name}\" ({state}) on {ws.host}")
+    plan = Plan(cluster_id, f'cluster {cluster_id} "{name}" ({state}) on {ws.host}')
     _cluster_steps(ws, plan, state, p.managed(spec), p.apply_uninstall(spec), restart, False, "uninstall")
     return plan

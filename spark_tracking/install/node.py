@@ -169,10 +169,18 @@ def check(environ) -> tuple[list[str], list[str]]:
     if cfg.tracking_uri:
         info.append(f"runs go to {_mask_uri(cfg.tracking_uri)} (from {cfg.sources['tracking_uri']})")
     elif (source := _aml_source(cfg, environ, errors)) is not None:
-        info.append(f"runs go to the Azure ML workspace named by {source.description}; each driver session "
-                    "resolves it through ARM (check with: spark-tracking doctor)")
-        info.append("credentials: " + ("service principal (AZURE_CLIENT_ID from the cluster environment)"
-                                       if present else "the cluster's managed identity or azure-identity defaults"))
+        info.append(
+            f"runs go to the Azure ML workspace named by {source.description}; each driver session "
+            "resolves it through ARM (check with: spark-tracking doctor)"
+        )
+        info.append(
+            "credentials: "
+            + (
+                "service principal (AZURE_CLIENT_ID from the cluster environment)"
+                if present
+                else "the cluster's managed identity or azure-identity defaults"
+            )
+        )
     elif not errors:
         info.append(
             f"WARNING: no central store configured: runs go to the embedded store {cfg.embedded_store_uri} "

@@ -83,7 +83,7 @@ def parse_target(text: str) -> Target:
             raise PlanError(f"--target {text!r} names no volume: use /Volumes/<catalog>/<schema>/<volume>[/folder].")
         return Target("volumes", path)
     if path.startswith("/Workspace/"):
-        path = path[len("/Workspace"):]
+        path = path[len("/Workspace") :]
     if path.startswith(("/Shared/", "/Users/", "/Repos/")) or path == "/Shared":
         return Target("workspace", path)
     raise PlanError(
@@ -120,9 +120,11 @@ def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
         except (TypeError, ValueError) as exc:
             raise PlanError(f"{flag} {name}={value!r} is not a valid {setting.type_name}: {exc}.") from None
         if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]+@", value, re.I):
-            raise PlanError(f"{flag} {name}=...: the value holds credentials (user:password@), which would be "
-                            "visible in the cluster spec. Fix: pass the URI without them; credentials belong "
-                            "in the secret scope (--tenant-id/--client-id) or the store's own auth.")
+            raise PlanError(
+                f"{flag} {name}=...: the value holds credentials (user:password@), which would be "
+                "visible in the cluster spec. Fix: pass the URI without them; credentials belong "
+                "in the secret scope (--tenant-id/--client-id) or the store's own auth."
+            )
         out[name] = value
     return out
 
@@ -196,8 +198,9 @@ def apply_uninstall(spec: dict) -> dict:
     fields = managed(spec)
     fields["init_scripts"] = [s for s in fields.get("init_scripts", []) if not _is_ours(s)]
     fields["spark_env_vars"] = {k: v for k, v in fields.get("spark_env_vars", {}).items() if not _ours_env(k, v)}
-    fields["spark_conf"] = {k: v for k, v in fields.get("spark_conf", {}).items()
-                            if not k.startswith(SPARK_CONF_PREFIX)}
+    fields["spark_conf"] = {
+        k: v for k, v in fields.get("spark_conf", {}).items() if not k.startswith(SPARK_CONF_PREFIX)
+    }
     return _clean(fields)
 
 
@@ -208,8 +211,11 @@ def changed_fields(before: dict, after: dict) -> list[str]:
 
 def render_diff(before: dict, after: dict, label: str) -> str:
     """A unified diff of the managed fields as JSON; empty when nothing changes."""
+
     def lines(fields: dict) -> list[str]:
-        return json.dumps({k: fields[k] for k in MANAGED_FIELDS if k in fields}, indent=2, sort_keys=True).splitlines(True)
+        return json.dumps({k: fields[k] for k in MANAGED_FIELDS if k in fields}, indent=2, sort_keys=True).splitlines(
+            True
+        )
 
     return "".join(difflib.unified_diff(lines(before), lines(after), f"{label} (now)", f"{label} (after)"))
 

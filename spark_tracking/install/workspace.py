@@ -71,8 +71,9 @@ class Workspace:
         resource = UpdateClusterResource.from_dict({k: fields[k] for k in mask if k in fields})
         self._ws.clusters.update(cluster_id, ",".join(mask), cluster=resource)
 
-    def wait_until_editable(self, cluster_id: str, timeout: float = 1200.0, poll: float = 10.0,
-                            clock=None, sleep=None) -> str:
+    def wait_until_editable(
+        self, cluster_id: str, timeout: float = 1200.0, poll: float = 10.0, clock=None, sleep=None
+    ) -> str:
         """Wait until the cluster is RUNNING or TERMINATED (the states in which Databricks accepts a
         spec change) and return its state; TimeoutError after ``timeout`` seconds."""
         import time
@@ -141,8 +142,9 @@ class Workspace:
             return
         if progress:
             progress(0, len(data))
-        self._ws.workspace.import_(path, content=base64.b64encode(data).decode(), format=ImportFormat.AUTO,
-                                   overwrite=True)
+        self._ws.workspace.import_(
+            path, content=base64.b64encode(data).decode(), format=ImportFormat.AUTO, overwrite=True
+        )
         if progress:
             progress(len(data), len(data))
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fakes.azure import FakeAzure
 
 SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"

@@ -89,7 +89,7 @@ app.shell.user_ns["dbutils"] = Dbutils(CommandContext(path, notebook_id))  # onl
 app.start()
 '''
 
-CELL = '''
+CELL = """
 import os, mlflow
 print("at the first cell:", os.environ.get("MLFLOW_EXPERIMENT_NAME"))
 with mlflow.start_run() as run:
@@ -99,7 +99,7 @@ print("RESULT", run.info.run_id, mlflow.get_tracking_uri())
 with mlflow.start_run() as again:
     pass
 print("AGAIN", again.info.experiment_id == run.info.experiment_id)
-'''
+"""
 
 
 @pytest.fixture
@@ -109,9 +109,15 @@ def databricks_kernel(tmp_path, monkeypatch):
     launcher.write_text(LAUNCHER)
     spec = tmp_path / "jupyter" / "kernels" / "databricks-sim"
     spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, str(launcher), NOTEBOOK, NOTEBOOK_ID, "-f", "{connection_file}"],
-        "display_name": "simulated Databricks", "language": "python"}))
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, str(launcher), NOTEBOOK, NOTEBOOK_ID, "-f", "{connection_file}"],
+                "display_name": "simulated Databricks",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")  # the runtime's default
@@ -121,7 +127,8 @@ def databricks_kernel(tmp_path, monkeypatch):
 
 
 def test_a_linked_databricks_notebook_logs_to_aml_with_its_notebook_experiment(
-        azure, principal, workspace, mlflow_server, databricks_kernel, monkeypatch):
+    azure, principal, workspace, mlflow_server, databricks_kernel, monkeypatch
+):
     monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
     NotebookClient(nb, kernel_name=databricks_kernel, timeout=240).execute()

@@ -15,8 +15,9 @@ from spark_tracking.cli import main
 from .conftest import SECRET, arm_calls
 
 
-def test_link_records_the_link_and_later_sessions_use_it_without_arm(azure, principal, workspace, tmp_path,
-                                                                     monkeypatch, capsys):
+def test_link_records_the_link_and_later_sessions_use_it_without_arm(
+    azure, principal, workspace, tmp_path, monkeypatch, capsys
+):
     config_file = tmp_path / "etc" / "config.json"
     assert main(["link", "--workspace-id", workspace, "--config-file", str(config_file)]) == 0
     out = capsys.readouterr().out
@@ -27,8 +28,11 @@ def test_link_records_the_link_and_later_sessions_use_it_without_arm(azure, prin
         f"tracking URI:  {uri}",
         f"recorded in:   {config_file}",
     ]
-    assert json.loads(config_file.read_text()) == {"aml_workspace_id": workspace, "azure_cloud": "AzureCloud",
-                                                   "tracking_uri": uri}
+    assert json.loads(config_file.read_text()) == {
+        "aml_workspace_id": workspace,
+        "azure_cloud": "AzureCloud",
+        "tracking_uri": uri,
+    }
     calls = len(arm_calls(azure))
     cache = tmp_path / "home" / ".spark_tracking" / "aml-link.json"
     for written in (config_file, cache):
@@ -45,7 +49,8 @@ def test_link_records_the_link_and_later_sessions_use_it_without_arm(azure, prin
 def test_link_without_a_source_says_what_to_set(capsys):
     assert main(["link", "--dry-run"]) == 1
     assert capsys.readouterr().err.startswith(
-        "error: no Azure ML workspace is named: set SPARK_TRACKING_AML_WORKSPACE_ID")
+        "error: no Azure ML workspace is named: set SPARK_TRACKING_AML_WORKSPACE_ID"
+    )
 
 
 def _doctor_lines(**settings) -> list[str]:
@@ -62,14 +67,23 @@ def test_doctor_passes_every_step_against_a_working_link(azure, principal, works
     monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
     lines: list[str] = []
     assert doctor(spark, emit=lambda text: lines.extend(text.splitlines())) is True
-    assert _statuses(lines) == ["PASS configuration", "PASS source", "PASS token", "PASS link", "PASS store",
-                                "PASS probe run", "WARN artifacts", "PASS workers"]
+    assert _statuses(lines) == [
+        "PASS configuration",
+        "PASS source",
+        "PASS token",
+        "PASS link",
+        "PASS store",
+        "PASS probe run",
+        "WARN artifacts",
+        "PASS workers",
+    ]
     assert "AZURE_CLIENT_SECRET=***" in lines[0]
-    assert lines[1] == ("[PASS] source: AML workspace named by aml_workspace_id "
-                        "(env SPARK_TRACKING_AML_WORKSPACE_ID)")
+    assert lines[1] == ("[PASS] source: AML workspace named by aml_workspace_id (env SPARK_TRACKING_AML_WORKSPACE_ID)")
     assert f"token for https://management.azure.com/.default (the identity appid={principal.client_id}" in lines[2]
-    assert lines[3] == (f"[PASS] link: AML workspace {workspace} in westeurope (AzureCloud); tracking URI "
-                        f"{azure.aml.url}/mlflow/v2.0{workspace}")
+    assert lines[3] == (
+        f"[PASS] link: AML workspace {workspace} in westeurope (AzureCloud); tracking URI "
+        f"{azure.aml.url}/mlflow/v2.0{workspace}"
+    )
     assert lines[-1] == "[PASS] workers: 2 Spark tasks resolve the same configuration"
     assert SECRET not in "\n".join(lines)
 
@@ -77,20 +91,36 @@ def test_doctor_passes_every_step_against_a_working_link(azure, principal, works
 def test_doctor_names_the_missing_permission_on_the_store(azure, principal, workspace):
     azure.aml_forbidden.add(principal.object_id)
     lines = _doctor_lines(aml_workspace_id=workspace)
-    assert _statuses(lines) == ["PASS configuration", "PASS source", "PASS token", "PASS link", "FAIL store",
-                                "SKIP probe run", "WARN artifacts"]
+    assert _statuses(lines) == [
+        "PASS configuration",
+        "PASS source",
+        "PASS token",
+        "PASS link",
+        "FAIL store",
+        "SKIP probe run",
+        "WARN artifacts",
+    ]
     failed = lines.index(next(line for line in lines if line.startswith("[FAIL] store")))
     assert "PERMISSION_DENIED" in lines[failed]
-    assert lines[failed + 1] == ("       fix: grant the identity the 'AzureML Data Scientist' role (or Contributor) "
-                                 "on the AML workspace: it needs Microsoft.MachineLearningServices/workspaces/"
-                                 "experiments/* and workspaces/jobs/* actions")
+    assert lines[failed + 1] == (
+        "       fix: grant the identity the 'AzureML Data Scientist' role (or Contributor) "
+        "on the AML workspace: it needs Microsoft.MachineLearningServices/workspaces/"
+        "experiments/* and workspaces/jobs/* actions"
+    )
 
 
 def test_doctor_reports_a_credential_failure_with_each_fix(azure, principal, workspace, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "wrong")
     lines = _doctor_lines(aml_workspace_id=workspace, azure_credential="service_principal")
-    assert _statuses(lines) == ["PASS configuration", "PASS source", "FAIL token", "SKIP link", "SKIP store",
-                                "SKIP probe run", "WARN artifacts"]
+    assert _statuses(lines) == [
+        "PASS configuration",
+        "PASS source",
+        "FAIL token",
+        "SKIP link",
+        "SKIP store",
+        "SKIP probe run",
+        "WARN artifacts",
+    ]
     text = "\n".join(lines)
     assert "AADSTS7000215: Invalid client secret provided." in text
     fix = lines.index("       fix: Sources tried (only this one) and how to make each work:")
@@ -100,8 +130,15 @@ def test_doctor_reports_a_credential_failure_with_each_fix(azure, principal, wor
 
 def test_doctor_reports_a_wrong_workspace_with_the_fix(azure, principal, workspace):
     lines = _doctor_lines(aml_workspace_id=workspace + "-typo")
-    assert _statuses(lines) == ["PASS configuration", "PASS source", "PASS token", "FAIL link", "SKIP store",
-                                "SKIP probe run", "WARN artifacts"]
+    assert _statuses(lines) == [
+        "PASS configuration",
+        "PASS source",
+        "PASS token",
+        "FAIL link",
+        "SKIP store",
+        "SKIP probe run",
+        "WARN artifacts",
+    ]
     assert lines[3].startswith(f"[FAIL] link: Azure ML workspace {workspace}-typo was not found (HTTP 404")
     assert lines[4].startswith("       fix: Check the workspace id from aml_workspace_id (argument)")
 
@@ -111,8 +148,9 @@ def test_doctor_without_a_link_points_at_the_embedded_store(capsys):
     assert _statuses(lines) == ["PASS configuration", "WARN source", "PASS store", "PASS probe run"]
 
 
-def test_no_secret_or_token_reaches_logs_output_or_files(azure, principal, workspace, spark, tmp_path, caplog,
-                                                         capsys, monkeypatch):
+def test_no_secret_or_token_reaches_logs_output_or_files(
+    azure, principal, workspace, spark, tmp_path, caplog, capsys, monkeypatch
+):
     import logging
     import os
 
@@ -126,11 +164,18 @@ def test_no_secret_or_token_reaches_logs_output_or_files(azure, principal, works
     assert main(["doctor"]) == 0
     assert main(["link", "--config-file", str(tmp_path / "linked.json")]) == 0
     assert main(["settings", "--resolved"]) == 0
-    written = "".join(open(os.path.join(root, f), errors="replace").read()
-                      for root, _, files in os.walk(tmp_path / "home") for f in files)
+    written = "".join(
+        open(os.path.join(root, f), errors="replace").read()
+        for root, _, files in os.walk(tmp_path / "home")
+        for f in files
+    )
     written += (tmp_path / "linked.json").read_text()
-    seen = {"logs": caplog.text, "output": "".join(capsys.readouterr()), "files": written,
-            "environment": "\n".join(f"{k}={v}" for k, v in os.environ.items() if k != "AZURE_CLIENT_SECRET")}
+    seen = {
+        "logs": caplog.text,
+        "output": "".join(capsys.readouterr()),
+        "files": written,
+        "environment": "\n".join(f"{k}={v}" for k, v in os.environ.items() if k != "AZURE_CLIENT_SECRET"),
+    }
     assert azure.issued
     for where, text in seen.items():
         for secret in [SECRET, *azure.issued]:

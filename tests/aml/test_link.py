@@ -66,14 +66,22 @@ def test_the_databricks_workspace_link(azure, principal, workspace, mlflow_serve
 
 
 def test_the_databricks_workspace_found_from_cluster_tags(azure, principal, workspace):
-    azure.add_databricks_workspace(SUB, "rg-dbx", "other", aml_workspace_id=None, workspace_url="adb-1.1.azuredatabricks.net")
-    azure.add_databricks_workspace(SUB, "rg-dbx", "dbx", aml_workspace_id=workspace,
-                                   workspace_url="adb-2.2.azuredatabricks.net")
-    tags = {"spark.databricks.clusterUsageTags.azureSubscriptionId": SUB,
-            "spark.databricks.workspaceUrl": "adb-2.2.azuredatabricks.net"}
+    azure.add_databricks_workspace(
+        SUB, "rg-dbx", "other", aml_workspace_id=None, workspace_url="adb-1.1.azuredatabricks.net"
+    )
+    azure.add_databricks_workspace(
+        SUB, "rg-dbx", "dbx", aml_workspace_id=workspace, workspace_url="adb-2.2.azuredatabricks.net"
+    )
+    tags = {
+        "spark.databricks.clusterUsageTags.azureSubscriptionId": SUB,
+        "spark.databricks.workspaceUrl": "adb-2.2.azuredatabricks.net",
+    }
     found = link.resolve(Config.resolve(), spark_conf=tags)
     assert (found.workspace_id, found.region, found.source) == (
-        AML_ID, "westeurope", "the Databricks workspace's link (cluster tags)")
+        AML_ID,
+        "westeurope",
+        "the Databricks workspace's link (cluster tags)",
+    )
     assert found.tracking_uri == aml_uri(azure)
 
 
@@ -118,6 +126,7 @@ def test_a_plain_mlflow_server_gets_no_azure_auth(mlflow_server):
 
 # -- errors ------------------------------------------------------------------------------------
 
+
 def resolve_error(**settings) -> str:
     with pytest.raises(AzureLinkError) as info:
         link.resolve(Config.resolve(settings), use_cache=False)
@@ -130,7 +139,8 @@ def test_a_wrong_workspace_id(azure, principal, workspace):
         f"Azure ML workspace {wrong} was not found (HTTP 404 ResourceNotFound: The Resource "
         "'Microsoft.MachineLearningServices/workspaces/ws-typo' was not found.). Check the workspace id from "
         "aml_workspace_id (argument): subscription, resource group and name must match the workspace's "
-        "'Resource ID' in the Azure portal")
+        "'Resource ID' in the Azure portal"
+    )
 
 
 def test_a_malformed_workspace_id():
@@ -138,14 +148,16 @@ def test_a_malformed_workspace_id():
         "aml_workspace_id='ws-ml' is not an ARM id of a Microsoft.MachineLearningServices/workspaces resource; "
         "expected /subscriptions/<subscription id>/resourceGroups/<group>/providers/"
         "Microsoft.MachineLearningServices/workspaces/<name> (the 'Resource ID' on the resource's Properties "
-        "page in the Azure portal)")
+        "page in the Azure portal)"
+    )
 
 
 def test_an_incomplete_set_of_parts():
     assert resolve_error(subscription_id=SUB, workspace_name=NAME) == (
         "subscription_id (argument), workspace_name (argument) set but resource_group not: set all three "
         "(SPARK_TRACKING_SUBSCRIPTION_ID, SPARK_TRACKING_RESOURCE_GROUP, SPARK_TRACKING_WORKSPACE_NAME) or "
-        "aml_workspace_id")
+        "aml_workspace_id"
+    )
 
 
 def test_a_databricks_workspace_without_a_link(azure, principal):
@@ -154,7 +166,8 @@ def test_a_databricks_workspace_without_a_link(azure, principal):
         f"Databricks workspace {DBX_ID} has no linked Azure ML workspace (properties.parameters.amlWorkspaceId "
         "is empty). Link one on the Databricks workspace's overview page in the Azure portal ('Link Azure ML "
         "workspace'), or name the workspace with SPARK_TRACKING_AML_WORKSPACE_ID or 'spark-tracking link "
-        "--workspace-id ID'")
+        "--workspace-id ID'"
+    )
 
 
 def test_no_source_at_all():
@@ -170,20 +183,23 @@ def test_a_principal_without_read_permission(azure, principal, workspace):
         f"AuthorizationFailed: The client '{principal.client_id}' with object id '{principal.object_id}' does not "
         f"have authorization to perform action 'Microsoft.MachineLearningServices/workspaces/read' over scope "
         f"'{workspace}' or the scope is invalid.). Grant it the Reader role on that resource (or a role with "
-        "*/read on it), and check that AZURE_TENANT_ID is the tenant of the subscription")
+        "*/read on it), and check that AZURE_TENANT_ID is the tenant of the subscription"
+    )
 
 
 def test_a_wrong_client_secret_names_every_source_tried_and_the_fix(azure, principal, workspace, monkeypatch):
     monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret")
     message = resolve_error(aml_workspace_id=workspace, azure_credential="service_principal")
-    assert message.startswith("no Azure AD token for https://management.azure.com/.default "
-                              "(azure_credential=service_principal): ")
+    assert message.startswith(
+        "no Azure AD token for https://management.azure.com/.default (azure_credential=service_principal): "
+    )
     assert "AADSTS7000215: Invalid client secret provided." in message
     assert message.endswith(
         "Sources tried (only this one) and how to make each work:\n"
         "  - service principal from the environment: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET "
         "(or AZURE_CLIENT_CERTIFICATE_PATH); on a cluster as environment variables from a secret scope, e.g. "
-        "AZURE_CLIENT_SECRET={{secrets/<scope>/azure-client-secret}} ('spark-tracking install' writes them)")
+        "AZURE_CLIENT_SECRET={{secrets/<scope>/azure-client-secret}} ('spark-tracking install' writes them)"
+    )
     assert "not-the-secret" not in message
 
 
@@ -198,14 +214,19 @@ def test_an_unreachable_arm(azure, principal, workspace, monkeypatch):
 
     closed = f"https://127.0.0.1:{free_port()}"
     message = resolve_error(aml_workspace_id=workspace, azure_arm_endpoint=closed)
-    assert message.startswith(f"Azure Resource Manager at {closed} is unreachable while reading Azure ML "
-                              f"workspace {workspace}: ConnectionError: ")
-    assert message.endswith("Check this machine's network and proxy settings, and that azure_cloud "
-                            "(SPARK_TRACKING_AZURE_CLOUD) names the workspace's cloud")
+    assert message.startswith(
+        f"Azure Resource Manager at {closed} is unreachable while reading Azure ML "
+        f"workspace {workspace}: ConnectionError: "
+    )
+    assert message.endswith(
+        "Check this machine's network and proxy settings, and that azure_cloud "
+        "(SPARK_TRACKING_AZURE_CLOUD) names the workspace's cloud"
+    )
 
 
-def test_a_failed_link_keeps_runs_in_the_embedded_store_and_says_so(azure, principal, workspace, capsys,
-                                                                     monkeypatch, tmp_path):
+def test_a_failed_link_keeps_runs_in_the_embedded_store_and_says_so(
+    azure, principal, workspace, capsys, monkeypatch, tmp_path
+):
     """A wrong client secret: the session neither stops nor scatters runs into MLflow's default
     (./mlflow.db in the working directory); it logs to the embedded store at its known home,
     says so on stderr (the notebook cell's output) and doctor reports it with the fix."""
@@ -215,11 +236,15 @@ def test_a_failed_link_keeps_runs_in_the_embedded_store_and_says_so(azure, princ
     assert spark_tracking.configure() is not None
     assert mlflow.get_tracking_uri() == embedded
     err = capsys.readouterr().err
-    assert "spark_tracking: the Azure ML link failed: no Azure AD token for https://management.azure.com/.default" in err
+    assert (
+        "spark_tracking: the Azure ML link failed: no Azure AD token for https://management.azure.com/.default" in err
+    )
     assert "AADSTS7000215: Invalid client secret provided." in err
-    assert (f"spark_tracking: runs of this session go to the embedded store {embedded} (this machine's disk), not to "
-            f"Azure ML. Fix the link (spark-tracking doctor checks each step), then move them: "
-            f"spark-tracking move-runs --from {embedded}") in err
+    assert (
+        f"spark_tracking: runs of this session go to the embedded store {embedded} (this machine's disk), not to "
+        f"Azure ML. Fix the link (spark-tracking doctor checks each step), then move them: "
+        f"spark-tracking move-runs --from {embedded}"
+    ) in err
     assert "not-the-secret" not in err
     with mlflow.start_run() as run:
         mlflow.log_metric("loss", 0.5)
@@ -239,14 +264,17 @@ def test_the_init_script_check_names_the_link_source_without_network():
 
     info, errors = check({"DATABRICKS_AZURE_RESOURCE_ID": DBX_ID})
     assert errors == []
-    assert info[0] == ("runs go to the Azure ML workspace named by the Databricks workspace's link (databricks-sdk "
-                       "configuration); each driver session resolves it through ARM (check with: spark-tracking doctor)")
+    assert info[0] == (
+        "runs go to the Azure ML workspace named by the Databricks workspace's link (databricks-sdk "
+        "configuration); each driver session resolves it through ARM (check with: spark-tracking doctor)"
+    )
     info, errors = check({"SPARK_TRACKING_AML_WORKSPACE_ID": "ws-ml"})
     assert errors == [
         "aml_workspace_id='ws-ml' is not an ARM id of a Microsoft.MachineLearningServices/workspaces resource; "
         "expected /subscriptions/<subscription id>/resourceGroups/<group>/providers/"
         "Microsoft.MachineLearningServices/workspaces/<name> (the 'Resource ID' on the resource's Properties "
-        "page in the Azure portal)"]
+        "page in the Azure portal)"
+    ]
 
 
 def test_portal_urls_for_each_kind_of_store(sqlite_uri, mlflow_server):
@@ -259,9 +287,11 @@ def test_portal_urls_for_each_kind_of_store(sqlite_uri, mlflow_server):
         assert get_portal_url(run.info.run_id, uri) == f"{base}/#/experiments/{experiment}/runs/{run.info.run_id}"
     wsid = f"?wsid=/subscriptions/{SUB}/resourcegroups/{GROUP}/workspaces/{NAME}"
     assert get_portal_url("r1", f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{AML_ID}") == (
-        "https://ml.azure.com/runs/r1" + wsid)
+        "https://ml.azure.com/runs/r1" + wsid
+    )
     assert get_portal_url("r1", f"https://chinaeast2.api.ml.azure.cn/mlflow/v1.0{AML_ID}") == (
-        "https://studio.ml.azure.cn/runs/r1" + wsid)
+        "https://studio.ml.azure.cn/runs/r1" + wsid
+    )
 
 
 def test_a_service_principal_with_a_certificate(azure, workspace, mlflow_server, tmp_path, monkeypatch):
@@ -279,17 +309,21 @@ def test_a_service_principal_with_a_certificate(azure, workspace, mlflow_server,
     monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
     spark_tracking.configure(strict=True, azure_credential="service_principal")
     logs_a_run_through_aml(azure, mlflow_server, "link-with-certificate")
-    other = rsa.issue_cert("someone-else", key_type=trustme.KeyType.RSA)  # a key Azure AD does not know for this principal
+    other = rsa.issue_cert(
+        "someone-else", key_type=trustme.KeyType.RSA
+    )  # a key Azure AD does not know for this principal
     pem.write_bytes(other.private_key_pem.bytes() + other.cert_chain_pems[0].bytes())
     from spark_tracking.azure import credentials
 
     credentials.reset()
     assert "AADSTS700027: Client assertion contains an invalid signature." in resolve_error(
-        aml_workspace_id=workspace, azure_credential="service_principal")
+        aml_workspace_id=workspace, azure_credential="service_principal"
+    )
     credentials.reset()
     pem.write_bytes(b"not a certificate")
     assert resolve_error(aml_workspace_id=workspace, azure_credential="service_principal").startswith(
-        "no Azure AD token for https://management.azure.com/.default (azure_credential=service_principal): ")
+        "no Azure AD token for https://management.azure.com/.default (azure_credential=service_principal): "
+    )
 
 
 def test_a_token_arm_does_not_accept(tmp_path, mlflow_server, principal, monkeypatch):
@@ -304,6 +338,8 @@ def test_a_token_arm_does_not_accept(tmp_path, mlflow_server, principal, monkeyp
             monkeypatch.setenv(key, value)
         message = resolve_error(aml_workspace_id=rid)
     assert message.startswith(f"ARM did not accept the token of the identity appid={principal.client_id}, ")
-    assert message.endswith(f"reading Azure ML workspace {rid} (HTTP 401 InvalidAuthenticationToken: invalid token: "
-                            "Audience doesn't match). Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the "
-                            "workspace's cloud and AZURE_TENANT_ID the tenant of the subscription")
+    assert message.endswith(
+        f"reading Azure ML workspace {rid} (HTTP 401 InvalidAuthenticationToken: invalid token: "
+        "Audience doesn't match). Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the "
+        "workspace's cloud and AZURE_TENANT_ID the tenant of the subscription"
+    )

@@ -38,6 +38,7 @@ def databricks_driver(monkeypatch):
 
 # -- 1. the runtime's default URI ----------------------------------------------------------------
 
+
 def test_the_runtimes_databricks_uri_does_not_hide_the_aml_link(linked, databricks_driver, capsys):
     cfg = spark_tracking.configure(strict=True)
     assert mlflow.get_tracking_uri() == aml_uri(linked)
@@ -47,7 +48,8 @@ def test_the_runtimes_databricks_uri_does_not_hide_the_aml_link(linked, databric
         f"{aml_uri(linked)} (the Azure ML workspace {AML_ID} named by aml_workspace_id (env "
         "SPARK_TRACKING_AML_WORKSPACE_ID), over 'databricks', the platform default "
         "(MLFLOW_TRACKING_URI set by the Databricks Runtime) (link from the cache in "
-        f"{cfg.home}))")
+        f"{cfg.home}))"
+    )
 
 
 def test_without_a_link_the_runtimes_default_stays_and_says_why(databricks_driver):
@@ -55,13 +57,17 @@ def test_without_a_link_the_runtimes_default_stays_and_says_why(databricks_drive
     assert os.environ["MLFLOW_TRACKING_URI"] == "databricks"
     assert session.current_choice().why == (
         "platform default (MLFLOW_TRACKING_URI set by the Databricks Runtime): Databricks-managed MLflow, "
-        "because no tracking_uri and no Azure ML link is configured")
+        "because no tracking_uri and no Azure ML link is configured"
+    )
     from spark_tracking.azure.doctor import Doctor
 
     step = Doctor(cfg).source()
-    assert (step.status, step.detail) == ("WARN", "runs go to Databricks-managed MLflow: platform default "
-                                                  "(MLFLOW_TRACKING_URI set by the Databricks Runtime) and no Azure "
-                                                  "ML link is configured")
+    assert (step.status, step.detail) == (
+        "WARN",
+        "runs go to Databricks-managed MLflow: platform default "
+        "(MLFLOW_TRACKING_URI set by the Databricks Runtime) and no Azure "
+        "ML link is configured",
+    )
 
 
 def test_a_databricks_uri_the_user_exported_off_databricks_is_the_users_choice(linked, monkeypatch):
@@ -72,6 +78,7 @@ def test_a_databricks_uri_the_user_exported_off_databricks_is_the_users_choice(l
 
 
 # -- 2. AML-safe experiment names ------------------------------------------------------------------
+
 
 def test_a_notebook_path_becomes_its_last_segment_against_aml(linked, monkeypatch, mlflow_server):
     monkeypatch.setenv("SPARK_TRACKING_NOTEBOOK_PATH", "/Users/ana@contoso.com/churn/train")
@@ -86,6 +93,7 @@ def test_a_notebook_path_becomes_its_last_segment_against_aml(linked, monkeypatc
 
 
 # -- 3. artifacts and models without azureml-mlflow --------------------------------------------------
+
 
 class _Echo(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input):
@@ -118,8 +126,9 @@ def test_log_artifact_against_aml_without_azureml_mlflow_names_the_fix(linked, t
 
 def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
     monkeypatch.setattr(store, "azureml_mlflow_installed", lambda: True)
-    found = link.Link(AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud",
-                      "test")
+    found = link.Link(
+        AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud", "test"
+    )
     assert store.for_link(found) == store.Store(f"azureml://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None)
     assert store.for_uri(found.tracking_uri) == store.for_link(found)  # a configured https URI too
     assert store.for_uri("http://127.0.0.1:5000") == store.Store("http://127.0.0.1:5000", None)
@@ -127,19 +136,23 @@ def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
 
 # -- 6. MLflow without request-auth plugins --------------------------------------------------------
 
+
 def test_an_mlflow_without_request_auth_plugins_is_refused_with_the_reason(linked, monkeypatch, capsys):
     from spark_tracking._compat import mlflow as compat
 
     monkeypatch.setattr(compat, "installed_version", lambda: (2, 7, 1))
     spark_tracking.configure()
     err = capsys.readouterr().err
-    assert ("the Azure ML link failed: MLflow 2.7.1 has no request-auth plugins (mlflow.request_auth_provider, "
-            "MLflow >= 2.8)") in err
+    assert (
+        "the Azure ML link failed: MLflow 2.7.1 has no request-auth plugins (mlflow.request_auth_provider, "
+        "MLflow >= 2.8)"
+    ) in err
     assert "MLflow does not tell those which server a request goes to" in err
     assert "MLFLOW_TRACKING_AUTH" not in os.environ
 
 
 # -- 7. the token goes to the linked host only ------------------------------------------------------
+
 
 def test_another_mlflow_server_gets_no_azure_token(linked):
     spark_tracking.configure(strict=True)
@@ -152,6 +165,7 @@ def test_another_mlflow_server_gets_no_azure_token(linked):
 
 
 # -- 10. AML details -----------------------------------------------------------------------------
+
 
 def test_source_tags_are_set_after_aml_dropped_them_at_creation(linked, monkeypatch, mlflow_server):
     monkeypatch.setenv("SPARK_TRACKING_NOTEBOOK_PATH", "/Users/ana@contoso.com/churn/train")
@@ -185,6 +199,7 @@ def test_the_fake_refuses_what_aml_refuses(linked):
 
 # -- 9. interpreter start never waits on the network -----------------------------------------------
 
+
 def test_interpreter_start_reads_files_only_and_mlflows_first_request_resolves_the_link(linked):
     session.configure(strict=True, resolve_link=False)  # what the startup hook does
     assert arm_calls(linked) == [] and linked.tokens_issued == 0
@@ -197,16 +212,22 @@ def test_interpreter_start_reads_files_only_and_mlflows_first_request_resolves_t
     assert len(arm_calls(linked)) == 1
 
 
-def test_a_databricks_driver_follows_the_workspace_link_once_spark_is_up(azure, principal, workspace,
-                                                                        databricks_driver, monkeypatch):
-    azure.add_databricks_workspace(SUB, "rg-dbx", "dbx", aml_workspace_id=workspace,
-                                   workspace_url="adb-1.2.azuredatabricks.net")
+def test_a_databricks_driver_follows_the_workspace_link_once_spark_is_up(
+    azure, principal, workspace, databricks_driver, monkeypatch
+):
+    azure.add_databricks_workspace(
+        SUB, "rg-dbx", "dbx", aml_workspace_id=workspace, workspace_url="adb-1.2.azuredatabricks.net"
+    )
     tags = {}
     monkeypatch.setattr(link, "_spark_conf", lambda: tags)
     session.configure(strict=True, resolve_link=False)  # interpreter start: no Spark session yet
     assert mlflow.get_tracking_uri().startswith(store.LAZY_SCHEME + "://")  # not the local embedded store
-    tags.update({"spark.databricks.clusterUsageTags.azureSubscriptionId": SUB,
-                 "spark.databricks.workspaceUrl": "adb-1.2.azuredatabricks.net"})  # the notebook's Spark is up
+    tags.update(
+        {
+            "spark.databricks.clusterUsageTags.azureSubscriptionId": SUB,
+            "spark.databricks.workspaceUrl": "adb-1.2.azuredatabricks.net",
+        }
+    )  # the notebook's Spark is up
     with mlflow.start_run() as run:
         mlflow.log_metric("m", 1.0)
     assert mlflow.get_tracking_uri() == aml_uri(azure)
@@ -218,8 +239,9 @@ def test_the_hook_in_a_fresh_process_calls_no_azure_endpoint(linked, tmp_path):
     try:
         code = "import os; print(os.environ.get('MLFLOW_TRACKING_URI'))"
         before = list(linked.requests)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ))
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+        )
         assert out.stdout.strip().startswith(store.LAZY_SCHEME + "://link/"), out.stderr
         assert linked.requests == before  # Azure AD, ARM and AML untouched at interpreter start
     finally:

@@ -22,13 +22,15 @@ def _train(rows):
 
 
 @pytest.mark.parametrize("source", ["config.json", "databricks link"])
-def test_a_session_with_only_one_source_logs_through_aml(source, azure, principal, workspace, mlflow_server,
-                                                         spark, tmp_path, monkeypatch):
+def test_a_session_with_only_one_source_logs_through_aml(
+    source, azure, principal, workspace, mlflow_server, spark, tmp_path, monkeypatch
+):
     if source == "config.json":
         write_aml_config(tmp_path)
     else:
-        dbx = azure.add_databricks_workspace("0b1f6471-1bf0-4dda-aec3-111122223333", "rg-dbx", "dbx",
-                                             aml_workspace_id=workspace)
+        dbx = azure.add_databricks_workspace(
+            "0b1f6471-1bf0-4dda-aec3-111122223333", "rg-dbx", "dbx", aml_workspace_id=workspace
+        )
         monkeypatch.setenv("DATABRICKS_AZURE_RESOURCE_ID", dbx)
     spark_tracking.configure(strict=True)
     mlflow.set_experiment(f"notebook via {source}")

@@ -35,9 +35,22 @@ def build_wheel(out_dir: Path) -> Path:
     shutil.copytree(REPO / "spark_tracking", src / "spark_tracking", symlinks=True, ignore=ignore)
     shutil.copytree(REPO / "init_scripts", src / "init_scripts", ignore=ignore)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "-q", str(src), "-w", str(out_dir)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            str(src),
+            "-w",
+            str(out_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if done.returncode != 0:  # offline build: setuptools and `wheel` must be in this environment
         pytest.fail(f"building the wheel failed (pip install setuptools wheel?):\n{done.stderr[-3000:]}")
@@ -79,9 +92,14 @@ class Node:
         self.python = self.python_home / "bin" / "python"
         base = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base, "-m", "venv", "--without-pip", str(self.python_home)], check=True, timeout=60)
-        self.site = Path(subprocess.run(
-            [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True).stdout.strip())
+        self.site = Path(
+            subprocess.run(
+                [str(self.python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
         (self.site / "_databricks_runtime.pth").write_text(f"{runtime_site}\n")
         self.config_file = root / "etc" / "spark_tracking" / "config.json"
         self.log_file = root / "var" / "log" / "spark_tracking" / "init.log"
@@ -89,28 +107,48 @@ class Node:
 
     def base_env(self) -> dict[str, str]:
         """What every process on this node sees: PATH, HOME, the config file of this root."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SPARK_TRACKING_", "MLFLOW_", "AZURE_", "DATABRICKS_", "DB_", "PYTHON", "PYSPARK_", "JPY_"))}
-        env.update(HOME=str(self.home), SPARK_TRACKING_CONFIG_FILE=str(self.config_file),
-                   MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true", SPARK_LOCAL_IP="127.0.0.1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(
+                ("SPARK_TRACKING_", "MLFLOW_", "AZURE_", "DATABRICKS_", "DB_", "PYTHON", "PYSPARK_", "JPY_")
+            )
+        }
+        env.update(
+            HOME=str(self.home),
+            SPARK_TRACKING_CONFIG_FILE=str(self.config_file),
+            MLFLOW_DISABLE_TELEMETRY="true",
+            DO_NOT_TRACK="true",
+            SPARK_LOCAL_IP="127.0.0.1",
+        )
         return env
 
-    def run_init(self, driver: bool = True, script: Path = INIT_SCRIPT, standard_access: bool = False,
-                 **env: str) -> subprocess.CompletedProcess:
+    def run_init(
+        self, driver: bool = True, script: Path = INIT_SCRIPT, standard_access: bool = False, **env: str
+    ) -> subprocess.CompletedProcess:
         """Run the init script as Databricks would, with cluster environment variables ``env``.
 
         ``standard_access``: a standard-access node on DBR 19+, where only the predefined DB_*
         variables reach init scripts (PLATFORM.md): ``env`` is dropped, and the script sees the
         DB_* variables, PATH/HOME/LANG and the test's stand-in for ``/`` (SPARK_TRACKING_INIT_ROOT)."""
         full = self.base_env()
-        predefined = dict(DB_IS_DRIVER="TRUE" if driver else "FALSE", DB_CLUSTER_ID="0123-456789-abcdefgh",
-                          DB_CLUSTER_NAME="sim", DB_IS_JOB_CLUSTER="FALSE", DB_DRIVER_IP="127.0.0.1",
-                          DB_CONTAINER_IP="127.0.0.1", DB_INSTANCE_TYPE="Standard_DS3_v2")
+        predefined = dict(
+            DB_IS_DRIVER="TRUE" if driver else "FALSE",
+            DB_CLUSTER_ID="0123-456789-abcdefgh",
+            DB_CLUSTER_NAME="sim",
+            DB_IS_JOB_CLUSTER="FALSE",
+            DB_DRIVER_IP="127.0.0.1",
+            DB_CONTAINER_IP="127.0.0.1",
+            DB_INSTANCE_TYPE="Standard_DS3_v2",
+        )
         full.update(SPARK_TRACKING_INIT_ROOT=str(self.root), **predefined)
         full.update(env)
         if standard_access:
-            full = {k: v for k, v in full.items()
-                    if k.startswith("DB_") or k in ("PATH", "HOME", "LANG", "SPARK_TRACKING_INIT_ROOT")}
+            full = {
+                k: v
+                for k, v in full.items()
+                if k.startswith("DB_") or k in ("PATH", "HOME", "LANG", "SPARK_TRACKING_INIT_ROOT")
+            }
         return subprocess.run(["bash", str(script)], env=full, capture_output=True, text=True, timeout=300)
 
     def python_run(self, code: str, **env: str) -> subprocess.CompletedProcess:

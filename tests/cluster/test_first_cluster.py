@@ -29,6 +29,7 @@ def _install(wheel, *extra: str) -> list[str]:
 
 # -- 4. standard access mode, DBR 19+ -----------------------------------------------------------------
 
+
 def test_a_standard_access_node_is_configured_from_the_installed_script_alone(fake, wheel, tmp_path, runtime_site):
     central = f"sqlite:///{tmp_path / 'central.db'}"
     assert main(_install(wheel, "--set", f"tracking_uri={central}", "--set", "experiment_name=team")) == 0
@@ -50,10 +51,14 @@ def test_a_standard_access_node_is_configured_from_the_installed_script_alone(fa
     import re
 
     assert re.findall(r"then export (SPARK_TRACKING_\w+)=", script.read_text()) == [
-        "SPARK_TRACKING_EXPERIMENT_NAME", "SPARK_TRACKING_TRACKING_URI", "SPARK_TRACKING_WHEEL"]  # no secret
+        "SPARK_TRACKING_EXPERIMENT_NAME",
+        "SPARK_TRACKING_TRACKING_URI",
+        "SPARK_TRACKING_WHEEL",
+    ]  # no secret
 
 
 # -- 5. the constraints file ------------------------------------------------------------------------
+
 
 def test_a_system_package_with_a_non_pep440_version_does_not_break_the_constraints(tmp_path, wheel):
     runtime = make_runtime(tmp_path / "runtime", leave_out=("azure_identity",))
@@ -76,14 +81,17 @@ def test_a_system_package_with_a_non_pep440_version_does_not_break_the_constrain
 
 # -- 8. the installer on a real workspace --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("state", ["PENDING", "RESTARTING", "RESIZING"])
 def test_a_cluster_changing_state_is_not_edited_and_install_says_so(fake, wheel, capsys, state):
     fake.state.clusters[CLUSTER]["state"] = state
     assert main(_install(wheel)) == 2
     err = capsys.readouterr().err
-    assert (f"cluster {CLUSTER} is {state}: Databricks accepts a spec change or restart only when a cluster is "
-            "RUNNING or TERMINATED (INVALID_STATE otherwise). Fix: run install again with --wait, which waits until "
-            "it is, or once it is.") in err
+    assert (
+        f"cluster {CLUSTER} is {state}: Databricks accepts a spec change or restart only when a cluster is "
+        "RUNNING or TERMINATED (INVALID_STATE otherwise). Fix: run install again with --wait, which waits until "
+        "it is, or once it is."
+    ) in err
     assert not [r for r in fake.mutations() if r.path.startswith("/api/2.1/clusters/")]
 
 
@@ -104,6 +112,8 @@ def test_the_relay_secret_is_checked_by_listing_keys_and_the_resolving_principal
     assert "install: already done, nothing changed" in out
     assert [r.query for r in fake.requests if r.path == "/api/2.0/secrets/list"] == [{"scope": "spark-tracking"}]
     assert not [r for r in fake.requests if r.path == "/api/2.0/secrets/get"]  # no secret value read
-    assert ("note: the cluster's {{secrets/spark-tracking/...}} references are resolved when it starts, with the "
-            "permissions of its owner or last editor (after this install: admin@contoso.com), who needs READ on "
-            "secret scope spark-tracking; every user of the cluster can read the resolved values from code") in out
+    assert (
+        "note: the cluster's {{secrets/spark-tracking/...}} references are resolved when it starts, with the "
+        "permissions of its owner or last editor (after this install: admin@contoso.com), who needs READ on "
+        "secret scope spark-tracking; every user of the cluster can read the resolved values from code"
+    ) in out

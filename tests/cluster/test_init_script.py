@@ -31,15 +31,20 @@ def _central(tmp_path) -> str:
 
 def test_driver_install_configures_every_new_python_process(node: Node, wheel, tmp_path, runtime_site):
     before = node.python_run(VERSIONS)
-    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_TRACKING_URI=_central(tmp_path),
-                        SPARK_TRACKING_EXPERIMENT_NAME="/Shared/team")
+    out = node.run_init(
+        SPARK_TRACKING_WHEEL=str(wheel),
+        SPARK_TRACKING_TRACKING_URI=_central(tmp_path),
+        SPARK_TRACKING_EXPERIMENT_NAME="/Shared/team",
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     log = node.log_file.read_text()
     assert "installed spark-tracking 0.1.0" in log
     assert f"runs go to {_central(tmp_path)} (from env SPARK_TRACKING_TRACKING_URI)" in log
     assert "done: spark-tracking 0.1.0 ready on this driver" in out.stdout
     assert json.loads(node.config_file.read_text()) == {
-        "experiment_name": "/Shared/team", "tracking_uri": _central(tmp_path)}
+        "experiment_name": "/Shared/team",
+        "tracking_uri": _central(tmp_path),
+    }
     # only spark_tracking and its hook landed in the cluster Python; the runtime is untouched
     assert node.own_site_entries() == {"spark_tracking", "spark_tracking-0.1.0.dist-info", "spark_tracking_hook.pth"}
     after = node.python_run(VERSIONS)
@@ -82,8 +87,10 @@ def test_worker_gets_the_hook_and_config_without_the_driver_summary(node: Node, 
 
 
 def test_executor_python_workers_of_the_cluster_python_are_configured(node: Node, wheel, tmp_path):
-    assert node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_TRACKING_URI=_central(tmp_path)).returncode == 0
-    code = f"""
+    assert (
+        node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_TRACKING_URI=_central(tmp_path)).returncode == 0
+    )
+    code = """
 import os
 from pyspark.sql import SparkSession
 spark = (SparkSession.builder.master("local[2]").config("spark.driver.host", "127.0.0.1")
@@ -105,8 +112,13 @@ print(sorted(set((r[1], r[2]) for r in rows)))
 
 
 def test_secrets_never_reach_the_log_the_output_or_any_file(node: Node, wheel):
-    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_AML_WORKSPACE_ID=AML_ID,
-                        AZURE_TENANT_ID="tenant", AZURE_CLIENT_ID="client", AZURE_CLIENT_SECRET=SECRET)
+    out = node.run_init(
+        SPARK_TRACKING_WHEEL=str(wheel),
+        SPARK_TRACKING_AML_WORKSPACE_ID=AML_ID,
+        AZURE_TENANT_ID="tenant",
+        AZURE_CLIENT_ID="client",
+        AZURE_CLIENT_SECRET=SECRET,
+    )
     assert out.returncode == 0, out.stdout
     assert "credentials: service principal" in out.stdout
     assert SECRET not in out.stdout + out.stderr
@@ -127,8 +139,11 @@ def test_missing_wheel_is_reported_and_the_node_starts_unless_strict(node: Node,
 
 @pytest.mark.parametrize("strict", [False, True])
 def test_a_bad_setting_leaves_tracking_off(node: Node, wheel, strict):
-    out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_RELAY_PORT="eighty",
-                        SPARK_TRACKING_STRICT="true" if strict else "")
+    out = node.run_init(
+        SPARK_TRACKING_WHEEL=str(wheel),
+        SPARK_TRACKING_RELAY_PORT="eighty",
+        SPARK_TRACKING_STRICT="true" if strict else "",
+    )
     assert out.returncode == (1 if strict else 0)
     assert "SPARK_TRACKING_RELAY_PORT='eighty' is not a valid int" in out.stdout
     assert "tracking is OFF on this node" in out.stdout or strict
@@ -138,7 +153,10 @@ def test_a_bad_setting_leaves_tracking_off(node: Node, wheel, strict):
 def test_half_a_service_principal_is_a_misconfiguration(node: Node, wheel):
     out = node.run_init(SPARK_TRACKING_WHEEL=str(wheel), AZURE_CLIENT_ID="client", AZURE_CLIENT_SECRET=SECRET)
     assert out.returncode == 0
-    assert "service principal half configured: AZURE_CLIENT_ID, AZURE_CLIENT_SECRET set, AZURE_TENANT_ID missing" in out.stdout
+    assert (
+        "service principal half configured: AZURE_CLIENT_ID, AZURE_CLIENT_SECRET set, AZURE_TENANT_ID missing"
+        in out.stdout
+    )
     assert SECRET not in out.stdout + node.log_file.read_text()
     assert not node.hook_file.exists()
 
@@ -157,8 +175,7 @@ def test_a_runtime_with_mlflow_but_not_mlflow_skinny_keeps_its_mlflow(tmp_path, 
 
 def test_missing_requirements_logic():
     installed = {"mlflow": "2.9.2", "requests": "2.31.0", "pyspark": "3.5.0"}
-    reqs = ["mlflow-skinny>=2.16,<4", "requests>=2.28", "databricks-sdk>=0.30",
-            'pyspark>=3.5; extra == "local"']
+    reqs = ["mlflow-skinny>=2.16,<4", "requests>=2.28", "databricks-sdk>=0.30", 'pyspark>=3.5; extra == "local"']
     missing, warnings = node_helpers.missing_requirements(reqs, installed)
     assert missing == ["databricks-sdk>=0.30"]
     assert len(warnings) == 1 and warnings[0].startswith("mlflow 2.9.2 (from the runtime) is outside")
@@ -189,7 +206,7 @@ def _metadata_only_wheel(folder, name: str, version: str, requires: tuple[str, .
     dist = f"{name.replace('-', '_')}-{version}"
     files = {
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                      + "".join(f"Requires-Dist: {r}\n" for r in requires),
+        + "".join(f"Requires-Dist: {r}\n" for r in requires),
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
@@ -218,9 +235,15 @@ def test_only_what_the_runtime_lacks_is_installed_and_nothing_present_moves(tmp_
     out = sim.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}")
     assert out.returncode == 0, out.stdout + sim.log_file.read_text()
     assert "installing requirements the runtime lacks: azure-identity>=1.16" in out.stdout
-    assert sim.own_site_entries() == {"spark_tracking", "spark_tracking-0.1.0.dist-info", "spark_tracking_hook.pth",
-                                      "azure_identity-1.27.0.dist-info"}
-    again = sim.run_init(SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}")
+    assert sim.own_site_entries() == {
+        "spark_tracking",
+        "spark_tracking-0.1.0.dist-info",
+        "spark_tracking_hook.pth",
+        "azure_identity-1.27.0.dist-info",
+    }
+    again = sim.run_init(
+        SPARK_TRACKING_WHEEL=str(wheel), SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}"
+    )
     assert "every requirement is provided by the runtime" in again.stdout
 
 

@@ -16,8 +16,10 @@ from .conftest import INIT_SCRIPT, Node
 SECRET = "sp-secret-value-never-printed"
 CLUSTER = "0123-456789-abcdefgh"
 TARGET = "/Volumes/main/default/libs/spark_tracking"
-AML_ID = ("/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
-          "Microsoft.MachineLearningServices/workspaces/central")
+AML_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+    "Microsoft.MachineLearningServices/workspaces/central"
+)
 ORIGINAL = {
     "spark_env_vars": {"TEAM": "ml"},
     "init_scripts": [{"workspace": {"destination": "/Shared/other-init.sh"}}],
@@ -37,21 +39,32 @@ def _install(wheel, *extra: str, target: str | None = TARGET) -> list[str]:
 
 
 def _full(wheel) -> list[str]:
-    return _install(wheel, "--aml-workspace-id", AML_ID, "--tenant-id", "tenant-guid", "--client-id", "client-guid",
-                    "--spark-conf", "rate_limit=40")
+    return _install(
+        wheel,
+        "--aml-workspace-id",
+        AML_ID,
+        "--tenant-id",
+        "tenant-guid",
+        "--client-id",
+        "client-guid",
+        "--spark-conf",
+        "rate_limit=40",
+    )
 
 
 def _expected_spec(wheel) -> dict:
     spec = json.loads(json.dumps(ORIGINAL))
     spec["init_scripts"].append({"volumes": {"destination": f"{TARGET}/spark-tracking-init.sh"}})
-    spec["spark_env_vars"].update({
-        "SPARK_TRACKING_WHEEL": f"{TARGET}/{wheel.name}",
-        "SPARK_TRACKING_AML_WORKSPACE_ID": AML_ID,
-        "AZURE_TENANT_ID": "{{secrets/spark-tracking/azure-tenant-id}}",
-        "AZURE_CLIENT_ID": "{{secrets/spark-tracking/azure-client-id}}",
-        "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",
-        "SPARK_TRACKING_RELAY_SECRET": "{{secrets/spark-tracking/relay-secret}}",
-    })
+    spec["spark_env_vars"].update(
+        {
+            "SPARK_TRACKING_WHEEL": f"{TARGET}/{wheel.name}",
+            "SPARK_TRACKING_AML_WORKSPACE_ID": AML_ID,
+            "AZURE_TENANT_ID": "{{secrets/spark-tracking/azure-tenant-id}}",
+            "AZURE_CLIENT_ID": "{{secrets/spark-tracking/azure-client-id}}",
+            "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",
+            "SPARK_TRACKING_RELAY_SECRET": "{{secrets/spark-tracking/relay-secret}}",
+        }
+    )
     spec["spark_conf"]["spark.sparktracking.rate_limit"] = "40"
     return spec
 
@@ -65,11 +78,15 @@ def test_install_uploads_stores_secrets_and_sets_the_spec(fake, wheel, capsys, m
     assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
     # the uploaded copy carries the non-secret settings (standard access mode passes no cluster variable)
     assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == p.bake_init_script(
-        INIT_SCRIPT.read_bytes(), _expected_spec(wheel)["spark_env_vars"])
+        INIT_SCRIPT.read_bytes(), _expected_spec(wheel)["spark_env_vars"]
+    )
     relay_secret = fake.state.scopes["spark-tracking"].pop("relay-secret")
     assert re.fullmatch(rb"[0-9a-f]{64}", relay_secret)  # random, made by install, kept in the scope only
     assert fake.state.scopes["spark-tracking"] == {
-        "azure-tenant-id": b"tenant-guid", "azure-client-id": b"client-guid", "azure-client-secret": SECRET.encode()}
+        "azure-tenant-id": b"tenant-guid",
+        "azure-client-id": b"client-guid",
+        "azure-client-secret": SECRET.encode(),
+    }
     assert relay_secret.decode() not in out.out + out.err
     assert f"uploading {wheel.name}: 100%" in out.err
     assert "install: done" in out.out
@@ -96,11 +113,13 @@ def test_dry_run_prints_the_exact_change_and_mutates_nothing(fake, wheel, capsys
     out = capsys.readouterr().out
     assert fake.mutations() == []
     assert p.managed(fake.cluster(CLUSTER)) == ORIGINAL
-    diff = out[out.index("--- cluster"):]
+    diff = out[out.index("--- cluster") :]
     assert f'+    "SPARK_TRACKING_WHEEL": "{TARGET}/{wheel.name}",' in diff
     assert '+    "AZURE_CLIENT_SECRET": "{{secrets/spark-tracking/azure-client-secret}}",' in diff
     assert f'+        "destination": "{TARGET}/spark-tracking-init.sh"' in diff
-    assert '+    "spark.sparktracking.rate_limit": "40",' in diff or '+    "spark.sparktracking.rate_limit": "40"' in diff
+    assert (
+        '+    "spark.sparktracking.rate_limit": "40",' in diff or '+    "spark.sparktracking.rate_limit": "40"' in diff
+    )
     assert "dry run: nothing changed (9 step(s) would run)" in out
     assert "spark-tracking/relay-secret (random, for SPARK_TRACKING_RELAY_SECRET; value not shown)" in out
     assert SECRET not in out
@@ -144,21 +163,28 @@ def test_a_workspace_folder_target(fake, wheel):
 
 
 def test_print_policy_for_clusters_as_code(wheel, capsys):
-    assert main(["install", "--target", TARGET, "--wheel", str(wheel), "--aml-workspace-id", AML_ID,
-                 "--print-policy"]) == 0
+    assert (
+        main(["install", "--target", TARGET, "--wheel", str(wheel), "--aml-workspace-id", AML_ID, "--print-policy"])
+        == 0
+    )
     out = capsys.readouterr().out
     policy = json.loads(out.split("# cluster JSON")[0].split("\n", 1)[1])
     assert policy["init_scripts.0.volumes.destination"] == {
-        "type": "fixed", "value": f"{TARGET}/spark-tracking-init.sh"}
+        "type": "fixed",
+        "value": f"{TARGET}/spark-tracking-init.sh",
+    }
     assert policy["spark_env_vars.SPARK_TRACKING_AML_WORKSPACE_ID"] == {"type": "fixed", "value": AML_ID}
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--set", "colour=blue"], "--set 'colour': not a setting the cluster can carry"),
-    (["--set", "relay_port=eighty"], "--set relay_port='eighty' is not a valid int"),
-    (["--client-id", "c", "--tenant-id", "t"], "missing: $AZURE_CLIENT_SECRET"),
-    (["--set", "tracking_uri=https://me:hunter2@mlflow.corp"], "the value holds credentials"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "colour=blue"], "--set 'colour': not a setting the cluster can carry"),
+        (["--set", "relay_port=eighty"], "--set relay_port='eighty' is not a valid int"),
+        (["--client-id", "c", "--tenant-id", "t"], "missing: $AZURE_CLIENT_SECRET"),
+        (["--set", "tracking_uri=https://me:hunter2@mlflow.corp"], "the value holds credentials"),
+    ],
+)
 def test_bad_options_are_refused_before_any_change(fake, wheel, capsys, extra, message):
     assert main(_install(wheel, *extra)) == 2
     assert message in capsys.readouterr().err
@@ -177,15 +203,15 @@ def test_what_install_puts_on_the_cluster_configures_a_node(fake, wheel, tmp_pat
     assert main(_install(wheel, "--set", f"tracking_uri={central}", "--tenant-id", "t", "--client-id", "c")) == 0
     volume = tmp_path / "Volumes"  # the node's view of /Volumes
     for path, data in fake.state.files.items():
-        local = volume / path[len("/Volumes/"):]
+        local = volume / path[len("/Volumes/") :]
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
-    script = volume / TARGET[len("/Volumes/"):] / "spark-tracking-init.sh"
+    script = volume / TARGET[len("/Volumes/") :] / "spark-tracking-init.sh"
     env = {}
     for name, value in fake.cluster(CLUSTER)["spark_env_vars"].items():
         ref = re.fullmatch(r"\{\{secrets/([^/]+)/([^/]+)\}\}", value)  # Databricks resolves these
         env[name] = fake.state.scopes[ref.group(1)][ref.group(2)].decode() if ref else value
-    env["SPARK_TRACKING_WHEEL"] = str(volume / env["SPARK_TRACKING_WHEEL"][len("/Volumes/"):])
+    env["SPARK_TRACKING_WHEEL"] = str(volume / env["SPARK_TRACKING_WHEEL"][len("/Volumes/") :])
     home = tmp_path / "node-home"
     home.mkdir()
     node = Node(tmp_path / "node", runtime_site, home)
@@ -204,6 +230,7 @@ def test_what_install_puts_on_the_cluster_configures_a_node(fake, wheel, tmp_pat
 
 
 # -- the pure plan ---------------------------------------------------------------------------------
+
 
 def _opts(**kw) -> p.InstallOptions:
     base = dict(target=p.parse_target(TARGET), wheel_name="spark_tracking-0.1.0-py3-none-any.whl")
@@ -226,11 +253,14 @@ def test_an_earlier_install_elsewhere_is_replaced_not_duplicated():
     assert new["init_scripts"] == [{"volumes": {"destination": f"{TARGET}/spark-tracking-init.sh"}}]
 
 
-@pytest.mark.parametrize("text, kind, node_path", [
-    ("/Volumes/c/s/v", "volumes", "/Volumes/c/s/v/x.whl"),
-    ("/Workspace/Shared/st/", "workspace", "/Workspace/Shared/st/x.whl"),
-    ("/Users/me@corp.com/st", "workspace", "/Workspace/Users/me@corp.com/st/x.whl"),
-])
+@pytest.mark.parametrize(
+    "text, kind, node_path",
+    [
+        ("/Volumes/c/s/v", "volumes", "/Volumes/c/s/v/x.whl"),
+        ("/Workspace/Shared/st/", "workspace", "/Workspace/Shared/st/x.whl"),
+        ("/Users/me@corp.com/st", "workspace", "/Workspace/Users/me@corp.com/st/x.whl"),
+    ],
+)
 def test_targets(text, kind, node_path):
     target = p.parse_target(text)
     assert (target.kind, target.node_path("x.whl")) == (kind, node_path)
@@ -274,8 +304,9 @@ def test_without_a_store_the_nodes_follow_the_workspace_link():
             return dbx
 
     def settings_after(settings: dict, env: dict, unset=()) -> dict:
-        opts = p.InstallOptions(target=p.parse_target(TARGET), wheel_name="w.whl", settings=dict(settings),
-                                unset=tuple(unset))
+        opts = p.InstallOptions(
+            target=p.parse_target(TARGET), wheel_name="w.whl", settings=dict(settings), unset=tuple(unset)
+        )
         _follow_the_workspace_link(opts, AzureAuthenticatedWorkspace(), {"spark_env_vars": env})
         return opts.settings
 

@@ -23,8 +23,15 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 HEADER = "# Databricks notebook source\n"
 SEPARATOR = re.compile(r"^# COMMAND -{10}\s*$", re.M)
 #: Tracking setup the notebooks must not contain: the session hook does it.
-SETUP_CODE = ("set_tracking_uri", "set_experiment", "configure(", "MLFLOW_TRACKING_URI", "azureml://",
-              "get_token", "spark_tracking.hook")
+SETUP_CODE = (
+    "set_tracking_uri",
+    "set_experiment",
+    "configure(",
+    "MLFLOW_TRACKING_URI",
+    "azureml://",
+    "get_token",
+    "spark_tracking.hook",
+)
 
 
 def read_databricks_source(path) -> "nbformat.NotebookNode":
@@ -32,13 +39,13 @@ def read_databricks_source(path) -> "nbformat.NotebookNode":
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HEADER), f"{path} is not in Databricks source format"
     cells = []
-    for chunk in SEPARATOR.split(text[len(HEADER):]):
+    for chunk in SEPARATOR.split(text[len(HEADER) :]):
         chunk = chunk.strip("\n")
         if not chunk:
             continue
         lines = chunk.splitlines()
         if all(line.startswith("# MAGIC") for line in lines):
-            body = [line[len("# MAGIC "):] if line.startswith("# MAGIC ") else "" for line in lines]
+            body = [line[len("# MAGIC ") :] if line.startswith("# MAGIC ") else "" for line in lines]
             if body[0].startswith("%md"):
                 cells.append(nbformat.v4.new_markdown_cell("\n".join([body[0][3:].strip()] + body[1:]).strip()))
                 continue
@@ -61,9 +68,15 @@ def cluster_node(tmp_path_factory, wheel, runtime_site):
     assert out.returncode == 0, out.stdout + out.stderr
     kernels = tmp / "jupyter" / "kernels" / "sim-cluster"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [str(node.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "simulated cluster", "language": "python"}))
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(node.python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "simulated cluster",
+                "language": "python",
+            }
+        )
+    )
     return node, central, tmp / "jupyter"
 
 
@@ -71,8 +84,12 @@ def _execute(node: Node, jupyter_path, path, tmp_path, monkeypatch):
     nb = read_databricks_source(path)
     env = node.base_env()
     # what Jupyter tells a kernel about its notebook; spark_tracking names the experiment after it
-    env.update(JUPYTER_PATH=str(jupyter_path), JPY_SESSION_NAME=str(path.with_suffix(".ipynb")),
-               SPARK_MASTER="local-cluster[2,1,1024]", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    env.update(
+        JUPYTER_PATH=str(jupyter_path),
+        JPY_SESSION_NAME=str(path.with_suffix(".ipynb")),
+        SPARK_MASTER="local-cluster[2,1,1024]",
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))  # where this process finds the kernel spec
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="sim-cluster")
     client.execute(env=env, cwd=str(tmp_path))
@@ -105,8 +122,13 @@ def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, 
 
     node, central, jupyter_path = cluster_node
     names = [p.name for p in NOTEBOOKS]
-    assert names == ["01_check_the_link.py", "02_distributed_training.py", "03_compare_runs.py",
-                     "04_vocabulary.py", "05_live_view.py"]  # 05 runs in tests/live/test_live_notebook.py
+    assert names == [
+        "01_check_the_link.py",
+        "02_distributed_training.py",
+        "03_compare_runs.py",
+        "04_vocabulary.py",
+        "05_live_view.py",
+    ]  # 05 runs in tests/live/test_live_notebook.py
 
     check = _text(_execute(node, jupyter_path, NOTEBOOKS[0], tmp_path, monkeypatch))
     assert f"tracking URI: {central}" in check
@@ -119,7 +141,9 @@ def test_the_notebooks_run_auto_configured_and_produce_their_runs(cluster_node, 
     assert experiment is not None, _text(training)
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags["mlflow.runName"] for r in runs) == [
-        "distributed-training lr=0.02", "distributed-training lr=0.05"]
+        "distributed-training lr=0.02",
+        "distributed-training lr=0.05",
+    ]
     for run in runs:
         metrics = run.data.metrics
         workers = sorted(k for k in metrics if k.startswith("loss/worker_"))
@@ -189,23 +213,28 @@ def test_the_vocabulary_notebook_logs_from_driver_and_tasks_and_shows_the_run(cl
     stages = {m.group(1) for f in files for m in [re.search(r"/stage_(\d+)/", f)] if m}
     assert len(stages) == 1, files  # one Spark job, one stage
     stage = stages.pop()
-    assert files == sorted([
-        "aml/images/accuracy_curve.png",
-        *[f"aml/images/worker_loss/stage_{stage}/worker_{w}.png" for w in range(4)],
-        "aml/tables/epochs.json",
-        *[f"aml/tables/per_worker/stage_{stage}/worker_{w}.json" for w in range(4)],
-        "aml/tables/predictions.json",
-        "outputs/settings.json",
-    ])
+    assert files == sorted(
+        [
+            "aml/images/accuracy_curve.png",
+            *[f"aml/images/worker_loss/stage_{stage}/worker_{w}.png" for w in range(4)],
+            "aml/tables/epochs.json",
+            *[f"aml/tables/per_worker/stage_{stage}/worker_{w}.json" for w in range(4)],
+            "aml/tables/predictions.json",
+            "outputs/settings.json",
+        ]
+    )
     assert json.loads(_artifact(client, run_id, "aml/tables/epochs.json")) == {
-        "columns": ["epoch", "accuracy"], "data": [[e, a] for e, a in enumerate([0.62, 0.71, 0.78, 0.82, 0.85])]}
+        "columns": ["epoch", "accuracy"],
+        "data": [[e, a] for e, a in enumerate([0.62, 0.71, 0.78, 0.82, 0.85])],
+    }
     predictions = json.loads(_artifact(client, run_id, "aml/tables/predictions.json"))
     assert predictions["columns"] == ["label", "predicted", "confidence"] and len(predictions["data"]) == 4
     for w in range(4):
         part = json.loads(_artifact(client, run_id, f"aml/tables/per_worker/stage_{stage}/worker_{w}.json"))
         assert part["columns"] == ["worker", "final_loss"] and [row[0] for row in part["data"]] == [w]
         assert _artifact(client, run_id, f"aml/images/worker_loss/stage_{stage}/worker_{w}.png").startswith(
-            b"\x89PNG\r\n\x1a\n")
+            b"\x89PNG\r\n\x1a\n"
+        )
     assert _artifact(client, run_id, "aml/images/accuracy_curve.png").startswith(b"\x89PNG\r\n\x1a\n")
     assert json.loads(_artifact(client, run_id, "outputs/settings.json"))["epochs"] == 5
     logged = json.loads(run.data.tags["mlflow.loggedArtifacts"])

@@ -45,19 +45,28 @@ class ConnectServer:
             # frequent progress reports: the client learns each stage's task count early
             "spark.connect.progress.reportInterval": "100ms",
         }
-        args = [self.spark_submit, "--master", "local-cluster[2,1,1024]", "--class", CONNECT_SERVER,
-                "--name", "spark-tracking-connect-tests"]
+        args = [
+            self.spark_submit,
+            "--master",
+            "local-cluster[2,1,1024]",
+            "--class",
+            CONNECT_SERVER,
+            "--name",
+            "spark-tracking-connect-tests",
+        ]
         for key, value in confs.items():
             args += ["--conf", f"{key}={value}"]
         args.append("spark-internal")
         self.log = open(self.root / "connect-server.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True, cwd=self.root)
+        self.proc = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # readiness of the server's port, not test sync
             if self.proc.poll() is not None:
-                raise RuntimeError(f"Spark Connect server exited with {self.proc.returncode}; "
-                                   f"see {self.root / 'connect-server.log'}")
+                raise RuntimeError(
+                    f"Spark Connect server exited with {self.proc.returncode}; see {self.root / 'connect-server.log'}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
@@ -87,8 +96,14 @@ class ConnectServer:
 def _server_env(secret: str, home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEARED_PREFIXES)}
     env.update(QUIET_ENV)
-    env.update({"PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
-                "SPARK_TRACKING_RELAY_SECRET": secret, "HOME": str(home)})
+    env.update(
+        {
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_TRACKING_RELAY_SECRET": secret,
+            "HOME": str(home),
+        }
+    )
     return env
 
 

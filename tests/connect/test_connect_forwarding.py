@@ -23,7 +23,9 @@ def store(sqlite_uri, connect_server, monkeypatch):
 
 def history(client, run_id, key):
     spark_tracking.flush()
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))]
+    return [
+        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    ]
 
 
 def _train(batches):
@@ -109,7 +111,8 @@ def test_the_tag_carries_no_secret_and_tasks_see_it(connect_session, store, conn
 
 
 def test_without_the_secret_tasks_drop_files_that_reach_the_run_with_one_warning(
-        connect_session, sqlite_uri, monkeypatch, tmp_path, caplog):
+    connect_session, sqlite_uri, monkeypatch, tmp_path, caplog
+):
     # serverless-like: no cluster environment reaches this process (no relay secret)
     drop = tmp_path / "drop"
     monkeypatch.setenv("SPARK_TRACKING_TASK_DROP_DIR", str(drop))

@@ -116,8 +116,12 @@ class FakeAzure:
             server.stop()
         self._session.close()
 
-    def add_principal(self, client_id: str = "spark-tracking-sp", secret: str | None = "s3cr3t-value",
-                      certificate: bytes | None = None) -> ServicePrincipal:
+    def add_principal(
+        self,
+        client_id: str = "spark-tracking-sp",
+        secret: str | None = "s3cr3t-value",
+        certificate: bytes | None = None,
+    ) -> ServicePrincipal:
         sp = ServicePrincipal(client_id, secret, certificate=certificate)
         self.principals[client_id] = sp
         return sp
@@ -125,54 +129,89 @@ class FakeAzure:
     def grant(self, principal: ServicePrincipal, resource_id: str = "*") -> None:
         self.arm_grants.setdefault(principal.object_id, set()).add(resource_id.lower())
 
-    def add_aml_workspace(self, subscription: str, group: str, name: str, location: str = "westeurope",
-                          report_tracking_uri: bool = True) -> str:
+    def add_aml_workspace(
+        self, subscription: str, group: str, name: str, location: str = "westeurope", report_tracking_uri: bool = True
+    ) -> str:
         rid = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
         properties: dict[str, Any] = {"workspaceId": str(uuid.uuid4()), "friendlyName": name}
         if report_tracking_uri:
             host = urlsplit(self.aml.url).netloc
             properties["mlFlowTrackingUri"] = f"azureml://{host}/mlflow/v1.0{rid}"  # as ARM reports it
-        self.resources[rid.lower()] = {"id": rid, "name": name, "location": location,
-                                       "type": "Microsoft.MachineLearningServices/workspaces",
-                                       "properties": properties}
+        self.resources[rid.lower()] = {
+            "id": rid,
+            "name": name,
+            "location": location,
+            "type": "Microsoft.MachineLearningServices/workspaces",
+            "properties": properties,
+        }
         return rid
 
-    def add_databricks_workspace(self, subscription: str, group: str, name: str, aml_workspace_id: str | None,
-                                 workspace_url: str = "adb-1234567890123456.7.azuredatabricks.net") -> str:
+    def add_databricks_workspace(
+        self,
+        subscription: str,
+        group: str,
+        name: str,
+        aml_workspace_id: str | None,
+        workspace_url: str = "adb-1234567890123456.7.azuredatabricks.net",
+    ) -> str:
         rid = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Databricks/workspaces/{name}"
         parameters = {"enableNoPublicIp": {"type": "Bool", "value": True}}
         if aml_workspace_id:
             parameters["amlWorkspaceId"] = {"type": "String", "value": aml_workspace_id}
-        self.resources[rid.lower()] = {"id": rid, "name": name, "location": "westeurope",
-                                       "type": "Microsoft.Databricks/workspaces",
-                                       "properties": {"parameters": parameters, "workspaceUrl": workspace_url}}
+        self.resources[rid.lower()] = {
+            "id": rid,
+            "name": name,
+            "location": "westeurope",
+            "type": "Microsoft.Databricks/workspaces",
+            "properties": {"parameters": parameters, "workspaceUrl": workspace_url},
+        }
         return rid
 
     def env(self) -> dict[str, str]:
         """What a process needs to trust the fake (its CA) and find Azure AD and ARM."""
-        return {"REQUESTS_CA_BUNDLE": self.ca_file, "SPARK_TRACKING_AZURE_AUTHORITY_HOST": self.aad.url,
-                "SPARK_TRACKING_AZURE_ARM_ENDPOINT": self.arm.url}
+        return {
+            "REQUESTS_CA_BUNDLE": self.ca_file,
+            "SPARK_TRACKING_AZURE_AUTHORITY_HOST": self.aad.url,
+            "SPARK_TRACKING_AZURE_ARM_ENDPOINT": self.arm.url,
+        }
 
     # -- tokens --------------------------------------------------------------------------------
     def issue(self, sp: ServicePrincipal, scope: str) -> dict:
         now = time.time()
         audience = scope[: -len("/.default")] if scope.endswith("/.default") else scope
-        claims = {"aud": audience, "iss": f"https://sts.windows.net/{TENANT}/", "iat": int(now), "nbf": int(now),
-                  "exp": int(now + self.token_lifetime), "appid": sp.client_id, "oid": sp.object_id, "tid": TENANT}
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{TENANT}/",
+            "iat": int(now),
+            "nbf": int(now),
+            "exp": int(now + self.token_lifetime),
+            "appid": sp.client_id,
+            "oid": sp.object_id,
+            "tid": TENANT,
+        }
         token = jwt.encode(claims, self.signing_key, algorithm="HS256")
         with self._lock:
             self.tokens_issued += 1
             self.issued.append(token)
-        return {"token_type": "Bearer", "expires_in": int(self.token_lifetime),
-                "ext_expires_in": int(self.token_lifetime), "access_token": token}
+        return {
+            "token_type": "Bearer",
+            "expires_in": int(self.token_lifetime),
+            "ext_expires_in": int(self.token_lifetime),
+            "access_token": token,
+        }
 
     def check(self, header: str | None) -> tuple[dict | None, str]:
         """(claims, "") for a valid ARM-audience bearer token, else (None, why)."""
         if not header or not header.startswith("Bearer "):
             return None, "no bearer token"
         try:
-            claims = jwt.decode(header[7:], self.signing_key, algorithms=["HS256"], audience=self.audience,
-                                options={"verify_exp": False, "verify_nbf": False})
+            claims = jwt.decode(
+                header[7:],
+                self.signing_key,
+                algorithms=["HS256"],
+                audience=self.audience,
+                options={"verify_exp": False, "verify_nbf": False},
+            )
         except jwt.InvalidTokenError as exc:
             return None, f"invalid token: {exc}"
         if claims["exp"] <= time.time():
@@ -193,8 +232,9 @@ class FakeAzure:
                 length = int(self.headers.get("Content-Length") or 0)
                 return self.rfile.read(length) if length else b""
 
-            def reply(self, status: int, payload: Any = None, raw: bytes | None = None,
-                      headers: dict[str, str] | None = None):
+            def reply(
+                self, status: int, payload: Any = None, raw: bytes | None = None, headers: dict[str, str] | None = None
+            ):
                 data = raw if raw is not None else json.dumps(payload if payload is not None else {}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -224,24 +264,41 @@ class FakeAzure:
         match = re.match(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration$", path)
         if method == "GET" and match:
             base = f"{self.aad.url}/{match[1]}"
-            return h.reply(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
-                                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                                 "issuer": f"{self.aad.url}/{match[1]}/v2.0"})
+            return h.reply(
+                200,
+                {
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "issuer": f"{self.aad.url}/{match[1]}/v2.0",
+                },
+            )
         if method == "POST" and re.match(r"^/[^/]+/oauth2/v2\.0/token$", path):
             form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
             sp = self.principals.get(form.get("client_id", ""))
             if form.get("grant_type") != "client_credentials" or sp is None:
-                return h.reply(400, {"error": "unauthorized_client", "error_description":
-                                     f"AADSTS700016: Application with identifier '{form.get('client_id')}' "
-                                     f"was not found in the directory."})
+                return h.reply(
+                    400,
+                    {
+                        "error": "unauthorized_client",
+                        "error_description": f"AADSTS700016: Application with identifier '{form.get('client_id')}' "
+                        f"was not found in the directory.",
+                    },
+                )
             if "client_assertion" in form:
                 if not self._assertion_valid(sp, form):
-                    return h.reply(401, {"error": "invalid_client", "error_description":
-                                         "AADSTS700027: Client assertion contains an invalid signature."})
+                    return h.reply(
+                        401,
+                        {
+                            "error": "invalid_client",
+                            "error_description": "AADSTS700027: Client assertion contains an invalid signature.",
+                        },
+                    )
             elif sp.secret is None or form.get("client_secret") != sp.secret:
-                return h.reply(401, {"error": "invalid_client", "error_description":
-                                     "AADSTS7000215: Invalid client secret provided."})
+                return h.reply(
+                    401,
+                    {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
+                )
             scope = form.get("scope", "").split()[0]
             self.scopes_requested.append(scope)
             return h.reply(200, self.issue(sp, scope))
@@ -256,8 +313,9 @@ class FakeAzure:
             return False
         key = x509.load_pem_x509_certificate(sp.certificate).public_key()
         try:
-            claims = jwt.decode(form["client_assertion"], key, algorithms=["RS256", "PS256"],
-                                options={"verify_aud": False})
+            claims = jwt.decode(
+                form["client_assertion"], key, algorithms=["RS256", "PS256"], options={"verify_aud": False}
+            )
         except jwt.InvalidTokenError:
             return False
         return claims.get("iss") == claims.get("sub") == sp.client_id
@@ -269,27 +327,52 @@ class FakeAzure:
         if claims is None:
             return h.reply(401, {"error": {"code": "InvalidAuthenticationToken", "message": why}})
         if "api-version" not in parse_qs(parts.query):
-            return h.reply(400, {"error": {"code": "MissingApiVersionParameter",
-                                           "message": "The api-version query parameter (?api-version=) is required"}})
+            return h.reply(
+                400,
+                {
+                    "error": {
+                        "code": "MissingApiVersionParameter",
+                        "message": "The api-version query parameter (?api-version=) is required",
+                    }
+                },
+            )
         grants = self.arm_grants.get(claims["oid"], set())
         path = parts.path.rstrip("/")
         listing = re.match(r"^/subscriptions/([^/]+)/providers/Microsoft\.Databricks/workspaces$", path, re.I)
         if listing:
-            items = [r for key, r in self.resources.items()
-                     if r["type"] == "Microsoft.Databricks/workspaces" and key.startswith(f"/subscriptions/{listing[1].lower()}/")
-                     and ("*" in grants or key in grants)]
+            items = [
+                r
+                for key, r in self.resources.items()
+                if r["type"] == "Microsoft.Databricks/workspaces"
+                and key.startswith(f"/subscriptions/{listing[1].lower()}/")
+                and ("*" in grants or key in grants)
+            ]
             return h.reply(200, {"value": items})
         if "*" not in grants and path.lower() not in grants:
             action = "/".join(path.split("/providers/", 1)[-1].split("/")[:2]) + "/read"
-            return h.reply(403, {"error": {"code": "AuthorizationFailed", "message":
-                                           f"The client '{claims['appid']}' with object id '{claims['oid']}' does not "
-                                           f"have authorization to perform action '{action}' over scope '{path}' "
-                                           f"or the scope is invalid."}})
+            return h.reply(
+                403,
+                {
+                    "error": {
+                        "code": "AuthorizationFailed",
+                        "message": f"The client '{claims['appid']}' with object id '{claims['oid']}' does not "
+                        f"have authorization to perform action '{action}' over scope '{path}' "
+                        f"or the scope is invalid.",
+                    }
+                },
+            )
         resource = self.resources.get(path.lower())
         if resource is None:
             kind = "/".join(path.split("/providers/", 1)[-1].split("/")[:2]) if "/providers/" in path else "resource"
-            return h.reply(404, {"error": {"code": "ResourceNotFound", "message":
-                                           f"The Resource '{kind}/{path.rsplit('/', 1)[-1]}' was not found."}})
+            return h.reply(
+                404,
+                {
+                    "error": {
+                        "code": "ResourceNotFound",
+                        "message": f"The Resource '{kind}/{path.rsplit('/', 1)[-1]}' was not found.",
+                    }
+                },
+            )
         h.reply(200, resource)
 
     #: AML caps (PLATFORM.md): values of one metric per log_batch, params per run
@@ -298,8 +381,12 @@ class FakeAzure:
 
     def _aml(self, h, method: str, body: bytes) -> None:
         parts = urlsplit(h.path)
-        match = re.match(r"^/mlflow/v2\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
-                         r"Microsoft\.MachineLearningServices/workspaces/([^/]+)(/api/.*)$", parts.path, re.I)
+        match = re.match(
+            r"^/mlflow/v2\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+            r"Microsoft\.MachineLearningServices/workspaces/([^/]+)(/api/.*)$",
+            parts.path,
+            re.I,
+        )
         self.requests.append(("aml", method, parts.path))
         if not match:
             return h.reply(404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no route {parts.path}"})
@@ -307,14 +394,22 @@ class FakeAzure:
         if claims is None:
             with self._lock:
                 self.rejected.append(f"{method} {match[2]}: {why}")
-            return h.reply(401, {"error_code": "UNAUTHENTICATED", "message": why},
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return h.reply(
+                401,
+                {"error_code": "UNAUTHENTICATED", "message": why},
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         if claims["oid"] in self.aml_forbidden:
             with self._lock:
                 self.rejected.append(f"{method} {match[2]}: forbidden")
-            return h.reply(403, {"error_code": "PERMISSION_DENIED", "message":
-                                 f"The client '{claims['appid']}' does not have permission to perform "
-                                 f"'Microsoft.MachineLearningServices/workspaces/experiments/runs/write'"})
+            return h.reply(
+                403,
+                {
+                    "error_code": "PERMISSION_DENIED",
+                    "message": f"The client '{claims['appid']}' does not have permission to perform "
+                    f"'Microsoft.MachineLearningServices/workspaces/experiments/runs/write'",
+                },
+            )
         api = match[2]
         refusal = self._aml_refusal(method, api, parts.query, body)
         if refusal is not None:
@@ -326,8 +421,12 @@ class FakeAzure:
             data["tags"] = [t for t in data.get("tags") or [] if not t.get("key", "").startswith("mlflow.source.")]
             body = json.dumps(data).encode()
         target = self.mlflow_url + api + (f"?{parts.query}" if parts.query else "")
-        response = self._session.request(method, target, data=body or None,
-                                          headers={"Content-Type": h.headers.get("Content-Type", "application/json")})
+        response = self._session.request(
+            method,
+            target,
+            data=body or None,
+            headers={"Content-Type": h.headers.get("Content-Type", "application/json")},
+        )
         with self._lock:
             self.store_accepted += 1
             if api.endswith("/runs/log-batch") and response.status_code == 200:
@@ -349,17 +448,23 @@ class FakeAzure:
                 per_key[metric["key"]] = per_key.get(metric["key"], 0) + 1
             over = [k for k, n in per_key.items() if n > self.MAX_VALUES_PER_KEY]
             if over:
-                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message":
-                             f"A batch may hold at most {self.MAX_VALUES_PER_KEY} values of one metric; "
-                             f"got {per_key[over[0]]} of '{over[0]}'"}
+                return 400, {
+                    "error_code": "INVALID_PARAMETER_VALUE",
+                    "message": f"A batch may hold at most {self.MAX_VALUES_PER_KEY} values of one metric; "
+                    f"got {per_key[over[0]]} of '{over[0]}'",
+                }
             params = data.get("params") or ([{"key": data["key"]}] if api.endswith("log-parameter") else [])
             if params:
-                run = self._session.get(f"{self.mlflow_url}/api/2.0/mlflow/runs/get",
-                                        params={"run_id": data.get("run_id") or data.get("run_uuid")}).json()
+                run = self._session.get(
+                    f"{self.mlflow_url}/api/2.0/mlflow/runs/get",
+                    params={"run_id": data.get("run_id") or data.get("run_uuid")},
+                ).json()
                 have = {p["key"] for p in (run.get("run", {}).get("data", {}).get("params") or [])}
                 if len(have | {p["key"] for p in params}) > self.MAX_PARAMS_PER_RUN:
-                    return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message":
-                                 f"A run may have at most {self.MAX_PARAMS_PER_RUN} parameters"}
+                    return 400, {
+                        "error_code": "INVALID_PARAMETER_VALUE",
+                        "message": f"A run may have at most {self.MAX_PARAMS_PER_RUN} parameters",
+                    }
         return None
 
     def _plain(self, h, method: str, body: bytes) -> None:
@@ -367,8 +472,12 @@ class FakeAzure:
         with self._lock:
             self.plain_requests.append((parts.path, dict(h.headers.items())))
         target = self.mlflow_url + h.path
-        response = self._session.request(method, target, data=body or None,
-                                          headers={"Content-Type": h.headers.get("Content-Type", "application/json")})
+        response = self._session.request(
+            method,
+            target,
+            data=body or None,
+            headers={"Content-Type": h.headers.get("Content-Type", "application/json")},
+        )
         h.reply(response.status_code, raw=response.content)
 
 
@@ -396,4 +505,3 @@ def _azureml_artifact_uris(content: bytes) -> bytes:
 
     rewrite(data)
     return json.dumps(data).encode()
-

@@ -98,9 +98,15 @@ class FakeDatabricks:
 
     # -- test helpers -------------------------------------------------------------------------
     def add_cluster(self, cluster_id: str, state: str = "TERMINATED", **spec) -> dict:
-        cluster = {"cluster_id": cluster_id, "cluster_name": spec.pop("cluster_name", "team"),
-                   "spark_version": "15.4.x-cpu-ml-scala2.12", "node_type_id": "Standard_DS3_v2",
-                   "num_workers": 2, "state": state, **spec}
+        cluster = {
+            "cluster_id": cluster_id,
+            "cluster_name": spec.pop("cluster_name", "team"),
+            "spark_version": "15.4.x-cpu-ml-scala2.12",
+            "node_type_id": "Standard_DS3_v2",
+            "num_workers": 2,
+            "state": state,
+            **spec,
+        }
         self.state.clusters[cluster_id] = cluster
         return copy.deepcopy(cluster)
 
@@ -120,9 +126,9 @@ class FakeDatabricks:
             self.requests.append(Request(method, path, query, body))
             route = (method, path)
             if path.startswith("/api/2.0/fs/files/"):
-                return self._files(method, unquote(path[len("/api/2.0/fs/files"):]), query, body)
+                return self._files(method, unquote(path[len("/api/2.0/fs/files") :]), query, body)
             if path.startswith("/api/2.0/fs/directories/"):
-                return self._directories(method, unquote(path[len("/api/2.0/fs/directories"):]))
+                return self._directories(method, unquote(path[len("/api/2.0/fs/directories") :]))
             handler = self._routes().get(route)
             if handler is None:
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"no fake for {method} {path}")
@@ -286,8 +292,9 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if url.path == "/.well-known/databricks-config":  # the SDK's unauthenticated discovery probe
             host = f"http://127.0.0.1:{self.server.server_address[1]}"
-            return self._send(200, {"oidc_endpoint": f"{host}/oidc", "workspace_id": FakeDatabricks.workspace_id,
-                                    "cloud": "azure"})
+            return self._send(
+                200, {"oidc_endpoint": f"{host}/oidc", "workspace_id": FakeDatabricks.workspace_id, "cloud": "azure"}
+            )
         if self.headers.get("Authorization") != f"Bearer {FakeDatabricks.token}":
             return self._send(401, {"error_code": "UNAUTHENTICATED", "message": "bad token"})
         body: Any = raw

@@ -19,14 +19,18 @@ def test_spark_trials_with_nested_runs(spark, store):
             return {"loss": loss, "status": STATUS_OK}
 
     with mlflow.start_run(run_name="tuning") as tuning:
-        fmin(fn=objective, space={"x": hp.uniform("x", -10, 10)}, algo=tpe.suggest, max_evals=4,
-             trials=SparkTrials(parallelism=2))
+        fmin(
+            fn=objective,
+            space={"x": hp.uniform("x", -10, 10)},
+            algo=tpe.suggest,
+            max_evals=4,
+            trials=SparkTrials(parallelism=2),
+        )
 
     import spark_tracking
 
     spark_tracking.flush()
-    trials = store.search_runs([tuning.info.experiment_id],
-                               f"tags.`mlflow.parentRunId` = '{tuning.info.run_id}'")
+    trials = store.search_runs([tuning.info.experiment_id], f"tags.`mlflow.parentRunId` = '{tuning.info.run_id}'")
     assert len(trials) == 4
     for trial in trials:
         x = float(trial.data.params["x"])

@@ -36,8 +36,9 @@ def test_first_log_call_with_the_relay_down_neither_raises_nor_blocks(spark, sto
         address = forwarder.relay.address
         forwarder.relay.stop()
         try:
-            (first_call, run_id, inputs), = spark.sparkContext.parallelize([0], 1).mapPartitions(
-                _log_fifty("down")).collect()
+            ((first_call, run_id, inputs),) = (
+                spark.sparkContext.parallelize([0], 1).mapPartitions(_log_fifty("down")).collect()
+            )
         finally:  # the relay comes back at the same address; the spilled points follow
             host, port = address.rsplit(":", 1)
             forwarder.relay = Relay(forwarder.secret, forwarder, host, int(port)).start()
@@ -67,7 +68,7 @@ def test_a_task_never_ends_the_drivers_run_and_ends_its_own(spark, store):
         yield child.info.run_id, explicit.info.run_id
 
     with mlflow.start_run() as parent:
-        (failed_id, explicit_id), = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+        ((failed_id, explicit_id),) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
         assert store.get_run(parent.info.run_id).info.status == "RUNNING"
     spark_tracking.flush()
     failed = store.get_run(failed_id)
@@ -116,7 +117,7 @@ def test_artifacts_arrive_whole_in_chunks(spark, store, size):
             yield mlflow.active_run().info.run_id, open("blob.bin", "rb").read()
 
     with mlflow.start_run():
-        (run_id, data), = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+        ((run_id, data),) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
     local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/data/blob.bin")
     assert open(local, "rb").read() == data
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/meta.json") == {"size": size}
@@ -134,4 +135,6 @@ def test_log_table_twice_in_a_task_appends(spark, store):
     with mlflow.start_run():
         (run_id,) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
     assert mlflow.artifacts.load_dict(f"runs:/{run_id}/tables/rows.json") == {
-        "columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}
+        "columns": ["a", "b"],
+        "data": [[1, "x"], [2, "y"]],
+    }
