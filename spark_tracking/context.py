@@ -7,6 +7,7 @@ Spark local properties of the current thread, the environment, IPython/Jupyter, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -31,6 +32,14 @@ class RunContext:
         "spark_app_id",
         "user",
     )
+    cluster_id: str | None
+    databricks_host: str | None
+    job_id: str | None
+    job_run_id: str | None
+    notebook_path: str | None
+    script: str | None
+    spark_app_id: str | None
+    user: str | None
 
     def __init__(self, **fields):
         for name in self.__slots__:
@@ -38,6 +47,7 @@ class RunContext:
 
     @property
     def on_databricks(self) -> bool:
+        """True on a Databricks cluster: a cluster id was found or ``DATABRICKS_RUNTIME_VERSION`` is set."""
         return bool(self.cluster_id or os.environ.get("DATABRICKS_RUNTIME_VERSION"))
 
 
@@ -48,7 +58,7 @@ def _ipython_user_ns() -> dict:
     try:
         shell = ip_mod.get_ipython()
         return shell.user_ns if shell is not None else {}
-    except Exception:
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
         return {}
 
 
@@ -62,7 +72,7 @@ def _dbutils_context() -> dict:
     try:
         raw = dbutils.notebook.entry_point.getDbutils().notebook().getContext().toJson()
         data = json.loads(raw)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
         return {}
     flat = dict(data.get("tags") or {})
     flat.update(data.get("extraContext") or {})
@@ -76,7 +86,7 @@ def _spark_context():
         from pyspark import SparkContext
 
         return SparkContext._active_spark_context
-    except Exception:
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
         return None
 
 
@@ -85,7 +95,7 @@ def _local_property(sc, key: str) -> str | None:
         return None
     try:
         return sc.getLocalProperty(key)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
         return None
 
 
@@ -98,6 +108,8 @@ def jupyter_notebook_path() -> str | None:
 
 
 def script_path() -> str | None:
+    """Absolute path of the script this process runs (``__main__``'s file, else ``sys.argv[0]``);
+    None for ``python -c``, ``python -m`` without a file and IPython kernels."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None) or (sys.argv[0] if sys.argv and sys.argv[0] else None)
     if not path or path in ("-c", "-m") or path.endswith(("ipykernel_launcher.py", "ipykernel/__main__.py")):
@@ -106,7 +118,12 @@ def script_path() -> str | None:
 
 
 def detect() -> RunContext:
-    """Everything this process can tell about where it runs."""
+    """Everything this process can tell about where it runs.
+
+    Each field takes the first source that knows it: the Databricks notebook context, the Spark
+    local properties of this thread, then the environment: ``SPARK_TRACKING_NOTEBOOK_PATH`` (or
+    Jupyter's ``JPY_SESSION_NAME``) for the notebook path, ``DB_CLUSTER_ID``, ``DB_JOB_ID`` and
+    ``DATABRICKS_HOST``."""
     db = _dbutils_context()
     sc = _spark_context()
     ctx = RunContext()
@@ -126,10 +143,8 @@ def detect() -> RunContext:
         host = "https://" + host
     ctx.databricks_host = host
     if sc is not None:
-        try:
+        with contextlib.suppress(Exception):  # a stopping context: the app id stays unknown
             ctx.spark_app_id = sc.applicationId
-        except Exception:
-            pass
     return ctx
 
 

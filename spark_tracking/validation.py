@@ -16,13 +16,15 @@ from __future__ import annotations
 import posixpath
 import re
 
-MAX_KEY_LENGTH = 250
-MAX_PARAM_VALUE_LENGTH = 6000
-MAX_TAG_VALUE_LENGTH = 8000
-MAX_METRICS_PER_BATCH = 1000
-MAX_PARAMS_TAGS_PER_BATCH = 100
-MAX_ENTITIES_PER_BATCH = 1000
-MAX_REQUEST_BYTES = 1_000_000
+# MLflow's limits (mlflow/utils/validation.py); every caller takes them from here.
+MAX_KEY_LENGTH = 250  # MAX_ENTITY_KEY_LENGTH
+MAX_PARAM_VALUE_LENGTH = 6000  # MAX_PARAM_VAL_LENGTH
+MAX_TAG_VALUE_LENGTH = 8000  # MAX_TAG_VAL_LENGTH
+# one log_batch request:
+MAX_METRICS_PER_BATCH = 1000  # MAX_METRICS_PER_BATCH
+MAX_PARAMS_TAGS_PER_BATCH = 100  # MAX_PARAMS_TAGS_PER_BATCH: params, and tags, each
+MAX_ENTITIES_PER_BATCH = 1000  # MAX_ENTITIES_PER_BATCH: metrics, params and tags together
+MAX_REQUEST_BYTES = 1_000_000  # MAX_BATCH_LOG_REQUEST_SIZE: the JSON body
 _KEY_RE = re.compile(r"^[/\w.\- :]*$")
 
 
@@ -70,6 +72,8 @@ _MAX_FLOAT = 1.7976931348623157e308
 
 
 def metric_value(key: str, value) -> float:
+    """``value`` as the float MLflow stores for metric ``key``: ints, floats, numpy scalars and
+    0-d arrays or tensors; :class:`InvalidInput` for anything else (bool, None, text, arrays)."""
     kind = type(value)
     if kind is float:
         return value
@@ -110,6 +114,7 @@ def _int_value(key: str, value: int) -> float:
 
 
 def step_value(step) -> int:
+    """``step`` as an int (0 when None); :class:`InvalidInput` unless it is integer-like."""
     if step is None:
         return 0
     if type(step) is int:
@@ -120,6 +125,8 @@ def step_value(step) -> int:
 
 
 def timestamp_value(timestamp) -> int | None:
+    """``timestamp`` (milliseconds since the epoch) as an int, or None to mean now;
+    :class:`InvalidInput` unless it is integer-like."""
     if timestamp is None:
         return None
     if isinstance(timestamp, bool) or not hasattr(timestamp, "__index__"):
@@ -128,6 +135,8 @@ def timestamp_value(timestamp) -> int | None:
 
 
 def param_value(key: str, value) -> str:
+    """``value`` as the text MLflow stores for param ``key`` (``str(value)``), at most
+    ``MAX_PARAM_VALUE_LENGTH`` characters."""
     text = str(value)
     if len(text) > MAX_PARAM_VALUE_LENGTH:
         raise InvalidInput(
@@ -138,6 +147,8 @@ def param_value(key: str, value) -> str:
 
 
 def tag_value(key: str, value) -> str:
+    """``value`` as the text MLflow stores for tag ``key`` (``str(value)``, None as ``""``), at
+    most ``MAX_TAG_VALUE_LENGTH`` characters."""
     text = "" if value is None else str(value)
     if len(text) > MAX_TAG_VALUE_LENGTH:
         raise InvalidInput(f"tag {key!r} value is {len(text)} characters; MLflow allows at most {MAX_TAG_VALUE_LENGTH}")

@@ -20,6 +20,7 @@ class BoundedDict(OrderedDict):
         return value
 
     def get(self, key, default=None):
+        """The value of ``key`` (marking it recent), or ``default``."""
         try:
             return self[key]
         except KeyError:
@@ -32,6 +33,7 @@ class BoundedDict(OrderedDict):
             self.popitem(last=False)
 
     def setdefault(self, key, default=None):
+        """The value of ``key`` (marking it recent), inserting ``default`` first when absent."""
         if key not in self:
             self[key] = default
         return self[key]

@@ -42,6 +42,7 @@ def remove(observer: Observer) -> None:
 
 
 def registered() -> tuple[Observer, ...]:
+    """The observers called now, in registration order."""
     return _observers
 
 

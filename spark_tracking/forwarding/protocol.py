@@ -140,6 +140,7 @@ class ProtocolError(Exception):
 
 
 def encode(message: dict) -> bytes:
+    """One frame: the length header, then ``message`` as compact UTF-8 JSON."""
     body = json.dumps(message, separators=(",", ":")).encode("utf-8")
     return HEADER.pack(len(body)) + body
 
@@ -150,6 +151,7 @@ def encoded_size(value) -> int:
 
 
 def decode_body(body: bytes) -> dict:
+    """The message in a frame's body; :class:`ProtocolError` unless it is a JSON object."""
     try:
         message = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -160,15 +162,18 @@ def decode_body(body: bytes) -> dict:
 
 
 def check_length(length: int, limit: int = MAX_FRAME_BYTES) -> None:
+    """:class:`ProtocolError` when a frame announces more than ``limit`` bytes."""
     if length > limit:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
 
 
 def auth_digest(secret: str, nonce: str) -> str:
+    """The answer to the relay's challenge ``nonce``: HMAC-SHA256 of it under ``secret``, in hex."""
     return hmac.new(secret.encode("utf-8"), nonce.encode("ascii"), hashlib.sha256).hexdigest()
 
 
 def check_auth(secret: str, nonce: str, message: dict) -> bool:
+    """True when ``message['auth']`` answers ``nonce`` with ``secret`` (compared in constant time)."""
     offered = message.get("auth")
     if not isinstance(offered, str):
         return False
@@ -194,6 +199,8 @@ def recv_exactly(sock, n: int, before_recv=None) -> bytes:
 
 
 def recv_frame(sock, limit: int = MAX_FRAME_BYTES, before_recv=None) -> dict:
+    """The next message on blocking ``sock``; ``limit`` and ``before_recv`` as in
+    :func:`check_length` and :func:`recv_exactly`."""
     (length,) = HEADER.unpack(recv_exactly(sock, HEADER.size, before_recv))
     check_length(length, limit)
     return decode_body(recv_exactly(sock, length, before_recv))

@@ -28,6 +28,7 @@ not one per frame: a stalled store delays a task's end by ``ack_wait`` at most.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import secrets
@@ -58,9 +59,11 @@ class Handler(Protocol):
         """Take custody; return the run id and a future settled once the points are delivered
         or held for retry."""
 
-    def resolve(self, binding: str, worker: list) -> str | None: ...
+    def resolve(self, binding: str, worker: list) -> str | None:
+        """The run id the task's points go to, or None when the binding names no run."""
 
-    def done(self, binding: str, worker: list) -> Future | None: ...
+    def done(self, binding: str, worker: list) -> Future | None:
+        """The task ended: a future settled once everything it logged is delivered or held."""
 
     def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
         """One of ``protocol.RUN_OPS`` (runs, logged models, artifacts a task asks for)."""
@@ -72,6 +75,12 @@ def task_key(binding: str, worker: list) -> tuple:
 
 
 class Relay:
+    """The relay server; ``start()`` binds ``host:port`` (0: a free port) and serves ``handler``.
+
+    The driver builds it from the settings ``relay_host``, ``relay_port``,
+    ``relay_max_connections`` and ``relay_max_frame_bytes``; ``ack_wait`` is each task's budget
+    for waiting on the store (see the module docstring)."""
+
     def __init__(
         self,
         secret: str,
@@ -110,7 +119,7 @@ class Relay:
         self._requests: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # id -> asyncio future of the reply
         self._budgets: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # task key -> ack wait left
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server = None
+        self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -118,6 +127,7 @@ class Relay:
 
     @property
     def address(self) -> str:
+        """``host:port`` the relay listens on (the port is known once started)."""
         return f"{self.host}:{self.port}"
 
     @property
@@ -140,6 +150,7 @@ class Relay:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Relay:
+        """Listen in a daemon thread; returns once listening, or raises why it could not."""
         self._thread = threading.Thread(target=self._run, name="spark-tracking-relay", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -160,7 +171,7 @@ class Relay:
                 )
             )
             self.port = self._server.sockets[0].getsockname()[1]
-        except BaseException as exc:  # reported to start()
+        except BaseException as exc:  # noqa: BLE001 - reported to start(), which raises it in the caller
             self._error = exc
             self._ready.set()
             return
@@ -171,12 +182,14 @@ class Relay:
             loop.close()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Close the server and every connection, wait up to ``timeout`` for the thread; idempotent."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
 
         async def shutdown():
-            self._server.close()
+            if self._server is not None:
+                self._server.close()
             for writer in list(self._writers):
                 writer.close()
             serving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -307,7 +320,9 @@ class Relay:
     async def _wait_within_budget(self, message: dict, settled: Future | None) -> None:
         """Live delivery: hold the ack until the store took the content, within what is left
         of the task's ``ack_wait`` budget; a task's "done" spends the rest and ends it."""
-        key = task_key(message["b"], _worker(message["w"]))
+        worker = _worker(message["w"])
+        assert worker is not None  # _dispatch refused the request otherwise
+        key = task_key(message["b"], worker)
         left = (
             self._budgets.pop(key, self.ack_wait)
             if message.get("op") == "done"
@@ -316,10 +331,8 @@ class Relay:
         if settled is None or left <= 0:
             return
         start = self.clock()
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):  # the budget is spent: ack without waiting
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(settled)), left)
-        except asyncio.TimeoutError:
-            pass
         if message.get("op") != "done":
             self._budgets[key] = left - (self.clock() - start)
 

@@ -15,6 +15,7 @@ import os
 
 
 def register(subparsers) -> None:
+    """Add the ``replay`` command to the ``spark-tracking`` parser."""
     p = subparsers.add_parser("replay", help="deliver spooled points to the store")
     p.add_argument("--spool-dir", default=None, help="spool folder (default: <home>/spool)")
     p.add_argument(
@@ -41,7 +42,7 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
     spool = Spool(spool_dir, max_bytes=1 << 62)
     files = spool.files()
     outcome = Outcome()
-    clients: dict[str, MlflowClient] = {}
+    clients: dict[str | None, MlflowClient] = {}  # None: the configured store
     bar = _progress_bar(len(files)) if progress and files else None
     for n, path in enumerate(files):
         claimed = spool.claim(path)
@@ -53,7 +54,7 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
             uri = tracking_uri or record.get("tracking_uri")
             client = clients.get(uri) or clients.setdefault(uri, MlflowClient(uri))
             _log_batch(client, {k: record[k] for k in ("run_id", "metrics", "params", "tags")})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure: refused files are set aside, else replay stops
             if not (isinstance(exc, (ValueError, KeyError)) or is_invalid_request(exc)):
                 spool.release(claimed)
                 outcome.left = len(files) - n

@@ -27,6 +27,7 @@ import posixpath
 import uuid
 
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
 from . import executor, run_ops
@@ -71,7 +72,7 @@ class TaskArtifactRepository(ArtifactRepository):
                 f"artifact {local_file!r} is {size} bytes; a Spark task sends at most {limit} bytes "
                 f"({limit / 2**30:g} GiB) per file to the driver. Write larger files to shared storage "
                 f"(a Unity Catalog volume, /dbfs) and log them from the driver with mlflow.log_artifact",
-                error_code="INVALID_PARAMETER_VALUE",
+                error_code=INVALID_PARAMETER_VALUE,
             )
         upload = uuid.uuid4().hex
         chunk = executor.max_task_artifact_bytes()

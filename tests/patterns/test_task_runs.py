@@ -94,12 +94,13 @@ def test_a_file_over_the_limit_is_refused_at_the_call(spark, store, monkeypatch)
         try:
             mlflow.log_artifact("big.bin")
         except Exception as exc:
-            yield str(exc)
+            yield str(exc), exc.error_code
 
     with mlflow.start_run():
-        (message,) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+        ((message, code),) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
     assert "'big.bin' is 11 bytes; a Spark task sends at most 10 bytes" in message
     assert "log them from the driver with mlflow.log_artifact" in message
+    assert code == "INVALID_PARAMETER_VALUE"  # the caller's mistake, not an internal error
 
 
 @pytest.mark.parametrize("size", [0, 9 * 1024 * 1024 + 7])
