@@ -5,6 +5,7 @@ cluster finds nothing to do and changes nothing.
 
 from __future__ import annotations
 
+import functools
 import secrets as secrets_module
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
@@ -38,9 +39,11 @@ class Plan:
 
     @property
     def changes(self) -> bool:
+        """True when the plan has steps (something to change)."""
         return bool(self.steps)
 
     def describe(self, out: TextIO) -> None:
+        """Print the plan to ``out``: each step, the cluster spec diff and notes (no secret values)."""
         print(self.header, file=out)
         for step in self.steps:
             print(f"  {step.kind:<8} {step.text}", file=out)
@@ -53,6 +56,7 @@ class Plan:
             print(f"note: {note}", file=out)
 
     def execute(self) -> None:
+        """Run the steps in order; :class:`PlanError` when the plan is blocked."""
         if self.blocked:
             raise p.PlanError(self.blocked)
         for step in self.steps:
@@ -153,7 +157,7 @@ def plan_install(
             Step(
                 "upload",
                 f"{target.api_path(file_name)} ({_size(data)})",
-                lambda n=file_name, d=data: ws.write_file(target, n, d, progress(n) if progress else None),
+                functools.partial(ws.write_file, target, file_name, data, progress(file_name) if progress else None),
             )
         )
     scope = opts.secret_scope
@@ -168,7 +172,7 @@ def plan_install(
             Step(
                 "secret",
                 f"{scope}/{key} (for {env_name}; value not shown)",
-                lambda k=key, v=value: ws.put_secret(scope, k, v),
+                functools.partial(ws.put_secret, scope, key, value),
             )
         )
     if not (scope_exists and ws.secret_exists(scope, p.RELAY_SECRET_KEY)):

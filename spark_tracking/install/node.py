@@ -23,6 +23,7 @@ to be importable, and must never print a secret.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as metadata
 import json
 import os
@@ -40,34 +41,23 @@ SERVICE_PRINCIPAL_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SEC
 _NOT_IN_FILE = {"config_file"}
 
 
-def _packaging():
+def _packaging(module: str):
     try:
-        from packaging.requirements import Requirement
-        from packaging.utils import canonicalize_name
+        return importlib.import_module(f"packaging.{module}")
     except ImportError:  # a bare runtime: pip's vendored copy is always there
-        from pip._vendor.packaging.requirements import Requirement
-        from pip._vendor.packaging.utils import canonicalize_name
-    return Requirement, canonicalize_name
-
-
-def _version_class():
-    try:
-        from packaging.version import InvalidVersion, Version
-    except ImportError:
-        from pip._vendor.packaging.version import InvalidVersion, Version
-    return Version, InvalidVersion
+        return importlib.import_module(f"pip._vendor.packaging.{module}")
 
 
 def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[str], list[str]]:
     """(``name==version`` lines pip accepts, ``name version`` of what was left out as not PEP 440)."""
-    Version, InvalidVersion = _version_class()
+    versions = _packaging("version")
     lines, left_out = [], []
     for name, version in sorted(installed.items()):
         if name == skip:
             continue
         try:
-            Version(version)
-        except InvalidVersion:
+            versions.Version(version)
+        except versions.InvalidVersion:
             left_out.append(f"{name} {version}")
             continue
         lines.append(f"{name}=={version}")
@@ -76,7 +66,7 @@ def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[st
 
 def installed_versions() -> dict[str, str]:
     """Canonical name -> version of every distribution on sys.path (first one wins)."""
-    _, canonical = _packaging()
+    canonical = _packaging("utils").canonicalize_name
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
@@ -91,10 +81,10 @@ def missing_requirements(requirements: list[str], installed: dict[str, str]) -> 
     Pure: ``requirements`` as in ``Requires-Dist``, ``installed`` from installed_versions().
     Requirements behind an extra are skipped (the runtime provides pyspark and friends).
     """
-    Requirement, canonical = _packaging()
+    requirement, canonical = _packaging("requirements").Requirement, _packaging("utils").canonicalize_name
     missing, warnings = [], []
     for text in requirements:
-        req = Requirement(text)
+        req = requirement(text)
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
             continue
         name = canonical(req.name)
@@ -149,7 +139,8 @@ def _mask_uri(uri: str) -> str:
 
 def check(environ) -> tuple[list[str], list[str]]:
     """(information lines, errors) about the configuration a session on this node resolves to."""
-    info, errors = [], []
+    info: list[str] = []
+    errors: list[str] = []
     present = [name for name in SERVICE_PRINCIPAL_ENV if environ.get(name)]
     if present and len(present) < len(SERVICE_PRINCIPAL_ENV):
         absent = [name for name in SERVICE_PRINCIPAL_ENV if name not in present]
@@ -229,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(missing))
         return 0
     if command == "constraints":
-        _, canonical = _packaging()
+        canonical = _packaging("utils").canonicalize_name
         lines, left_out = constraint_lines(installed_versions(), skip=canonical(DIST_NAME))
         if left_out:
             print("not pinned (versions pip cannot parse): " + ", ".join(left_out), file=sys.stderr)

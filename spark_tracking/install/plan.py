@@ -137,7 +137,7 @@ def check_setting_name(name: str, flag: str) -> None:
 
 
 def _secret_ref(scope: str, key: str) -> str:
-    return "{{secrets/%s/%s}}" % (scope, key)
+    return f"{{{{secrets/{scope}/{key}}}}}"
 
 
 def managed(spec: dict) -> dict:
@@ -156,7 +156,7 @@ def _ours_env(name: str, value: str) -> bool:
     if name.startswith(ENV_PREFIX):
         return True
     ref = _SECRET_REF.match(str(value))
-    return name in SECRET_KEYS and bool(ref) and ref.group(2) == SECRET_KEYS[name]
+    return name in SECRET_KEYS and ref is not None and ref.group(2) == SECRET_KEYS[name]
 
 
 def _clean(fields: dict) -> dict:

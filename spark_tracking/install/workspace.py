@@ -55,6 +55,7 @@ class Workspace:
 
     @property
     def host(self) -> str:
+        """The workspace URL, as the SDK configuration resolved it."""
         return self._ws.config.host
 
     # -- clusters -------------------------------------------------------------------------------
@@ -89,9 +90,11 @@ class Workspace:
             sleep(poll)
 
     def start_cluster(self, cluster_id: str) -> None:
+        """Start a terminated cluster (returns without waiting for it)."""
         self._ws.clusters.start(cluster_id)
 
     def restart_cluster(self, cluster_id: str) -> None:
+        """Restart a running cluster (returns without waiting for it)."""
         self._ws.clusters.restart(cluster_id)
 
     # -- files ------------------------------------------------------------------------------------
@@ -104,12 +107,14 @@ class Workspace:
         path = target.api_path(name)
         try:
             if target.kind == "volumes":
-                return FilesAPI(self._ws.api_client).download(path).contents.read()
+                contents = FilesAPI(self._ws.api_client).download(path).contents
+                return contents.read() if contents is not None else b""
             return base64.b64decode(self._ws.workspace.export(path, format=ExportFormat.AUTO).content or "")
         except NotFound:
             return None
 
     def folder_exists(self, target: Target) -> bool:
+        """Whether ``target``'s folder exists (a volume directory or a workspace folder)."""
         from databricks.sdk.errors import NotFound
         from databricks.sdk.service.files import FilesAPI
 
@@ -123,6 +128,7 @@ class Workspace:
             return False
 
     def create_folder(self, target: Target) -> None:
+        """Create ``target``'s folder, parents included."""
         from databricks.sdk.service.files import FilesAPI
 
         if target.kind == "volumes":
@@ -154,9 +160,11 @@ class Workspace:
 
     # -- secrets ----------------------------------------------------------------------------------
     def scope_exists(self, scope: str) -> bool:
+        """Whether the secret scope exists."""
         return any(s.name == scope for s in self._ws.secrets.list_scopes())
 
     def create_scope(self, scope: str) -> None:
+        """Create a Databricks-backed secret scope."""
         self._ws.secrets.create_scope(scope)
 
     def secret_equals(self, scope: str, key: str, value: str) -> bool | None:
@@ -192,4 +200,5 @@ class Workspace:
         return me.user_name or me.display_name
 
     def put_secret(self, scope: str, key: str, value: str) -> None:
+        """Store ``value`` under ``scope/key`` (overwrites)."""
         self._ws.secrets.put_secret(scope, key, string_value=value)

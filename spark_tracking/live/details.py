@@ -219,6 +219,7 @@ class RunDetails:
             return snapshot
 
     def snapshot(self) -> Snapshot:
+        """What the view shows now (the run's state and points taken so far), without redrawing."""
         snap = self.live.snapshot(
             run_id=self.run_id,
             run_name=self.run_name,

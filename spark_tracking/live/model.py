@@ -36,6 +36,7 @@ class Curve:
         self.last_value = math.nan
 
     def points(self) -> list[tuple[int, float]]:
+        """The kept points as ``(step, value)``, in step order."""
         return list(zip(self.steps, self.values))
 
 
@@ -55,6 +56,8 @@ class Metric:
         return (step - self.origin) % self.stride == 0
 
     def add(self, worker: int, step: int, value: float) -> None:
+        """Take one point of ``worker``; a step it already passed is ignored, the same step again
+        replaces its value. Past ``max_points`` kept steps, every other step is dropped."""
         curve = self.curves.get(worker)
         if curve is None:
             if len(self.curves) >= self.max_workers:
@@ -95,6 +98,7 @@ class Metric:
             curve.values = array("d", [v for _, v in keep])
 
     def mean(self) -> list[tuple[int, float]]:
+        """The mean over the workers at each kept step, as ``(step, mean)``."""
         return [(s, total / n) for s, (total, n) in sorted(self.sums.items())]
 
 
@@ -131,6 +135,7 @@ class Snapshot:
 
     @property
     def finished(self) -> bool:
+        """True once the run ended (FINISHED, FAILED or KILLED)."""
         return self.status in ("FINISHED", "FAILED", "KILLED")
 
 
@@ -159,6 +164,7 @@ class LiveRun:
         self.version += 1
 
     def snapshot(self, **fields) -> Snapshot:
+        """The state as a :class:`Snapshot`; ``fields`` fill its run fields (id, name, status...)."""
         curves, rows = {}, []
         for key in sorted(self.metrics):
             metric = self.metrics[key]

@@ -109,6 +109,7 @@ class Chart:
 
 
 def header_html(snap: Snapshot) -> str:
+    """The view's header as HTML: run, status, link and forwarding counters."""
     colour = {"RUNNING": "#1a7f37", "FINISHED": "#0969da", "FAILED": "#cf222e", "KILLED": "#cf222e"}.get(
         snap.status, "#6e7781"
     )
@@ -126,6 +127,7 @@ def header_html(snap: Snapshot) -> str:
 
 
 def table_html(snap: Snapshot) -> str:
+    """The latest-values table as HTML."""
     rows = table_rows(snap)
     if len(rows) == 1:
         return "<i>no points from tasks yet</i>"
@@ -163,12 +165,14 @@ class NotebookFrontend:
         return self.chart.figure
 
     def open(self, snap: Snapshot) -> None:
+        """Display the widgets in the current cell, drawn from ``snap``."""
         from IPython.display import display
 
         self.update(snap)
         self.handle = display(self.box, display_id=True)
 
     def update(self, snap: Snapshot, final: bool = False) -> None:
+        """Redraw from ``snap``; the chart at most as often as keeps its share of the time (always when ``final``)."""
         now = time.monotonic()
         if final or now >= self._next_draw:
             png = self.chart.draw(snap)
@@ -179,6 +183,7 @@ class NotebookFrontend:
         self.header.value = header_html(snap)  # last: its refresh number marks a complete update
 
     def finish(self, snap: Snapshot) -> None:
+        """Draw ``snap`` a last time, then replace the widgets with a static copy a saved notebook keeps."""
         self.update(snap, final=True)
         if self.handle is None:
             return

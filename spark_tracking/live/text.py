@@ -20,12 +20,14 @@ def table_rows(snap: Snapshot) -> list[list[str]]:
 
 
 def headline(snap: Snapshot) -> str:
+    """The summary's first line: run id, name and status."""
     run = snap.run_id[:8] if snap.run_id else "(the next run tasks log to)"
     name = f" {snap.run_name}" if snap.run_name else ""
     return f"run {run}{name}  {snap.status}"
 
 
 def counters_line(snap: Snapshot) -> str:
+    """The summary's second line: points from tasks and the forwarding counters."""
     c = snap.counters
     line = (
         f"points from tasks {snap.points:,}  |  forwarding: received {c.get('received', 0):,}  "
@@ -62,10 +64,12 @@ class TextFrontend:
         self._lines = 0
 
     def open(self, snap: Snapshot) -> None:
+        """Print the first summary (on a terminal only)."""
         if self.live:
             self.update(snap)
 
     def update(self, snap: Snapshot) -> None:
+        """Redraw the summary in place (on a terminal only)."""
         if not self.live:
             return
         text = format_summary(snap)
@@ -76,6 +80,7 @@ class TextFrontend:
         self._lines = text.count("\n") + 1
 
     def finish(self, snap: Snapshot) -> None:
+        """Print the final summary: in place on a terminal, once elsewhere."""
         if self.live:
             self.update(snap)
         else:
