@@ -46,7 +46,7 @@ setup(
         # MLflow < 2.12 refuses, so it is an extra of its own
         "connect": _CONNECT_CLIENT,
         # the checks CI runs on the code (pyproject.toml configures them; .ci/lint runs them)
-        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-requests", "types-tqdm"],
+        "lint": ["ruff>=0.6,<1", "mypy>=1.10,<3", "types-protobuf", "types-requests", "types-tqdm"],
         # the documentation site (mkdocs.yml); pymdown-extensions gives the snippets extension
         "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "pymdown-extensions>=10.0,<14"],
         "test": [

@@ -10,8 +10,8 @@ from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding import relay as relay_module
-from spark_tracking.forwarding.shipper import _Connection
 from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding.shipper import _Connection
 from spark_tracking.forwarding.sink import Sink, Spool
 
 

@@ -220,8 +220,6 @@ class FakeAzure:
 
     # -- handlers ------------------------------------------------------------------------------
     def _handler(self, route):
-        fake = self
-
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
