@@ -13,24 +13,7 @@
 
 # COMMAND ----------
 
-import os
-import sys
-
-from pyspark.sql import SparkSession
-
-if "DATABRICKS_RUNTIME_VERSION" in os.environ:
-    spark = SparkSession.builder.getOrCreate()  # the cluster's session
-else:  # locally: two executor processes on this machine, on loopback
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
-        SparkSession.builder.master(os.environ.get("SPARK_MASTER", "local-cluster[2,1,1024]"))
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-sc = spark.sparkContext
+# MAGIC %run ./_setup
 
 # COMMAND ----------
 
@@ -64,6 +47,7 @@ print(f"run {run.id}")
 # COMMAND ----------
 
 import json
+import os
 import tempfile
 
 import matplotlib.pyplot as plt
@@ -163,6 +147,7 @@ run.complete()
 # COMMAND ----------
 
 import subprocess
+import sys
 
 from IPython.display import Image, display
 

@@ -14,24 +14,7 @@
 
 # COMMAND ----------
 
-import os
-import sys
-
-from pyspark.sql import SparkSession
-
-if "DATABRICKS_RUNTIME_VERSION" in os.environ:
-    spark = SparkSession.builder.getOrCreate()  # the cluster's session
-else:  # locally: two executor processes on this machine, on loopback
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
-        SparkSession.builder.master(os.environ.get("SPARK_MASTER", "local-cluster[2,1,1024]"))
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-sc = spark.sparkContext
+# MAGIC %run ./_setup
 
 # COMMAND ----------
 
@@ -127,6 +110,8 @@ details.wait(timeout=120)
 print(details.summary())
 
 # COMMAND ----------
+
+import os
 
 if "DATABRICKS_RUNTIME_VERSION" not in os.environ:
     spark.stop()  # locally: release the executors (on Databricks the session belongs to the cluster)

@@ -57,6 +57,17 @@ def clean_env(monkeypatch, tmp_path):
     _reset_mlflow_globals()
 
 
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """A metric's (step, value) in the store, in step order, after a flush: what reached the
+    driver is in the store (tasks may end before the store answers)."""
+    import spark_tracking
+
+    spark_tracking.flush()
+    return [
+        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
+    ]
+
+
 @pytest.fixture
 def sqlite_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"

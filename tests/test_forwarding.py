@@ -7,7 +7,7 @@ import threading
 
 import mlflow
 import pytest
-from conftest import free_port
+from conftest import free_port, history
 from faults import wait_until
 
 import spark_tracking
@@ -19,13 +19,6 @@ from spark_tracking.forwarding import driver, protocol
 def store(sqlite_uri):
     spark_tracking.configure(tracking_uri=sqlite_uri)
     return mlflow.MlflowClient(sqlite_uri)
-
-
-def history(client, run_id, key):
-    spark_tracking.flush()  # what reached the driver is in the store (tasks may end before the store answers)
-    return [
-        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    ]
 
 
 def _train(rows):

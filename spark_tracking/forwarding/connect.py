@@ -40,6 +40,7 @@ import logging
 import os
 import threading
 import uuid
+from typing import TextIO
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class DropConnection:
     def __init__(self, folder: str):
         self.folder = folder
         self.path: str | None = None
-        self.fh = None
+        self.fh: TextIO | None = None
         self.seq = 0
 
     def request(self, message: dict, timeout: float | None = None, on_wait=None) -> dict:
@@ -182,6 +183,7 @@ class DropConnection:
         os.fsync(fh.fileno())
         fh.close()
         if complete:
+            assert self.path is not None  # set with fh
             os.replace(self.path + ".part", self.path)
 
 

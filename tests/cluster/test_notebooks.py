@@ -19,9 +19,12 @@ from .conftest import REPO, Node
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+SOURCES = sorted((REPO / "notebooks").glob("*.py"))
+#: the examples; the others (``_setup``) are what they ``%run``
+NOTEBOOKS = [p for p in SOURCES if not p.name.startswith("_")]
 HEADER = "# Databricks notebook source\n"
 SEPARATOR = re.compile(r"^# COMMAND -{10}\s*$", re.M)
+RUN_SIBLING = re.compile(r"^%run \./(\w+)$")
 #: Tracking setup the notebooks must not contain: the session hook does it.
 SETUP_CODE = (
     "set_tracking_uri",
@@ -35,7 +38,8 @@ SETUP_CODE = (
 
 
 def read_databricks_source(path) -> "nbformat.NotebookNode":
-    """A Databricks source-format notebook (.py) as a Jupyter notebook."""
+    """A Databricks source-format notebook (.py) as a Jupyter notebook. ``%run ./name`` (a
+    notebook beside it, as on Databricks) becomes IPython's ``%run`` of that file's path."""
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HEADER), f"{path} is not in Databricks source format"
     cells = []
@@ -50,6 +54,9 @@ def read_databricks_source(path) -> "nbformat.NotebookNode":
                 cells.append(nbformat.v4.new_markdown_cell("\n".join([body[0][3:].strip()] + body[1:]).strip()))
                 continue
             chunk = "\n".join(body)
+            sibling = RUN_SIBLING.match(chunk)
+            if sibling:
+                chunk = f'%run "{path.parent / sibling.group(1)}.py"'
         cells.append(nbformat.v4.new_code_cell(chunk))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "sim-cluster", "display_name": "simulated cluster", "language": "python"}
@@ -109,7 +116,7 @@ def _images(nb) -> int:
     return sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_notebooks_are_databricks_source_without_tracking_setup(path):
     text = path.read_text(encoding="utf-8")
     assert text.startswith(HEADER)

@@ -7,6 +7,7 @@ import logging
 
 import mlflow
 import pytest
+from conftest import history
 
 import spark_tracking
 from spark_tracking.forwarding import connect, driver
@@ -19,13 +20,6 @@ def store(sqlite_uri, connect_server, monkeypatch):
     spark_tracking.configure(tracking_uri=sqlite_uri)
     yield mlflow.MlflowClient(sqlite_uri)
     driver.shutdown(10.0)
-
-
-def history(client, run_id, key):
-    spark_tracking.flush()
-    return [
-        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    ]
 
 
 def _train(batches):

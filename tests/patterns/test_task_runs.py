@@ -103,6 +103,20 @@ def test_a_file_over_the_limit_is_refused_at_the_call(spark, store, monkeypatch)
     assert code == "INVALID_PARAMETER_VALUE"  # the caller's mistake, not an internal error
 
 
+def test_a_store_error_reaches_the_task_with_its_code(spark, store):
+    def task(rows):
+        import mlflow
+
+        try:
+            mlflow.MlflowClient().get_run("0" * 32)
+        except mlflow.exceptions.MlflowException as exc:
+            yield exc.error_code
+
+    with mlflow.start_run():
+        (code,) = spark.sparkContext.parallelize([0], 1).mapPartitions(task).collect()
+    assert code == "RESOURCE_DOES_NOT_EXIST"  # what the driver's store said, not INTERNAL_ERROR
+
+
 @pytest.mark.parametrize("size", [0, 9 * 1024 * 1024 + 7])
 def test_artifacts_arrive_whole_in_chunks(spark, store, size):
     def task(rows):
