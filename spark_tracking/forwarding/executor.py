@@ -225,6 +225,31 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     return True
 
 
+def forward_metric(run_id: str | None, metric) -> bool:
+    """:func:`forward_batch` of one MLflow ``Metric``: the path of every plain
+    ``mlflow.log_metric`` in a task, so it builds no lists. False when this process is not bound."""
+    b = current_binding()
+    if b is None:
+        return False
+    if run_id is not None:
+        b = b.for_run(run_id)
+    key, value, step, ts = metric.key, metric.value, metric.step, metric.timestamp
+    if key not in _good_keys:
+        _metric_key(key, b)
+    if type(value) is not float:
+        value = validation.metric_value(key, value)
+    if type(step) is not int:
+        step = validation.step_value(step)
+    if type(ts) is not int:
+        ts = validation.timestamp_value(ts)
+        if ts is None:
+            ts = int(time.time() * 1000)
+    _buf.append((b, key, value, ts, step))
+    if len(_buf) >= _batch_trigger:
+        _wake_shipper()
+    return True
+
+
 # -- flush, stats ----------------------------------------------------------------------------
 
 

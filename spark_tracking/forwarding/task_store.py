@@ -314,12 +314,15 @@ class TaskStore(AbstractStore):
     # -- writes ------------------------------------------------------------------------------
 
     def log_batch(self, run_id, metrics, params, tags):
-        target = None if run_id in _handed_out or run_id in _ever_handed_out else run_id
+        # a run handed out in this worker (this task's or an earlier one's) is the driver's run
+        target = None if run_id in _ever_handed_out else run_id
         if not executor.forward_batch(target, metrics, params, tags):
             self.delegate.log_batch(run_id, metrics, params, tags)
 
     def log_metric(self, run_id, metric):
-        self.log_batch(run_id, [metric], [], [])
+        # every plain mlflow.log_metric of a task comes here: no lists, one lookup
+        if not executor.forward_metric(None if run_id in _ever_handed_out else run_id, metric):
+            self.delegate.log_metric(run_id, metric)
 
     def log_param(self, run_id, param):
         self.log_batch(run_id, [], [param], [])
