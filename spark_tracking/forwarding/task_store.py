@@ -76,7 +76,42 @@ _warned: set[str] = set()
 
 
 class DriverUnreachable(ConnectionError):
-    """The driver relay did not answer a task's request."""
+    """The driver relay did not answer a task's request. ``address``: the relay's (None when
+    there is no relay to ask); ``cause``: the last connection error."""
+
+    def __init__(self, text: str, address: str | None = None, cause: BaseException | None = None):
+        super().__init__(text)
+        self.address, self.cause = address, cause
+
+
+#: what a task cannot do without the driver, by request
+_NEEDS_DRIVER = {
+    "create_run": "create a run (mlflow.start_run with a name, nested=True, tags or a parent; "
+    "MlflowClient().create_run)",
+    "get_run": "read a run",
+    "update_run": "end a run",
+    "store_call": "call the driver's store",
+    "artifact_chunk": "send an artifact",
+    "artifact_commit": "send an artifact",
+    "artifact_list": "list artifacts",
+    "artifact_read": "read an artifact",
+}
+
+
+def _unreachable(address: str, op: str, cause: BaseException) -> DriverUnreachable:
+    """The error of a request the relay at ``address`` never answered: cause, fix, and what
+    happens to what the task logged."""
+    return DriverUnreachable(
+        f"spark_tracking: the driver's relay is unreachable at {address} ({cause}), so this task "
+        f"cannot {_NEEDS_DRIVER.get(op, repr(op))}. Fix: keep the driver (and its spark_tracking "
+        "session) running while tasks run, and make that address reachable from the executors: set "
+        "relay_host (spark.sparktracking.relay_host or SPARK_TRACKING_RELAY_HOST) to an address of "
+        "the driver they can reach and let relay_port through the firewall. What this task logged "
+        "before is kept: its points wait in its buffer and spill file and reach the driver's run "
+        "once the relay answers.",
+        address,
+        cause,
+    )
 
 
 def activate_in_worker() -> bool:
@@ -164,7 +199,7 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
         except RuntimeError as exc:  # the relay refused the request
             raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
         return run_ops.decode(reply.get("v"), _rewrite_artifact_uris)
-    raise DriverUnreachable(f"spark_tracking: the driver relay at {b.relay} did not answer {op!r}: {error}")
+    raise _unreachable(b.relay, op, error)
 
 
 def _warn_once(key: str, text: str, *args) -> None:
@@ -279,9 +314,10 @@ class TaskStore(AbstractStore):
         except DriverUnreachable as exc:
             _warn_once(
                 "handout",
-                "%s; this task's points wait in its buffer and spill file and "
-                "reach the driver's run once the relay answers",
-                exc,
+                "spark_tracking: the driver's relay is unreachable at %s (%s); this task's points "
+                "wait in its buffer and spill file and reach the driver's run once the relay answers",
+                exc.address,
+                exc.cause or exc,
             )
             run = _stand_in_run(experiment_id, start_time)
         run = mlflow_compat.run_with_inputs(run)
