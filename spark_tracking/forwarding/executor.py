@@ -300,11 +300,12 @@ def _on_task_end() -> None:
                     timeout,
                     shipper.spill.folder,
                 )
-            # only if MLflow ran in this task: importing task_store imports mlflow, and mlflow
-            # loading our plugins while task_store is half-imported leaves the worker unrouted
-            task_store = sys.modules.get(f"{__package__}.task_store")
-            if task_store is not None:
-                task_store.end_task_runs()
+        # any task, bound or not, and only if MLflow ran in it: importing task_store imports
+        # mlflow, and mlflow loading our plugins while task_store is half-imported leaves the
+        # worker unrouted
+        task_store = sys.modules.get(f"{__package__}.task_store")
+        if task_store is not None:
+            task_store.end_task_runs()
     except Exception:
         logger.warning("spark_tracking: end-of-task flush failed", exc_info=True)
     finally:

@@ -72,6 +72,8 @@ _handed_out: dict[str, Run] = {}
 _ever_handed_out: set[str] = set()
 _created: dict[str, Run] = {}  # runs this task created (it ends them)
 _resumed: dict[str, Run] = {}  # runs of others this task made active (start_run(run_id=...))
+#: runs a task that is not bound created in the executor's store -> that store
+_local: dict[str, AbstractStore] = {}
 _warned: set[str] = set()
 
 
@@ -130,13 +132,22 @@ def activate_in_worker() -> bool:
 
 
 def end_task_runs() -> None:
-    """End of a task: end the runs it created and left open (FINISHED), and pop every run of
-    this task from MLflow's active-run stack, so a reused worker starts its next task clean."""
-    mine = set(_handed_out) | set(_created) | set(_resumed)
+    """End of a task, bound or not: end the runs it created and left open (FINISHED), and pop
+    every run of this task from MLflow's active-run stack, so a reused worker starts its next
+    task clean (MLflow refuses ``start_run()`` while a run is active, and would log to it)."""
+    mine = set(_handed_out) | set(_created) | set(_resumed) | set(_local)
+    left_open = []
     if mine and "mlflow.tracking.fluent" in sys.modules:
         stack = mlflow_compat.active_run_stack()
         while stack and stack[-1].info.run_id in mine:
-            stack.pop()
+            left_open.append(stack.pop().info.run_id)
+    for run_id in left_open:
+        store = _local.get(run_id)
+        if store is not None:
+            try:
+                store.update_run_info(run_id, RunStatus.FINISHED, int(time.time() * 1000), None)
+            except Exception:
+                logger.warning("spark_tracking: could not end run %s at the end of its task", run_id, exc_info=True)
     for run_id, run in list(_created.items()):
         if run.info.status == "RUNNING":
             try:
@@ -146,6 +157,7 @@ def end_task_runs() -> None:
     _handed_out.clear()
     _created.clear()
     _resumed.clear()
+    _local.clear()
 
 
 # -- requests to the driver ------------------------------------------------------------------
@@ -291,7 +303,9 @@ class TaskStore(AbstractStore):
                     "spark_tracking session on the driver); MLflow logs to %s on the executor",
                     os.environ.get(ENV_DELEGATE) or "MLflow's default store",
                 )
-            return self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
+            run = self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
+            _local[run.info.run_id] = self.delegate
+            return run
         tag_map = {t.key: t.value for t in tags or []}
         if not _creates_a_run(tag_map):
             return self._hand_out(experiment_id, start_time)
