@@ -344,9 +344,9 @@ def _install_in_worker() -> None:
 
 
 def _on_task_over() -> None:
-    """The task's function returned or raised (the worker may be killed next)."""
-    if _binding.cached() is not None:
-        _on_task_end()
+    """The task's function returned or raised (the worker may be killed next). Also for a
+    task that is not bound: the runs it left open must not pass to the worker's next task."""
+    _on_task_end()
 
 
 def _after_fork_in_child() -> None:
