@@ -1,10 +1,14 @@
 """Faults of real Spark tasks (local-cluster: separate executor JVMs and Python workers) and
 what reaches a real MLflow store: a task that raises after logging, a Python worker killed
-with SIGKILL mid-task, a barrier stage that Spark runs again."""
+with SIGKILL mid-task, a barrier stage that Spark runs again, a worker reused after a task that
+was not bound."""
+
+import json
 
 import faults
 import mlflow
 import pytest
+from conftest import run_driver
 from pyspark import cloudpickle
 
 import spark_tracking
@@ -106,22 +110,8 @@ spark.stop()
 
 
 def test_a_reused_worker_starts_a_bound_task_without_the_run_an_unbound_task_left_active(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    out = subprocess.run(
-        [sys.executable, "-c", REUSED_WORKERS, store],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(run_driver(REUSED_WORKERS, store, cwd=tmp_path).strip().splitlines()[-1])
     assert [attempt for _, _, attempt in result["later"]] == [0] * 6  # no task failed
     assert set(result["first"]) & {pid for pid, _, _ in result["later"]}  # the workers really were reused
     assert {run for _, run, _ in result["later"]} == {result["run"]}  # every task logged to the driver's run

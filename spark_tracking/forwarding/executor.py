@@ -203,20 +203,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     if b is None:
         return False
     b = b.for_run(run_id)
-    rows: list = []
-    for m in metrics:
-        key, value, step, ts = m.key, m.value, m.step, m.timestamp
-        if key not in _good_keys:
-            _metric_key(key, b)
-        if type(value) is not float:
-            value = validation.metric_value(key, value)
-        if type(step) is not int:
-            step = validation.step_value(step)
-        if type(ts) is not int:
-            ts = validation.timestamp_value(ts)
-            if ts is None:
-                ts = int(time.time() * 1000)
-        rows.append((b, key, value, ts, step))
+    rows = [_metric_row(b, m) for m in metrics]
     rows.extend((b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params)
     rows.extend((b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
     _buf.extend(rows)
@@ -233,6 +220,14 @@ def forward_metric(run_id: str | None, metric) -> bool:
         return False
     if run_id is not None:
         b = b.for_run(run_id)
+    _buf.append(_metric_row(b, metric))
+    if len(_buf) >= _batch_trigger:
+        _wake_shipper()
+    return True
+
+
+def _metric_row(b: Binding, metric) -> tuple:
+    """The queue entry of an MLflow ``Metric``, checked like :func:`log_metric`."""
     key, value, step, ts = metric.key, metric.value, metric.step, metric.timestamp
     if key not in _good_keys:
         _metric_key(key, b)
@@ -244,10 +239,7 @@ def forward_metric(run_id: str | None, metric) -> bool:
         ts = validation.timestamp_value(ts)
         if ts is None:
             ts = int(time.time() * 1000)
-    _buf.append((b, key, value, ts, step))
-    if len(_buf) >= _batch_trigger:
-        _wake_shipper()
-    return True
+    return (b, key, value, ts, step)
 
 
 # -- flush, stats ----------------------------------------------------------------------------
