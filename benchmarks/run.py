@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -298,6 +299,18 @@ def read_results() -> str:
             return fh.read()
     except FileNotFoundError:
         return ""
+
+
+def write_section(name: str, report: str) -> None:
+    """Replace the section ``name`` of results.md (between ``<!-- name -->`` markers) with
+    ``report``, or append it; the rest of the file stays as it is."""
+    path = os.path.join(HERE, "results.md")
+    text = read_results()
+    block = f"<!-- {name} -->\n{report}\n<!-- /{name} -->\n"
+    pattern = re.compile(rf"<!-- {name} -->\n.*?<!-- /{name} -->\n", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_report(report: str) -> None:
