@@ -448,11 +448,7 @@ class FakeAzure:
                 per_key[metric["key"]] = per_key.get(metric["key"], 0) + 1
             over = [k for k, n in per_key.items() if n > self.MAX_VALUES_PER_KEY]
             if over:
-                return 400, {
-                    "error_code": "INVALID_PARAMETER_VALUE",
-                    "message": f"A batch may hold at most {self.MAX_VALUES_PER_KEY} values of one metric; "
-                    f"got {per_key[over[0]]} of '{over[0]}'",
-                }
+                return _size_limit("MetricV2Dto.Value/Count", self.MAX_VALUES_PER_KEY, per_key[over[0]])
             params = data.get("params") or ([{"key": data["key"]}] if api.endswith("log-parameter") else [])
             if params:
                 run = self._session.get(
@@ -460,11 +456,9 @@ class FakeAzure:
                     params={"run_id": data.get("run_id") or data.get("run_uuid")},
                 ).json()
                 have = {p["key"] for p in (run.get("run", {}).get("data", {}).get("params") or [])}
-                if len(have | {p["key"] for p in params}) > self.MAX_PARAMS_PER_RUN:
-                    return 400, {
-                        "error_code": "INVALID_PARAMETER_VALUE",
-                        "message": f"A run may have at most {self.MAX_PARAMS_PER_RUN} parameters",
-                    }
+                size = len(have | {p["key"] for p in params})
+                if size > self.MAX_PARAMS_PER_RUN:  # the whole request is refused
+                    return _size_limit("Parameters", self.MAX_PARAMS_PER_RUN, size)
         return None
 
     def _plain(self, h, method: str, body: bytes) -> None:
@@ -479,6 +473,35 @@ class FakeAzure:
             headers={"Content-Type": h.headers.get("Content-Type", "application/json")},
         )
         h.reply(response.status_code, raw=response.content)
+
+
+def _size_limit(field: str, limit: int, size: int) -> tuple[int, dict]:
+    """AML's answer to a request over one of its size limits, as MLflow clients have reported it
+    (azure-sdk-for-python#35685 for params, mlflow#11462 for metric values)."""
+    error = {
+        "Error": {
+            "Code": "ValidationError",
+            "Severity": None,
+            "Message": f"A field of the entity is over the size limit. FieldName={field}, Limit={limit}, "
+            f"Size={size}. See https://aka.ms/azure-machine-learning-limits for service limits documentation.",
+            "MessageFormat": None,
+            "MessageParameters": None,
+            "ReferenceCode": None,
+            "DetailsUri": None,
+            "Target": None,
+            "Details": [],
+            "InnerError": None,
+            "DebugInfo": None,
+            "AdditionalInfo": None,
+        },
+        "Correlation": {"operation": uuid.uuid4().hex, "request": uuid.uuid4().hex[:16]},
+        "Environment": "westeurope",
+        "Location": "westeurope",
+        "ComponentName": "mlflow",
+        "statusCode": 400,
+        "error_code": "INVALID_PARAMETER_VALUE",
+    }
+    return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Response: {error!r}"}
 
 
 def _azureml_artifact_uris(content: bytes) -> bytes:
