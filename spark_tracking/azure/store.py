@@ -6,7 +6,9 @@ Two ways to speak to AML's MLflow endpoint:
 
 - with azureml-mlflow installed, through its own ``azureml://`` store: it is the only client of
   AML's artifact service, and its artifact repository works only for runs its store made
-  ("An authorization token was not set in the artifact uri" otherwise, mlflow#11103);
+  ("An authorization token was not set in the artifact uri" otherwise, mlflow#11103). The
+  session's URI is that store's behind ``AZUREML_PREFIX``, so that the store is built here,
+  signed with spark_tracking's credential (``azureml_store``);
 - without it, as ``https://`` with spark_tracking's request-auth plugin: metrics, params, tags
   and runs work; artifacts and models cannot (``mlflow_auth`` refuses them at once, with the fix).
 """
@@ -122,11 +124,40 @@ def for_link(link) -> Store:
     return _aml_store(link.tracking_uri)
 
 
+#: The tracking URI of a session that goes through azureml-mlflow: its ``azureml://`` URI behind
+#: this prefix, so that MLflow asks ``lazy_link_store`` for the store, which has azureml-mlflow
+#: sign with spark_tracking's credential before building it (see ``azureml_store``).
+AZUREML_PREFIX = f"{LAZY_SCHEME}://azureml/"
+
+
 def _aml_store(https: str) -> Store:
     if azureml_mlflow_installed():
         _, host, path = _split(https)
-        return Store(f"azureml://{host}{path}", None)
+        return Store(f"{AZUREML_PREFIX}{host}{path}", None)
     return Store(https, AUTH_NAME)
+
+
+def azureml_store(store_uri: str, artifact_uri: str | None = None):
+    """azureml-mlflow's store for ``spark-tracking-aml://azureml/<host>/<path>``, signing with
+    this session's credential (the ``azure_credential``, ``azure_cloud`` and
+    ``azure_authority_host`` settings, the token cached for the process) instead of azureml-mlflow's
+    own chain, which ignores those settings, asks ARM for cloud metadata and ends in interactive
+    and device-code logins that wait for a person."""
+    from .. import session
+    from .._compat.azureml_mlflow import sign_store_with
+    from .._compat.mlflow import build_store
+    from .credentials import ProviderCredential, provider_for_config
+    from .resources import workspace_ref_of_tracking_uri
+
+    rest = store_uri[len(AZUREML_PREFIX) :]
+    uri = f"azureml://{rest}"
+    workspace = workspace_ref_of_tracking_uri(uri)
+    if workspace is None:
+        raise AzureLinkError(f"{store_uri!r} names no AML workspace (/subscriptions/.../workspaces/<name>)")
+    cfg = session.active_config()
+    credential = ProviderCredential(provider_for_config(cfg))
+    sign_store_with(uri, f"https://{rest.split('/', 1)[0]}", workspace, credential, cfg.azure_cloud)
+    return build_store(uri, artifact_uri)
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
@@ -171,5 +202,6 @@ def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = Non
     from .._compat.mlflow import build_store
 
     # MLflow calls this under its store-building lock, once per URI and process
-
+    if store_uri and store_uri.startswith(AZUREML_PREFIX):
+        return azureml_store(store_uri, artifact_uri)
     return build_store(session.resolve_pending_link(), artifact_uri)

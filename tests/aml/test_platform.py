@@ -14,19 +14,11 @@ import spark_tracking
 from spark_tracking import hook, session
 from spark_tracking.azure import link, store
 
-from .conftest import GROUP, NAME, SUB, arm_calls
-
-AML_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.MachineLearningServices/workspaces/{NAME}"
+from .conftest import AML_ID, SUB, arm_calls
 
 
 def aml_uri(azure) -> str:
     return f"{azure.aml.url}/mlflow/v2.0{AML_ID}"
-
-
-@pytest.fixture
-def linked(azure, principal, workspace, monkeypatch):
-    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
-    return azure
 
 
 @pytest.fixture
@@ -129,7 +121,9 @@ def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
     found = link.Link(
         AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud", "test"
     )
-    assert store.for_link(found) == store.Store(f"azureml://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None)
+    assert store.for_link(found) == store.Store(
+        f"spark-tracking-aml://azureml/westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None
+    )
     assert store.for_uri(found.tracking_uri) == store.for_link(found)  # a configured https URI too
     assert store.for_uri("http://127.0.0.1:5000") == store.Store("http://127.0.0.1:5000", None)
 

@@ -431,7 +431,8 @@ class FakeAzure:
             self.store_accepted += 1
             if api.endswith("/runs/log-batch") and response.status_code == 200:
                 self.log_batch_metrics += len(json.loads(body or b"{}").get("metrics", []))
-        h.reply(response.status_code, raw=_azureml_artifact_uris(response.content))
+        workspace = f"azureml://{h.headers.get('Host') or urlsplit(self.aml.url).netloc}{parts.path[: match.start(2)]}"
+        h.reply(response.status_code, raw=_azureml_artifact_uris(response.content, workspace))
 
     def _aml_refusal(self, method: str, api: str, query: str, body: bytes) -> tuple[int, dict] | None:
         """AML's answer where it differs from an MLflow server's, else None."""
@@ -504,10 +505,11 @@ def _size_limit(field: str, limit: int, size: int) -> tuple[int, dict]:
     return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Response: {error!r}"}
 
 
-def _azureml_artifact_uris(content: bytes) -> bytes:
+def _azureml_artifact_uris(content: bytes, workspace: str) -> bytes:
     """AML hands out ``azureml://`` artifact URIs (its artifact service, which only
-    azureml-mlflow speaks); the path below the scheme is a likely form, only the scheme
-    matters to MLflow clients."""
+    azureml-mlflow speaks): ``azureml://<host>/mlflow/v2.0/subscriptions/…/workspaces/<ws>/
+    experiments/<id>/runs/<id>/artifacts`` (as reported in mlflow#9495); ``workspace`` is the
+    part up to the workspace."""
     try:
         data = json.loads(content or b"null")
     except ValueError:
@@ -517,9 +519,11 @@ def _azureml_artifact_uris(content: bytes) -> bytes:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "artifact_uri" and isinstance(value, str):
-                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/runs/{node.get('run_id')}/artifacts"
+                    node[key] = (
+                        f"{workspace}/experiments/{node.get('experiment_id')}/runs/{node.get('run_id')}/artifacts"
+                    )
                 elif key == "artifact_location" and isinstance(value, str):
-                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/artifacts"
+                    node[key] = f"{workspace}/experiments/{node.get('experiment_id')}/artifacts"
                 else:
                     rewrite(value)
         elif isinstance(node, list):
