@@ -374,15 +374,7 @@ def main() -> int:
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; mlflow server "
         f"--workers 1 on SQLite; Spark local-cluster[2,1,1024]; {tasks} tasks.",
         "",
-        "| path | store metrics/s | median cost per call in the task | points stored |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, rate, per_call, count in rows:  # noqa: B007
-        cost = (
-            "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
-        )
-        lines.append(f"| {name} | {rate:,.0f} | {cost} | {count:,} |")
-    lines += [
+        *path_table(rows),
         "",
         f"Ratios (same run): (d)/(a) = {d / rows[0][1]:.2f}; (d)/(b) = {d / rows[1][1]:,.0f}x; "
         f"(d)/(c) = {d / rows[2][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
@@ -402,6 +394,21 @@ def main() -> int:
     write_report(report)
     write_section(FLOOR_SECTION, floor)
     return 0
+
+
+def path_table(rows) -> list[str]:
+    """The Markdown table of logging paths: rows of (name, store metrics/s, median seconds per
+    call in the task or None, points stored)."""
+    lines = [
+        "| path | store metrics/s | median cost per call in the task | points stored |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, rate, per_call, count in rows:
+        cost = (
+            "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
+        )
+        lines.append(f"| {name} | {rate:,.0f} | {cost} | {count:,} |")
+    return lines
 
 
 def read_results() -> str:

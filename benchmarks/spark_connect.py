@@ -113,11 +113,8 @@ def main() -> int:
         f"--workers 1 on SQLite; local-cluster[2,1,1024]; mapInPandas, {TASKS} tasks of {args.points:,} "
         f"points ((d'): {args.points // 4:,}).",
         "",
-        "| path | store metrics/s | median cost per call in the task | points stored |",
-        "|---|---:|---:|---:|",
+        *run.path_table(rows),
     ]
-    for name, rate, per_call, count in rows:
-        lines.append(f"| {name} | {rate:,.0f} | {per_call * 1e6:.2f} µs | {count:,} |")
     report = "\n".join(lines)
     print(report)
     with open(os.path.join(HERE, "results-connect.md"), "w", encoding="utf-8") as fh:

@@ -113,14 +113,17 @@ class Setting:
 
     @property
     def env(self) -> str:
+        """The environment variable of this setting: ``SPARK_TRACKING_<NAME>``."""
         return ENV_PREFIX + self.name.upper()
 
     @property
     def spark_conf(self) -> str:
+        """The Spark configuration key of this setting: ``spark.sparktracking.<name>``."""
         return SPARK_CONF_PREFIX + self.name
 
     @property
     def type_name(self) -> str:
+        """The type named in errors and in the configuration reference (``bool``, ``int``, ``choice``...)."""
         return _TYPE_NAMES.get(self.parse, "str" if self.parse.__name__ != "choice" else "choice")
 
 
@@ -281,6 +284,7 @@ _BY_NAME = {s.name: s for s in SETTINGS}
 
 
 def setting(name: str) -> Setting:
+    """The :class:`Setting` called ``name`` (KeyError for an unknown name)."""
     return _BY_NAME[name]
 
 
@@ -294,6 +298,7 @@ def config_file_candidates(explicit: str | None = None, environ: Mapping[str, st
 
 
 def find_config_file(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The config file a session reads: the first of :func:`config_file_candidates` that exists, or None."""
     for path in config_file_candidates(explicit, environ):
         if os.path.isfile(path):
             return path
@@ -325,7 +330,8 @@ def load_json_file(path: str) -> Any:
         return json.loads(text)
     start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
-        value, end = make_scanner(_JsonOptions)(text, start)
+        # typeshed types the context as a make_scanner; CPython takes any object with these attributes
+        value, end = make_scanner(_JsonOptions)(text, start)  # type: ignore[arg-type]
     except StopIteration as stop:
         raise ValueError(f"Expecting value: char {stop.value}") from None
     if text[end:].strip(" \t\n\r"):
@@ -405,7 +411,7 @@ def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, 
         if sc is None:
             return {}
         return {k: v for k, v in sc.getConf().getAll() if wanted(k)}
-    except Exception:  # a dying or Connect-only session: no conf to read
+    except Exception:  # noqa: BLE001 - a dying or Connect-only session: no conf to read
         return {}
 
 
@@ -423,18 +429,22 @@ class Config:
             raise AttributeError(name) from None
 
     def as_dict(self) -> dict[str, Any]:
+        """Every setting's resolved value, by name (secrets included: never print it; use ``debug_string``)."""
         return dict(self._values)
 
     @property
     def embedded_store_uri(self) -> str:
+        """The SQLite store under ``home`` (``<home>/mlflow.db``), used when no ``tracking_uri`` is set."""
         return "sqlite:///" + os.path.join(self.home, "mlflow.db")
 
     @property
     def embedded_artifact_root(self) -> str:
+        """The artifact folder of the embedded store (``<home>/artifacts``)."""
         return os.path.join(self.home, "artifacts")
 
     @property
     def effective_tracking_uri(self) -> str:
+        """``tracking_uri`` when set, else :attr:`embedded_store_uri`."""
         return self.tracking_uri or self.embedded_store_uri
 
     @property

@@ -45,7 +45,7 @@ def startup() -> None:
             import logging
 
             logging.getLogger(__name__).debug("spark_tracking startup hook failed", exc_info=True)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - not even logging may break the host
             pass
 
 
@@ -62,6 +62,7 @@ def site_packages() -> str:
 
 
 def pth_path(site_dir: str | None = None) -> str:
+    """The hook's ``.pth`` file in ``site_dir`` (default: this interpreter's site-packages)."""
     return os.path.join(site_dir or site_packages(), PTH_NAME)
 
 
@@ -90,10 +91,12 @@ def disable(site_dir: str | None = None) -> tuple[str, bool]:
 
 
 def is_enabled(site_dir: str | None = None) -> bool:
+    """True when the hook's ``.pth`` file is in ``site_dir`` (default: this interpreter's site-packages)."""
     return os.path.isfile(pth_path(site_dir))
 
 
 def register(subparsers) -> None:
+    """Add ``hook enable|disable|status`` to the ``spark-tracking`` command."""
     p = subparsers.add_parser("hook", help="make every new Python session of this environment auto-configure")
     p.add_argument("action", choices=("enable", "disable", "status"))
     p.add_argument(

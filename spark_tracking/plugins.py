@@ -41,9 +41,12 @@ class SparkTrackingRunContext(RunContextProvider):
     """Tags describing where the run was created, and the Spark task binding."""
 
     def in_context(self) -> bool:
+        """True unless ``SPARK_TRACKING_DISABLED`` is set."""
         return not _disabled()
 
     def tags(self) -> dict[str, str]:
+        """Where the run was created (cluster, notebook, job...) as MLflow tags; on the driver, binds
+        the Spark tasks this thread starts to the new run. Nothing inside a Spark task."""
         from . import context
 
         if task_store.in_spark_worker():
@@ -59,10 +62,14 @@ class SparkTrackingRunContext(RunContextProvider):
 
 
 class SparkTrackingHeaders(RequestHeaderProvider):
+    """Adds ``User-Agent: spark-tracking/<version>`` to MLflow's REST requests."""
+
     def in_context(self) -> bool:
+        """True unless ``SPARK_TRACKING_DISABLED`` is set."""
         return not _disabled()
 
     def request_headers(self) -> dict[str, str]:
+        """The headers to add: the ``User-Agent``."""
         return {"User-Agent": f"spark-tracking/{__version__}"}
 
 
@@ -76,6 +83,8 @@ class SparkTrackingExperiment(DefaultExperimentProvider):
         put_default_experiment_provider_first(self)
 
     def in_context(self) -> bool:
+        """True when a configured session names a default experiment (not in Spark tasks, not when
+        ``SPARK_TRACKING_DISABLED`` is set)."""
         from . import session
 
         if _disabled() or task_store.in_spark_worker() or session.current_config() is None:
@@ -84,6 +93,7 @@ class SparkTrackingExperiment(DefaultExperimentProvider):
         return bool(self._name)
 
     def get_experiment_id(self) -> str:
+        """The id of the session's experiment, created when it does not exist yet."""
         from mlflow.tracking import MlflowClient
 
         from . import session

@@ -7,6 +7,9 @@ MLflow); nothing else in the package reaches into MLflow's internals.
 
 from __future__ import annotations
 
+from types import FrameType
+from typing import Any
+
 
 def installed_version() -> tuple[int, ...]:
     """MLflow's version as a tuple, read from the installed distribution's metadata (no
@@ -96,12 +99,13 @@ def active_run_stack() -> list:
     """
     from mlflow.tracking import fluent
 
-    stack = fluent._active_run_stack
+    stack: Any = fluent._active_run_stack  # its type differs by MLflow version
     return stack.get() if hasattr(stack, "get") else stack
 
 
-def default_experiment_id() -> str:
-    """The experiment ``mlflow.start_run()`` would use now (set experiment, env, default).
+def default_experiment_id() -> str | None:
+    """The experiment ``mlflow.start_run()`` would use now (set experiment, env, default), or
+    None when MLflow names none.
 
     Checked on MLflow 3.17: ``mlflow.tracking.fluent._get_experiment_id()`` (same name since 1.x).
     """
@@ -157,7 +161,7 @@ def fluent_start_run_arguments() -> dict | None:
     Checked on MLflow 2.9.2, 3.0.1 and 3.17.2 (``mlflow.tracking.fluent.start_run``)."""
     import sys
 
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         code = frame.f_code
         if code.co_name == "start_run" and frame.f_globals.get("__name__") == "mlflow.tracking.fluent":

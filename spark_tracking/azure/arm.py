@@ -15,6 +15,10 @@ API_VERSIONS = {
 
 
 class ArmClient:
+    """Azure Resource Manager, as far as the link needs it: GETs to ``endpoint`` (the
+    ``azure_arm_endpoint`` setting, else the cloud's) with a bearer token from ``tokens``,
+    retried on 429 and 5xx with Retry-After; failures raise :class:`AzureLinkError` with the fix."""
+
     def __init__(self, endpoint: str, tokens: TokenProvider, timeout: float = 30.0, session=None):
         import requests
         from requests.adapters import HTTPAdapter
@@ -46,7 +50,8 @@ class ArmClient:
         return self._request(f"{self.endpoint}{resource_id}?api-version={version}", what, resource_id, fix_404)
 
     def list_databricks_workspaces(self, subscription_id: str) -> list[dict[str, Any]]:
-        url = (
+        """Every Databricks workspace of the subscription, as ARM returns them (all pages)."""
+        url: str | None = (
             f"{self.endpoint}/subscriptions/{subscription_id}/providers/Microsoft.Databricks/workspaces"
             f"?api-version={API_VERSIONS['Microsoft.Databricks/workspaces']}"
         )

@@ -6,6 +6,7 @@ import sys
 
 
 def register(subparsers) -> None:
+    """Add ``link``, ``doctor`` and ``move-runs`` to the ``spark-tracking`` command."""
     link = subparsers.add_parser(
         "link",
         help="resolve the AML workspace and record the link in the config file",

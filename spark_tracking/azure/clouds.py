@@ -7,6 +7,8 @@ from typing import NamedTuple
 
 
 class Cloud(NamedTuple):
+    """One Azure cloud's endpoints (selected by the ``azure_cloud`` setting)."""
+
     name: str
     arm_endpoint: str
     authority_host: str

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from . import AzureLinkError
 from .clouds import KNOWN_AUTHORITY_HOSTS, Cloud
@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 
 class Source(NamedTuple):
+    """A credential source: its ``azure_credential`` name, what it is, and how to make it work."""
+
     name: str
     what: str
     fix: str
@@ -76,7 +78,7 @@ def build_credential(kind: str, cloud: Cloud, authority_host: str | None = None)
     )
 
     authority = authority_host or cloud.authority_host
-    common = {"authority": authority}
+    common: dict[str, Any] = {"authority": authority}
     if authority not in KNOWN_AUTHORITY_HOSTS:
         # an authority of no public cloud (Azure Stack, a test double): MSAL would otherwise ask
         # login.microsoftonline.com to validate it
@@ -140,7 +142,7 @@ class TokenProvider:
                 return self._token
             try:
                 access = self.credential.get_token(self.scope)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any credential failure: the current token while it lasts, else explained
                 if self._token is not None and now < self._expires_on - 30:
                     # keep working on the current token while it lasts; try again next call
                     logger.warning(
@@ -157,6 +159,7 @@ class TokenProvider:
             return self._token
 
     def expires_on(self) -> float:
+        """When the current token expires (seconds since the epoch; 0 before the first token)."""
         return self._expires_on
 
 
@@ -195,6 +198,8 @@ def token_provider(cloud: Cloud, kind: str = "auto", authority_host: str | None 
 
 
 def provider_for_config(cfg) -> TokenProvider:
+    """The token provider of ``cfg``'s settings ``azure_cloud``, ``azure_credential`` and
+    ``azure_authority_host``; :class:`AzureLinkError` for an unknown cloud."""
     from .clouds import cloud
 
     try:
@@ -223,6 +228,7 @@ def token_claims(token: str) -> dict:
 
 
 def describe_identity(token: str) -> str:
+    """Who ``token`` was issued to (app id, object id, user, tenant), for error messages."""
     claims = token_claims(token)
     parts = [f"{k}={claims[k]}" for k in ("appid", "oid", "upn", "tid") if claims.get(k)]
     return "the identity " + (", ".join(parts) if parts else "of the token")

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, NamedTuple
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from . import AUTH_NAME, AzureLinkError
+
+if TYPE_CHECKING:
+    from .credentials import TokenProvider
+    from .link import Source
 
 #: Credential variables shown (masked) in the configuration step.
 CREDENTIAL_ENV = (
@@ -35,12 +39,15 @@ WORKER_SETTINGS = (
 
 
 class Step(NamedTuple):
+    """One check's outcome: its status (PASS, FAIL, WARN or SKIP), what was found, and the fix."""
+
     name: str
     status: str  # PASS, FAIL, WARN, SKIP
     detail: str
     fix: str = ""
 
     def render(self) -> str:
+        """The step as ``doctor`` prints it, the fix on its own line."""
         text = f"[{self.status}] {self.name}: {self.detail}"
         if self.fix:
             text += "\n       fix: " + self.fix.replace("\n", "\n            ")
@@ -57,14 +64,16 @@ class Doctor:
         self.steps: list[Step] = []
         self.tracking_uri: str | None = None
         self.auth: str | None = None
-        self.provider = None
-        self.found_source = None
+        self.provider: TokenProvider | None = None
+        self.found_source: Source | None = None
 
     @property
     def ok(self) -> bool:
+        """True when no step failed."""
         return all(s.status != "FAIL" for s in self.steps)
 
     def run(self, emit: Callable[[str], None] = print) -> bool:
+        """Run every step in order, passing each to ``emit`` as it ends; True when none failed."""
         for check in (
             self.configuration,
             self.source,
@@ -87,11 +96,14 @@ class Doctor:
 
     # -- steps -------------------------------------------------------------------------------
     def configuration(self) -> Step:
+        """The resolved settings and the credential variables set (secrets masked)."""
         env = [f"{k}={'***' if k in _SECRET_ENV else os.environ[k]}" for k in CREDENTIAL_ENV if os.environ.get(k)]
         detail = self.cfg.debug_string() + ("; credentials env: " + ", ".join(env) if env else "")
         return Step("configuration", "PASS", detail)
 
     def source(self) -> Step:
+        """Where the tracking URI comes from: a chosen ``tracking_uri``, an AML workspace named by a
+        setting, a config.json or the Databricks workspace's link, or the embedded store."""
         from .link import find_source
         from .store import for_uri
 
@@ -138,6 +150,7 @@ class Doctor:
         return Step("source", "PASS", f"AML workspace named by {self.found_source.description}{platform}")
 
     def fallback(self) -> Step | None:
+        """A warning when an earlier session could not use the AML link and logged elsewhere."""
         from ..session import read_fallback
 
         record = read_fallback(self.cfg)
@@ -153,6 +166,7 @@ class Doctor:
         )
 
     def token(self) -> Step | None:
+        """A token for the ARM scope from the configured credential (``azure_credential``)."""
         if self.auth is None:
             return Step("token", "SKIP", "no AML workspace") if self._failed("source") else None
         from .credentials import describe_identity, provider_for_config
@@ -170,6 +184,7 @@ class Doctor:
         )
 
     def link(self) -> Step | None:
+        """The AML workspace read from ARM, and its tracking URI."""
         from .link import resolve
 
         if self.found_source is None:
@@ -195,6 +210,7 @@ class Doctor:
     def _client(self):
         from mlflow.tracking import MlflowClient
 
+        assert self.tracking_uri is not None  # the steps that need a client skip without one
         if self.auth:
             from .mlflow_auth import add_linked_uri
 
@@ -202,9 +218,10 @@ class Doctor:
         return MlflowClient(self.tracking_uri)
 
     def store(self) -> Step:
+        """The store answering a search for experiments."""
         if self.tracking_uri is None or self._failed("token"):
             return Step("store", "SKIP", "needs a workspace and a token")
-        with _auth_env(self.auth):
+        with _AuthEnv(self.auth):
             try:
                 self._client().search_experiments(max_results=1)
             except Exception as exc:  # noqa: BLE001 - reported with the fix
@@ -212,9 +229,10 @@ class Doctor:
         return Step("store", "PASS", f"{self.tracking_uri} answers")
 
     def probe_run(self) -> Step:
+        """A run created, written and deleted in the experiment ``spark-tracking-doctor``."""
         if self._failed("store"):
             return Step("probe run", "SKIP", "the store did not answer")
-        with _auth_env(self.auth):
+        with _AuthEnv(self.auth):
             client = self._client()
             try:
                 experiment = client.get_experiment_by_name("spark-tracking-doctor")
@@ -226,7 +244,7 @@ class Doctor:
                 run = client.create_run(experiment_id, run_name="doctor probe")
                 client.log_metric(run.info.run_id, "probe", 1.0)
                 client.delete_run(run.info.run_id)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - reported with the fix
                 return Step(
                     "probe run", "FAIL", f"creating, writing or deleting a run failed: {_short(exc)}", _store_fix(exc)
                 )
@@ -237,6 +255,7 @@ class Doctor:
         )
 
     def artifacts(self) -> Step | None:
+        """Whether artifacts (and models) can be logged: azureml-mlflow installed, the MLflow version."""
         if self.auth is None:
             return None
         from .._compat.mlflow import installed_version
@@ -264,13 +283,14 @@ class Doctor:
         )
 
     def workers(self) -> Step | None:
+        """Spark tasks resolving the settings that matter to them as the driver does."""
         spark = self.spark
         if spark is None:
             return None
         driver = {k: getattr(self.cfg, k) for k in WORKER_SETTINGS}
         try:
             seen = spark.sparkContext.parallelize(range(2), 2).map(lambda _: _worker_view()).collect()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - reported with the fix
             return Step("workers", "FAIL", f"a Spark job failed: {_short(exc)}", "check the cluster's Spark logs")
         differing = sorted({k for view in seen for k in WORKER_SETTINGS if view.get(k) != driver[k]})
         if differing:
@@ -291,7 +311,7 @@ def _worker_view() -> dict:
     return {k: getattr(cfg, k) for k in WORKER_SETTINGS}
 
 
-class _auth_env:
+class _AuthEnv:
     """MLFLOW_TRACKING_AUTH for the checks, restored afterwards."""
 
     def __init__(self, auth: str | None):

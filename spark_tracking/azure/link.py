@@ -86,6 +86,7 @@ class Link(_Record):
 
     @property
     def workspace(self):
+        """The workspace as a :class:`WorkspaceRef` (subscription, resource group, name)."""
         from .resources import parse_workspace_id
 
         return parse_workspace_id(self.workspace_id)
@@ -215,7 +216,7 @@ def _looks_like_aml_config(path: str) -> bool:
             data = json.load(fh)
     except (OSError, ValueError):
         return False
-    return isinstance(data, dict) and any(k in data for k in AML_CONFIG_KEYS + ("Scope",))
+    return isinstance(data, dict) and any(k in data for k in (*AML_CONFIG_KEYS, "Scope"))
 
 
 def _profile_resource_id(environ: Mapping[str, str]) -> str | None:

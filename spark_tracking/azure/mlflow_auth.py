@@ -49,6 +49,7 @@ class AmlFeatureMissing(RuntimeError):
 
 
 def logged_models_unsupported() -> AmlFeatureMissing:
+    """The error for MLflow's logged-models API, which AML's endpoint lacks, with the fixes."""
     from .._compat.mlflow import installed_version
 
     shown = ".".join(map(str, installed_version())) or "this MLflow"
@@ -91,6 +92,7 @@ class AmlRequestAuth(AuthBase):
         self.hosts = hosts
 
     def __call__(self, request):
+        """Sign ``request`` when it goes to a linked AML host; refuse the logged-models API."""
         parts = urlsplit(request.url)
         if parts.netloc.lower() not in self.hosts():
             return request  # another server: it gets no Azure token
@@ -159,8 +161,13 @@ def current_auth():
 
 
 class AzureAuthProvider(RequestAuthProvider):
+    """MLflow's request-auth plugin ``spark-tracking-azure`` (``MLFLOW_TRACKING_AUTH``): Azure
+    tokens for the linked AML endpoint."""
+
     def get_name(self) -> str:
+        """The name ``MLFLOW_TRACKING_AUTH`` selects this provider with."""
         return AUTH_NAME
 
     def get_auth(self):
+        """The requests auth of the active configuration (see :func:`current_auth`)."""
         return current_auth()

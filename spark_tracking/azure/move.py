@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import sys
 
+from ..validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
 MOVED_TAG = "spark_tracking.moved_to"
 _PARENT_TAG = "mlflow.parentRunId"
 
 
 def register(subparsers) -> None:
+    """Add ``move-runs`` to the ``spark-tracking`` command."""
     p = subparsers.add_parser(
         "move-runs",
         help="copy runs from the embedded store to the configured store",
@@ -119,8 +122,11 @@ class _Mover:
         if cap and len(params) > cap:
             raise RuntimeError(f"run {run.info.run_id} has {len(params)} params; the target accepts {cap} per run")
         source_tags = [RunTag(k, v) for k, v in run.data.tags.items() if k.startswith("mlflow.source.")]
-        for start in range(0, max(len(params), len(source_tags)), 100):  # after creation: AML drops them at it
-            self.target.log_batch(new_id, params=params[start : start + 100], tags=source_tags[start : start + 100])
+        per_batch = MAX_PARAMS_TAGS_PER_BATCH
+        for start in range(0, max(len(params), len(source_tags)), per_batch):  # after creation: AML drops them at it
+            self.target.log_batch(
+                new_id, params=params[start : start + per_batch], tags=source_tags[start : start + per_batch]
+            )
         for batch in self._metric_batches(run.info.run_id, run.data.metrics):
             self.target.log_batch(new_id, metrics=batch)
         with tempfile.TemporaryDirectory() as folder:
@@ -132,13 +138,14 @@ class _Mover:
         self.ids[run.info.run_id] = new_id
 
     def _metric_batches(self, run_id: str, keys):
-        per_key = self.limits.max_values_per_key or 1000
+        per_key = self.limits.max_values_per_key or MAX_METRICS_PER_BATCH
         batch: list = []
         for key in sorted(keys):
             history = self.source.get_metric_history(run_id, key)
             for start in range(0, len(history), per_key):
                 chunk = history[start : start + per_key]
-                if len(batch) + len(chunk) > 1000 or (start and batch):  # a key's next chunk: next batch
+                # a batch full, or a key's next chunk: next batch
+                if len(batch) + len(chunk) > MAX_METRICS_PER_BATCH or (start and batch):
                     yield batch
                     batch = []
                 batch.extend(chunk)

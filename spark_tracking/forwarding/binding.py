@@ -127,21 +127,12 @@ def from_task_context(ctx) -> Binding | None:
     relay = _property(ctx, protocol.PROP_RELAY)
     if not relay:
         return _session_binding(ctx)
-    rank = ctx.partitionId() if compat.is_barrier(ctx) else None
-    worker = [
-        ctx.stageId(),
-        ctx.partitionId(),
-        ctx.attemptNumber(),
-        ctx.taskAttemptId(),
-        rank,
-        compat.stage_attempt_number(ctx),
-    ]
     secret = ctx.getLocalProperty(protocol.PROP_SECRET) or os.environ.get(protocol.ENV_SECRET, "")
     return Binding(
         relay,
         secret,
         _property(ctx, protocol.PROP_BINDING) or "",
-        worker,
+        _worker(ctx),
         True,
         settings=TaskSettings.resolve(_property(ctx, protocol.PROP_MAX_FRAME)),
     )
@@ -164,7 +155,7 @@ def _session_binding(ctx) -> Binding | None:
     import json
 
     try:
-        from pyspark.files import SparkFiles
+        from pyspark import SparkFiles
 
         found = sorted(glob.glob(os.path.join(SparkFiles.getRootDirectory(), protocol.SESSION_FILE_PREFIX + "*.json")))
         if not found:

@@ -87,7 +87,8 @@ def _spark_context():
 
 def _clean_metrics(rows) -> tuple[list, int]:
     """Points from the wire, checked again (a client may be buggy): (good, bad count)."""
-    good, bad = [], 0
+    good: list = []
+    bad = 0
     if not isinstance(rows, list):
         return good, 1
     for row in rows:
@@ -166,7 +167,7 @@ class SparkStages:
         if known is None and self.sc is not None:
             try:
                 info = self.sc.statusTracker().getStageInfo(stage)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a stopping context: the count stays unknown
                 info = None
             if info is not None:
                 known = self._tasks[stage] = info.numTasks
@@ -236,6 +237,9 @@ class Forwarder:
     # -- binding -----------------------------------------------------------------------------
 
     def sink_index(self, uri: str) -> int:
+        """The index of the sink for tracking URI ``uri``, made on first use from the settings
+        ``batch_max_metrics``, ``rate_limit``, ``aggregate`` and ``spool_max_bytes`` (spool in
+        ``<home>/spool``) and the store's limits (``max_values_per_key``)."""
         for i, (known, _) in enumerate(self.sinks):
             if known == uri:
                 return i
@@ -275,9 +279,12 @@ class Forwarder:
         return f"{token}:{index}"
 
     def bound_tokens(self) -> set:
+        """The tokens of the driver threads bound so far."""
         return set(self._stacks)
 
     def bind(self, sc) -> None:
+        """Bind Spark jobs this thread submits on ``sc`` to its run: sets the relay address, the
+        binding (and the secret when executors do not have it) as Spark local properties."""
         binding = self.bind_thread()
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
         sc.setLocalProperty(PROP_MAX_FRAME, str(self.cfg.relay_max_frame_bytes))
@@ -305,6 +312,8 @@ class Forwarder:
         return token, self.sinks[int(index)][1]
 
     def resolve(self, binding: str, worker: list) -> str:
+        """The run a task's points go to: the run active in its driver thread when it first asked
+        (a run created for it when that thread has none), the same for the rest of the attempt."""
         key = task_key(binding, worker)
         run = self._runs.get(key)
         if run is None:
@@ -337,6 +346,8 @@ class Forwarder:
         return run
 
     def points(self, binding: str, worker: list, message: dict):
+        """Take a task's points to the sink; returns the run id and the sink's future (malformed
+        entries are dropped, counted and warned about)."""
         explicit = message.get("r")
         run = explicit if isinstance(explicit, str) and explicit else self.resolve(binding, worker)
         _, sink = self._parse(binding)
@@ -364,17 +375,20 @@ class Forwarder:
         return settled  # the sink settles submissions in order: the last one covers the others
 
     def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+        """Serve a run operation a task asks for (see ``run_ops``)."""
         return self.run_ops.handle(op, binding, worker, message)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def flush(self, timeout: float | None) -> bool:
-        return all([sink.flush(timeout) for _, sink in self.sinks])
+        """Deliver what every sink holds; True when all of it reached the stores."""
+        return all([sink.flush(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
 
     def stats(self) -> dict:
+        """The relay's counters and the sinks' counters, summed over stores."""
         out: dict = {"relay": dict(self.relay.counters, address=self.relay.address)}
         totals: dict = {}
-        for uri, sink in self.sinks:
+        for _, sink in self.sinks:
             for key, value in sink.stats().items():
                 if isinstance(value, dict):
                     bucket = totals.setdefault(key, {})
@@ -393,7 +407,7 @@ class Forwarder:
         True when everything reached the store."""
         self.relay.stop()
         self.run_ops.close()
-        return all([sink.stop(timeout) for _, sink in self.sinks])
+        return all([sink.stop(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
 
 
 def bind_current_thread(sc=None) -> bool:
@@ -434,6 +448,7 @@ def use_forwarder(owner, make) -> Forwarder:
 
 
 def forwarder() -> Forwarder | None:
+    """The driver's forwarder of this process, or None before forwarding started."""
     return _forwarder
 
 
@@ -449,6 +464,7 @@ def flush(timeout: float | None = 30.0) -> bool:
 
 
 def stats() -> dict:
+    """The driver's forwarding counters (``spark_tracking.stats()``), zeros before forwarding started."""
     fw = _forwarder
     if fw is None:
         return {

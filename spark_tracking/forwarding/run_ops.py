@@ -54,7 +54,8 @@ def _message_class(full_name: str):
     except ImportError:  # protobuf < 4.21 (MLflow 2.9's floor)
         from google.protobuf import symbol_database
 
-        return symbol_database.Default().GetPrototype(descriptor)
+        # the protobuf stubs describe the newest release, which dropped GetPrototype
+        return symbol_database.Default().GetPrototype(descriptor)  # type: ignore[attr-defined]
     return GetMessageClass(descriptor)
 
 
@@ -117,8 +118,13 @@ def decode(value, rewrite=None):
         return PagedList(decode(value["$l"], rewrite), value.get("t"))
     if "$err" in value:
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, ErrorCode
 
-        raise MlflowException(value["$err"], error_code=value.get("code") or "INTERNAL_ERROR")
+        try:  # the name of the error code the driver's store raised
+            code = ErrorCode.Value(str(value.get("code")))
+        except ValueError:
+            code = INTERNAL_ERROR
+        raise MlflowException(value["$err"], error_code=code)
     raise TypeError(f"unknown value on the wire: {sorted(value)!r}")
 
 

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Callable
+from typing import Any, Callable
 
 from .. import layout, validation
 from .._compat import mlflow as mlflow_compat
@@ -46,7 +46,7 @@ from .spill import pid_alive
 logger = logging.getLogger(__name__)
 
 RUN_POINTS_CAP = 1_000_000  # Databricks-hosted MLflow: metric points per run
-RUN_POINTS_WARNING = 900_000
+RUN_POINTS_WARNING = RUN_POINTS_CAP * 9 // 10
 
 
 class Submission:
@@ -70,6 +70,7 @@ class RateLimiter:
         self.next_free = 0.0
 
     def acquire(self) -> None:
+        """Wait until the next acquisition is allowed (returns at once when ``rate`` is 0)."""
         if self.rate <= 0:
             return
         now = self.clock()
@@ -100,12 +101,15 @@ class Spool:
         self._n = 0
 
     def used_bytes(self) -> int:
+        """Bytes the spooled files take (claimed ones included); 0 when the folder does not exist."""
         try:
             return sum(e.stat().st_size for e in os.scandir(self.directory) if _spooled_name(e.name))
         except FileNotFoundError:
             return 0
 
     def write(self, request: dict) -> str | None:
+        """Write ``request`` as a new spool file (fsynced, then renamed into place) and return its
+        path; None, writing nothing, when it would take the folder past ``max_bytes``."""
         body = json.dumps(request).encode("utf-8")
         if self.used_bytes() + len(body) > self.max_bytes:
             return None
@@ -147,7 +151,7 @@ class Spool:
     def release(self, claimed: str) -> None:
         """Give a claimed file back (the store could not be reached)."""
         with contextlib.suppress(FileNotFoundError):
-            os.rename(claimed, os.path.join(self.directory, _spooled_name(os.path.basename(claimed))))
+            os.rename(claimed, os.path.join(self.directory, _claimed_name(claimed)))
 
     def remove(self, claimed: str) -> None:
         """The store took a claimed file."""
@@ -158,7 +162,7 @@ class Spool:
         """Move a claimed file the store refused to ``refused/`` (with ``<name>.reason.txt``)."""
         folder = os.path.join(self.directory, "refused")
         os.makedirs(folder, exist_ok=True)
-        target = os.path.join(folder, _spooled_name(os.path.basename(claimed)))
+        target = os.path.join(folder, _claimed_name(claimed))
         with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
             fh.write(reason + "\n")
         os.replace(claimed, target)
@@ -166,6 +170,7 @@ class Spool:
 
     @staticmethod
     def read(path: str) -> dict:
+        """The request a spool file holds."""
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
 
@@ -180,7 +185,15 @@ def _spooled_name(name: str) -> str | None:
     return None
 
 
+def _claimed_name(claimed: str) -> str:
+    """The spool file a claim (made by ``Spool.claim``) stands for."""
+    name = _spooled_name(os.path.basename(claimed))
+    assert name is not None, claimed
+    return name
+
+
 def strip_userinfo(uri: str) -> str:
+    """``uri`` without user name and password (``https://user:pw@host/`` becomes ``https://host/``)."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(uri)
@@ -222,6 +235,8 @@ class RestWriter:
         self.endpoint, self.method = route
 
     def log_batch(self, run_id, metrics, params, tags) -> None:
+        """Send one log_batch; :class:`StoreError` when the store did not take it (``invalid`` for
+        a 400, 404, 409 or 413; ``retry_after`` from a 429 or 5xx)."""
         # The JSON MLflow's LogBatch message maps to, built directly: the protobuf round trip
         # costs more CPU than the request itself. Non-finite doubles as proto3 JSON spells them.
         body = {
@@ -235,7 +250,7 @@ class RestWriter:
         }
         try:
             response = mlflow_compat.rest_request(self.store, self.endpoint, self.method, self.timeout, body)
-        except Exception as exc:  # connection refused, timeout, DNS, TLS
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeout, DNS, TLS: retried
             raise StoreError(f"{type(exc).__name__}: {exc}") from None
         status = response.status_code
         if status == 200:
@@ -253,6 +268,7 @@ class ClientWriter:
         self.client = client
 
     def log_batch(self, run_id, metrics, params, tags) -> None:
+        """Send one log_batch through the client; :class:`StoreError` when the store did not take it."""
         from mlflow.entities import Metric, Param, RunTag
 
         try:
@@ -263,11 +279,12 @@ class ClientWriter:
                 tags=[RunTag(k, v) for k, v in tags],
                 synchronous=True,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the store raised: refused (split) or retried
             raise StoreError(f"{type(exc).__name__}: {exc}", invalid=is_invalid_request(exc)) from None
 
 
 def writer_for(client):
+    """The writer for ``client``'s store: :class:`RestWriter` over HTTP(S), else :class:`ClientWriter`."""
     store = mlflow_compat.tracking_store(client)
     route = mlflow_compat.rest_log_batch_route(store) if store is not None else None
     return RestWriter(store, route) if route is not None else ClientWriter(client)
@@ -337,7 +354,7 @@ class Sink:
         tracking_uri: str,
         spool: Spool,
         stage_tasks: Callable[[int], int | None],
-        batch_max_metrics: int = 1000,
+        batch_max_metrics: int = validation.MAX_METRICS_PER_BATCH,
         max_values_per_key: int | None = None,
         max_params_per_run: int | None = None,
         rate_limit: float = 0.0,
@@ -367,8 +384,8 @@ class Sink:
         self.queue: deque[Submission] = deque()
         self.wake = threading.Event()
         self.lock = threading.Lock()  # state and custody: the sink thread outside store calls, stop()
-        self.counters = defaultdict(int)
-        self.dropped = defaultdict(int)
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.dropped: defaultdict[str, int] = defaultdict(int)
         self._stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
         self._params: BoundedDict = BoundedDict(max_runs)  # run -> {param: value}
         self._run_points: BoundedDict = BoundedDict(max_runs)  # run -> metric points sent
@@ -386,6 +403,8 @@ class Sink:
     # -- custody -----------------------------------------------------------------------------
 
     def submit(self, sub: Submission) -> concurrent.futures.Future:
+        """Take custody of ``sub`` (queued for the sink thread, or spooled once the sink has stopped);
+        the returned future is settled once its content is delivered or spooled."""
         self.counters["received"] += len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
         observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         if self._evacuated:  # stopped: straight to disk, custody is the same
@@ -407,7 +426,9 @@ class Sink:
             return False
 
     def stats(self) -> dict:
-        out = dict(self.counters)
+        """The sink's counters (received, stored, spooled...), dropped points by reason, the queue
+        length and the number of spool files."""
+        out: dict[str, Any] = dict(self.counters)
         out["dropped"] = dict(self.dropped)
         out["queued"] = len(self.queue)
         out["spool_files"] = len(self.spool.files())
@@ -624,7 +645,7 @@ class Sink:
         ``batch_max_metrics`` metrics, 100 params and tags, 1000 entities in all, and a JSON
         body under 1 MB (``validation``), plus ``max_values_per_key`` when set."""
         requests: list[dict] = []
-        current = {"run_id": run, "metrics": [], "params": [], "tags": []}
+        current: dict[str, Any] = {"run_id": run, "metrics": [], "params": [], "tags": []}
         size = 0
         per_key: dict[str, int] = defaultdict(int)
         key_cost: dict[str, int] = {}
@@ -696,14 +717,14 @@ class Sink:
 
     def _log_batch(self, request: dict) -> None:
         if self.max_params_per_run is not None and request["params"]:
-            self._cap_params(request)
+            self._cap_params(request, self.max_params_per_run)
             if not _entities(request):
                 return
         self.limiter.acquire()
         self.writer.log_batch(request["run_id"], request["metrics"], request["params"], request["tags"])
         self.counters["requests"] += 1
 
-    def _cap_params(self, request: dict) -> None:
+    def _cap_params(self, request: dict, cap: int) -> None:
         """Keep the run within ``max_params_per_run`` (AML: 200): a param the run has no room
         for is dropped, counted and named in a warning, instead of the store refusing the whole
         request. The run's params are read from the store once (the driver logs its own)."""
@@ -713,7 +734,7 @@ class Sink:
             held = self._run_params[run] = self._params_in_store(run)
         kept, over = [], []
         for pair in request["params"]:
-            if pair[0] in held or len(held) < self.max_params_per_run:
+            if pair[0] in held or len(held) < cap:
                 held.add(pair[0])
                 kept.append(pair)
             else:
@@ -735,7 +756,7 @@ class Sink:
     def _params_in_store(self, run: str) -> set:
         try:
             return set(self.client.get_run(run).data.params)
-        except Exception:  # noqa: BLE001 - cannot tell (the store is away): the store's refusal decides
+        except Exception:  # cannot tell (the store is away): the store's refusal decides
             logger.debug("spark_tracking sink: params of run %s unreadable", run, exc_info=True)
             return set()
 
@@ -814,7 +835,7 @@ class Sink:
         so a deleted run costs one extra call, not a split into a call per entry."""
         try:
             info = self.client.get_run(run).info
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a refusal says why; anything else: cannot tell
             if is_invalid_request(exc):
                 return f"the run cannot be read: {str(exc)[:200]}"
             return None  # cannot tell (the store is away): split as usual
@@ -857,7 +878,7 @@ class Sink:
             write_artifact_bytes(self.client, run, path, base64.b64decode(b64))
             self.counters["artifacts"] += 1
             return True
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - counted as dropped, with a warning
             self.dropped["artifact_failed"] += 1
             logger.warning("spark_tracking sink: artifact %r of run %s could not be stored: %s", path, run, exc)
             return False

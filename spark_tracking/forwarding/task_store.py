@@ -100,7 +100,7 @@ _NEEDS_DRIVER = {
 }
 
 
-def _unreachable(address: str, op: str, cause: BaseException) -> DriverUnreachable:
+def _unreachable(address: str, op: str, cause: BaseException | None) -> DriverUnreachable:
     """The error of a request the relay at ``address`` never answered: cause, fix, and what
     happens to what the task logged."""
     return DriverUnreachable(
@@ -190,7 +190,7 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
         )
     message = {"op": op, "b": b.binding, "w": b.worker, "id": f"{uuid.uuid4().hex}:{op}", **fields}
     key = (os.getpid(), b.relay, b.secret)
-    pool = _connections.__dict__
+    pool: dict = _connections.__dict__  # (pid, relay, secret) -> this thread's connection
     delay, error = 0.05, None
     for attempt in range(attempts):
         conn = pool.get(key)
@@ -223,13 +223,14 @@ def _warn_once(key: str, text: str, *args) -> None:
 def _stand_in_run(experiment_id, start_time) -> Run:
     """The driver's run when the driver cannot be reached: points logged to it are buffered,
     spilled, and shipped to the driver thread's run once the relay answers."""
+    from mlflow.protos.service_pb2 import RUNNING
     from mlflow.protos.service_pb2 import Run as ProtoRun
 
     message = ProtoRun()
     info = message.info
     info.run_id = info.run_uuid = _PENDING_PREFIX + uuid.uuid4().hex[: 32 - len(_PENDING_PREFIX)]
     info.experiment_id = str(experiment_id or "0")
-    info.status = RunStatus.RUNNING
+    info.status = RUNNING
     info.lifecycle_stage = LifecycleStage.ACTIVE
     info.start_time = start_time or int(time.time() * 1000)
     _rewrite_artifact_uris(message)
@@ -283,6 +284,9 @@ class TaskStore(AbstractStore):
 
     @property
     def delegate(self) -> AbstractStore:
+        """The store this one stands in front of, used outside bound tasks: the worker's own
+        ``MLFLOW_TRACKING_URI`` from before it was routed here (kept in
+        ``SPARK_TRACKING_TASK_DELEGATE_URI``), else MLflow's default."""
         if self._delegate is None:
             from mlflow.tracking._tracking_service import utils
 
@@ -295,6 +299,8 @@ class TaskStore(AbstractStore):
     # -- runs --------------------------------------------------------------------------------
 
     def create_run(self, experiment_id, user_id, start_time, tags, run_name):
+        """In a bound task: hand out the driver's run, or create a run through the driver (a nested
+        or explicitly created run); elsewhere the delegate's."""
         if executor.current_binding() is None:
             if executor._task_context_cls is not None and executor._task_context_cls._taskContext is not None:
                 _warn_once(
@@ -340,6 +346,8 @@ class TaskStore(AbstractStore):
         return run
 
     def get_run(self, run_id):
+        """A run this task was handed or created, else the driver's answer (the delegate's outside
+        bound tasks)."""
         run = _handed_out.get(run_id) or _created.get(run_id) or _resumed.get(run_id)
         if run is not None:
             return run
@@ -348,6 +356,8 @@ class TaskStore(AbstractStore):
         return mlflow_compat.run_with_inputs(_request("get_run", {"r": run_id}))
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
+        """End or rename a run the task created (through the driver); a run it did not create is
+        left as it is."""
         if executor.current_binding() is None:
             return self.delegate.update_run_info(run_id, run_status, end_time, run_name)
         created = _created.get(run_id)
@@ -364,54 +374,67 @@ class TaskStore(AbstractStore):
     # -- writes ------------------------------------------------------------------------------
 
     def log_batch(self, run_id, metrics, params, tags):
+        """Forward to the driver (buffered, shipped in the background); the delegate's outside bound tasks."""
         # a run handed out in this worker (this task's or an earlier one's) is the driver's run
         target = None if run_id in _ever_handed_out else run_id
         if not executor.forward_batch(target, metrics, params, tags):
             self.delegate.log_batch(run_id, metrics, params, tags)
 
     def log_metric(self, run_id, metric):
+        """:meth:`log_batch` of one metric, without building lists."""
         # every plain mlflow.log_metric of a task comes here: no lists, one lookup
         if not executor.forward_metric(None if run_id in _ever_handed_out else run_id, metric):
             self.delegate.log_metric(run_id, metric)
 
     def log_param(self, run_id, param):
+        """:meth:`log_batch` of one param."""
         self.log_batch(run_id, [], [param], [])
 
     def set_tag(self, run_id, tag):
+        """:meth:`log_batch` of one tag."""
         self.log_batch(run_id, [], [], [tag])
 
     def log_batch_async(self, run_id, metrics, params, tags):
+        """:meth:`log_batch` (forwarding is asynchronous already); the operations are done at once."""
         from mlflow.utils.async_logging.run_operations import RunOperations
 
         self.log_batch(run_id, metrics, params, tags)  # the buffer is asynchronous already
         return RunOperations(operation_futures=[])
 
     def log_metric_async(self, run_id, metric):
+        """:meth:`log_batch_async` of one metric."""
         return self.log_batch_async(run_id, [metric], [], [])
 
     def log_param_async(self, run_id, param):
+        """:meth:`log_batch_async` of one param."""
         return self.log_batch_async(run_id, [], [param], [])
 
     def set_tag_async(self, run_id, tag):
+        """:meth:`log_batch_async` of one tag."""
         return self.log_batch_async(run_id, [], [], [tag])
 
     def flush_async_logging(self):
+        """Ship what this task buffered to the driver (up to 30 s)."""
         executor.flush(30.0)
 
     def end_async_logging(self):
+        """Nothing to end: the task's shipper lives with the task."""
         pass
 
     def shut_down_async_logging(self):
+        """Nothing to shut down: the task's shipper lives with the task."""
         pass
 
     # -- experiments: in a bound task only the name matters (the driver's run decides) --------
 
     def get_experiment_by_name(self, experiment_name):
+        """In a bound task, a stand-in experiment (the driver's run decides); else the delegate's."""
         if executor.current_binding() is None:
             return self.delegate.get_experiment_by_name(experiment_name)
         return Experiment("0", experiment_name, "", LifecycleStage.ACTIVE)
 
     def get_experiment(self, experiment_id):
+        """In a bound task, a stand-in experiment (the driver's run decides); else the delegate's."""
         if executor.current_binding() is None:
             return self.delegate.get_experiment(experiment_id)
         return Experiment(str(experiment_id), "", "", LifecycleStage.ACTIVE)
