@@ -7,7 +7,6 @@ Spark local properties of the current thread, the environment, IPython/Jupyter, 
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -99,6 +98,15 @@ def _local_property(sc, key: str) -> str | None:
         return None
 
 
+def _application_id(sc) -> str | None:
+    if sc is None:
+        return None
+    try:
+        return sc.applicationId
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
+        return None
+
+
 def jupyter_notebook_path() -> str | None:
     """Path of the Jupyter notebook this kernel runs, when the kernel was told."""
     session = os.environ.get("JPY_SESSION_NAME") or _ipython_user_ns().get("__session__")
@@ -142,9 +150,7 @@ def detect() -> RunContext:
     if host and not host.startswith("http"):
         host = "https://" + host
     ctx.databricks_host = host
-    if sc is not None:
-        with contextlib.suppress(Exception):  # a stopping context: the app id stays unknown
-            ctx.spark_app_id = sc.applicationId
+    ctx.spark_app_id = _application_id(sc)
     return ctx
 
 
