@@ -239,7 +239,7 @@ class Forwarder:
     def sink_index(self, uri: str) -> int:
         """The index of the sink for tracking URI ``uri``, made on first use from the settings
         ``batch_max_metrics``, ``rate_limit``, ``aggregate`` and ``spool_max_bytes`` (spool in
-        ``<home>/spool``) and the store's limits (``max_values_per_key``)."""
+        ``<home>/spool``) and the store's limits (``max_values_per_key``, ``max_params_per_run``)."""
         for i, (known, _) in enumerate(self.sinks):
             if known == uri:
                 return i

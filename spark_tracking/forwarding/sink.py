@@ -346,6 +346,7 @@ class Sink:
     ``stages_finished(stages)`` gives those of ``stages`` Spark no longer runs (their means are
     written then, whether or not each task reported its end). Per-(run, stage) state is kept for
     the ``max_stages`` most recent stages, per-run state for the ``max_runs`` most recent runs.
+    The driver makes one per store, from the settings named in ``Forwarder.sink_index``.
     """
 
     def __init__(
