@@ -10,7 +10,7 @@ with exponential backoff and jitter; when retries are used up it goes to the dur
 and is retried from there. When a round ends, every submission in it is settled (delivered,
 or held for retry), which is when the relay acknowledges the task.
 
-Worker identity (see README "Forwarding"): when a stage has more than one task, worker ``w``
+Worker identity (docs/forwarding.md, ``layout``): when a stage has more than one task, worker ``w``
 (the barrier rank or the partition id) logs ``<key>/worker_<w>`` and the sink adds the mean
 across workers at each step as plain ``<key>``, emitted once every task of the stage reported
 that step (or, for what is left, when the stage ends or on flush). A single-task stage logs
