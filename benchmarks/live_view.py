@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from run import read_results, relay_scaling  # noqa: E402
+from run import relay_scaling, write_section  # noqa: E402
 
 SECTION = "live_view"
 
@@ -97,17 +96,6 @@ def measure(view_on: bool, store: str, calls: int, points: int) -> dict:
     return {"ns": ns, "us": us, "sent": sent, "stored": stored, **(seen or {})}
 
 
-def write_section(report: str) -> None:
-    """Replace this benchmark's section of results.md (or append it), leaving the rest alone."""
-    path = os.path.join(HERE, "results.md")
-    text = read_results()
-    block = f"<!-- {SECTION} -->\n{report}\n<!-- /{SECTION} -->\n"
-    pattern = re.compile(rf"<!-- {SECTION} -->\n.*?<!-- /{SECTION} -->\n", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="off/on pairs, alternated")
@@ -148,7 +136,7 @@ def main() -> int:
     ]
     report = "\n".join(lines)
     print(report)
-    write_section(report)
+    write_section(SECTION, report)
     return 0
 
 

@@ -8,22 +8,25 @@ Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
   (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS)
   (d) spark_tracking: spark_tracking.log_metric inside tasks, forwarded through the relay
       (d') the same with plain mlflow.log_metric inside tasks (through the task store)
-  (e) MLflow's own floor: plain mlflow.log_metric inside tasks into a do-nothing in-process
-      store, and (e') the forwarded path, alternated in the same tasks
+  (e) MLflow's own floor: plain mlflow.log_metric inside a task into a do-nothing in-process
+      store, and (e') the same calls forwarded, alternated in the same task (ABBA rounds,
+      medians; wall time per call and the executor's CPU time per call); its own section of
+      results.md, which --floor-only rewrites alone
 
-  (e) latency: a running task logs a point every 25 ms; the driver polls the store and notes
+  (f) latency: a running task logs a point every 25 ms; the driver polls the store and notes
       when each becomes readable (p50/p95 from the log call to readable, poll interval included)
 
 and the relay alone (null store) from 1 to 1024 concurrent executor connections (cost per
 metric). Prints a Markdown report and writes it to benchmarks/results.md.
 
-    .ci/setup && .venv/bin/python benchmarks/run.py [--points N]
+    .ci/setup && .venv/bin/python benchmarks/run.py [--points N] [--floor-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -156,8 +159,8 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
 
     from faults import SinkHandler
 
-    from spark_tracking.forwarding.shipper import _Connection
     from spark_tracking.forwarding.relay import Relay
+    from spark_tracking.forwarding.shipper import _Connection
     from spark_tracking.forwarding.sink import Sink, Spool
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -195,10 +198,115 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
     return elapsed / sent * 1e6, sent, NullClient.stored
 
 
+# -- MLflow's own floor (issue F item 7) ------------------------------------------------------
+
+FLOOR_SECTION = "mlflow_floor"
+
+
+def _floor_and_forwarded(n: int, rounds: int):
+    """Task body: plain ``mlflow.log_metric``, ``n`` calls per round into a do-nothing in-process
+    store (MLflow's own cost: the floor) and ``n`` calls forwarded through the task store, for
+    ``rounds`` rounds in ABBA order (floor first in even rounds, forwarded first in odd ones), so
+    both see the same load on a shared machine. Yields one sample per round and path:
+    (path, wall seconds per call: median of 1000-call blocks, executor CPU seconds per call:
+    the process's, so the shipper thread's framing and sending of the points is included)."""
+    import mlflow
+    from mlflow.store.tracking.abstract_store import AbstractStore
+
+    from spark_tracking._compat import mlflow as mlflow_compat
+    from spark_tracking.forwarding import executor, task_store
+
+    class NullStore(AbstractStore):
+        def __init__(self, store_uri=None, artifact_uri=None):
+            super().__init__()
+            self.run = task_store._stand_in_run("0", None)
+
+        def create_run(self, *args, **kwargs):
+            return self.run
+
+        def get_run(self, run_id):
+            return self.run
+
+        def update_run_info(self, *args, **kwargs):
+            return self.run.info
+
+        def log_batch(self, run_id, metrics, params, tags):
+            pass
+
+    forwarded_uri = mlflow.get_tracking_uri()
+    mlflow_compat.register_tracking_store("benchmark-null", NullStore)
+
+    def segment(path: str, first: int) -> tuple:
+        mlflow.set_tracking_uri("benchmark-null:" if path == "floor" else forwarded_uri)
+        name = "floor" if path == "floor" else "loss_plain_floor_run"
+        blocks = []
+        cpu = time.process_time()
+        try:
+            with mlflow.start_run():
+                for start in range(first, first + n, 1000):
+                    t = time.perf_counter()
+                    for step in range(start, start + 1000):
+                        mlflow.log_metric(name, 0.5, step=step)
+                    blocks.append((time.perf_counter() - t) / 1000)
+            if path == "forwarded":
+                assert executor.flush(120), "the driver did not take the points"
+        finally:
+            mlflow.set_tracking_uri(forwarded_uri)
+        return path, statistics.median(blocks), (time.process_time() - cpu) / n
+
+    for r in range(rounds):
+        for path in ("floor", "forwarded") if r % 2 == 0 else ("forwarded", "floor"):
+            yield segment(path, r * n)
+
+
+def mlflow_floor(spark, n: int, rounds: int, tasks: int = 1) -> str:
+    """The floor section of results.md: MLflow's floor and the forwarded plain path, measured
+    alternately in the same tasks (one task at a time by default, so the driver, relay and
+    store, which share this machine's cores, do not take the task's core)."""
+    import mlflow
+
+    import spark_tracking
+
+    with mlflow.start_run(run_name="benchmark-mlflow-floor") as run:
+        samples = (
+            spark.sparkContext.parallelize(range(tasks), tasks)
+            .mapPartitions(lambda _: _floor_and_forwarded(n, rounds))
+            .collect()
+        )
+        assert spark_tracking.flush(900), "the store did not take everything: the count would be early"
+    stored = count_points(mlflow.MlflowClient(), run.info.run_id, "loss_plain_floor_run")
+    wall = {p: statistics.median(s[1] for s in samples if s[0] == p) for p in ("floor", "forwarded")}
+    cpu = {p: statistics.median(s[2] for s in samples if s[0] == p) for p in ("floor", "forwarded")}
+    logged = tasks * rounds * n
+    return "\n".join(
+        [
+            "## Plain `mlflow.log_metric` in a task against MLflow's own floor",
+            "",
+            f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; Spark "
+            f"local-cluster[2,1,1024], {tasks} task(s); {rounds} rounds of {n:,} calls per path, alternating "
+            "(ABBA); medians over rounds. Wall: per call, median of 1000-call blocks. CPU: the executor "
+            "process's CPU time per call, the shipper thread's framing and sending included.",
+            "",
+            "| path | wall per call | executor CPU per call | points stored |",
+            "|---|---:|---:|---:|",
+            f"| (e) MLflow's floor: a do-nothing in-process store | {wall['floor'] * 1e6:.1f} µs | "
+            f"{cpu['floor'] * 1e6:.1f} µs | — |",
+            f"| (e') forwarded to the driver's run | {wall['forwarded'] * 1e6:.1f} µs | "
+            f"{cpu['forwarded'] * 1e6:.1f} µs | {stored:,} of {logged:,} |",
+            "",
+            f"Ratio (e')/(e), same run: wall {wall['forwarded'] / wall['floor']:.2f}x, "
+            f"CPU {cpu['forwarded'] / cpu['floor']:.2f}x (target ≤ 1.3x).",
+        ]
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=60_000, help="points per task for (c) and (d)")
     parser.add_argument("--naive", type=int, default=150, help="points per task for (b)")
+    parser.add_argument("--floor-points", type=int, default=5000, help="calls per round and path for (e)/(e')")
+    parser.add_argument("--floor-rounds", type=int, default=8, help="alternated rounds for (e)/(e')")
+    parser.add_argument("--floor-only", action="store_true", help="run (e)/(e') alone; rewrite only their section")
     args = parser.parse_args()
     os.environ.update(QUIET_ENV)
     import tempfile
@@ -219,6 +327,11 @@ def main() -> int:
             spark_builder(app_name="spark-tracking-bench").config("spark.ui.showConsoleProgress", "false").getOrCreate()
         )
         spark.sparkContext.parallelize(range(2), 2).map(lambda x: x).collect()  # warm the executors
+        floor = mlflow_floor(spark, args.floor_points, args.floor_rounds)
+        if args.floor_only:
+            print(floor)
+            write_section(FLOOR_SECTION, floor)
+            return 0
         tasks, n = 2, args.points
         rows = []
         with mlflow.start_run(run_name="benchmark") as run:
@@ -250,7 +363,6 @@ def main() -> int:
             rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2))
         with mlflow.start_run(run_name="benchmark-latency") as run:
             p50, p95, seen = latency(spark, client, run.info.run_id)
-        rows += mlflow_floor_rows(spark, n // 4)
         scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 4, 16, 64, 256, 1024)]
     finally:
         if spark is not None:
@@ -275,7 +387,7 @@ def main() -> int:
         f"Ratios (same run): (d)/(a) = {d / rows[0][1]:.2f}; (d)/(b) = {d / rows[1][1]:,.0f}x; "
         f"(d)/(c) = {d / rows[2][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
         "",
-        f"(e) From the log call in a running task to readable in the store (the driver polls every 20 ms): "
+        f"(f) From the log call in a running task to readable in the store (the driver polls every 20 ms): "
         f"p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms ({seen} points, one every 25 ms).",
         "",
         "Relay alone (null store), 256,000 points in frames of 500 (one frame per connection at 1024):",
@@ -286,8 +398,9 @@ def main() -> int:
     for c, us, sent, stored in scaling:
         lines.append(f"| {c} | {us:.2f} | {sent:,} | {stored:,} |")
     report = "\n".join(lines)
-    print(report)
+    print(report + "\n\n" + floor)
     write_report(report)
+    write_section(FLOOR_SECTION, floor)
     return 0
 
 
@@ -298,6 +411,17 @@ def read_results() -> str:
             return fh.read()
     except FileNotFoundError:
         return ""
+
+
+def write_section(name: str, report: str) -> None:
+    """Replace the section ``name`` of results.md (between ``<!-- name -->`` markers), or
+    append it, leaving the rest alone."""
+    text = read_results()
+    block = f"<!-- {name} -->\n{report}\n<!-- /{name} -->\n"
+    pattern = re.compile(rf"<!-- {name} -->\n.*?<!-- /{name} -->\n", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    with open(os.path.join(HERE, "results.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_report(report: str) -> None:
@@ -312,92 +436,3 @@ def write_report(report: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# -- MLflow's own floor (issue F item 7) ------------------------------------------------------
-
-
-def _floor_and_forwarded(n: int):
-    """Task body: plain ``mlflow.log_metric`` n times into a do-nothing in-process store (MLflow's
-    own cost: the floor), then n times forwarded through the task store; yields the two medians
-    of the per-call cost over 1000-call blocks."""
-    import mlflow
-    from mlflow.store.tracking.abstract_store import AbstractStore
-
-    from spark_tracking._compat import mlflow as mlflow_compat
-    from spark_tracking.forwarding import task_store
-
-    class NullStore(AbstractStore):
-        def __init__(self, store_uri=None, artifact_uri=None):
-            super().__init__()
-            self.run = task_store._stand_in_run("0", None)
-
-        def create_run(self, experiment_id, user_id, start_time, tags, run_name):
-            return self.run
-
-        def get_run(self, run_id):
-            return self.run
-
-        def update_run_info(self, run_id, run_status, end_time, run_name):
-            return self.run.info
-
-        def log_batch(self, run_id, metrics, params, tags):
-            pass
-
-    def blocks(name: str, first: int, count: int) -> list:
-        costs = []
-        with mlflow.start_run():
-            for start in range(first, first + count, 1000):
-                t = time.perf_counter()
-                for step in range(start, start + 1000):
-                    mlflow.log_metric(name, 0.5, step=step)
-                costs.append((time.perf_counter() - t) / 1000)
-        return costs
-
-    # alternate the two in rounds: both see the same load on a shared machine
-    forwarded_uri = mlflow.get_tracking_uri()
-    mlflow_compat.register_tracking_store("benchmark-null", NullStore)
-    floor, forwarded, rounds = [], [], 4
-    for r in range(rounds):
-        mlflow.set_tracking_uri("benchmark-null:")
-        try:
-            floor += blocks("floor", r * n // rounds, n // rounds)
-        finally:
-            mlflow.set_tracking_uri(forwarded_uri)
-        forwarded += blocks("loss_plain_floor_run", r * n // rounds, n // rounds)
-    yield statistics.median(floor), statistics.median(forwarded)
-
-
-def mlflow_floor_rows(spark, n: int, tasks: int = 2) -> list:
-    """Rows for MLflow's floor and the forwarded plain path, measured in the same tasks."""
-    import mlflow
-
-    import spark_tracking
-
-    with mlflow.start_run(run_name="benchmark-mlflow-floor") as run:
-        t = time.perf_counter()
-        pairs = (
-            spark.sparkContext.parallelize(range(tasks), tasks)
-            .mapPartitions(lambda _: _floor_and_forwarded(n))
-            .collect()
-        )
-        spark_tracking.flush()
-        elapsed = time.perf_counter() - t
-    client = mlflow.MlflowClient()
-    stored = count_points(client, run.info.run_id, "loss_plain_floor_run")
-    floor = statistics.median(p[0] for p in pairs)
-    forwarded = statistics.median(p[1] for p in pairs)
-    return [
-        (
-            "(e) MLflow's floor: plain mlflow.log_metric in tasks into a do-nothing in-process store",
-            tasks / floor,
-            floor,
-            0,
-        ),
-        (
-            f"(e') plain mlflow.log_metric in the same tasks, forwarded ({forwarded / floor:.2f}x the floor)",
-            stored / elapsed,
-            forwarded,
-            stored,
-        ),
-    ]

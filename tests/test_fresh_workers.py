@@ -3,12 +3,10 @@ must not leave its worker unable to forward MLflow calls of later tasks. (The en
 once imported the MLflow task store before MLflow itself, so MLflow, loading our plugins in the
 middle of that import, never routed the worker: later points went to an executor-local store.)"""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import mlflow
+from conftest import run_driver
 
 DRIVER = textwrap.dedent("""
     import os, sys
@@ -47,16 +45,7 @@ DRIVER = textwrap.dedent("""
 
 def test_a_task_without_mlflow_leaves_its_worker_able_to_forward(tmp_path):
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    out = subprocess.run(
-        [sys.executable, "-c", DRIVER, store],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=dict(os.environ),
-        cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    imported, run_id = out.stdout.strip().splitlines()[-2:]
+    imported, run_id = run_driver(DRIVER, store, cwd=tmp_path).strip().splitlines()[-2:]
     assert imported == "[False, False]"  # the first job's workers really had no MLflow
     client = mlflow.MlflowClient(store)
     for p in range(4):

@@ -225,3 +225,42 @@ def test_spill_reads_are_bounded(tmp_path):
         store.write("h:1", [{"id": f"a:{n}", "m": [["x", 1.0, 1, s] for s in range(50)]}])
     first = store.claim(["h:1"])
     assert len(first) == 1 and len(store.files()) == 4
+
+
+# -- a child run asked of a driver that does not answer ------------------------------------------
+
+
+def test_a_child_run_with_the_relay_unreachable_names_cause_and_fix_and_keeps_the_points(
+    monkeypatch, tmp_path, sqlite_uri
+):
+    import mlflow
+
+    from spark_tracking.forwarding import task_store
+
+    _bind(monkeypatch, tmp_path, "127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv(task_store.ENV_DELEGATE, sqlite_uri)
+    mlflow.set_tracking_uri(task_store.SCHEME + ":")
+    try:
+        with mlflow.start_run():  # the driver's run: the task goes on without asking
+            mlflow.log_metric("loss", 0.5, step=1)
+            with pytest.raises(task_store.DriverUnreachable) as raised:
+                mlflow.start_run(run_name="group-1", nested=True)
+    finally:
+        task_store.end_task_runs()
+    assert str(raised.value) == (
+        "spark_tracking: the driver's relay is unreachable at 127.0.0.1:9 (relay 127.0.0.1:9: [Errno 111] "
+        "Connection refused), so this task cannot create a run (mlflow.start_run with a name, nested=True, "
+        "tags or a parent; MlflowClient().create_run). Fix: keep the driver (and its spark_tracking session) "
+        "running while tasks run, and make that address reachable from the executors: set relay_host "
+        "(spark.sparktracking.relay_host or SPARK_TRACKING_RELAY_HOST) to an address of the driver they can "
+        "reach and let relay_port through the firewall. What this task logged before is kept: its points "
+        "wait in its buffer and spill file and reach the driver's run once the relay answers."
+    )
+    assert not executor.flush(3)  # the relay is still down: the point goes to the spill file
+    spilled = [
+        (m[0], m[1], m[3])
+        for name in executor.shipper.spill.files()
+        for line in open(os.path.join(executor.shipper.spill.folder, name))
+        for m in json.loads(line)["m"]
+    ]
+    assert spilled == [("loss", 0.5, 1)]

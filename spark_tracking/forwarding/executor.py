@@ -203,26 +203,43 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     if b is None:
         return False
     b = b.for_run(run_id)
-    rows: list = []
-    for m in metrics:
-        key, value, step, ts = m.key, m.value, m.step, m.timestamp
-        if key not in _good_keys:
-            _metric_key(key, b)
-        if type(value) is not float:
-            value = validation.metric_value(key, value)
-        if type(step) is not int:
-            step = validation.step_value(step)
-        if type(ts) is not int:
-            ts = validation.timestamp_value(ts)
-            if ts is None:
-                ts = int(time.time() * 1000)
-        rows.append((b, key, value, ts, step))
+    rows = [_metric_row(b, m) for m in metrics]
     rows.extend((b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params)
     rows.extend((b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
     _buf.extend(rows)
     if len(_buf) >= _batch_trigger or params or tags:
         _wake_shipper()
     return True
+
+
+def forward_metric(run_id: str | None, metric) -> bool:
+    """:func:`forward_batch` of one MLflow ``Metric``: the path of every plain
+    ``mlflow.log_metric`` in a task, so it builds no lists. False when this process is not bound."""
+    b = current_binding()
+    if b is None:
+        return False
+    if run_id is not None:
+        b = b.for_run(run_id)
+    _buf.append(_metric_row(b, metric))
+    if len(_buf) >= _batch_trigger:
+        _wake_shipper()
+    return True
+
+
+def _metric_row(b: Binding, metric) -> tuple:
+    """The queue entry of an MLflow ``Metric``, checked like :func:`log_metric`."""
+    key, value, step, ts = metric.key, metric.value, metric.step, metric.timestamp
+    if key not in _good_keys:
+        _metric_key(key, b)
+    if type(value) is not float:
+        value = validation.metric_value(key, value)
+    if type(step) is not int:
+        step = validation.step_value(step)
+    if type(ts) is not int:
+        ts = validation.timestamp_value(ts)
+        if ts is None:
+            ts = int(time.time() * 1000)
+    return (b, key, value, ts, step)
 
 
 # -- flush, stats ----------------------------------------------------------------------------
@@ -270,11 +287,12 @@ def _on_task_end() -> None:
             timeout = b.settings.task_flush_timeout
             if not flush(timeout, done=b):
                 _warn_left_over("task", timeout)
-            # only if MLflow ran in this task: importing task_store imports mlflow, and mlflow
-            # loading our plugins while task_store is half-imported leaves the worker unrouted
-            task_store = sys.modules.get(f"{__package__}.task_store")
-            if task_store is not None:
-                task_store.end_task_runs()
+        # any task, bound or not, and only if MLflow ran in it: importing task_store imports
+        # mlflow, and mlflow loading our plugins while task_store is half-imported leaves the
+        # worker unrouted
+        task_store = sys.modules.get(f"{__package__}.task_store")
+        if task_store is not None:
+            task_store.end_task_runs()
     except Exception:
         logger.warning("spark_tracking: end-of-task flush failed", exc_info=True)
     finally:
@@ -323,9 +341,9 @@ def _install_in_worker() -> None:
 
 
 def _on_task_over() -> None:
-    """The task's function returned or raised (the worker may be killed next)."""
-    if _binding.cached() is not None:
-        _on_task_end()
+    """The task's function returned or raised (the worker may be killed next). Also for a
+    task that is not bound: the runs it left open must not pass to the worker's next task."""
+    _on_task_end()
 
 
 def _after_fork_in_child() -> None:

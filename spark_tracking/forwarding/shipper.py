@@ -32,6 +32,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from operator import itemgetter
 from typing import Callable, Protocol
 
 from . import protocol
@@ -236,8 +237,12 @@ def frame(b, items: list) -> _Request:
     }
     if b.run is not None:
         message["r"] = b.run
-    lists = {"p": params, "t": tags, "a": artifacts}
     size = 256 + 6 * len(b.binding) + (6 * len(b.run) if b.run else 0)
+    if set(map(len, items)) == {5}:  # only metrics (the usual frame): no loop in Python
+        metrics.extend(map(_TAIL, items))
+        size += 6 * sum(map(len, map(_KEY, items))) + 80 * len(items)
+        return _Request(b.relay, b.secret, message, len(items), size)
+    lists = {"p": params, "t": tags, "a": artifacts}
     for item in items:
         if len(item) == 5:
             metrics.append(item[1:])
@@ -266,8 +271,15 @@ def _halves(req: _Request) -> list:
     return out
 
 
+_TAIL = itemgetter(slice(1, None))  # a queue item without its binding
+_KEY = itemgetter(1)
+_BINDING = itemgetter(0)
+
+
 def _group(items: list) -> list:
     """Items grouped by binding (bindings of one worker and run travel together), in order."""
+    if len(set(map(_BINDING, items))) == 1:  # one binding (the usual case): no loop in Python
+        return [(items[0][0], items)]
     groups: dict = {}
     by_id: dict = {}
     for item in items:
@@ -415,15 +427,17 @@ class Shipper:
         """One round: take the queue, send it in frames, settle flush markers."""
         queue = self.queue
         self._resend_spilled()
-        while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            if isinstance(item, Marker):
-                self._settle(item)
-                continue
-            self.pending.append(item)
+        while queue:
+            # up to a frame's worth at once, popped in C (only this thread pops)
+            taken = list(itertools.islice(iter(queue.popleft, None), min(len(queue), FRAME_POINTS)))
+            if Marker not in set(map(type, taken)):
+                self.pending.extend(taken)
+            else:
+                for item in taken:
+                    if isinstance(item, Marker):
+                        self._settle(item)
+                    else:
+                        self.pending.append(item)
             if len(self.pending) >= FRAME_POINTS:
                 self._send_pending(None)
         if self.pending or self.held:

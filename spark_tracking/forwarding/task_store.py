@@ -72,11 +72,48 @@ _handed_out: dict[str, Run] = {}
 _ever_handed_out: set[str] = set()
 _created: dict[str, Run] = {}  # runs this task created (it ends them)
 _resumed: dict[str, Run] = {}  # runs of others this task made active (start_run(run_id=...))
+#: runs a task that is not bound created in the executor's store -> that store
+_local: dict[str, AbstractStore] = {}
 _warned: set[str] = set()
 
 
 class DriverUnreachable(ConnectionError):
-    """The driver relay did not answer a task's request."""
+    """The driver relay did not answer a task's request. ``address``: the relay's (None when
+    there is no relay to ask); ``cause``: the last connection error."""
+
+    def __init__(self, text: str, address: str | None = None, cause: BaseException | None = None):
+        super().__init__(text)
+        self.address, self.cause = address, cause
+
+
+#: what a task cannot do without the driver, by request
+_NEEDS_DRIVER = {
+    "create_run": "create a run (mlflow.start_run with a name, nested=True, tags or a parent; "
+    "MlflowClient().create_run)",
+    "get_run": "read a run",
+    "update_run": "end a run",
+    "store_call": "call the driver's store",
+    "artifact_chunk": "send an artifact",
+    "artifact_commit": "send an artifact",
+    "artifact_list": "list artifacts",
+    "artifact_read": "read an artifact",
+}
+
+
+def _unreachable(address: str, op: str, cause: BaseException) -> DriverUnreachable:
+    """The error of a request the relay at ``address`` never answered: cause, fix, and what
+    happens to what the task logged."""
+    return DriverUnreachable(
+        f"spark_tracking: the driver's relay is unreachable at {address} ({cause}), so this task "
+        f"cannot {_NEEDS_DRIVER.get(op, repr(op))}. Fix: keep the driver (and its spark_tracking "
+        "session) running while tasks run, and make that address reachable from the executors: set "
+        "relay_host (spark.sparktracking.relay_host or SPARK_TRACKING_RELAY_HOST) to an address of "
+        "the driver they can reach and let relay_port through the firewall. What this task logged "
+        "before is kept: its points wait in its buffer and spill file and reach the driver's run "
+        "once the relay answers.",
+        address,
+        cause,
+    )
 
 
 def activate_in_worker() -> bool:
@@ -95,13 +132,22 @@ def activate_in_worker() -> bool:
 
 
 def end_task_runs() -> None:
-    """End of a task: end the runs it created and left open (FINISHED), and pop every run of
-    this task from MLflow's active-run stack, so a reused worker starts its next task clean."""
-    mine = set(_handed_out) | set(_created) | set(_resumed)
+    """End of a task, bound or not: end the runs it created and left open (FINISHED), and pop
+    every run of this task from MLflow's active-run stack, so a reused worker starts its next
+    task clean (MLflow refuses ``start_run()`` while a run is active, and would log to it)."""
+    mine = set(_handed_out) | set(_created) | set(_resumed) | set(_local)
+    left_open = []
     if mine and "mlflow.tracking.fluent" in sys.modules:
         stack = mlflow_compat.active_run_stack()
         while stack and stack[-1].info.run_id in mine:
-            stack.pop()
+            left_open.append(stack.pop().info.run_id)
+    for run_id in left_open:
+        store = _local.get(run_id)
+        if store is not None:
+            try:
+                store.update_run_info(run_id, RunStatus.FINISHED, int(time.time() * 1000), None)
+            except Exception:
+                logger.warning("spark_tracking: could not end run %s at the end of its task", run_id, exc_info=True)
     for run_id, run in list(_created.items()):
         if run.info.status == "RUNNING":
             try:
@@ -111,6 +157,7 @@ def end_task_runs() -> None:
     _handed_out.clear()
     _created.clear()
     _resumed.clear()
+    _local.clear()
 
 
 # -- requests to the driver ------------------------------------------------------------------
@@ -164,7 +211,7 @@ def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
         except RuntimeError as exc:  # the relay refused the request
             raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
         return run_ops.decode(reply.get("v"), _rewrite_artifact_uris)
-    raise DriverUnreachable(f"spark_tracking: the driver relay at {b.relay} did not answer {op!r}: {error}")
+    raise _unreachable(b.relay, op, error)
 
 
 def _warn_once(key: str, text: str, *args) -> None:
@@ -256,7 +303,9 @@ class TaskStore(AbstractStore):
                     "spark_tracking session on the driver); MLflow logs to %s on the executor",
                     os.environ.get(ENV_DELEGATE) or "MLflow's default store",
                 )
-            return self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
+            run = self.delegate.create_run(experiment_id, user_id, start_time, tags, run_name)
+            _local[run.info.run_id] = self.delegate
+            return run
         tag_map = {t.key: t.value for t in tags or []}
         if not _creates_a_run(tag_map):
             return self._hand_out(experiment_id, start_time)
@@ -279,9 +328,10 @@ class TaskStore(AbstractStore):
         except DriverUnreachable as exc:
             _warn_once(
                 "handout",
-                "%s; this task's points wait in its buffer and spill file and "
-                "reach the driver's run once the relay answers",
-                exc,
+                "spark_tracking: the driver's relay is unreachable at %s (%s); this task's points "
+                "wait in its buffer and spill file and reach the driver's run once the relay answers",
+                exc.address,
+                exc.cause or exc,
             )
             run = _stand_in_run(experiment_id, start_time)
         run = mlflow_compat.run_with_inputs(run)
@@ -314,12 +364,15 @@ class TaskStore(AbstractStore):
     # -- writes ------------------------------------------------------------------------------
 
     def log_batch(self, run_id, metrics, params, tags):
-        target = None if run_id in _handed_out or run_id in _ever_handed_out else run_id
+        # a run handed out in this worker (this task's or an earlier one's) is the driver's run
+        target = None if run_id in _ever_handed_out else run_id
         if not executor.forward_batch(target, metrics, params, tags):
             self.delegate.log_batch(run_id, metrics, params, tags)
 
     def log_metric(self, run_id, metric):
-        self.log_batch(run_id, [metric], [], [])
+        # every plain mlflow.log_metric of a task comes here: no lists, one lookup
+        if not executor.forward_metric(None if run_id in _ever_handed_out else run_id, metric):
+            self.delegate.log_metric(run_id, metric)
 
     def log_param(self, run_id, param):
         self.log_batch(run_id, [], [param], [])
