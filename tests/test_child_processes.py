@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import mlflow
-from driver_program import run_driver, spark_session
+from driver_program import run_on_cluster, spark_session
 from faults import StalledRelay
 
 from spark_tracking.forwarding import protocol
@@ -67,7 +67,7 @@ def series(client, run_id, key):
 
 
 def test_processes_started_by_tasks_log_to_the_driver_run_as_their_rank(tmp_path, sqlite_uri):
-    run_id = run_driver(DRIVER, sqlite_uri, tmp_path)[-1]
+    run_id = run_on_cluster(DRIVER, sqlite_uri, tmp_path)[-1]
     client = mlflow.MlflowClient(sqlite_uri)
     expected = {("rank_loss", w) for w in range(4)} | {("plain_loss", w) for w in range(2)}
     expected |= {("spawn_loss", w) for w in (4, 5)}

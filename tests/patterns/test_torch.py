@@ -10,7 +10,7 @@ import os
 
 import mlflow
 import pytest
-from driver_program import run_driver, spark_session
+from driver_program import run_on_cluster, spark_session
 
 pytest.importorskip("torch")
 
@@ -65,7 +65,7 @@ IMPORT_IN_TRAIN_FN = "    import mlflow\n"
 def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri, with_hook):
     assert DRIVER.count(IMPORT_IN_TRAIN_FN) == 1
     program = DRIVER if with_hook else DRIVER.replace(IMPORT_IN_TRAIN_FN, "")
-    *_, folders, run_id = run_driver(program, sqlite_uri, tmp_path, with_hook=with_hook)
+    *_, folders, run_id = run_on_cluster(program, sqlite_uri, tmp_path, with_hook=with_hook)
     client = mlflow.MlflowClient(sqlite_uri)
     for rank in range(2):
         got = [m.step for m in client.get_metric_history(run_id, f"ddp_loss/worker_{rank}")]
