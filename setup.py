@@ -41,7 +41,9 @@ setup(
         "plot": ["matplotlib>=3.7"],
         # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
         "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
-        "azureml": ["azureml-mlflow"],
+        # azureml-mlflow's own azureml:// store, the only client of AML's artifact service (checked:
+        # 1.62.0.post6, which pins mlflow-skinny <= 3.15; CI runs it beside MLflow 3.0.1 in .ci/matrix)
+        "azureml": ["azureml-mlflow>=1.62"],
         # a Spark Connect client (SparkSession.builder.remote); its grpc needs protobuf >= 5, which
         # MLflow < 2.12 refuses, so it is an extra of its own
         "connect": _CONNECT_CLIENT,

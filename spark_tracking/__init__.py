@@ -14,8 +14,6 @@ public names below load their modules on first use.
 
 from __future__ import annotations
 
-import importlib
-
 from ._version import __version__
 
 _LAZY = {
@@ -41,6 +39,8 @@ def __getattr__(name: str):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'spark_tracking' has no attribute {name!r}")
+    import importlib  # here, not at the top: importlib (and warnings) cost every interpreter start
+
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

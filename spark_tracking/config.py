@@ -300,13 +300,43 @@ def find_config_file(explicit: str | None = None, environ: Mapping[str, str] | N
     return None
 
 
+class _JsonOptions:
+    # what json.JSONDecoder hands CPython's C scanner, defaults throughout
+    strict = True
+    object_hook = object_pairs_hook = None
+    parse_float, parse_int = float, int
+    parse_constant = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}.__getitem__
+
+
+def load_json_file(path: str) -> Any:
+    """The JSON document in ``path`` (OSError when unreadable, ValueError when not JSON).
+
+    The startup hook reads the config file and the AML link cache in every process, and
+    importing ``json`` costs more than all the rest the hook does (it imports ``re``, which pulls
+    in ``enum``, ``functools`` and ``collections``). So this reads with the C scanner that
+    ``json.loads`` itself uses on CPython, without importing ``json``; elsewhere, ``json``."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        from _json import make_scanner
+    except ImportError:  # not CPython
+        import json
+
+        return json.loads(text)
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        value, end = make_scanner(_JsonOptions)(text, start)
+    except StopIteration as stop:
+        raise ValueError(f"Expecting value: char {stop.value}") from None
+    if text[end:].strip(" \t\n\r"):
+        raise ValueError(f"Extra data: char {end}")
+    return value
+
+
 def read_config_file(path: str) -> dict[str, Any]:
     """Read a config file; unknown keys and secrets are refused with the fix."""
-    import json
-
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = load_json_file(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"config file {path} could not be read: {exc}. Fix or delete it.") from exc
     if not isinstance(data, dict):

@@ -365,7 +365,7 @@ def default_experiment_name(ctx: context.RunContext | None = None) -> str | None
     notebook or script (``context.experiment_name_for``); AML-safe when the store is AML."""
     cfg = _current
     name = (cfg.experiment_name if cfg is not None else None) or context.experiment_name_for(ctx or context.detect())
-    if name and is_aml_uri(_current_uri) and "/" in name:
+    if name and "/" in name and is_aml_uri(_current_uri):
         return aml_safe_experiment_name(name)
     return name
 
@@ -373,7 +373,7 @@ def default_experiment_name(ctx: context.RunContext | None = None) -> str | None
 def _apply_experiment(cfg: Config) -> None:
     source = cfg.sources.get("experiment_name", "default")
     if source == "env MLFLOW_EXPERIMENT_NAME":
-        if is_aml_uri(_current_uri) and "/" in cfg.experiment_name:
+        if "/" in cfg.experiment_name and is_aml_uri(_current_uri):
             _logger().warning(
                 "spark_tracking: MLFLOW_EXPERIMENT_NAME=%r holds '/': Azure ML cannot find such "
                 "experiments again; use a plain name such as %r",

@@ -1,53 +1,67 @@
-"""Processes a Spark task starts (torchrun ranks, subprocesses) log into the driver's run,
-through the binding the task's Python worker exports when the session hook is installed."""
-
-import os
-import subprocess
-import sys
-import textwrap
+"""Processes a Spark task starts (``subprocess``, ``multiprocessing`` spawn; torchrun ranks in
+tests/patterns/test_torch.py) log into the driver's run through the binding the task's Python
+worker exports when the startup hook is installed, in barrier and plain tasks: a process with a
+``RANK`` logs as that worker, one without as its task's partition."""
 
 import mlflow
+from driver_program import run_driver, spark_session
 
-from spark_tracking import hook
+CHILD = (
+    "import os, spark_tracking\n"
+    "w = int(os.environ.get('RANK', os.environ.get('PARTITION')))\n"
+    "for s in range(3): spark_tracking.log_metric(os.environ['KEY'], w * 10 + s, step=s)\n"
+    "assert spark_tracking.flush(60)\n"
+)
 
-DRIVER = textwrap.dedent("""
-    import os, subprocess, sys
-    import mlflow, spark_tracking
-    from pyspark.sql import SparkSession
-    spark = (SparkSession.builder.master("local[2]").config("spark.driver.host", "127.0.0.1")
-             .config("spark.ui.enabled", "false").getOrCreate())
+DRIVER = (
+    spark_session("local[2]")
+    + f"CHILD = {CHILD!r}\n"
+    + """
+import multiprocessing, os, subprocess, sys
+import mlflow, spark_tracking
+from pyspark import TaskContext
 
-    def task(rows):
-        # like TorchDistributor: the task itself logs nothing and starts ranked processes
-        from pyspark import TaskContext
-        base = TaskContext.get().partitionId() * 2
-        for local_rank in range(2):
-            env = dict(os.environ, RANK=str(base + local_rank))
-            subprocess.run([sys.executable, "-c",
-                "import os, spark_tracking\\n"
-                "r = int(os.environ['RANK'])\\n"
-                "for s in range(3): spark_tracking.log_metric('rank_loss', r * 10 + s, step=s)\\n"
-                "assert spark_tracking.flush(60)\\n"], env=env, check=True)
-        yield 1
+def start(key, **env):
+    # like TorchDistributor: the task itself logs nothing and starts processes
+    subprocess.run([sys.executable, "-c", CHILD], env=dict(os.environ, KEY=key, **env), check=True)
 
-    with mlflow.start_run() as run:
-        spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(task).collect()
-    spark_tracking.flush()
-    print(run.info.run_id)
-    spark.stop()
-""")
+def barrier_task(rows):
+    base = TaskContext.get().partitionId() * 2
+    for local_rank in range(2):
+        start("rank_loss", RANK=str(base + local_rank))
+    yield 1
+
+def plain_task(rows):
+    partition = TaskContext.get().partitionId()
+    start("plain_loss", PARTITION=str(partition))  # no RANK: the task's partition
+    os.environ.update(RANK=str(4 + partition), KEY="spawn_loss")  # a spawned process's environment
+    child = multiprocessing.get_context("spawn").Process(target=exec, args=(CHILD,))
+    child.start()
+    child.join()
+    del os.environ["RANK"], os.environ["KEY"]
+    assert child.exitcode == 0
+    yield 1
+
+with mlflow.start_run() as run:
+    rdd = spark.sparkContext.parallelize(range(2), 2)
+    rdd.barrier().mapPartitions(barrier_task).collect()
+    rdd.mapPartitions(plain_task).collect()
+assert spark_tracking.flush(60)
+print(run.info.run_id)
+spark.stop()
+"""
+)
 
 
-def test_ranked_child_processes_of_a_task_log_to_the_driver_run(tmp_path, sqlite_uri):
-    hook.enable()
-    try:
-        env = dict(os.environ, SPARK_TRACKING_TRACKING_URI=sqlite_uri, PYSPARK_PYTHON=sys.executable)
-        out = subprocess.run([sys.executable, "-c", DRIVER], capture_output=True, text=True, env=env, timeout=300)
-    finally:
-        hook.disable()
-    assert out.returncode == 0, out.stderr[-3000:]
-    run_id = out.stdout.strip().splitlines()[-1]
+def series(client, run_id, key):
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def test_processes_started_by_tasks_log_to_the_driver_run_as_their_rank(tmp_path, sqlite_uri):
+    run_id = run_driver(DRIVER, sqlite_uri, tmp_path)[-1]
     client = mlflow.MlflowClient(sqlite_uri)
-    for rank in range(4):
-        got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"rank_loss/worker_{rank}"))
-        assert got == [(s, float(rank * 10 + s)) for s in range(3)]
+    expected = {("rank_loss", w) for w in range(4)} | {("plain_loss", w) for w in range(2)}
+    expected |= {("spawn_loss", w) for w in (4, 5)}
+    for key, w in sorted(expected):
+        got = series(client, run_id, f"{key}/worker_{w}")
+        assert got == [(s, float(w * 10 + s)) for s in range(3)], (key, w, sorted(client.get_run(run_id).data.metrics))

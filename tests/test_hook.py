@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from fakes.python_env import BareEnvironment
 
 from spark_tracking import hook
 
@@ -67,6 +68,40 @@ def test_the_hook_imports_nothing_heavy(hook_enabled):
     heavy = ("mlflow", "pyspark", "azure.identity", "requests", "databricks.sdk", "spark_tracking.azure.resources")
     out = _python(f"import sys; print([m for m in {heavy!r} if m in sys.modules])")
     assert (out.returncode, out.stdout.strip()) == (0, "[]"), out.stderr
+
+
+def test_at_interpreter_start_the_hook_imports_only_its_own_modules(tmp_path):
+    """In an environment holding spark_tracking as a wheel install does (no editable finder that
+    imports half the standard library first), the hook adds only spark_tracking's modules to
+    interpreter start, configures the session, and so costs what benchmarks/hook_cost.py measures."""
+    env = BareEnvironment(str(tmp_path / "venv"))
+    probe = "import os, sys; print(os.environ.get('MLFLOW_TRACKING_URI')); print(*sorted(sys.modules))"
+    without = env.run(probe).stdout.split()
+    env.hook(True)
+    with_hook = env.run(probe)
+    assert with_hook.returncode == 0, with_hook.stderr
+    uri, *modules = with_hook.stdout.split()
+    assert uri == env.embedded_store_uri()
+    added = sorted(set(modules) - set(without[1:]))
+    assert [m for m in added if not m.startswith("spark_tracking")] == ["__future__"]  # its annotations
+    assert "spark_tracking.session" in added
+
+
+def test_on_a_linked_node_the_hook_reads_the_link_with_no_heavy_import(tmp_path):
+    """A node the installer linked (config file + the link in the node's cache): the hook sets the
+    AML endpoint with no import of json, re, typing or urllib (the C scanner behind json reads
+    the files)."""
+    env = BareEnvironment(str(tmp_path / "venv"))
+    aml = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws"
+    env.link_node(aml, f"https://westeurope.api.azureml.ms/mlflow/v2.0{aml}")
+    probe = "import os, sys; print(os.environ.get('MLFLOW_TRACKING_URI')); print(*sorted(sys.modules))"
+    without = env.run(probe).stdout.split()
+    env.hook(True)
+    with_hook = env.run(probe)
+    uri, *modules = with_hook.stdout.split()
+    assert uri == f"https://westeurope.api.azureml.ms/mlflow/v2.0{aml}", with_hook.stderr
+    added = sorted(set(modules) - set(without[1:]))
+    assert [m for m in added if not m.startswith("spark_tracking")] == ["__future__", "_json"]
 
 
 def test_the_hook_adds_no_standard_library_import(hook_enabled):

@@ -160,6 +160,22 @@ class TokenProvider:
         return self._expires_on
 
 
+class ProviderCredential:
+    """A ``TokenProvider`` as an azure-core ``TokenCredential``, for clients that take one
+    (azureml-mlflow): they get this process's token, renewed as usual, for the ARM scope of the
+    configured cloud, whichever scope they ask for (AML's endpoints accept only that one)."""
+
+    def __init__(self, provider: TokenProvider):
+        self.provider = provider
+
+    def get_token(self, *scopes: str, **kwargs):
+        """The current ARM-audience token as an ``AccessToken``."""
+        from azure.core.credentials import AccessToken
+
+        token = self.provider.token()
+        return AccessToken(token, int(self.provider.expires_on()))
+
+
 _providers: dict[tuple, TokenProvider] = {}
 _providers_lock = threading.Lock()
 

@@ -344,11 +344,10 @@ def _find_databricks_id(arm, subscription_id: str, workspace_url: str) -> str:
 
 
 def _read_cache(path: str) -> dict[str, Any]:
-    import json
+    from ..config import load_json_file  # not json: this runs at every interpreter start
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = load_json_file(path)
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

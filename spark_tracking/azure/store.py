@@ -6,20 +6,24 @@ Two ways to speak to AML's MLflow endpoint:
 
 - with azureml-mlflow installed, through its own ``azureml://`` store: it is the only client of
   AML's artifact service, and its artifact repository works only for runs its store made
-  ("An authorization token was not set in the artifact uri" otherwise, mlflow#11103);
+  ("An authorization token was not set in the artifact uri" otherwise, mlflow#11103). The
+  session's URI is that store's behind ``AZUREML_PREFIX``, so that the store is built here,
+  signed with spark_tracking's credential (``azureml_store``);
 - without it, as ``https://`` with spark_tracking's request-auth plugin: metrics, params, tags
   and runs work; artifacts and models cannot (``mlflow_auth`` refuses them at once, with the fix).
 """
 
 from __future__ import annotations
 
-import importlib.util
-from typing import NamedTuple
-from urllib.parse import urlsplit
+import os
+import sys
 
 from . import AUTH_NAME, AzureLinkError
-from .clouds import is_aml_host
-from .resources import to_https, workspace_ref_of_tracking_uri
+from .link import _Record
+
+# The startup hook of every process on a linked node calls ``for_link`` (the link from the
+# node's cache): that path imports neither ``typing`` nor ``urllib`` nor ``importlib.util``, and
+# leaves ``resources`` and ``clouds`` to the functions that parse URIs of unknown origin.
 
 #: The tracking-store scheme of a link not resolved yet (interpreter start reads no network):
 #: MLflow builds its store at the first request, through ``lazy_link_store`` below.
@@ -38,19 +42,33 @@ def lazy_uri(cache_key: str) -> str:
 REQUEST_AUTH_SINCE = (2, 8)
 
 
-class Store(NamedTuple):
+class Store(_Record):
+    """The tracking URI a session sets and the value of ``MLFLOW_TRACKING_AUTH`` (or None)."""
+
+    _fields = ("uri", "auth")
+    __slots__ = _fields
     uri: str
-    #: value for MLFLOW_TRACKING_AUTH, or None
     auth: str | None
 
 
-class Limits(NamedTuple):
+class Limits(tuple):
     """What one store accepts beyond MLflow's own limits (None: MLflow's limits only)."""
 
-    #: values of one metric key in one log_batch (AML refuses more: mlflow#11462)
-    max_values_per_key: int | None = None
-    #: params in one run (AML caps a run at 200: azure-sdk-for-python#35685)
-    max_params_per_run: int | None = None
+    __slots__ = ()
+
+    def __new__(cls, max_values_per_key: int | None = None, max_params_per_run: int | None = None):
+        """Limits of a store; None where it has only MLflow's own."""
+        return tuple.__new__(cls, (max_values_per_key, max_params_per_run))
+
+    @property
+    def max_values_per_key(self) -> int | None:
+        """Values of one metric key in one log_batch (AML refuses more: mlflow#11462)."""
+        return self[0]
+
+    @property
+    def max_params_per_run(self) -> int | None:
+        """Params in one run (AML caps a run at 200: azure-sdk-for-python#35685)."""
+        return self[1]
 
 
 AML_LIMITS = Limits(max_values_per_key=250, max_params_per_run=200)
@@ -63,18 +81,28 @@ def limits_for(uri: str) -> Limits:
 
 
 def azureml_mlflow_installed() -> bool:
-    try:
-        return importlib.util.find_spec("azureml.mlflow") is not None
-    except (ImportError, ValueError):
-        return False
+    """Whether azureml-mlflow is importable here. Looks for its package folder on ``sys.path``
+    instead of asking the import system, which would run ``azureml/__init__.py`` (this runs in
+    the startup hook of every process on a linked node)."""
+    return any(os.path.isfile(os.path.join(folder or ".", "azureml", "mlflow", "__init__.py")) for folder in sys.path)
+
+
+def _split(uri: str) -> tuple[str, str, str]:
+    """(scheme, host[:port], path) of a URI, without ``urllib`` (see the note at the top)."""
+    scheme, _, rest = (uri or "").strip().partition("://")
+    host, slash, path = rest.partition("/")
+    return scheme.lower(), host, (slash + path).split("?", 1)[0].split("#", 1)[0]
 
 
 def is_aml_tracking_uri(uri: str) -> bool:
     """True for AML's MLflow endpoint, in its azureml:// or https form, or a link to resolve."""
-    parts = urlsplit(uri or "")
-    if parts.scheme in ("azureml", LAZY_SCHEME):
+    from .clouds import is_aml_host
+    from .resources import workspace_ref_of_tracking_uri
+
+    scheme, host, _ = _split(uri)
+    if scheme in ("azureml", LAZY_SCHEME):
         return True
-    return parts.scheme == "https" and (is_aml_host(parts.netloc) or workspace_ref_of_tracking_uri(uri) is not None)
+    return scheme == "https" and (is_aml_host(host) or workspace_ref_of_tracking_uri(uri) is not None)
 
 
 def for_uri(uri: str) -> Store:
@@ -83,16 +111,53 @@ def for_uri(uri: str) -> Store:
     made), else as https with spark_tracking's cached-token auth; other URIs as they are."""
     if not (uri.startswith("azureml://") or is_aml_tracking_uri(uri)):
         return Store(uri, None)
-    https = to_https(uri)
-    if azureml_mlflow_installed():
-        parts = urlsplit(https)
-        return Store(f"azureml://{parts.netloc}{parts.path}", None)
-    return Store(https, AUTH_NAME)
+    from .resources import to_https
+
+    return _aml_store(to_https(uri))
 
 
 def for_link(link) -> Store:
-    """The store for a resolved link (see ``for_uri``)."""
-    return for_uri(link.tracking_uri)
+    """The store for a resolved link (see ``for_uri``); its tracking URI is the https one
+    ``link.resolve`` made of what ARM reported, so nothing is parsed again."""
+    if not link.tracking_uri.startswith("https://") or "/mlflow/v2.0/" not in link.tracking_uri:
+        return for_uri(link.tracking_uri)  # not of the form resolve writes: parse it
+    return _aml_store(link.tracking_uri)
+
+
+#: The tracking URI of a session that goes through azureml-mlflow: its ``azureml://`` URI behind
+#: this prefix, so that MLflow asks ``lazy_link_store`` for the store, which has azureml-mlflow
+#: sign with spark_tracking's credential before building it (see ``azureml_store``).
+AZUREML_PREFIX = f"{LAZY_SCHEME}://azureml/"
+
+
+def _aml_store(https: str) -> Store:
+    if azureml_mlflow_installed():
+        _, host, path = _split(https)
+        return Store(f"{AZUREML_PREFIX}{host}{path}", None)
+    return Store(https, AUTH_NAME)
+
+
+def azureml_store(store_uri: str, artifact_uri: str | None = None):
+    """azureml-mlflow's store for ``spark-tracking-aml://azureml/<host>/<path>``, signing with
+    this session's credential (the ``azure_credential``, ``azure_cloud`` and
+    ``azure_authority_host`` settings, the token cached for the process) instead of azureml-mlflow's
+    own chain, which ignores those settings, asks ARM for cloud metadata and ends in interactive
+    and device-code logins that wait for a person."""
+    from .. import session
+    from .._compat.azureml_mlflow import sign_store_with
+    from .._compat.mlflow import build_store
+    from .credentials import ProviderCredential, provider_for_config
+    from .resources import workspace_ref_of_tracking_uri
+
+    rest = store_uri[len(AZUREML_PREFIX) :]
+    uri = f"azureml://{rest}"
+    workspace = workspace_ref_of_tracking_uri(uri)
+    if workspace is None:
+        raise AzureLinkError(f"{store_uri!r} names no AML workspace (/subscriptions/.../workspaces/<name>)")
+    cfg = session.active_config()
+    credential = ProviderCredential(provider_for_config(cfg))
+    sign_store_with(uri, f"https://{rest.split('/', 1)[0]}", workspace, credential, cfg.azure_cloud)
+    return build_store(uri, artifact_uri)
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
@@ -137,5 +202,6 @@ def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = Non
     from .._compat.mlflow import build_store
 
     # MLflow calls this under its store-building lock, once per URI and process
-
+    if store_uri and store_uri.startswith(AZUREML_PREFIX):
+        return azureml_store(store_uri, artifact_uri)
     return build_store(session.resolve_pending_link(), artifact_uri)

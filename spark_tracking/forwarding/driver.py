@@ -245,13 +245,15 @@ class Forwarder:
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
         from ..azure.store import limits_for
 
+        limits = limits_for(uri)
         sink = Sink(
             MlflowClient(uri),
             uri,
             spool,
             self.stages.tasks,
             batch_max_metrics=cfg.batch_max_metrics,
-            max_values_per_key=limits_for(uri).max_values_per_key,
+            max_values_per_key=limits.max_values_per_key,
+            max_params_per_run=limits.max_params_per_run,
             rate_limit=cfg.rate_limit,
             aggregate=cfg.aggregate,
             stages_finished=self.stages.finished,

@@ -3,8 +3,9 @@
 One daemon thread (``spark-tracking-sink``) works in rounds: it takes every submission that
 arrived, names per-worker series and folds the aggregate, cuts requests within MLflow's
 limits (``batch_max_metrics`` ≤ 1000 metrics, 100 params+tags, 1 MB; AML: ≤ 250 values of
-one metric), respects ``rate_limit`` and sends. A request the store refuses as invalid is
-split so one bad value never rejects the rest. A request that fails in transport is retried
+one metric, and a run's params beyond 200 dropped with a warning), respects ``rate_limit``
+and sends. A request the store refuses as invalid is split so one bad value never rejects
+the rest. A request that fails in transport is retried
 with exponential backoff and jitter; when retries are used up it goes to the durable spool
 and is retried from there. When a round ends, every submission in it is settled (delivered,
 or held for retry), which is when the relay acknowledges the task.
@@ -338,6 +339,7 @@ class Sink:
         stage_tasks: Callable[[int], int | None],
         batch_max_metrics: int = 1000,
         max_values_per_key: int | None = None,
+        max_params_per_run: int | None = None,
         rate_limit: float = 0.0,
         aggregate: bool = True,
         max_attempts: int = 4,
@@ -356,6 +358,7 @@ class Sink:
         self.stages_finished = stages_finished
         self.batch_max_metrics = min(batch_max_metrics, validation.MAX_METRICS_PER_BATCH)
         self.max_values_per_key = max_values_per_key
+        self.max_params_per_run = max_params_per_run
         self.limiter = RateLimiter(rate_limit, clock, sleep)
         self.aggregate = aggregate
         self.max_attempts = max_attempts
@@ -369,6 +372,7 @@ class Sink:
         self._stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
         self._params: BoundedDict = BoundedDict(max_runs)  # run -> {param: value}
         self._run_points: BoundedDict = BoundedDict(max_runs)  # run -> metric points sent
+        self._run_params: BoundedDict = BoundedDict(max_runs)  # run -> param keys it holds (capped stores)
         self._refused_runs: BoundedDict = BoundedDict(max_runs)  # run -> the store's refusal
         self._unsent: deque[dict] = deque()  # this round's requests not yet delivered or spooled
         self._evacuated = False
@@ -691,9 +695,49 @@ class Sink:
                 self._to_spool(self._unsent.popleft())
 
     def _log_batch(self, request: dict) -> None:
+        if self.max_params_per_run is not None and request["params"]:
+            self._cap_params(request)
+            if not _entities(request):
+                return
         self.limiter.acquire()
         self.writer.log_batch(request["run_id"], request["metrics"], request["params"], request["tags"])
         self.counters["requests"] += 1
+
+    def _cap_params(self, request: dict) -> None:
+        """Keep the run within ``max_params_per_run`` (AML: 200): a param the run has no room
+        for is dropped, counted and named in a warning, instead of the store refusing the whole
+        request. The run's params are read from the store once (the driver logs its own)."""
+        run = request["run_id"]
+        held = self._run_params.get(run)
+        if held is None:
+            held = self._run_params[run] = self._params_in_store(run)
+        kept, over = [], []
+        for pair in request["params"]:
+            if pair[0] in held or len(held) < self.max_params_per_run:
+                held.add(pair[0])
+                kept.append(pair)
+            else:
+                over.append(pair[0])
+        if over:
+            request["params"] = kept
+            self.dropped["param_cap"] += len(over)
+            shown = ", ".join(repr(k) for k in over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+            logger.warning(
+                "spark_tracking sink: run %s has %d params, the most its store keeps in a run; dropped %d "
+                "param(s) that tasks logged: %s (counted in stats()['dropped']['param_cap']). Log fewer "
+                "params per run, or put related values into one param.",
+                run,
+                len(held),
+                len(over),
+                shown,
+            )
+
+    def _params_in_store(self, run: str) -> set:
+        try:
+            return set(self.client.get_run(run).data.params)
+        except Exception:  # noqa: BLE001 - cannot tell (the store is away): the store's refusal decides
+            logger.debug("spark_tracking sink: params of run %s unreadable", run, exc_info=True)
+            return set()
 
     def _deliver(self, request: dict, spool_on_failure: bool = True) -> bool:
         """Send one request with retries; split it when refused; spool it when unreachable.
@@ -749,6 +793,8 @@ class Sink:
 
     def _refused(self, request: dict, exc: BaseException) -> bool:
         """The store refused a request: the whole run (deleted, unknown), or some entries."""
+        if request["params"]:
+            self._run_params.pop(request["run_id"], None)  # params the driver logged since: read again
         if _entities(request) > 1:
             reason = self._run_refusal(request["run_id"])
             if reason is not None:

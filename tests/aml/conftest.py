@@ -13,6 +13,7 @@ SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"
 GROUP = "rg-ml"
 NAME = "ws-ml"
 SECRET = "sp-s3cr3t-9f2c1e"
+AML_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.MachineLearningServices/workspaces/{NAME}"
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +49,13 @@ def principal(azure, monkeypatch):
 @pytest.fixture
 def workspace(azure) -> str:
     return azure.add_aml_workspace(SUB, GROUP, NAME)
+
+
+@pytest.fixture
+def linked(azure, principal, workspace, monkeypatch):
+    """A session linked to the fake AML workspace by SPARK_TRACKING_AML_WORKSPACE_ID."""
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+    return azure
 
 
 def write_aml_config(folder, **overrides) -> str:

@@ -14,19 +14,11 @@ import spark_tracking
 from spark_tracking import hook, session
 from spark_tracking.azure import link, store
 
-from .conftest import GROUP, NAME, SUB, arm_calls
-
-AML_ID = f"/subscriptions/{SUB}/resourceGroups/{GROUP}/providers/Microsoft.MachineLearningServices/workspaces/{NAME}"
+from .conftest import AML_ID, SUB, arm_calls
 
 
 def aml_uri(azure) -> str:
     return f"{azure.aml.url}/mlflow/v2.0{AML_ID}"
-
-
-@pytest.fixture
-def linked(azure, principal, workspace, monkeypatch):
-    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
-    return azure
 
 
 @pytest.fixture
@@ -129,7 +121,9 @@ def test_with_azureml_mlflow_installed_the_session_uses_its_store(monkeypatch):
     found = link.Link(
         AML_ID, f"https://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", "westeurope", "AzureCloud", "test"
     )
-    assert store.for_link(found) == store.Store(f"azureml://westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None)
+    assert store.for_link(found) == store.Store(
+        f"spark-tracking-aml://azureml/westeurope.api.azureml.ms/mlflow/v2.0{AML_ID}", None
+    )
     assert store.for_uri(found.tracking_uri) == store.for_link(found)  # a configured https URI too
     assert store.for_uri("http://127.0.0.1:5000") == store.Store("http://127.0.0.1:5000", None)
 
@@ -183,18 +177,71 @@ def test_store_limits_name_amls_caps():
     assert store.limits_for("http://127.0.0.1:5000") == (None, None)
 
 
-def test_the_fake_refuses_what_aml_refuses(linked):
+def _over_the_limit(field: str, limit: int, size: int) -> str:
+    return (
+        f"A field of the entity is over the size limit. FieldName={field}, Limit={limit}, Size={size}. "
+        "See https://aka.ms/azure-machine-learning-limits for service limits documentation."
+    )
+
+
+def test_the_fake_refuses_what_aml_refuses_and_the_driver_sees_it_at_the_call(linked):
+    """The driver's own log calls go to the store as they are made: past AML's caps the call
+    raises AML's own message, which names the field and the limit."""
     spark_tracking.configure(strict=True)
     client = mlflow.MlflowClient()
     run = client.create_run(client.create_experiment("caps"))
     from mlflow.entities import Metric, Param
 
-    with pytest.raises(Exception, match="at most 250 values of one metric"):
+    with pytest.raises(Exception) as info:
         client.log_batch(run.info.run_id, metrics=[Metric("m", 1.0, 1, s) for s in range(251)])
+    assert _over_the_limit("MetricV2Dto.Value/Count", 250, 251) in str(info.value)
     for start in range(0, 200, 100):
         client.log_batch(run.info.run_id, params=[Param(f"p{i}", "1") for i in range(start, start + 100)])
-    with pytest.raises(Exception, match="at most 200 parameters"):
+    with pytest.raises(Exception) as info:
         client.log_param(run.info.run_id, "p200", "1")
+    assert str(info.value).startswith("INVALID_PARAMETER_VALUE: Response: {'Error'")
+    assert _over_the_limit("Parameters", 200, 201) in str(info.value)
+    assert len(client.get_run(run.info.run_id).data.params) == 200
+
+
+def test_params_tasks_log_beyond_amls_cap_are_dropped_with_a_warning_not_the_batch(linked, tmp_path, caplog):
+    """The driver's run holds 150 params; tasks forward 60 more and metrics in the same batch: the
+    sink keeps the run at AML's 200, names what it dropped, and AML refuses nothing."""
+    from mlflow.entities import Param
+
+    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+
+    spark_tracking.configure(strict=True)
+    uri = mlflow.get_tracking_uri()
+    client = mlflow.MlflowClient(uri)
+    rid = client.create_run(client.create_experiment("cap")).info.run_id
+    for start in (0, 100):
+        client.log_batch(rid, params=[Param(f"driver{i}", "d") for i in range(start, min(start + 100, 150))])
+    limits = store.limits_for(uri)
+    sink = Sink(
+        client,
+        uri,
+        Spool(str(tmp_path / "spool"), 1 << 30),
+        lambda stage: 1,
+        sleep=lambda s: None,
+        max_values_per_key=limits.max_values_per_key,
+        max_params_per_run=limits.max_params_per_run,
+    )
+    metrics = [("loss", float(i), 1_700_000_000_000 + i, i) for i in range(5)]
+    params = [(f"task{i:02d}", str(i)) for i in range(60)]
+    sink.submit(Submission("points", rid, [0, 0, 0, 0, None], metrics, params))
+    assert sink.flush(60) is True
+    sink.stop()
+    data = client.get_run(rid).data
+    assert sorted(data.params) == sorted([f"driver{i}" for i in range(150)] + [f"task{i:02d}" for i in range(50)])
+    assert [m.value for m in client.get_metric_history(rid, "loss")] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert sink.stats()["dropped"] == {"param_cap": 10}
+    assert linked.rejected == []  # kept within the cap, not learned from AML's refusal
+    assert (
+        f"spark_tracking sink: run {rid} has 200 params, the most its store keeps in a run; dropped 10 "
+        "param(s) that tasks logged: 'task50', 'task51', 'task52', 'task53', 'task54' and 5 more (counted in "
+        "stats()['dropped']['param_cap']). Log fewer params per run, or put related values into one param."
+    ) in caplog.text
 
 
 # -- 9. interpreter start never waits on the network -----------------------------------------------

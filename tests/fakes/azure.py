@@ -431,7 +431,8 @@ class FakeAzure:
             self.store_accepted += 1
             if api.endswith("/runs/log-batch") and response.status_code == 200:
                 self.log_batch_metrics += len(json.loads(body or b"{}").get("metrics", []))
-        h.reply(response.status_code, raw=_azureml_artifact_uris(response.content))
+        workspace = f"azureml://{h.headers.get('Host') or urlsplit(self.aml.url).netloc}{parts.path[: match.start(2)]}"
+        h.reply(response.status_code, raw=_azureml_artifact_uris(response.content, workspace))
 
     def _aml_refusal(self, method: str, api: str, query: str, body: bytes) -> tuple[int, dict] | None:
         """AML's answer where it differs from an MLflow server's, else None."""
@@ -448,11 +449,7 @@ class FakeAzure:
                 per_key[metric["key"]] = per_key.get(metric["key"], 0) + 1
             over = [k for k, n in per_key.items() if n > self.MAX_VALUES_PER_KEY]
             if over:
-                return 400, {
-                    "error_code": "INVALID_PARAMETER_VALUE",
-                    "message": f"A batch may hold at most {self.MAX_VALUES_PER_KEY} values of one metric; "
-                    f"got {per_key[over[0]]} of '{over[0]}'",
-                }
+                return _size_limit("MetricV2Dto.Value/Count", self.MAX_VALUES_PER_KEY, per_key[over[0]])
             params = data.get("params") or ([{"key": data["key"]}] if api.endswith("log-parameter") else [])
             if params:
                 run = self._session.get(
@@ -460,11 +457,9 @@ class FakeAzure:
                     params={"run_id": data.get("run_id") or data.get("run_uuid")},
                 ).json()
                 have = {p["key"] for p in (run.get("run", {}).get("data", {}).get("params") or [])}
-                if len(have | {p["key"] for p in params}) > self.MAX_PARAMS_PER_RUN:
-                    return 400, {
-                        "error_code": "INVALID_PARAMETER_VALUE",
-                        "message": f"A run may have at most {self.MAX_PARAMS_PER_RUN} parameters",
-                    }
+                size = len(have | {p["key"] for p in params})
+                if size > self.MAX_PARAMS_PER_RUN:  # the whole request is refused
+                    return _size_limit("Parameters", self.MAX_PARAMS_PER_RUN, size)
         return None
 
     def _plain(self, h, method: str, body: bytes) -> None:
@@ -481,10 +476,40 @@ class FakeAzure:
         h.reply(response.status_code, raw=response.content)
 
 
-def _azureml_artifact_uris(content: bytes) -> bytes:
+def _size_limit(field: str, limit: int, size: int) -> tuple[int, dict]:
+    """AML's answer to a request over one of its size limits, as MLflow clients have reported it
+    (azure-sdk-for-python#35685 for params, mlflow#11462 for metric values)."""
+    error = {
+        "Error": {
+            "Code": "ValidationError",
+            "Severity": None,
+            "Message": f"A field of the entity is over the size limit. FieldName={field}, Limit={limit}, "
+            f"Size={size}. See https://aka.ms/azure-machine-learning-limits for service limits documentation.",
+            "MessageFormat": None,
+            "MessageParameters": None,
+            "ReferenceCode": None,
+            "DetailsUri": None,
+            "Target": None,
+            "Details": [],
+            "InnerError": None,
+            "DebugInfo": None,
+            "AdditionalInfo": None,
+        },
+        "Correlation": {"operation": uuid.uuid4().hex, "request": uuid.uuid4().hex[:16]},
+        "Environment": "westeurope",
+        "Location": "westeurope",
+        "ComponentName": "mlflow",
+        "statusCode": 400,
+        "error_code": "INVALID_PARAMETER_VALUE",
+    }
+    return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": f"Response: {error!r}"}
+
+
+def _azureml_artifact_uris(content: bytes, workspace: str) -> bytes:
     """AML hands out ``azureml://`` artifact URIs (its artifact service, which only
-    azureml-mlflow speaks); the path below the scheme is a likely form, only the scheme
-    matters to MLflow clients."""
+    azureml-mlflow speaks): ``azureml://<host>/mlflow/v2.0/subscriptions/…/workspaces/<ws>/
+    experiments/<id>/runs/<id>/artifacts`` (as reported in mlflow#9495); ``workspace`` is the
+    part up to the workspace."""
     try:
         data = json.loads(content or b"null")
     except ValueError:
@@ -494,9 +519,11 @@ def _azureml_artifact_uris(content: bytes) -> bytes:
         if isinstance(node, dict):
             for key, value in node.items():
                 if key == "artifact_uri" and isinstance(value, str):
-                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/runs/{node.get('run_id')}/artifacts"
+                    node[key] = (
+                        f"{workspace}/experiments/{node.get('experiment_id')}/runs/{node.get('run_id')}/artifacts"
+                    )
                 elif key == "artifact_location" and isinstance(value, str):
-                    node[key] = f"azureml://experiments/{node.get('experiment_id')}/artifacts"
+                    node[key] = f"{workspace}/experiments/{node.get('experiment_id')}/artifacts"
                 else:
                     rewrite(value)
         elif isinstance(node, list):
