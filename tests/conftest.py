@@ -157,6 +157,22 @@ def spark_builder(master: str = "local-cluster[2,1,1024]", app_name: str = "spar
     return builder
 
 
+def run_driver(script: str, *args: str, cwd, env: dict | None = None) -> str:
+    """Run ``script`` as a driver program of its own (a new Spark application, fresh Python
+    workers) with this interpreter in ``cwd``, ``env`` added to this environment; its stdout.
+    Fails with the end of its stderr."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, **(env or {})),
+        cwd=cwd,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 @pytest.fixture(scope="session")
 def spark():
     """Real Spark with two separate executor JVMs and Python workers."""

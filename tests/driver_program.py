@@ -1,13 +1,13 @@
-"""Run a Spark driver program the way a notebook on a cluster runs it: in a fresh interpreter
-of this environment, with spark_tracking's startup hook installed (the init script's setup) or
-not, against a real MLflow store; the program prints the id of its run last."""
+"""Driver programs as a notebook on a cluster runs them: in a fresh interpreter of this
+environment, with spark_tracking's startup hook installed (the init script's setup) or not,
+against a real MLflow store; the program prints the id of its run last."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
+
+from conftest import run_driver
 
 from spark_tracking import hook
 
@@ -23,25 +23,20 @@ def spark_session(master: str) -> str:
     """)
 
 
-def run_driver(program: str, tracking_uri: str, cwd, with_hook: bool = True, timeout: float = 600) -> list[str]:
-    """Run ``program`` with ``SPARK_TRACKING_TRACKING_URI=tracking_uri`` and the startup hook
-    enabled (``with_hook``) or disabled in this environment for its duration; returns its
-    stdout lines after checking it exited cleanly."""
+def run_on_cluster(program: str, tracking_uri: str, cwd, with_hook: bool = True) -> list[str]:
+    """Run ``program`` (:func:`conftest.run_driver`) with ``SPARK_TRACKING_TRACKING_URI`` set
+    and the startup hook enabled (``with_hook``) or disabled in this environment while it runs;
+    its stdout lines."""
     if with_hook:
         hook.enable()
     else:
         hook.disable()
+    env = {
+        "SPARK_TRACKING_TRACKING_URI": tracking_uri,
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
     try:
-        env = dict(
-            os.environ,
-            SPARK_TRACKING_TRACKING_URI=tracking_uri,
-            PYSPARK_PYTHON=sys.executable,
-            PYSPARK_DRIVER_PYTHON=sys.executable,
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", program], capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd
-        )
+        return run_driver(program, cwd=cwd, env=env).strip().splitlines()
     finally:
         hook.disable()
-    assert out.returncode == 0, out.stderr[-4000:]
-    return out.stdout.strip().splitlines()

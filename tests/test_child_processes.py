@@ -1,10 +1,19 @@
 """Processes a Spark task starts (``subprocess``, ``multiprocessing`` spawn; torchrun ranks in
 tests/patterns/test_torch.py) log into the driver's run through the binding the task's Python
 worker exports when the startup hook is installed, in barrier and plain tasks: a process with a
-``RANK`` logs as that worker, one without as its task's partition."""
+``RANK`` logs as that worker, one without as its task's partition; what such a process logged
+is handed over when it ends."""
+
+import os
+import subprocess
+import sys
 
 import mlflow
-from driver_program import run_driver, spark_session
+from driver_program import run_on_cluster, spark_session
+from faults import StalledRelay
+
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.spill import SpillStore
 
 CHILD = (
     "import os, spark_tracking\n"
@@ -58,10 +67,44 @@ def series(client, run_id, key):
 
 
 def test_processes_started_by_tasks_log_to_the_driver_run_as_their_rank(tmp_path, sqlite_uri):
-    run_id = run_driver(DRIVER, sqlite_uri, tmp_path)[-1]
+    run_id = run_on_cluster(DRIVER, sqlite_uri, tmp_path)[-1]
     client = mlflow.MlflowClient(sqlite_uri)
     expected = {("rank_loss", w) for w in range(4)} | {("plain_loss", w) for w in range(2)}
     expected |= {("spawn_loss", w) for w in (4, 5)}
     for key, w in sorted(expected):
         got = series(client, run_id, f"{key}/worker_{w}")
         assert got == [(s, float(w * 10 + s)) for s in range(3)], (key, w, sorted(client.get_run(run_id).data.metrics))
+
+
+IN_FLIGHT_AT_EXIT = """
+import time
+import spark_tracking
+from spark_tracking.forwarding import executor
+for s in range(3):
+    spark_tracking.log_metric("loss", float(s), step=s)
+executor.shipper.wake.set()
+while executor.stats()["buffered"]:  # the shipper took them: they are in flight, then the rank returns
+    time.sleep(0.001)
+"""
+
+
+def test_a_process_that_ends_while_its_points_are_in_flight_spills_them(tmp_path):
+    relay = StalledRelay("test-secret")  # takes the frame, never acknowledges it
+    env = dict(
+        os.environ,
+        TMPDIR=str(tmp_path),  # the spill folder, <tmp>/spark_tracking_spill-<uid>
+        SPARK_TRACKING_TASK_FLUSH_TIMEOUT="2",
+        RANK="1",
+        **{protocol.ENV_RELAY: relay.address, protocol.ENV_SECRET: "test-secret", protocol.ENV_WORKER: "3:1:0:9:0"},
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", IN_FLIGHT_AT_EXIT], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        relay.close()
+    assert out.returncode == 0, out.stderr
+    spill = SpillStore(str(tmp_path / f"spark_tracking_spill-{os.getuid()}"))
+    frames = [frame for claimed in spill.claim([relay.address]) for frame in claimed.frames]
+    assert sorted(m[3] for f in frames for m in f["m"]) == [0, 1, 2]
+    assert "the driver did not take this process's points within task_flush_timeout (2s)" in out.stderr

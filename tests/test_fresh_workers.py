@@ -6,7 +6,7 @@ middle of that import, never routed the worker: later points went to an executor
 import textwrap
 
 import mlflow
-from driver_program import run_driver
+from conftest import run_driver
 
 DRIVER = textwrap.dedent("""
     import os, sys
@@ -15,7 +15,7 @@ DRIVER = textwrap.dedent("""
     from pyspark.sql import SparkSession
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["SPARK_TRACKING_RELAY_SECRET"] = "fresh-workers-test-secret"
-    spark_tracking.configure()  # SPARK_TRACKING_TRACKING_URI
+    spark_tracking.configure(tracking_uri=sys.argv[1])
     spark = (SparkSession.builder.master("local-cluster[2,1,1024]").config("spark.driver.host", "127.0.0.1")
              .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
              .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable).getOrCreate())
@@ -45,7 +45,7 @@ DRIVER = textwrap.dedent("""
 
 def test_a_task_without_mlflow_leaves_its_worker_able_to_forward(tmp_path):
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    imported, run_id = run_driver(DRIVER, store, tmp_path, with_hook=False)[-2:]
+    imported, run_id = run_driver(DRIVER, store, cwd=tmp_path).strip().splitlines()[-2:]
     assert imported == "[False, False]"  # the first job's workers really had no MLflow
     client = mlflow.MlflowClient(store)
     for p in range(4):

@@ -8,7 +8,7 @@ import json
 import faults
 import mlflow
 import pytest
-from driver_program import run_driver
+from conftest import run_driver
 from pyspark import cloudpickle
 
 import spark_tracking
@@ -100,7 +100,7 @@ def bound(rows):
     yield os.getpid(), run.info.run_id, TaskContext.get().attemptNumber()
 
 first = spark.sparkContext.parallelize(range(6), 6).mapPartitions(unbound).collect()
-spark_tracking.configure()  # SPARK_TRACKING_TRACKING_URI
+spark_tracking.configure(tracking_uri=sys.argv[1])
 with mlflow.start_run(run_name="second") as second:
     later = spark.sparkContext.parallelize(range(6), 6).mapPartitions(bound).collect()
 spark_tracking.flush()
@@ -111,7 +111,7 @@ spark.stop()
 
 def test_a_reused_worker_starts_a_bound_task_without_the_run_an_unbound_task_left_active(tmp_path):
     store = f"sqlite:///{tmp_path / 'store.db'}"
-    result = json.loads(run_driver(REUSED_WORKERS, store, tmp_path, with_hook=False)[-1])
+    result = json.loads(run_driver(REUSED_WORKERS, store, cwd=tmp_path).strip().splitlines()[-1])
     assert [attempt for _, _, attempt in result["later"]] == [0] * 6  # no task failed
     assert set(result["first"]) & {pid for pid, _, _ in result["later"]}  # the workers really were reused
     assert {run for _, run, _ in result["later"]} == {result["run"]}  # every task logged to the driver's run

@@ -286,12 +286,7 @@ def _on_task_end() -> None:
         if b is not None and b.from_task:
             timeout = b.settings.task_flush_timeout
             if not flush(timeout, done=b):
-                logger.warning(
-                    "spark_tracking: the driver did not take this task's points within "
-                    "task_flush_timeout (%gs); they are in the spill file %s and ship later",
-                    timeout,
-                    shipper.spill.folder,
-                )
+                _warn_left_over("task", timeout)
         # any task, bound or not, and only if MLflow ran in it: importing task_store imports
         # mlflow, and mlflow loading our plugins while task_store is half-imported leaves the
         # worker unrouted
@@ -303,6 +298,16 @@ def _on_task_end() -> None:
     finally:
         _children.clear()
         _binding.forget()
+
+
+def _warn_left_over(whose: str, timeout: float) -> None:
+    logger.warning(
+        "spark_tracking: the driver did not take this %s's points within task_flush_timeout (%gs); "
+        "they are in the spill file %s and ship later",
+        whose,
+        timeout,
+        shipper.spill.folder,
+    )
 
 
 _hooks_installed = False
@@ -351,5 +356,15 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @atexit.register
 def _ship_at_exit() -> None:
-    if shipper.is_alive() and shipper.buffered():
-        shipper.shutdown(5.0)
+    """The process ends (a torchrun rank, a subprocess a task started): what it logged goes to
+    the driver within ``task_flush_timeout``, as at a task's end; what is left is spilled.
+
+    Asked of the shipper thread whenever it runs, not only when ``buffered()``: a frame the
+    thread is sending counts nowhere while in flight, and a rank that returns right after its
+    last ``log_metric`` would otherwise end with it unsent and unspilled."""
+    if not shipper.is_alive():
+        return
+    b = _binding.cached()
+    timeout = b.settings.task_flush_timeout if b is not None else TaskSettings().task_flush_timeout
+    if not shipper.shutdown(timeout):
+        _warn_left_over("process", timeout)

@@ -1,14 +1,16 @@
 """TorchDistributor as its docs write it (local_mode=False, 2 processes, CPU, DDP), plain
-``mlflow.log_metric`` in ``train_fn``, package installed as the init script installs it
-(startup hook on): every rank's points land in the driver's run, under the rank's worker id,
-and no rank opens a store of its own. On every supported PySpark (``.ci/matrix``)."""
+``mlflow.log_metric`` in ``train_fn``: every rank's points land in the driver's run, under the
+rank's worker id, and no rank opens a store of its own. On every supported PySpark
+(``.ci/matrix``), with the package installed as the init script installs it (startup hook on),
+and without the hook when ``train_fn`` uses the notebook's module-level ``mlflow`` (the task's
+Python worker then loads MLflow when it unpickles ``train_fn``, which binds it)."""
 
 import json
 import os
 
 import mlflow
 import pytest
-from driver_program import run_driver, spark_session
+from driver_program import run_on_cluster, spark_session
 
 pytest.importorskip("torch")
 
@@ -44,6 +46,7 @@ def train_fn():
     dist.destroy_process_group()
     return folders
 
+spark_tracking.configure()  # what the startup hook does; idempotent
 with mlflow.start_run() as run:
     folders = TorchDistributor(local_mode=False, num_processes=2, use_gpu=False).run(train_fn)
 assert spark_tracking.flush(60)
@@ -54,8 +57,15 @@ spark.stop()
 )
 
 
-def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri):
-    *_, folders, run_id = run_driver(DRIVER, sqlite_uri, tmp_path)
+#: as TorchDistributor's docs write it: the import runs in the ranks only
+IMPORT_IN_TRAIN_FN = "    import mlflow\n"
+
+
+@pytest.mark.parametrize("with_hook", [True, False], ids=["startup-hook", "no-hook-module-level-mlflow"])
+def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri, with_hook):
+    assert DRIVER.count(IMPORT_IN_TRAIN_FN) == 1
+    program = DRIVER if with_hook else DRIVER.replace(IMPORT_IN_TRAIN_FN, "")
+    *_, folders, run_id = run_on_cluster(program, sqlite_uri, tmp_path, with_hook=with_hook)
     client = mlflow.MlflowClient(sqlite_uri)
     for rank in range(2):
         got = [m.step for m in client.get_metric_history(run_id, f"ddp_loss/worker_{rank}")]
