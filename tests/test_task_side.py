@@ -48,6 +48,24 @@ def test_the_worker_list_carries_the_stage_attempt_and_rank(relay, monkeypatch):
     assert relay.recorder.received == [((5, 2, 0, 77, 3, 1), "loss", 0.5, relay.recorder.received[0][3], 1)]
 
 
+def test_a_task_with_more_than_1024_files_open_still_ships(relay):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the hard limit of open files is below 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]  # the relay connection's fd is past 1023
+    try:
+        executor.log_metric("loss", 1.0, step=0)
+        assert executor.flush(5)
+    finally:
+        for fd in files:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert [(p[1], p[4]) for p in relay.recorder.received] == [("loss", 0)]
+
+
 # -- item 1: one bad entry never blocks a worker ------------------------------------------------
 
 

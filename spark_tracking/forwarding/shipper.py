@@ -138,7 +138,7 @@ class _Connection:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise Timeout("relay did not answer in time")
-                if select.select([sock], [], [], min(left, 0.2))[0]:
+                if _readable(sock, min(left, 0.2)):
                     return
                 if on_wait is not None and on_wait():
                     raise Timeout("the sender stopped waiting (a flush deadline passed)")
@@ -151,6 +151,16 @@ class _Connection:
                 self.sock.close()
             finally:
                 self.sock = None
+
+
+def _readable(sock: socket.socket, timeout: float) -> bool:
+    """Whether ``sock`` has data (or EOF) within ``timeout`` seconds. ``poll`` where there is
+    one: ``select`` refuses descriptors past 1023, which a process with many files open has."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    return bool(select.select([sock], [], [], timeout)[0])
 
 
 def open_connection(relay: str, secret: str, timeout: float = 10.0):
