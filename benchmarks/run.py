@@ -43,6 +43,8 @@ def in_task_points(n: int, mode: str, uri: str, run_id: str):
     """Task body: log n points; returns (mode, per-call seconds per 1000-call block)."""
     from pyspark import TaskContext
 
+    from spark_tracking.layout import worker_metric_key
+
     partition = TaskContext.get().partitionId()
     blocks = []
     if mode == "spark_tracking":
@@ -70,7 +72,7 @@ def in_task_points(n: int, mode: str, uri: str, run_id: str):
         client = MlflowClient(uri)
         for step in range(n):
             t = time.perf_counter()
-            client.log_metric(run_id, f"naive/worker_{partition}", 0.5, step=step)
+            client.log_metric(run_id, worker_metric_key("naive", partition), 0.5, step=step)
             blocks.append(time.perf_counter() - t)
     elif mode == "async":
         import mlflow
@@ -80,7 +82,7 @@ def in_task_points(n: int, mode: str, uri: str, run_id: str):
         for start in range(0, n, 1000):
             t = time.perf_counter()
             for step in range(start, min(n, start + 1000)):
-                client.log_metric(run_id, f"async/worker_{partition}", 0.5, step=step, synchronous=False)
+                client.log_metric(run_id, worker_metric_key("async", partition), 0.5, step=step, synchronous=False)
             blocks.append((time.perf_counter() - t) / 1000)
         from spark_tracking._compat import mlflow as mlflow_compat
 
@@ -136,9 +138,17 @@ def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id:
     return time.perf_counter() - t, statistics.median(medians)
 
 
-def count_points(client, run_id: str, prefix: str) -> int:
+def count_points(client, run_id: str, prefix: str, per_worker: bool = False) -> int:
+    """Points stored under keys starting with ``prefix``; with ``per_worker``, only the per-worker
+    series of the metric ``prefix`` (the stored layout's, not the mean)."""
+    from spark_tracking.layout import split_metric_key
+
     run = client.get_run(run_id)
-    return sum(len(client.get_metric_history(run_id, k)) for k in run.data.metrics if k.startswith(prefix))
+    if per_worker:
+        keys = [k for k in run.data.metrics if split_metric_key(k) != (k, None) and split_metric_key(k)[0] == prefix]
+    else:
+        keys = [k for k in run.data.metrics if k.startswith(prefix)]
+    return sum(len(client.get_metric_history(run_id, k)) for k in keys)
 
 
 def ceiling(client, run_id: str, total: int) -> float:
@@ -348,7 +358,7 @@ def main() -> int:
             rid = run.info.run_id
             e, per_call = measure_job(spark, n, tasks, "spark_tracking", server.uri, rid)
             stored = count_points(client, rid, "loss")
-            user = count_points(client, rid, "loss/worker_")
+            user = count_points(client, rid, "loss", per_worker=True)
             rows.append(
                 (
                     "(d) spark_tracking.log_metric in tasks (store writes incl. mean series)",

@@ -34,7 +34,7 @@ class InvalidInput(ValueError):
 
 def check_key(key, kind: str = "metric", max_length: int = MAX_KEY_LENGTH, suffix: str = "") -> str:
     """``key`` if MLflow takes it as a ``kind`` key. ``suffix``: what the store will append
-    (a Spark task's per-worker ``/worker_<n>``), which must fit in ``max_length`` too."""
+    (a Spark task's per-worker suffix, ``layout.worker_key_suffix``), which must fit in ``max_length`` too."""
     if not isinstance(key, str):
         raise InvalidInput(f"{kind} key {key!r} must be a string, not {type(key).__name__}")
     if not key:

@@ -1,7 +1,7 @@
 """Executor side: the logging calls inside a Spark task, and the task's start and end.
 
 A call validates its input at the call site (MLflow's rules, see :mod:`spark_tracking.validation`,
-plus the room the per-worker suffix ``/worker_<n>`` needs) and appends a tuple to the
+plus the room the per-worker suffix, ``layout.worker_key_suffix``, needs) and appends a tuple to the
 shipper's deque: no network, no lock, no disk, no ``import mlflow``. The :mod:`.shipper`
 thread sends it to the driver relay; :mod:`.spill` keeps what the relay cannot take;
 :mod:`.binding` says where points go.

@@ -11,7 +11,7 @@ and is retried from there. When a round ends, every submission in it is settled 
 or held for retry), which is when the relay acknowledges the task.
 
 Worker identity (docs/forwarding.md, ``layout``): when a stage has more than one task, worker ``w``
-(the barrier rank or the partition id) logs ``<key>/worker_<w>`` and the sink adds the mean
+(the barrier rank or the partition id) logs its own series (``layout.worker_metric_key``) and the sink adds the mean
 across workers at each step as plain ``<key>``, emitted once every task of the stage reported
 that step (or, for what is left, when the stage ends or on flush). A single-task stage logs
 plain ``<key>`` only, as a local run would.

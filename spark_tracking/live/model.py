@@ -3,7 +3,7 @@
 Fed with the submissions the driver relay receives (``spark_tracking.forwarding.observers``),
 on the view's own thread. Pure data: no MLflow, no Spark, no plotting, so it is tested alone.
 
-Workers are named as the sink names their series (``<key>/worker_<w>``): the barrier rank, or
+Workers are named as the sink names their series (``layout.worker_metric_key``): the barrier rank, or
 else the partition id. A worker's curve keeps each step once: a step below the highest one it
 already has (a retried attempt starting over) is skipped, as the sink keeps the first attempt's
 points; the same step again replaces the value.
