@@ -76,14 +76,14 @@ setup(
         "mlflow.request_header_provider": ["spark_tracking=spark_tracking.plugins:SparkTrackingHeaders"],
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
-            "spark-tracking-task=spark_tracking.forwarding.task_store:TaskStore",
+            "spark-tracking-task=spark_tracking.forwarding.task.store:TaskStore",
             "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
         ],
         "mlflow.default_experiment_provider": [
             "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],
         "mlflow.artifact_repository": [
-            "spark-tracking-artifacts=spark_tracking.forwarding.task_artifacts:TaskArtifactRepository",
+            "spark-tracking-artifacts=spark_tracking.forwarding.task.artifacts:TaskArtifactRepository",
         ],
     },
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

@@ -57,7 +57,7 @@ def start_view(store: str, refresh_interval: float = 1.0):
 
 def submit_cost(calls: int) -> float:
     """Median ns per Sink.submit of one point, over blocks of 1000 calls."""
-    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+    from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 
     class NullClient:
         def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):

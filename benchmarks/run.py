@@ -169,9 +169,9 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
 
     from faults import SinkHandler
 
-    from spark_tracking.forwarding.relay import Relay
-    from spark_tracking.forwarding.shipper import _Connection
-    from spark_tracking.forwarding.sink import Sink, Spool
+    from spark_tracking.forwarding.driver.relay import Relay
+    from spark_tracking.forwarding.driver.sink import Sink, Spool
+    from spark_tracking.forwarding.task.shipper import _Connection
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * connections + 256:  # both ends of every connection live in this process
@@ -224,7 +224,8 @@ def _floor_and_forwarded(n: int, rounds: int):
     from mlflow.store.tracking.abstract_store import AbstractStore
 
     from spark_tracking._compat import mlflow as mlflow_compat
-    from spark_tracking.forwarding import executor, task_store
+    from spark_tracking.forwarding.task import executor
+    from spark_tracking.forwarding.task import store as task_store
 
     class NullStore(AbstractStore):
         def __init__(self, store_uri=None, artifact_uri=None):

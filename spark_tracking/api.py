@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .forwarding import executor
+from .forwarding.task import executor
 
 
 def in_task() -> bool:
@@ -115,9 +115,9 @@ def flush(timeout: float | None = 30.0) -> bool:
     interpreter exit."""
     if executor.current_binding() is not None:
         return executor.flush(timeout)
-    from .forwarding import driver
+    from .forwarding.driver import forwarder
 
-    return driver.flush(timeout)
+    return forwarder.flush(timeout)
 
 
 def stats() -> dict[str, Any]:
@@ -126,6 +126,6 @@ def stats() -> dict[str, Any]:
     and the relay's connection counters; in a task the buffer's."""
     if executor.current_binding() is not None:
         return executor.stats()
-    from .forwarding import driver
+    from .forwarding.driver import forwarder
 
-    return driver.stats()
+    return forwarder.stats()

@@ -19,7 +19,7 @@ COMMAND_MODULES = (
     "spark_tracking.azure.cli",  # link, doctor
     "spark_tracking.install.cli",  # install, uninstall
     "spark_tracking.show",  # show, ui
-    "spark_tracking.forwarding.replay",  # replay
+    "spark_tracking.forwarding.driver.replay",  # replay
 )
 
 

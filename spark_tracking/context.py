@@ -196,7 +196,7 @@ def context_tags(ctx: RunContext) -> dict[str, str]:
 def in_spark_worker() -> bool:
     """True in a PySpark Python worker process (forked by the daemon or started directly), or
     in a process a Spark task started (torchrun ranks, subprocesses), which the task's worker
-    bound through the environment (``SPARK_TRACKING_RELAY``, see ``forwarding.binding``)."""
+    bound through the environment (``SPARK_TRACKING_RELAY``, see ``forwarding.task.binding``)."""
     if "pyspark.worker" in sys.modules or "pyspark.daemon" in sys.modules or os.environ.get("SPARK_TRACKING_RELAY"):
         return True
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)

@@ -37,7 +37,7 @@ def startup() -> None:
 
         configure(strict=False, resolve_link=False)  # files and environment only: never the network
         if _starting_pyspark_worker():
-            from .forwarding import executor
+            from .forwarding.task import executor
 
             executor.install_task_hooks()  # so processes a task starts (torchrun) are bound
     except BaseException:  # noqa: BLE001 - a startup hook must never break its host

@@ -3,7 +3,7 @@ process that imports it (driver, executor Python workers, subprocesses).
 
 - ``mlflow.run_context_provider``: context tags on every new run (cluster, notebook, user,
   job, Spark application), and the binding that lets Spark tasks submitted from this thread
-  forward to the run (see ``forwarding.driver``).
+  forward to the run (see ``forwarding.driver.forwarder``).
 - ``mlflow.request_header_provider``: identifies spark_tracking in the User-Agent.
 - ``mlflow.default_experiment_provider``: names the experiment of a Databricks notebook at its
   first run, once the notebook context (dbutils) exists, which is after interpreter start.
@@ -15,7 +15,7 @@ Without azureml-mlflow, the ``azureml`` artifact scheme (AML runs' artifact URIs
 repository that refuses at once with the fix, instead of MLflow's "no artifact repository".
 
 Loading this module inside a Spark Python worker routes that worker's MLflow calls to the
-forwarding store (``forwarding.task_store``); elsewhere loading it does nothing.
+forwarding store (``forwarding.task.store``); elsewhere loading it does nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from mlflow.tracking.default_experiment.abstract_context import DefaultExperimen
 from mlflow.tracking.request_header.abstract_request_header_provider import RequestHeaderProvider
 
 from ._version import __version__
-from .forwarding import task_store
+from .forwarding.task import store as task_store
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +53,9 @@ class SparkTrackingRunContext(RunContextProvider):
             return {}
         tags = context.context_tags(context.detect())
         try:
-            from .forwarding import driver
+            from .forwarding.driver import forwarder
 
-            driver.bind_current_thread()
+            forwarder.bind_current_thread()
         except Exception:  # forwarding must never stop a run from starting
             logger.warning("spark_tracking: could not bind Spark tasks to this run", exc_info=True)
         return tags

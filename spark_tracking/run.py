@@ -480,7 +480,7 @@ class Run:
     def _writer(self) -> _Writer:
         """This process's writer for the run: the task's inside a Spark task, else the driver's."""
         if api.in_task():
-            from .forwarding import executor
+            from .forwarding.task import executor
 
             binding = executor.current_binding()
             assert binding is not None, "in_task() means a binding"

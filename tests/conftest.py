@@ -55,7 +55,7 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setattr(session, "_current_uri", None)
     yield
     _reset_mlflow_globals()
-    from spark_tracking.forwarding import binding
+    from spark_tracking.forwarding.task import binding
 
     binding.forget()  # a test that bound this process as a task must not leave it bound
 

@@ -124,13 +124,13 @@ class RecordingHandler:
 
 
 class FaultyTransport:
-    """Wraps the task side's transport (``spark_tracking.forwarding.shipper.RelayTransport``):
+    """Wraps the task side's transport (``spark_tracking.forwarding.task.shipper.RelayTransport``):
     while ``down`` is set the relay is unreachable (a dropped connection); ``timeouts`` requests
     time out after reaching the relay (a slow relay: the request WAS dispatched, the reply is
     lost). Records every request it passes on (``sent``: the messages, ids included)."""
 
     def __init__(self, inner=None):
-        from spark_tracking.forwarding.shipper import RelayTransport
+        from spark_tracking.forwarding.task.shipper import RelayTransport
 
         self.inner = inner or RelayTransport()
         self.down = threading.Event()
@@ -138,7 +138,7 @@ class FaultyTransport:
         self.sent: list[dict] = []
 
     def request(self, relay, secret, message, timeout, on_wait=None):
-        from spark_tracking.forwarding.shipper import Timeout, Unreachable
+        from spark_tracking.forwarding.task.shipper import Timeout, Unreachable
 
         if self.down.is_set():
             raise Unreachable("fault: connection dropped")
@@ -297,7 +297,7 @@ class SinkHandler:
         self.sink, self.run_id = sink, run_id
 
     def points(self, binding, worker, message):
-        from spark_tracking.forwarding.sink import Submission
+        from spark_tracking.forwarding.driver.sink import Submission
 
         rows = [tuple(m) for m in message.get("m", [])]
         return self.run_id, self.sink.submit(Submission("points", self.run_id, worker, rows))

@@ -45,3 +45,24 @@ def test_every_page_has_its_place_in_the_navigation():
     pages = {p for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")}
     assert pages - in_nav == set(), "add these pages to nav in mkdocs.yml"
     assert in_nav - pages == set()
+
+
+def test_every_test_a_page_cites_exists():
+    """A page citing `test_x.py::test_name` (docs/reliability.md's last column, for one) names a
+    test that is there: a renamed or moved test fails here, not silently in the docs."""
+    tests = os.path.join(ROOT, "tests")
+    by_name: dict[str, list[str]] = {}
+    for folder, _, files in os.walk(tests):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                by_name.setdefault(name, []).append(os.path.join(folder, name))
+    pages = ["README.md"] + [
+        os.path.join("docs", p) for p in os.listdir(os.path.join(ROOT, "docs")) if p.endswith(".md")
+    ]
+    missing = []
+    for page in pages:
+        for path, test in re.findall(r"((?:[\w/]+/)?test_\w+\.py)::(\w+)", _read(page)):
+            sources = [_read(f) for f in by_name.get(os.path.basename(path), [])]
+            if not any(re.search(rf"^\s*(?:async )?def {test}\(", s, flags=re.M) for s in sources):
+                missing.append(f"{page}: {path}::{test}")
+    assert missing == [], "these cited tests do not exist (renamed or moved?)"

@@ -82,6 +82,7 @@ answers for the session's active run (see ``forwarding.driver``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -133,6 +134,22 @@ ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
+#: MLflow's tag naming a run's parent run
+PARENT_TAG = "mlflow.parentRunId"
+#: the scheme of artifact URIs in a bound task (the task store hands them out)
+ARTIFACT_SCHEME = "spark-tracking-artifacts"
+#: largest file a task can log as an artifact (a model of several hundred MB fits)
+MAX_TASK_ARTIFACT_BYTES = 2 * 1024**3
+
+# Spark Connect: the binding travels as a job tag (``forwarding.driver.connect``), which tasks
+# read from the local property ``spark.job.tags`` (``forwarding.task.connect``)
+TAG_PREFIX = "spark_tracking_v1_"
+JOB_TAGS = "spark.job.tags"
+#: relay address of a drop binding: ``drop:<folder>`` (empty folder: no place to drop)
+DROP = "drop:"
+#: the run id a drop binding hands to ``mlflow.start_run()`` in a task: the client decides the
+#: real run when it moves the files in
+DROP_RUN = "spark-tracking-pending"
 
 
 class ProtocolError(Exception):
@@ -208,3 +225,27 @@ def recv_frame(sock, limit: int = MAX_FRAME_BYTES, before_recv=None) -> dict:
     (length,) = HEADER.unpack(recv_exactly(sock, HEADER.size, before_recv))
     check_length(length, limit)
     return decode_body(recv_exactly(sock, length, before_recv))
+
+
+def encode_tag(payload: dict) -> str:
+    """One Connect tag carrying the binding: base64url has no comma (Spark's tag separator)."""
+    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    return TAG_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_tags(job_tags: str | None) -> dict | None:
+    """The binding payload among a job's tags (``spark.job.tags``), or None."""
+    if not job_tags or TAG_PREFIX not in job_tags:
+        return None
+    for tag in job_tags.split(","):
+        at = tag.find(TAG_PREFIX)
+        if at < 0:
+            continue
+        body = tag[at + len(TAG_PREFIX) :]
+        try:
+            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, TypeError):
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("b"), str):
+            return payload
+    return None

@@ -1,6 +1,6 @@
 """``RunDetails``: the live view's controller — what it watches, when it refreshes, when it stops.
 
-Data path: an observer registered with ``spark_tracking.forwarding.observers`` gets every
+Data path: an observer registered with ``spark_tracking.forwarding.driver.observers`` gets every
 submission the driver relay takes in. On the relay's thread it only filters by run and appends
 to a bounded queue (O(1)); the view's own daemon thread (``spark-tracking-live``) drains the
 queue into a :class:`~spark_tracking.live.model.LiveRun` about once a second, reads
@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 
-from ..forwarding import observers
+from ..forwarding.driver import observers
 from .model import LiveRun, Snapshot
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What the live view knows of one run: per metric, one bounded curve per worker and their mean.
 
-Fed with the submissions the driver relay receives (``spark_tracking.forwarding.observers``),
+Fed with the submissions the driver relay receives (``spark_tracking.forwarding.driver.observers``),
 on the view's own thread. Pure data: no MLflow, no Spark, no plotting, so it is tested alone.
 
 Workers are named as the sink names their series (``layout.worker_metric_key``): the barrier rank, or

@@ -37,7 +37,7 @@ def test_a_linked_session_logs_through_azureml_mlflows_store_with_our_token(link
 
 
 def test_tasks_points_reach_the_run_through_the_sink(linked, mlflow_server, tmp_path):
-    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+    from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 
     spark_tracking.configure(strict=True)
     client = mlflow.MlflowClient()

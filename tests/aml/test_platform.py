@@ -209,7 +209,7 @@ def test_params_tasks_log_beyond_amls_cap_are_dropped_with_a_warning_not_the_bat
     sink keeps the run at AML's 200, names what it dropped, and AML refuses nothing."""
     from mlflow.entities import Param
 
-    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+    from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 
     spark_tracking.configure(strict=True)
     uri = mlflow.get_tracking_uri()

@@ -10,7 +10,8 @@ import pytest
 from conftest import history
 
 import spark_tracking
-from spark_tracking.forwarding import connect, driver
+from spark_tracking.forwarding import protocol as connect
+from spark_tracking.forwarding.driver import forwarder as driver
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from spark_tracking.forwarding import observers
-from spark_tracking.forwarding.sink import Sink, Spool, Submission
+from spark_tracking.forwarding.driver import observers
+from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 from spark_tracking.live import RunDetails
 from spark_tracking.live import details as details_module
 

@@ -7,8 +7,8 @@ import mlflow
 import pytest
 
 import spark_tracking
-from spark_tracking.forwarding import driver
-from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver.relay import Relay
 
 from .conftest import history
 
@@ -86,7 +86,7 @@ def test_a_file_over_the_limit_is_refused_at_the_call(spark, store, monkeypatch)
     def task(rows):
         import mlflow
 
-        from spark_tracking.forwarding import run_ops
+        from spark_tracking.forwarding.driver import run_ops
 
         run_ops.MAX_TASK_ARTIFACT_BYTES = 10  # the limit is 2 GiB; a small one for the test
         with open("big.bin", "wb") as fh:

@@ -43,21 +43,20 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
-import threading
 import time
 import uuid
 
 from mlflow.entities import Experiment, Run, RunStatus
 from mlflow.entities.lifecycle_stage import LifecycleStage
-from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.abstract_store import AbstractStore
 
-from .._compat import mlflow as mlflow_compat
-from ..context import in_spark_worker
-from . import connect, executor, protocol, run_ops, shipper
-from .task_artifacts import ARTIFACT_SCHEME
+from ..._compat import mlflow as mlflow_compat
+from ...context import in_spark_worker
+from .. import protocol
+from ..records import encode
+from . import executor
+from .run_requests import DriverUnreachable, request, rewrite_artifact_uris
 
 logger = logging.getLogger(__name__)
 
@@ -75,45 +74,6 @@ _resumed: dict[str, Run] = {}  # runs of others this task made active (start_run
 #: runs a task that is not bound created in the executor's store -> that store
 _local: dict[str, AbstractStore] = {}
 _warned: set[str] = set()
-
-
-class DriverUnreachable(ConnectionError):
-    """The driver relay did not answer a task's request. ``address``: the relay's (None when
-    there is no relay to ask); ``cause``: the last connection error."""
-
-    def __init__(self, text: str, address: str | None = None, cause: BaseException | None = None):
-        super().__init__(text)
-        self.address, self.cause = address, cause
-
-
-#: what a task cannot do without the driver, by request
-_NEEDS_DRIVER = {
-    "create_run": "create a run (mlflow.start_run with a name, nested=True, tags or a parent; "
-    "MlflowClient().create_run)",
-    "get_run": "read a run",
-    "update_run": "end a run",
-    "store_call": "call the driver's store",
-    "artifact_chunk": "send an artifact",
-    "artifact_commit": "send an artifact",
-    "artifact_list": "list artifacts",
-    "artifact_read": "read an artifact",
-}
-
-
-def _unreachable(address: str, op: str, cause: BaseException | None) -> DriverUnreachable:
-    """The error of a request the relay at ``address`` never answered: cause, fix, and what
-    happens to what the task logged."""
-    return DriverUnreachable(
-        f"spark_tracking: the driver's relay is unreachable at {address} ({cause}), so this task "
-        f"cannot {_NEEDS_DRIVER.get(op, repr(op))}. Fix: keep the driver (and its spark_tracking "
-        "session) running while tasks run, and make that address reachable from the executors: set "
-        "relay_host (spark.sparktracking.relay_host or SPARK_TRACKING_RELAY_HOST) to an address of "
-        "the driver they can reach and let relay_port through the firewall. What this task logged "
-        "before is kept: its points wait in its buffer and spill file and reach the driver's run "
-        "once the relay answers.",
-        address,
-        cause,
-    )
 
 
 def activate_in_worker() -> bool:
@@ -151,67 +111,13 @@ def end_task_runs() -> None:
     for run_id, run in list(_created.items()):
         if run.info.status == "RUNNING":
             try:
-                _request("update_run", {"r": run_id, "s": "FINISHED", "e": int(time.time() * 1000)})
+                request("update_run", {"r": run_id, "s": "FINISHED", "e": int(time.time() * 1000)})
             except Exception:
                 logger.warning("spark_tracking: could not end run %s at the end of its task", run_id, exc_info=True)
     _handed_out.clear()
     _created.clear()
     _resumed.clear()
     _local.clear()
-
-
-# -- requests to the driver ------------------------------------------------------------------
-
-_connections = threading.local()
-
-
-def _rewrite_artifact_uris(message) -> None:
-    """Runs and logged models in a task store their artifacts through the driver."""
-    name = message.DESCRIPTOR.full_name
-    if name == "mlflow.Run":
-        message = message.info
-        name = "mlflow.RunInfo"
-    if name == "mlflow.RunInfo":
-        message.artifact_uri = f"{ARTIFACT_SCHEME}:/runs/{message.run_id or message.run_uuid}"
-    elif name == "mlflow.LoggedModel":
-        message.info.artifact_uri = f"{ARTIFACT_SCHEME}:/models/{message.info.model_id}"
-
-
-def _request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
-    """One run operation on the driver (``protocol.RUN_OPS``), re-sent with the same id after a
-    lost connection; the decoded value of the reply. Raises DriverUnreachable."""
-    b = executor.current_binding()
-    if b is None:
-        raise DriverUnreachable("this process is not bound to a driver run")
-    if b.relay.startswith(connect.DROP):  # Spark Connect with no driver to reach: nobody to ask
-        raise DriverUnreachable(
-            "spark_tracking: this Spark Connect task has no driver to reach; its "
-            "points go to task_drop_dir (docs/connect.md)"
-        )
-    message = {"op": op, "b": b.binding, "w": b.worker, "id": f"{uuid.uuid4().hex}:{op}", **fields}
-    key = (os.getpid(), b.relay, b.secret)
-    pool: dict = _connections.__dict__  # (pid, relay, secret) -> this thread's connection
-    delay, error = 0.05, None
-    for attempt in range(attempts):
-        conn = pool.get(key)
-        if conn is None:
-            conn = pool[key] = shipper.open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        try:
-            reply = conn.request(dict(message))
-        except (OSError, socket.timeout) as exc:  # ConnectionError included
-            conn.close()
-            error = exc
-            if attempt + 1 < attempts:
-                time.sleep(delay)  # backoff before reconnecting, in the requesting task only
-                delay *= 4
-            continue
-        except RuntimeError as exc:  # the relay refused the request
-            raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
-        return run_ops.decode(reply.get("v"), _rewrite_artifact_uris)
-    raise _unreachable(b.relay, op, error)
 
 
 def _warn_once(key: str, text: str, *args) -> None:
@@ -233,7 +139,7 @@ def _stand_in_run(experiment_id, start_time) -> Run:
     info.status = RUNNING
     info.lifecycle_stage = LifecycleStage.ACTIVE
     info.start_time = start_time or int(time.time() * 1000)
-    _rewrite_artifact_uris(message)
+    rewrite_artifact_uris(message)
     return mlflow_compat.run_with_inputs(Run.from_proto(message))
 
 
@@ -250,7 +156,7 @@ def _creates_a_run(tags: dict) -> bool:
         or args.get("description")
         or args.get("parent_run_id")
         or args.get("experiment_id") is not None
-        or run_ops.PARENT_TAG in tags
+        or protocol.PARENT_TAG in tags
     )
 
 
@@ -268,7 +174,7 @@ def _on_driver(name):
     def method(self, *args, **kwargs):
         if executor.current_binding() is None:
             return getattr(self.delegate, name)(*args, **kwargs)
-        return _request("store_call", {"m": name, "a": run_ops.encode(list(args)), "k": run_ops.encode(kwargs)["$d"]})
+        return request("store_call", {"m": name, "a": encode(list(args)), "k": encode(kwargs)["$d"]})
 
     method.__name__ = name
     return method
@@ -315,7 +221,7 @@ class TaskStore(AbstractStore):
         tag_map = {t.key: t.value for t in tags or []}
         if not _creates_a_run(tag_map):
             return self._hand_out(experiment_id, start_time)
-        run = _request(
+        run = request(
             "create_run",
             {
                 "x": None if experiment_id is None else str(experiment_id),
@@ -330,7 +236,7 @@ class TaskStore(AbstractStore):
 
     def _hand_out(self, experiment_id, start_time) -> Run:
         try:
-            run = _request("get_run", {}, timeout=HANDOUT_TIMEOUT, attempts=1)
+            run = request("get_run", {}, timeout=HANDOUT_TIMEOUT, attempts=1)
         except DriverUnreachable as exc:
             _warn_once(
                 "handout",
@@ -353,7 +259,7 @@ class TaskStore(AbstractStore):
             return run
         if executor.current_binding() is None:
             return self.delegate.get_run(run_id)
-        return mlflow_compat.run_with_inputs(_request("get_run", {"r": run_id}))
+        return mlflow_compat.run_with_inputs(request("get_run", {"r": run_id}))
 
     def update_run_info(self, run_id, run_status, end_time, run_name):
         """End or rename a run the task created (through the driver); a run it did not create is
@@ -367,7 +273,7 @@ class TaskStore(AbstractStore):
                 _resumed[run_id] = run
             return run.info
         status = RunStatus.to_string(run_status) if isinstance(run_status, int) else str(run_status)
-        info = _request("update_run", {"r": run_id, "s": status, "e": end_time, "n": run_name})
+        info = request("update_run", {"r": run_id, "s": status, "e": end_time, "n": run_name})
         _created[run_id] = mlflow_compat.run_with_inputs(Run(info, created.data, created.inputs))
         return info
 

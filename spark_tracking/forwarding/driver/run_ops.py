@@ -9,7 +9,7 @@ Artifacts: a task sends each file in chunks of at most ``chunk_bytes`` (one requ
 so a task holds one chunk in memory whatever the file size); the driver writes them to a file
 in its temporary folder and, on commit, logs that file to the run's or logged model's artifact
 store through its own ``MlflowClient`` (which has the credentials, e.g. azureml-mlflow's token).
-At most ``MAX_TASK_ARTIFACT_BYTES`` per file.
+At most ``protocol.MAX_TASK_ARTIFACT_BYTES`` per file.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import shutil
 import tempfile
 import threading
 
-from .._compat import mlflow as mlflow_compat
-from . import protocol
+from ..._compat import mlflow as mlflow_compat
+from .. import protocol
+from ..records import decode, encode
 
 logger = logging.getLogger(__name__)
 
-#: largest file a task can log as an artifact (a model of several hundred MB fits)
-MAX_TASK_ARTIFACT_BYTES = 2 * 1024**3
-PARENT_TAG = "mlflow.parentRunId"
 #: tags a child run takes from its parent: where the code that created it lives (a task would
 #: name the PySpark worker)
 _INHERITED_TAGS = (
@@ -40,92 +38,6 @@ _INHERITED_TAGS = (
     "mlflow.user",
 )
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-# -- values on the wire ----------------------------------------------------------------------
-
-
-def _message_class(full_name: str):
-    from google.protobuf import descriptor_pool
-
-    descriptor = descriptor_pool.Default().FindMessageTypeByName(full_name)
-    try:
-        from google.protobuf.message_factory import GetMessageClass
-    except ImportError:  # protobuf < 4.21 (MLflow 2.9's floor)
-        from google.protobuf import symbol_database
-
-        # the protobuf stubs describe the newest release, which dropped GetPrototype
-        return symbol_database.Default().GetPrototype(descriptor)  # type: ignore[attr-defined]
-    return GetMessageClass(descriptor)
-
-
-def encode(value):
-    """A JSON-able form of ``value`` (MLflow entities as protobuf, enums by name)."""
-    from enum import Enum
-
-    if value is None or (isinstance(value, (bool, int, float, str)) and not isinstance(value, Enum)):
-        return value
-    if isinstance(value, Enum):
-        return {"$n": type(value).__name__, "v": value.value}
-    if isinstance(value, dict):
-        return {"$d": [[encode(k), encode(v)] for k, v in value.items()]}
-    if hasattr(value, "to_proto"):
-        message = value.to_proto()
-        return {
-            "$e": type(value).__name__,
-            "m": message.DESCRIPTOR.full_name,
-            "p": base64.b64encode(message.SerializeToString()).decode("ascii"),
-        }
-    if type(value).__name__ == "Model" and hasattr(value, "to_dict"):
-        return {"$model": value.to_dict()}
-    if isinstance(value, (list, tuple)):
-        items = [encode(v) for v in value]
-        token = getattr(value, "token", None)
-        return {"$l": items, "t": token} if token is not None or type(value).__name__ == "PagedList" else items
-    raise TypeError(f"cannot send a {type(value).__name__} between a Spark task and the driver")
-
-
-def decode(value, rewrite=None):
-    """The inverse of ``encode``. ``rewrite(message)`` may edit each protobuf message first."""
-    if isinstance(value, list):
-        return [decode(v, rewrite) for v in value]
-    if not isinstance(value, dict):
-        return value
-    import mlflow.entities as entities
-
-    if "$e" in value:
-        cls = getattr(entities, value["$e"], None)
-        if cls is None or not hasattr(cls, "from_proto"):
-            raise TypeError(f"not an MLflow entity: {value['$e']!r}")
-        message = _message_class(value["m"]).FromString(base64.b64decode(value["p"]))
-        if rewrite is not None:
-            rewrite(message)
-        return cls.from_proto(message)
-    if "$n" in value:
-        cls = getattr(entities, value["$n"], None)
-        if cls is None:
-            raise TypeError(f"not an MLflow enum: {value['$n']!r}")
-        return cls(value["v"])
-    if "$d" in value:
-        return {decode(k, rewrite): decode(v, rewrite) for k, v in value["$d"]}
-    if "$model" in value:
-        from mlflow.models import Model
-
-        return Model.from_dict(value["$model"])
-    if "$l" in value:
-        from mlflow.store.entities.paged_list import PagedList
-
-        return PagedList(decode(value["$l"], rewrite), value.get("t"))
-    if "$err" in value:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, ErrorCode
-
-        try:  # the name of the error code the driver's store raised
-            code = ErrorCode.Value(str(value.get("code")))
-        except ValueError:
-            code = INTERNAL_ERROR
-        raise MlflowException(value["$err"], error_code=code)
-    raise TypeError(f"unknown value on the wire: {sorted(value)!r}")
 
 
 def _relative_path(path) -> str:
@@ -177,8 +89,8 @@ class RunOps:
         from mlflow.entities import RunTag
 
         tags = {str(k): str(v) for k, v in message.get("t") or []}
-        parent_id = tags.get(PARENT_TAG) or self.resolve(binding, worker)
-        tags[PARENT_TAG] = parent_id
+        parent_id = tags.get(protocol.PARENT_TAG) or self.resolve(binding, worker)
+        tags[protocol.PARENT_TAG] = parent_id
         parent = client.get_run(parent_id)
         for key in _INHERITED_TAGS:
             if key in parent.data.tags:
@@ -230,10 +142,9 @@ class RunOps:
     def _artifact_chunk(self, client, binding, worker, message):
         path = self._upload_path(message.get("u"))
         offset, data = message.get("o"), base64.b64decode(message.get("d") or "")
-        if type(offset) is not int or offset < 0 or offset + len(data) > MAX_TASK_ARTIFACT_BYTES:
-            raise ValueError(
-                f"chunk at offset {offset!r} is outside the {MAX_TASK_ARTIFACT_BYTES} bytes a task may send per file"
-            )
+        limit = protocol.MAX_TASK_ARTIFACT_BYTES
+        if type(offset) is not int or offset < 0 or offset + len(data) > limit:
+            raise ValueError(f"chunk at offset {offset!r} is outside the {limit} bytes a task may send per file")
         with open(path, "r+b" if os.path.exists(path) else "wb") as fh:
             fh.seek(offset)
             fh.write(data)

@@ -13,7 +13,7 @@ from driver_program import run_on_cluster, spark_session
 from faults import StalledRelay
 
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.spill import SpillStore
+from spark_tracking.forwarding.task.spill import SpillStore
 
 CHILD = (
     "import os, spark_tracking\n"
@@ -79,7 +79,7 @@ def test_processes_started_by_tasks_log_to_the_driver_run_as_their_rank(tmp_path
 IN_FLIGHT_AT_EXIT = """
 import time
 import spark_tracking
-from spark_tracking.forwarding import executor
+from spark_tracking.forwarding.task import executor
 for s in range(3):
     spark_tracking.log_metric("loss", float(s), step=s)
 executor.shipper.wake.set()

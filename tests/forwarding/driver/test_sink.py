@@ -11,7 +11,7 @@ import mlflow
 from faults import FaultProxy, before_store_call
 
 from spark_tracking import cli
-from spark_tracking.forwarding.sink import Sink, Spool, Submission
+from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 
 TS = 1_700_000_000_000
 

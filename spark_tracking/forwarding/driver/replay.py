@@ -99,7 +99,7 @@ def _log_batch(client, request: dict) -> None:
 
 
 def _run(args) -> int:
-    from ..config import Config
+    from ...config import Config
 
     cfg = Config.resolve()
     spool_dir = args.spool_dir or os.path.join(cfg.home, "spool")

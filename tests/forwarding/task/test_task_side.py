@@ -10,9 +10,10 @@ import time
 import pytest
 from faults import FaultyTransport, RecordingHandler, StalledRelay, tiny_spill
 
-from spark_tracking.forwarding import binding, executor, protocol
-from spark_tracking.forwarding.relay import Relay
-from spark_tracking.forwarding.spill import SpillStore
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.driver.relay import Relay
+from spark_tracking.forwarding.task import binding, executor
+from spark_tracking.forwarding.task.spill import SpillStore
 from spark_tracking.validation import InvalidInput
 
 
@@ -253,7 +254,7 @@ def test_a_child_run_with_the_relay_unreachable_names_cause_and_fix_and_keeps_th
 ):
     import mlflow
 
-    from spark_tracking.forwarding import task_store
+    from spark_tracking.forwarding.task import store as task_store
 
     _bind(monkeypatch, tmp_path, "127.0.0.1:9")  # nothing listens on port 9
     monkeypatch.setenv(task_store.ENV_DELEGATE, sqlite_uri)

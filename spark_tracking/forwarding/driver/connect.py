@@ -7,7 +7,7 @@ Spark jobs whose tasks find them in the local property ``spark.job.tags`` (wrapp
 ``SparkConnect_SessionTag_User_<user>_Session_<session id>_Tag_<tag>``; checked on pyspark
 4.0 and 4.3).
 
-Client side (``bind_current_thread``, called by ``driver.bind_current_thread`` when there is
+Client side (``bind_current_thread``, called by ``forwarder.bind_current_thread`` when there is
 no SparkContext): the same relay and sink as on a classic cluster, and one tag per thread
 that carries the binding — relay address, the thread's binding token, the relay's frame
 limit — encoded as ``spark_tracking_v1_<base64url JSON>`` (tags may not hold commas).
@@ -17,8 +17,7 @@ environment (``SPARK_TRACKING_RELAY_SECRET``, a cluster environment variable tha
 the driver needs to emit the mean across workers as soon as a step is complete, comes from
 the session's progress reports (``spark.registerProgressHandler``).
 
-Task side (``task_property``): the binding's local properties, read from the tag when the
-driver did not set them (``executor`` asks it for ``spark_tracking.relay`` and friends).
+Task side: ``forwarding.task.connect`` reads the binding from the tag.
 
 Where forwarding cannot work — no relay secret in this process's environment (serverless
 compute has no cluster environment variables), Databricks serverless, or a Connect server on
@@ -34,157 +33,15 @@ as reachable), ``task_drop_dir``.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import threading
-import uuid
-from typing import TextIO
+
+from .. import protocol
+from ..protocol import ENV_SECRET
 
 logger = logging.getLogger(__name__)
-
-TAG_PREFIX = "spark_tracking_v1_"
-JOB_TAGS = "spark.job.tags"
-#: relay address of a drop binding: ``drop:<folder>`` (empty folder: no place to drop)
-DROP = "drop:"
-#: the run id a drop binding hands to ``mlflow.start_run()`` in a task: the client decides the
-#: real run when it moves the files in
-DROP_RUN = "spark-tracking-pending"
-
-# task-side names of the binding properties (executor.PROP_*), and the frame limit (contract 5)
-_PROP_RELAY = "spark_tracking.relay"
-_PROP_BINDING = "spark_tracking.binding"
-_PROP_MAX_FRAME = "spark_tracking.max_frame"
-
-
-# -- the tag ---------------------------------------------------------------------------------
-
-
-def encode_tag(payload: dict) -> str:
-    """One Connect tag carrying the binding: base64url has no comma (Spark's tag separator)."""
-    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return TAG_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_tags(job_tags: str | None) -> dict | None:
-    """The binding payload among a job's tags (``spark.job.tags``), or None."""
-    if not job_tags or TAG_PREFIX not in job_tags:
-        return None
-    for tag in job_tags.split(","):
-        at = tag.find(TAG_PREFIX)
-        if at < 0:
-            continue
-        body = tag[at + len(TAG_PREFIX) :]
-        try:
-            payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        except (ValueError, TypeError):
-            continue
-        if isinstance(payload, dict) and isinstance(payload.get("b"), str):
-            return payload
-    return None
-
-
-# -- task side -------------------------------------------------------------------------------
-
-_last: list = [None, None]  # [task context, its payload]: tags are parsed once per task
-
-
-def _payload(ctx) -> dict | None:
-    if _last[0] is not ctx:
-        try:
-            job_tags = ctx.getLocalProperty(JOB_TAGS)
-        except Exception:  # noqa: BLE001 - never break the task: no binding then
-            job_tags = None
-        _last[:] = [ctx, decode_tags(job_tags)]
-    return _last[1]
-
-
-def task_property(ctx, name: str) -> str | None:
-    """A binding property (``spark_tracking.relay``, ``.binding``, ``.max_frame``) of a task
-    whose job a Spark Connect session tagged; None when it was not. Never the secret."""
-    payload = _payload(ctx)
-    if payload is None:
-        return None
-    if name == _PROP_RELAY:
-        return payload["r"] if payload.get("r") else DROP + str(payload.get("d") or "")
-    if name == _PROP_BINDING:
-        return payload["b"]
-    if name == _PROP_MAX_FRAME:
-        return str(payload["f"]) if payload.get("f") else None
-    return None
-
-
-def task_connection(relay: str):
-    """What a task talks to for a drop binding (``drop:<folder>``); None for a real relay."""
-    if not relay.startswith(DROP):
-        return None
-    return DropConnection(relay[len(DROP) :])
-
-
-class DropConnection:
-    """Stands in for the relay connection when no driver is reachable: each request becomes a
-    line of a file in the drop folder (a task's file is complete once its "done" is written,
-    fsynced and renamed to ``.jsonl``). Without a folder, points are counted as dropped and the
-    worker logs why, once."""
-
-    _warned = False
-    dropped = 0
-    sock = None  # no socket: callers that tune a relay connection's socket leave it alone
-
-    def __init__(self, folder: str):
-        self.folder = folder
-        self.path: str | None = None
-        self.fh: TextIO | None = None
-        self.seq = 0
-
-    def request(self, message: dict, timeout: float | None = None, on_wait=None) -> dict:
-        """Take one request as the relay would; the reply has the relay's shape."""
-        self.seq += 1
-        op = message.get("op")
-        if op == "resolve":
-            return {"ack": self.seq, "run": DROP_RUN}
-        if not self.folder:
-            self._drop(message)
-            return {"ack": self.seq, "run": DROP_RUN}
-        if self.fh is None and op == "done":
-            return {"ack": self.seq}  # nothing logged since the last file: nothing to hand over
-        if self.fh is None:
-            os.makedirs(self.folder, exist_ok=True)
-            token = str(message.get("b", "")).partition(":")[0] or "unbound"
-            self.path = os.path.join(self.folder, f"{token}-{os.getpid()}-{uuid.uuid4().hex}.jsonl")
-            self.fh = open(self.path + ".part", "a", encoding="utf-8")  # noqa: SIM115 - open for the task's life
-        self.fh.write(json.dumps({k: v for k, v in message.items() if k != "seq"}, separators=(",", ":")))
-        self.fh.write("\n")
-        if op == "done":
-            self.close(complete=True)
-        return {"ack": self.seq, "run": DROP_RUN}
-
-    def _drop(self, message: dict) -> None:
-        n = sum(len(message.get(k) or ()) for k in ("m", "p", "t", "a"))
-        DropConnection.dropped += n
-        if n and not DropConnection._warned:
-            DropConnection._warned = True
-            logger.warning(
-                "spark_tracking: %d points logged in this Spark task were dropped: its Spark Connect "
-                "session has no driver relay the task can reach (serverless compute, or no "
-                "SPARK_TRACKING_RELAY_SECRET) and no task_drop_dir. Set SPARK_TRACKING_TASK_DROP_DIR "
-                "to a folder both the client and the tasks can write (a Unity Catalog volume) "
-                "before the run starts",
-                n,
-            )
-
-    def close(self, complete: bool = False) -> None:
-        """Close the open file; ``complete`` (after "done") makes it visible to the client."""
-        if self.fh is None:
-            return
-        fh, self.fh = self.fh, None
-        fh.flush()
-        os.fsync(fh.fileno())
-        fh.close()
-        if complete:
-            assert self.path is not None  # set with fh
-            os.replace(self.path + ".part", self.path)
 
 
 # -- client side -----------------------------------------------------------------------------
@@ -220,8 +77,6 @@ def forwarding_limit(cfg, server_host: str | None) -> str | None:
 
     Serverless is recognised by ``DATABRICKS_RUNTIME_VERSION`` starting with ``client.`` (the
     serverless environment versions; likely, not checked on the platform)."""
-    from .executor import ENV_SECRET
-
     runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION", "")
     if runtime.startswith("client."):
         return (
@@ -257,7 +112,7 @@ def _relay_host(cfg, session, limited: bool) -> str:
 
 class ConnectStages:
     """What the session's progress reports say about stages (``spark.registerProgressHandler``,
-    Spark 4): how many tasks one has, which are done — the interface of ``driver.SparkStages``,
+    Spark 4): how many tasks one has, which are done — the interface of ``forwarder.SparkStages``,
     which a Connect client cannot have (no status tracker). The driver emits a step's mean once
     every task of the stage logged it, and closes a stage's means when it is done."""
 
@@ -298,7 +153,7 @@ class ConnectStages:
 
 def session_of_this_thread():
     """This thread's active Spark Connect session, or None (never imports the Connect client)."""
-    from .._compat import pyspark as compat
+    from ..._compat import pyspark as compat
 
     return compat.connect_session(this_thread_only=True)
 
@@ -309,19 +164,19 @@ def bind_current_thread() -> bool:
 
     Honours ``forwarding``, ``disabled``, ``relay_host``, ``task_drop_dir`` and
     ``SPARK_TRACKING_RELAY_SECRET``."""
-    from .._compat import pyspark as compat
-    from . import driver
+    from ..._compat import pyspark as compat
+    from . import forwarder
 
     session = compat.connect_session()
     if session is None:
         return False
-    cfg = driver._config()
+    cfg = forwarder._config()
     if cfg.disabled or not cfg.forwarding:
         return False
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
-    fw = driver.use_forwarder(
+    fw = forwarder.use_forwarder(
         session,
-        lambda: driver.Forwarder(
+        lambda: forwarder.Forwarder(
             cfg, None, host=_relay_host(cfg, session, limit is not None), stages=ConnectStages.watch(session)
         ),
     )
@@ -331,7 +186,7 @@ def bind_current_thread() -> bool:
     else:
         payload = {"b": binding, "d": cfg.task_drop_dir or ""}
         _warn_limit(limit, cfg.task_drop_dir)
-    tag = encode_tag(payload)
+    tag = protocol.encode_tag(payload)
     previous = getattr(_bound, "tag", None)
     if previous is not None and previous != tag:
         session.removeTag(previous)

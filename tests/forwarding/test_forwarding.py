@@ -12,7 +12,8 @@ from faults import wait_until
 
 import spark_tracking
 from spark_tracking._compat import mlflow as mlflow_compat
-from spark_tracking.forwarding import driver, protocol
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.driver import forwarder as driver
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import Future
 from typing import Callable, Protocol
 
-from . import protocol
+from .. import protocol
 from .bounded import BoundedDict
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ often cannot reach the storage account at all), and the same path works on every
 file goes in chunks (``executor.max_task_artifact_bytes()``, at most 4 MiB) of one request
 each, so a task holds one chunk in memory whatever the file's size; the driver writes chunks to
 its local disk and uploads the whole file with its ``MlflowClient``. At most
-``run_ops.MAX_TASK_ARTIFACT_BYTES`` (2 GiB) per file; a larger file is refused at the call with
+``protocol.MAX_TASK_ARTIFACT_BYTES`` (2 GiB) per file; a larger file is refused at the call with
 the fix. Reads (listing, downloading: ``log_table`` appends to an existing table) come from
 the driver the same way, a chunk at a time. Models logged in a task load on the driver with
 ``mlflow.<flavor>.load_model(f"runs:/{run_id}/model")``.
@@ -30,17 +30,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
-from . import executor, run_ops
-
-#: the scheme of artifact URIs in a bound task (``task_store`` hands them out)
-ARTIFACT_SCHEME = "spark-tracking-artifacts"
-
-
-def _request(op: str, fields: dict, **kwargs):
-    # imported here: MLflow loads this plugin while importing its stores, task_store among them
-    from .task_store import _request
-
-    return _request(op, fields, **kwargs)
+from .. import protocol
+from ..protocol import ARTIFACT_SCHEME
+from . import executor
+from .run_requests import request
 
 
 def _parse(uri: str) -> tuple[str, str, str]:
@@ -66,7 +59,7 @@ class TaskArtifactRepository(ArtifactRepository):
 
     def _send(self, local_file: str, destination: str) -> None:
         size = os.path.getsize(local_file)
-        limit = run_ops.MAX_TASK_ARTIFACT_BYTES
+        limit = protocol.MAX_TASK_ARTIFACT_BYTES
         if size > limit:
             raise MlflowException(
                 f"artifact {local_file!r} is {size} bytes; a Spark task sends at most {limit} bytes "
@@ -82,10 +75,10 @@ class TaskArtifactRepository(ArtifactRepository):
                 data = fh.read(chunk)
                 if not data:
                     break
-                _request("artifact_chunk", {"u": upload, "o": offset, "d": base64.b64encode(data).decode("ascii")})
+                request("artifact_chunk", {"u": upload, "o": offset, "d": base64.b64encode(data).decode("ascii")})
                 offset += len(data)
         # the driver uploads the whole file to the store now: allow it time by size
-        _request(
+        request(
             "artifact_commit",
             {"u": upload, "k": self.kind, "i": self.target, "p": destination, "z": size},
             timeout=120.0 + size / 2**20,
@@ -106,7 +99,7 @@ class TaskArtifactRepository(ArtifactRepository):
     def list_artifacts(self, path=None):
         """The artifacts under ``path``, as the driver's store lists them."""
         sub = self._destination(None, (path or "").strip("/")) or None
-        infos = _request("artifact_list", {"k": self.kind, "i": self.target, "p": sub})
+        infos = request("artifact_list", {"k": self.kind, "i": self.target, "p": sub})
         if self.base:  # paths relative to this repository's root
             from mlflow.entities import FileInfo
 
@@ -118,7 +111,7 @@ class TaskArtifactRepository(ArtifactRepository):
         with open(local_path, "wb") as fh:
             while True:
                 data = base64.b64decode(
-                    _request(
+                    request(
                         "artifact_read",
                         {
                             "u": read,

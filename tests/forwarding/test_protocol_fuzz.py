@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.driver import _clean_metrics, _clean_pairs
-from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding.driver.forwarder import _clean_metrics, _clean_pairs
+from spark_tracking.forwarding.driver.relay import Relay
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),

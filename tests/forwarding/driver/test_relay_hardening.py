@@ -9,10 +9,10 @@ import pytest
 from faults import BusyHandler, HeldHandler, SinkHandler, StalledStoreHandler
 
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding import relay as relay_module
-from spark_tracking.forwarding.relay import Relay
-from spark_tracking.forwarding.shipper import _Connection
-from spark_tracking.forwarding.sink import Sink, Spool
+from spark_tracking.forwarding.driver import relay as relay_module
+from spark_tracking.forwarding.driver.relay import Relay
+from spark_tracking.forwarding.driver.sink import Sink, Spool
+from spark_tracking.forwarding.task.shipper import _Connection
 
 
 class Echo:

@@ -35,7 +35,7 @@ from collections import deque
 from operator import itemgetter
 from typing import Callable, Protocol
 
-from . import protocol
+from .. import protocol
 from .spill import SpillFull, SpillStore
 
 logger = logging.getLogger(__name__)

@@ -28,6 +28,8 @@ import tempfile
 import time
 from collections.abc import Iterable
 
+from ..files import alive as _alive
+
 logger = logging.getLogger(__name__)
 
 _SUFFIX = ".jsonl"
@@ -213,24 +215,3 @@ class SpillStore:
     def files(self) -> list[str]:
         """Names of complete spill files (for tests and ``stats``)."""
         return sorted(e.name for e in self._entries() if e.name.endswith(_SUFFIX))
-
-
-def pid_alive(pid: int) -> bool:
-    """True while process ``pid`` exists (a claim it holds is still being worked on)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def _alive(pid_text: str) -> bool:
-    try:
-        return pid_alive(int(pid_text))
-    except ValueError:
-        return False
-    return True

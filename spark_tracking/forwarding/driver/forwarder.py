@@ -50,18 +50,23 @@ import tempfile
 import threading
 import time
 
-from .._compat import mlflow as mlflow_compat
+from ..._compat import mlflow as mlflow_compat
+from ..protocol import (
+    ENV_SECRET,
+    PROP_BINDING,
+    PROP_MAX_FRAME,
+    PROP_RELAY,
+    PROP_SECRET,
+    SESSION_BINDING,
+    SESSION_FILE_PREFIX,
+)
 from .bounded import BoundedDict
-from .executor import ENV_SECRET, PROP_BINDING, PROP_RELAY, PROP_SECRET
-from .protocol import SESSION_BINDING, SESSION_FILE_PREFIX
 from .relay import Relay, task_key
 from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
 
 logger = logging.getLogger(__name__)
 
-#: local property with ``relay_max_frame_bytes``, so a Spark-conf value reaches tasks (contract §5)
-PROP_MAX_FRAME = "spark_tracking.max_frame"
 #: seconds the store gets at interpreter exit before what is left goes to the spool
 EXIT_TIMEOUT = 30.0
 _MAX_TASKS = 65_536  # tasks whose run binding and logged-to runs are remembered
@@ -72,7 +77,7 @@ _forwarder: Forwarder | None = None
 
 
 def _config():
-    from ..session import active_config
+    from ...session import active_config
 
     return active_config()
 
@@ -247,7 +252,7 @@ class Forwarder:
 
         cfg = self.cfg
         spool = Spool(os.path.join(cfg.home, "spool"), cfg.spool_max_bytes)
-        from ..azure.store import limits_for
+        from ...azure.store import limits_for
 
         limits = limits_for(uri)
         sink = Sink(
@@ -329,7 +334,7 @@ class Forwarder:
             return stack[-1].info.run_id
         run = self._orphan_runs.get(binding)
         if run is None:
-            from .. import context
+            from ... import context
 
             ctx = context.detect()
             experiment_id = mlflow_compat.default_experiment_id()

@@ -37,11 +37,11 @@ import time
 from collections import defaultdict, deque
 from typing import Any, Callable
 
-from .. import layout, validation
-from .._compat import mlflow as mlflow_compat
+from ... import layout, validation
+from ..._compat import mlflow as mlflow_compat
+from ..files import pid_alive
 from . import observers
 from .bounded import BoundedDict
-from .spill import pid_alive
 
 logger = logging.getLogger(__name__)
 

@@ -35,25 +35,15 @@ import os
 import sys
 import time
 
-from .. import validation
-from .._compat import pyspark as compat
-from ..validation import InvalidInput
+from ... import validation
+from ..._compat import pyspark as compat
+from ...validation import InvalidInput
 from . import binding as _binding
-from . import protocol
 from .binding import Binding, TaskSettings
 from .shipper import Shipper, new_id
 from .shipper import open_connection as _open_connection
 
 logger = logging.getLogger(__name__)
-
-# wire and property names (defined in .protocol; kept here for existing importers)
-PROP_RELAY, PROP_SECRET, PROP_BINDING = protocol.PROP_RELAY, protocol.PROP_SECRET, protocol.PROP_BINDING
-ENV_RELAY, ENV_SECRET, ENV_BINDING, ENV_WORKER = (
-    protocol.ENV_RELAY,
-    protocol.ENV_SECRET,
-    protocol.ENV_BINDING,
-    protocol.ENV_WORKER,
-)
 
 _MAX_ARTIFACT_BYTES = 4 * 1024 * 1024  # per artifact from a task, when the relay's frames allow it
 
@@ -74,7 +64,7 @@ def max_task_artifact_bytes() -> int:
     return min(_MAX_ARTIFACT_BYTES, frame_bytes * 3 // 4 * 3 // 4)
 
 
-_task_context_cls = None  # TaskContext once loaded (read by task_store)
+_task_context_cls = None  # TaskContext once loaded (read by the task store)
 
 
 def _on_bind(b: Binding) -> None:
@@ -287,10 +277,10 @@ def _on_task_end() -> None:
             timeout = b.settings.task_flush_timeout
             if not flush(timeout, done=b):
                 _warn_left_over("task", timeout)
-        # any task, bound or not, and only if MLflow ran in it: importing task_store imports
-        # mlflow, and mlflow loading our plugins while task_store is half-imported leaves the
+        # any task, bound or not, and only if MLflow ran in it: importing the task store imports
+        # mlflow, and mlflow loading our plugins while the task store is half-imported leaves the
         # worker unrouted
-        task_store = sys.modules.get(f"{__package__}.task_store")
+        task_store = sys.modules.get(f"{__package__}.store")
         if task_store is not None:
             task_store.end_task_runs()
     except Exception:

@@ -8,8 +8,9 @@ import sys
 import pytest
 from faults import FaultyTransport, RecordingHandler
 
-from spark_tracking.forwarding import binding, executor
-from spark_tracking.forwarding.relay import Relay
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.driver.relay import Relay
+from spark_tracking.forwarding.task import binding, executor
 
 
 @pytest.fixture
@@ -24,10 +25,10 @@ def relay():
 @pytest.fixture
 def bound(monkeypatch, relay, tmp_path):
     """This process looks like a child a task started (torchrun rank 3)."""
-    monkeypatch.setenv(executor.ENV_RELAY, relay.address)
-    monkeypatch.setenv(executor.ENV_SECRET, "test-secret")
-    monkeypatch.setenv(executor.ENV_BINDING, "1:0")
-    monkeypatch.setenv(executor.ENV_WORKER, "5:2:0:77")
+    monkeypatch.setenv(protocol.ENV_RELAY, relay.address)
+    monkeypatch.setenv(protocol.ENV_SECRET, "test-secret")
+    monkeypatch.setenv(protocol.ENV_BINDING, "1:0")
+    monkeypatch.setenv(protocol.ENV_WORKER, "5:2:0:77")
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setattr(executor.shipper.spill, "folder", str(tmp_path / "spill"))
     monkeypatch.setattr(executor.shipper.spill, "_checked", False)

@@ -16,7 +16,7 @@ from conftest import MlflowServer
 from faults import FaultProxy, wait_until
 
 import spark_tracking
-from spark_tracking.forwarding.sink import RateLimiter, Sink, Spool, Submission
+from spark_tracking.forwarding.driver.sink import RateLimiter, Sink, Spool, Submission
 
 
 def history(client, run_id, key):
@@ -173,7 +173,7 @@ def test_store_outage_mid_job_delivers_everything_after_recovery(spark, tmp_path
 DRIVER = textwrap.dedent("""
     import sys, time
     import mlflow
-    from spark_tracking.forwarding.sink import Sink, Spool, Submission
+    from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
     uri, spool_dir, run_id = sys.argv[1:4]
     sink = Sink(mlflow.MlflowClient(uri), uri, Spool(spool_dir, 1 << 30), lambda s: 1,
                 max_attempts=1, sleep=lambda s: None)
@@ -334,8 +334,8 @@ def test_a_stalled_store_holds_nothing_else_up(mlflow_server, tmp_path):
 EXITING_DRIVER = textwrap.dedent("""
     import sys
     from spark_tracking.config import Config
-    from spark_tracking.forwarding import driver
-    from spark_tracking.forwarding.shipper import _Connection
+    from spark_tracking.forwarding.driver import forwarder as driver
+    from spark_tracking.forwarding.task.shipper import _Connection
     uri, home, run_id, secret = sys.argv[1:5]
     driver.EXIT_TIMEOUT = 1.0
     fw = driver._forwarder = driver.Forwarder(Config.resolve({"home": home}), None)

@@ -22,9 +22,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from .. import layout
-from .._compat import pyspark as compat
-from . import protocol
+from ... import layout
+from ..._compat import pyspark as compat
+from .. import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TaskSettings(NamedTuple):
     def resolve(cls, max_frame: str | None = None, environ: Mapping[str, str] | None = None) -> TaskSettings:
         """Through the one resolver (no Spark conf in workers); ``max_frame``: the driver's
         ``PROP_MAX_FRAME`` local property, which wins over the worker's own value."""
-        from ..config import Config, ConfigError
+        from ...config import Config, ConfigError
 
         try:
             cfg = Config.resolve(spark_conf={}, environ=environ)
