@@ -7,6 +7,7 @@ public names below load their modules on first use.
 - ``log_metric/log_metrics/log_param/log_params/set_tag/set_tags``: log to the active run,
   from the driver or from inside Spark tasks (forwarded to the driver's run)
 - ``flush(timeout)``, ``stats()``: deliver what is in flight; counters of the forwarding path
+- ``bind_current_thread()``: bind the Spark jobs of this driver thread to its run
 - ``get_portal_url(run_id)``: where to look at a run (AML studio or the MLflow UI)
 - ``Run``: the Azure ML run vocabulary (log, log_list, log_row, log_table, log_image, ...)
 - ``RunDetails(run).show()``: a live view of a run while Spark tasks log to it (live/)
@@ -27,6 +28,7 @@ _LAZY = {
     "set_tags": "spark_tracking.api",
     "flush": "spark_tracking.api",
     "stats": "spark_tracking.api",
+    "bind_current_thread": "spark_tracking.api",
     "get_portal_url": "spark_tracking.portal",
     "Run": "spark_tracking.run",
     "RunDetails": "spark_tracking.live",

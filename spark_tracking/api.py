@@ -129,3 +129,14 @@ def stats() -> dict[str, Any]:
     from .forwarding.driver import forwarder
 
     return forwarder.stats()
+
+
+def bind_current_thread() -> bool:
+    """Bind the Spark jobs this driver thread submits to this thread's active MLflow run.
+
+    MLflow does it at each run start; call it yourself if you started the run before creating
+    the SparkSession. Honours ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding``
+    and ``SPARK_TRACKING_DISABLED``. True when bound."""
+    from .forwarding.driver import forwarder
+
+    return forwarder.bind_current_thread()

@@ -18,7 +18,6 @@ This module imports nothing heavy: it runs in the startup hook of every Python p
 from __future__ import annotations
 
 import os
-import sys
 
 # No ``typing`` import at run time (it costs milliseconds in every process's startup hook):
 # annotations are strings (``from __future__ import annotations``) that nothing evaluates.
@@ -389,7 +388,7 @@ def platform_default_uri(environ: Mapping[str, str] | None = None) -> str | None
     a runtime that calls ``mlflow.set_tracking_uri("databricks")`` instead is handled where the
     session applies its URI). So ``databricks`` / ``databricks-uc`` seen together with
     ``DATABRICKS_RUNTIME_VERSION`` is the platform's default, not a choice the user made: it
-    ranks below every setting and below an AML link (source: PLATFORM.md, Databricks Runtime).
+    ranks below every setting and below an AML link (source: docs/platform.md, Databricks Runtime).
     """
     environ = os.environ if environ is None else environ
     raw = str(environ.get("MLFLOW_TRACKING_URI", "")).strip()
@@ -402,14 +401,12 @@ def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, 
     """``spark.sparktracking.*`` (or the keys ``wanted`` accepts) of the running SparkContext,
     or {} (never starts Spark)."""
     wanted = wanted or (lambda key: key.startswith(SPARK_CONF_PREFIX))
-    if "pyspark" not in sys.modules:
+    from ._compat import pyspark as compat
+
+    sc = compat.active_spark_context()
+    if sc is None:
         return {}
     try:
-        from pyspark import SparkContext
-
-        sc = SparkContext._active_spark_context
-        if sc is None:
-            return {}
         return {k: v for k, v in sc.getConf().getAll() if wanted(k)}
     except Exception:  # noqa: BLE001 - a dying or Connect-only session: no conf to read
         return {}

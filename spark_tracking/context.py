@@ -79,14 +79,9 @@ def _dbutils_context() -> dict:
 
 
 def _spark_context():
-    if "pyspark" not in sys.modules:
-        return None
-    try:
-        from pyspark import SparkContext
+    from ._compat import pyspark as compat
 
-        return SparkContext._active_spark_context
-    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell, never raises into the caller
-        return None
+    return compat.active_spark_context()
 
 
 def _local_property(sc, key: str) -> str | None:

@@ -4,9 +4,11 @@ endpoints are faked (tests/fakes). Every server started here is stopped here."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -34,6 +36,69 @@ def _reset_mlflow_globals() -> None:
         mlflow.end_run()
     utils._tracking_uri = None
     fluent._active_experiment_id = None
+
+
+#: seconds a test may take (a ``@pytest.mark.bound(seconds)`` marker sets another), on a busy machine
+TEST_BOUND = 600.0
+#: seconds a Spark action gets to raise after its jobs were cancelled, before the main thread is interrupted
+_CANCEL_GRACE = 30.0
+
+
+class BoundExceeded(Exception):
+    """Raised in the main thread of a test that ran past its bound."""
+
+
+def _cancel_spark_jobs() -> bool:
+    from spark_tracking._compat import pyspark as compat
+
+    sc = compat.active_spark_context()
+    if sc is None:
+        return False
+    sc.cancelAllJobs()
+    return True
+
+
+@pytest.fixture(autouse=True)
+def watchdog(request):
+    """Every test bounded for real. pytest-timeout's SIGALRM cannot end a test whose main thread
+    waits in py4j's socket read under a Spark action (``RDD.collect``): the signal may land in
+    another thread, and Python runs its handler only when the main thread runs bytecode (seen: a
+    re-run barrier stage waiting for a slot, 30 min past the 900 s timeout). At the bound this
+    watchdog cancels the process's Spark jobs (the action then raises in the main thread); if the
+    test still runs ``_CANCEL_GRACE`` s later, it interrupts the main thread itself
+    (``pthread_kill``: the blocked read returns EINTR and the handler raises). Either way the test
+    fails naming its bound."""
+    marker = request.node.get_closest_marker("bound")
+    bound = float(marker.args[0]) if marker else TEST_BOUND
+    fired = threading.Event()
+    done = threading.Event()
+    main = threading.main_thread().ident
+
+    def on_signal(signum, frame):
+        raise BoundExceeded(f"test ran past its bound of {bound:.0f} s and was interrupted")
+
+    def watch():
+        if done.wait(bound):
+            return
+        fired.set()
+        try:
+            _cancel_spark_jobs()
+        except Exception:  # noqa: BLE001 - a broken Spark context: go on to the interrupt
+            pass
+        if not done.wait(_CANCEL_GRACE) and main is not None:
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    thread = threading.Thread(target=watch, name="test-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        signal.signal(signal.SIGUSR1, previous)
+    if fired.is_set():
+        pytest.fail(f"test ran past its bound of {bound:.0f} s: its Spark jobs were cancelled", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -53,3 +53,15 @@ def test_outside_pyspark_nothing_is_imported_or_wrapped():
               compat.hook_forked_workers(lambda: None), "pyspark" in sys.modules)
     """)
     assert out == "None [] False False"
+
+
+def test_the_active_spark_context_is_found_without_starting_spark(spark):
+    from spark_tracking._compat import pyspark as compat
+
+    assert compat.active_spark_context() is spark.sparkContext
+    out = run("""
+        import sys
+        from spark_tracking._compat import pyspark as compat
+        print(compat.active_spark_context(), "pyspark" in sys.modules)
+    """)
+    assert out == "None False"

@@ -66,3 +66,18 @@ def test_every_test_a_page_cites_exists():
             if not any(re.search(rf"^\s*(?:async )?def {test}\(", s, flags=re.M) for s in sources):
                 missing.append(f"{page}: {path}::{test}")
     assert missing == [], "these cited tests do not exist (renamed or moved?)"
+
+
+def test_every_doc_the_code_cites_is_in_the_repository():
+    """Code and tests cite platform facts and pages as `docs/<page>.md`: each must exist here
+    (a file outside the repository, such as a team's notes, is no source for a reader)."""
+    cited = set()
+    for top in ("spark_tracking", "tests", "benchmarks"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                if name.endswith((".py", ".sh")):
+                    with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                        text = fh.read()
+                    cited.update(re.findall(r"\bdocs/([\w-]+\.md)", text))
+                    assert not re.search(r"(?<![/\w])PLATFORM\.md", text), f"{name}: cite docs/platform.md"
+    assert sorted(p for p in cited if not os.path.exists(os.path.join(ROOT, "docs", p))) == []

@@ -224,3 +224,17 @@ def connect_server_host(session) -> str | None:
         return session.client.host
     except Exception:  # noqa: BLE001 - an undocumented name: missing in some version
         return None
+
+
+def active_spark_context():
+    """The process's running classic SparkContext, or None: ``SparkContext._active_spark_context``
+    (a class attribute, the same on 3.5.0-4.3.0). Never imports pyspark, never starts Spark,
+    never raises (a Spark Connect client has no SparkContext: None)."""
+    if "pyspark" not in sys.modules:
+        return None
+    try:
+        from pyspark import SparkContext
+
+        return SparkContext._active_spark_context
+    except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell
+        return None

@@ -43,11 +43,8 @@ processes it starts (environment, ``ENV_*``): relay address, session secret (onl
 executors do not have it in their environment), binding ``<thread token>:<store index>``,
 and ``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
 reaches tasks too. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
-holds the points (in its sink queue or its disk spool), or ``{"ack": n, "error": text}``.
-``{"seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
-``{"seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
 
-Run operations a task requests (``RUN_OPS``; ``forwarding.run_ops`` answers them on the
+Run operations a task requests (``RUN_OPS``; ``forwarding.driver.run_ops`` answers them on the
 driver, which holds the credentials). Each carries "b", "w" and "id" like every request;
 replies are ``{"ack": n, "v": value}`` or ``{"ack": n, "error": text}``. Runs and other MLflow
 entities travel as ``{"$e": proto message name, "p": base64 of the serialized proto}``.
@@ -77,7 +74,7 @@ Jobs from driver threads that were never bound (hyperopt's dispatcher, thread po
 local properties. The driver adds a file ``SESSION_FILE_PREFIX<n>.json`` to the Spark session
 (``SparkContext.addFile``) holding ``{"relay": address}`` (and ``"secret"`` when executors do
 not have it in their environment); their tasks send ``SESSION_BINDING`` as "b" and the driver
-answers for the session's active run (see ``forwarding.driver``).
+answers for the session's active run (see ``forwarding.driver.forwarder``).
 """
 
 from __future__ import annotations
@@ -93,7 +90,7 @@ HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 SESSION_BINDING = "*"
 SESSION_FILE_PREFIX = "spark-tracking-session-"
-#: operations tasks request on the driver's store (see above); answered by ``forwarding.run_ops``
+#: operations tasks request on the driver's store (see above); answered by ``forwarding.driver.run_ops``
 RUN_OPS = frozenset(
     {
         "get_run",

@@ -227,7 +227,7 @@ BAKED_MARKER = "# spark-tracking install: no settings baked into this copy\n"
 def bake_init_script(script: bytes, env: dict[str, str]) -> bytes:
     """The init script with the install's non-secret ``SPARK_TRACKING_*`` variables written into
     it: in standard access mode on DBR 19+ only the predefined DB_* variables reach init scripts
-    (PLATFORM.md), so the cluster's environment variables never do. A variable that does reach
+    (docs/platform.md), so the cluster's environment variables never do. A variable that does reach
     the script wins over its baked value; secrets (``{{secrets/...}}`` references) are never
     baked. The wheel's path is prefixed with ``SPARK_TRACKING_INIT_ROOT`` like every other path
     of the script (empty on a real node; a test's stand-in for ``/``)."""

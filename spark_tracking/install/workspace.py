@@ -17,7 +17,7 @@ from .plan import MANAGED_FIELDS, Target
 
 #: Clusters API: edit/update is accepted only in these states (INVALID_STATE otherwise) ...
 EDITABLE_STATES = ("RUNNING", "TERMINATED")
-#: ... and these pass by themselves (PLATFORM.md, Clusters API)
+#: ... and these pass by themselves (docs/platform.md, Clusters API)
 TRANSITIONAL_STATES = ("PENDING", "RESTARTING", "RESIZING")
 
 _log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """A simulated Databricks notebook: a Jupyter kernel (run by nbclient) started the way the
-runtime starts it, with what the runtime sets (PLATFORM.md): ``DATABRICKS_RUNTIME_VERSION``,
+runtime starts it, with what the runtime sets (docs/platform.md): ``DATABRICKS_RUNTIME_VERSION``,
 ``MLFLOW_TRACKING_URI=databricks``, a kernel launcher standing in for
 ``/databricks/python_shell/scripts/db_ipykernel_launcher.py``, and a dbutils notebook context
 that appears only once the kernel is up (after interpreter start, where the startup hook runs).

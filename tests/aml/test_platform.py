@@ -23,7 +23,7 @@ def aml_uri(azure) -> str:
 
 @pytest.fixture
 def databricks_driver(monkeypatch):
-    """What the Databricks Runtime sets in a driver's environment (PLATFORM.md)."""
+    """What the Databricks Runtime sets in a driver's environment (docs/platform.md)."""
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "databricks")
 

@@ -129,7 +129,7 @@ class Node:
         """Run the init script as Databricks would, with cluster environment variables ``env``.
 
         ``standard_access``: a standard-access node on DBR 19+, where only the predefined DB_*
-        variables reach init scripts (PLATFORM.md): ``env`` is dropped, and the script sees the
+        variables reach init scripts (docs/platform.md): ``env`` is dropped, and the script sees the
         DB_* variables, PATH/HOME/LANG and the test's stand-in for ``/`` (SPARK_TRACKING_INIT_ROOT)."""
         full = self.base_env()
         predefined = dict(

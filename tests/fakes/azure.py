@@ -7,7 +7,7 @@ azure-identity, requests and MLflow clients to talk to:
   per-identity grants (403 AuthorizationFailed otherwise) and ARM's 404 shape;
 - ``aml``: an AML-shaped MLflow endpoint (``/mlflow/v2.0/subscriptions/…/workspaces/<ws>``) that
   checks the bearer token (signature, audience, expiry) on every request, then proxies the
-  MLflow REST call to a real ``mlflow server`` — with AML's differences (PLATFORM.md):
+  MLflow REST call to a real ``mlflow server`` — with AML's differences (docs/platform.md):
   ARM reports the tracking URI as ``azureml://…/mlflow/v1.0/…`` and MLflow >= 2 clients speak
   ``/mlflow/v2.0`` (only v2.0 is served here, so a client that keeps v1.0 fails visibly); no
   logged-models API (404, azure-sdk-for-python#44896); ``mlflow.source.*`` tags given at run
@@ -373,7 +373,7 @@ class FakeAzure:
             )
         h.reply(200, resource)
 
-    #: AML caps (PLATFORM.md): values of one metric per log_batch, params per run
+    #: AML caps (docs/platform.md): values of one metric per log_batch, params per run
     MAX_VALUES_PER_KEY = 250
     MAX_PARAMS_PER_RUN = 200
 

@@ -3,11 +3,12 @@ workers) to a real MLflow store: exact points, live delivery, run binding, relay
 
 import logging
 import socket
+import sys
 import threading
 
 import mlflow
 import pytest
-from conftest import free_port, history
+from conftest import free_port, history, run_driver
 from faults import wait_until
 
 import spark_tracking
@@ -308,41 +309,60 @@ def test_a_task_logging_only_to_an_explicit_run_creates_no_run(spark, store, cap
     assert wait_until(lambda: not any(target in runs for runs in driver.forwarder()._logged_to.values()), 30)
 
 
-def test_a_barrier_shuffle_map_stage_rerun_stores_each_step_once(spark, store, tmp_path):
-    marks = str(tmp_path)
+#: a barrier ShuffleMapStage that fails after logging and is re-run whole, in a driver program of
+#: its own with four slots for a stage of two tasks: a re-run is scheduled only when all its
+#: tasks get a slot at once, and slots of the killed attempt may still be held (on the shared
+#: two-slot session the re-run once waited 30 min for its second slot on a busy machine)
+BARRIER_RERUN = """
+import os, sys
+import mlflow, spark_tracking
+from pyspark.sql import SparkSession
 
-    def task(rows):
-        import os
+marks, home = sys.argv[1], sys.argv[2]
+spark = (SparkSession.builder.master("local-cluster[2,2,1024]")
+         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+         .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+         .config("spark.executorEnv.HOME", home).getOrCreate())
+spark_tracking.configure()  # SPARK_TRACKING_TRACKING_URI
 
-        import mlflow
-        from pyspark import BarrierTaskContext
+def task(rows):
+    import os
 
-        import spark_tracking
+    import mlflow
+    from pyspark import BarrierTaskContext
 
-        ctx = BarrierTaskContext.get()
-        try:  # the first stage attempt of this partition (PySpark's TaskContext has no stage attempt)
-            os.close(os.open(os.path.join(marks, str(ctx.partitionId())), os.O_CREAT | os.O_EXCL))
-            first = True
-        except FileExistsError:
-            first = False
-        for step in range(10):
-            mlflow.log_metric("loss", (0 if first else 1000) + ctx.partitionId() * 100 + step, step=step)
-        spark_tracking.flush()
-        ctx.barrier()  # both tasks logged; then one fails and Spark re-runs the whole stage
-        if first and ctx.partitionId() == 1:
-            raise RuntimeError("injected: the barrier stage fails after logging")
-        yield ctx.partitionId(), 1
+    import spark_tracking
 
-    with mlflow.start_run() as run:
-        counts = (
-            spark.sparkContext.parallelize(range(2), 2)
-            .barrier()
-            .mapPartitions(task)
-            .reduceByKey(lambda a, b: a + b)
-            .collect()
-        )
-    assert sorted(counts) == [(0, 1), (1, 1)]
-    assert_ten_steps_of_two_workers(store, run.info.run_id, "loss")
+    ctx = BarrierTaskContext.get()
+    try:  # the first stage attempt of this partition (PySpark's TaskContext has no stage attempt)
+        os.close(os.open(os.path.join(marks, str(ctx.partitionId())), os.O_CREAT | os.O_EXCL))
+        first = True
+    except FileExistsError:
+        first = False
+    for step in range(10):
+        mlflow.log_metric("loss", (0 if first else 1000) + ctx.partitionId() * 100 + step, step=step)
+    spark_tracking.flush()
+    ctx.barrier()  # both tasks logged; then one fails and Spark re-runs the whole stage
+    if first and ctx.partitionId() == 1:
+        raise RuntimeError("injected: the barrier stage fails after logging")
+    yield ctx.partitionId(), 1
+
+with mlflow.start_run() as run:
+    counts = spark.sparkContext.parallelize(range(2), 2).barrier().mapPartitions(task).reduceByKey(lambda a, b: a + b).collect()
+assert sorted(counts) == [(0, 1), (1, 1)], counts
+assert spark_tracking.flush(60)
+print(run.info.run_id)
+spark.stop()
+"""
+
+
+def test_a_barrier_shuffle_map_stage_rerun_stores_each_step_once(sqlite_uri, tmp_path):
+    marks, home = tmp_path / "marks", tmp_path / "executor-home"
+    marks.mkdir()
+    home.mkdir()
+    env = {"SPARK_TRACKING_TRACKING_URI": sqlite_uri, "PYSPARK_PYTHON": sys.executable}
+    run_id = run_driver(BARRIER_RERUN, str(marks), str(home), cwd=tmp_path, env=env).split()[-1]
+    assert_ten_steps_of_two_workers(mlflow.MlflowClient(sqlite_uri), run_id, "loss")
 
 
 def test_means_are_written_when_the_stage_ends_though_some_tasks_never_logged(spark, store):

@@ -83,11 +83,9 @@ def _config():
 
 
 def _spark_context():
-    if "pyspark" not in sys.modules:
-        return None
-    from pyspark import SparkContext
+    from ..._compat import pyspark as compat
 
-    return SparkContext._active_spark_context
+    return compat.active_spark_context()
 
 
 def _clean_metrics(rows) -> tuple[list, int]:

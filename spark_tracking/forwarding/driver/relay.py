@@ -289,7 +289,7 @@ class Relay:
     # -- requests ----------------------------------------------------------------------------
 
     async def _answer(self, message: dict) -> dict:
-        """The reply to a request, dispatching each request id once (contract §2)."""
+        """The reply to a request, dispatching each request id once (``protocol``: request ids)."""
         rid = message.get("id")
         if not isinstance(rid, str) or not rid:
             return await self._handle(message)
@@ -361,7 +361,7 @@ def _is_int(x) -> bool:
 
 
 def _worker(worker) -> list | None:
-    """The worker list in its six-item form, or None when it is not one (contract §1)."""
+    """The worker list in its six-item form, or None when it is not one (``protocol``: the worker list)."""
     if not isinstance(worker, list) or len(worker) not in (5, 6):
         return None
     if not all(_is_int(x) for x in worker[:4]) or not (worker[4] is None or _is_int(worker[4])):
