@@ -101,11 +101,13 @@ def run_demo(
 def _local_spark(master: str):
     from pyspark.sql import SparkSession
 
+    from .forwarding.protocol import ENV_SECRET
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # local executors inherit this environment: the relay secret reaches them without travelling
     # in job properties (which Spark writes to its event logs)
-    os.environ.setdefault("SPARK_TRACKING_RELAY_SECRET", secrets.token_hex(32))
+    os.environ.setdefault(ENV_SECRET, secrets.token_hex(32))
     return (
         SparkSession.builder.master(master)
         .appName("spark-tracking-demo")

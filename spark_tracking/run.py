@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import api, layout
+from .forwarding.protocol import PARENT_TAG
 from .layout import IMAGES_DIR, TABLES_DIR, TEXT_TAG_PREFIX
 from .store import RunReader, write_artifact_bytes
 from .validation import MAX_METRICS_PER_BATCH, InvalidInput, check_key, metric_value, tag_value
@@ -41,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGES_DIR", "TABLES_DIR", "TEXT_TAG_PREFIX", "InvalidInput", "Run"]
 
-_PARENT_TAG = "mlflow.parentRunId"
 _LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _FILE_NAME_RE = re.compile(r"^[\w.\- :]+$")
@@ -401,7 +401,7 @@ class Run:
         self._driver_only("child_run()")
         client = self._client()
         parent = client.get_run(self.id)
-        tags = {_PARENT_TAG: self.id}
+        tags = {PARENT_TAG: self.id}
         child = client.create_run(parent.info.experiment_id, tags=tags, run_name=name)
         return Run(child.info.run_id, tracking_uri=self._tracking_uri)
 
@@ -424,7 +424,7 @@ class Run:
     def parent(self) -> Run | None:
         """The parent run (tag ``mlflow.parentRunId``), or None for a top-level run."""
         self._driver_only("run.parent")
-        parent_id = self._client().get_run(self.id).data.tags.get(_PARENT_TAG)
+        parent_id = self._client().get_run(self.id).data.tags.get(PARENT_TAG)
         return Run(parent_id, tracking_uri=self._tracking_uri) if parent_id else None
 
     @property

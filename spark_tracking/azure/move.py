@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import sys
 
+from ..forwarding.protocol import PARENT_TAG
 from ..validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 MOVED_TAG = "spark_tracking.moved_to"
-_PARENT_TAG = "mlflow.parentRunId"
 
 
 def register(subparsers) -> None:
@@ -69,7 +69,7 @@ def move_runs(source_uri: str, target_uri: str) -> tuple[int, int]:
     moved = skipped = 0
     for experiment in source.search_experiments(view_type=ViewType.ALL):
         runs = sorted(_all_runs(source, experiment.experiment_id), key=lambda r: r.info.start_time or 0)
-        runs.sort(key=lambda r: _PARENT_TAG in r.data.tags)  # parents first (stable: keeps the time order)
+        runs.sort(key=lambda r: PARENT_TAG in r.data.tags)  # parents first (stable: keeps the time order)
         name = aml_safe_experiment_name(experiment.name) if is_aml_tracking_uri(target_uri) else experiment.name
         for run in runs:
             if run.data.tags.get(MOVED_TAG):
@@ -111,8 +111,8 @@ class _Mover:
         from mlflow.entities import Param, RunTag
 
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.source.")}
-        if _PARENT_TAG in tags:
-            tags[_PARENT_TAG] = self.ids.get(tags[_PARENT_TAG], tags[_PARENT_TAG])
+        if PARENT_TAG in tags:
+            tags[PARENT_TAG] = self.ids.get(tags[PARENT_TAG], tags[PARENT_TAG])
         created = self.target.create_run(
             self._experiment_id(experiment_name), start_time=run.info.start_time, tags=tags, run_name=run.info.run_name
         )
