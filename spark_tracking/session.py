@@ -336,8 +336,12 @@ def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
 
 
 def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
-    from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module
+    from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module, import_finished
 
+    if not import_finished():
+        # configured from MLflow's own import (hook.start_at_mlflow_import): nothing can have set
+        # MLflow's global URI yet, and its API is half-initialised; the environment is enough
+        return
     fluent_utils = global_tracking_uri_module()
     if fluent_utils is not None:
         # mlflow is already imported: its global URI (set by mlflow.set_tracking_uri) wins over
