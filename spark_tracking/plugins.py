@@ -53,6 +53,7 @@ class SparkTrackingRunContext(RunContextProvider):
 
         if task_store.in_spark_worker():
             return {}
+        _warn_if_unconfigured()
         tags = context.context_tags(context.detect())
         try:
             from .forwarding import driver
@@ -61,6 +62,18 @@ class SparkTrackingRunContext(RunContextProvider):
         except Exception:  # forwarding must never stop a run from starting
             logger.warning("spark_tracking: could not bind Spark tasks to this run", exc_info=True)
         return tags
+
+
+def _warn_if_unconfigured() -> None:
+    """Never silently elsewhere: the first run of a session that should be configured says so."""
+    try:
+        from mlflow.tracking import get_tracking_uri
+
+        from . import session
+
+        session.warn_at_first_run(get_tracking_uri())
+    except Exception:  # a warning must never stop a run from starting
+        logger.debug("spark_tracking: session check failed", exc_info=True)
 
 
 class SparkTrackingHeaders(RequestHeaderProvider):
