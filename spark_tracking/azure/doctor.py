@@ -1,8 +1,9 @@
 """``spark-tracking doctor``: check the link step by step, each with pass/fail and a fix.
 
 Steps: the configuration (secrets masked); whether this process's session is configured; the
-AML link; a token for the ARM scope; the store answering; a probe run created, written and deleted; artifact support; and, on a cluster (or
-with a Spark session given), that Spark workers resolve the same configuration.
+AML link; a token for the ARM scope; the store answering; a probe run created, written and
+deleted; artifact support; and, on a cluster (or with a Spark session given), that Spark workers
+resolve the same configuration.
 """
 
 from __future__ import annotations
