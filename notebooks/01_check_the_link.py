@@ -3,8 +3,9 @@
 # MAGIC # 1 · Check the link
 # MAGIC
 # MAGIC This notebook contains **no tracking setup**: on a cluster where `spark-tracking install` ran, the
-# MAGIC init script installed a startup hook, and this session configured itself before the first cell.
-# MAGIC Run it to see where your runs go.
+# MAGIC init script installed a startup hook, and this session configured itself (at the latest when it
+# MAGIC imported MLflow). Run it to see where your runs go; the first cell fails, with the cause and the
+# MAGIC fix, if this session is not configured.
 # MAGIC
 # MAGIC Locally: `pip install spark-tracking[local]`, `spark-tracking hook enable`, then open this notebook in Jupyter.
 
@@ -14,14 +15,13 @@ import os
 
 import mlflow
 import spark_tracking
+from spark_tracking.session import session_status
 
-config = spark_tracking.current_config()
-assert config is not None, (
-    "spark_tracking did not configure this session. On Databricks: read /var/log/spark_tracking/init.log "
-    "on the driver (web terminal) or the cluster's init script logs. Locally: run `spark-tracking hook enable`."
-)
-print(f"spark_tracking {spark_tracking.__version__}")
-print(config.debug_string())
+# is this session configured, and does MLflow log where it was configured to? (cause and fix if not)
+status = session_status(mlflow.get_tracking_uri())
+assert status.configured, f"spark_tracking: {status.detail}. Fix: {status.fix}"
+print(f"spark_tracking {spark_tracking.__version__}: {status.detail}")
+print(spark_tracking.current_config().debug_string())
 
 # COMMAND ----------
 

@@ -8,6 +8,21 @@ calls :func:`startup`, which must stay cheap (no mlflow, no pyspark, no ``typing
 and must never break the process: any error is logged at debug level and
 swallowed. ``SPARK_TRACKING_DISABLED=1`` makes it return at once.
 
+A second trigger covers interpreters that reach the environment without processing its ``.pth``
+files. Python executes a ``.pth`` file only in a folder ``site`` adds as a site directory, not
+in one that is merely on ``sys.path`` (a path line in another ``.pth``, ``PYTHONPATH``: CPython
+``site.addpackage``/``addsitedir``). A Databricks notebook runs in such an interpreter: a
+per-notebook environment (``/local_disk0/.ephemeral_nfs/envs/pythonEnv-*``; public tracebacks,
+mlflow#12755, fugue-project/fugue#517) whose kernel start-up adds ``/databricks/python3``'s
+site-packages by path composition without processing ``.pth`` files (twsl/dbx-patch,
+"editable-install-analysis"; likely, not run here). So the hook also fires when MLflow loads
+spark_tracking's plugins, which it does at ``import mlflow`` in every interpreter that can see
+the distribution's entry points: ``mlflow.tracking.fluent`` imports the run-context and
+default-experiment registries, which load their entry points at module import (MLflow 2.9.2,
+3.0.1, 3.17.2). :func:`start_at_mlflow_import` runs :func:`startup` there, before any run can
+be created, when a folder on ``sys.path`` holds the hook's ``.pth`` file (the init script
+enabled it in the runtime's site-packages) and the ``.pth`` did not run already.
+
 ``spark-tracking hook enable|disable|status [--site-packages DIR]``; the init script calls
 :func:`enable` / :func:`disable` with the cluster Python (not the CLI, so that no other
 subcommand's import can keep the hook from being installed).
@@ -47,6 +62,30 @@ def startup() -> None:
             logging.getLogger(__name__).debug("spark_tracking startup hook failed", exc_info=True)
         except BaseException:  # noqa: BLE001 - not even logging may break the host
             pass
+
+
+def start_at_mlflow_import() -> None:
+    """Called when MLflow loads spark_tracking's plugins (at ``import mlflow``): runs
+    :func:`startup` in an interpreter whose ``.pth`` files were not processed, when the hook is
+    enabled in a folder on ``sys.path``. Once per process, cheap (a file check per ``sys.path``
+    entry, then what :func:`startup` costs), never the network, never raises."""
+    if _started:
+        return
+    try:
+        if not enabled_on_path():
+            return
+    except BaseException:  # noqa: BLE001 - never break MLflow's import
+        return
+    startup()
+
+
+def enabled_on_path(path: list[str] | None = None) -> bool:
+    """True when a folder on ``path`` (default ``sys.path``) holds the hook's ``.pth`` file,
+    whether or not Python processed it."""
+    for entry in sys.path if path is None else path:
+        if entry and os.path.isfile(os.path.join(entry, PTH_NAME)):
+            return True
+    return False
 
 
 def _starting_pyspark_worker() -> bool:

@@ -15,7 +15,9 @@ Without azureml-mlflow, the ``azureml`` artifact scheme (AML runs' artifact URIs
 repository that refuses at once with the fix, instead of MLflow's "no artifact repository".
 
 Loading this module inside a Spark Python worker routes that worker's MLflow calls to the
-forwarding store (``forwarding.task.store``); elsewhere loading it does nothing.
+forwarding store (``forwarding.task.store``). Loading it also runs the startup hook when the
+interpreter did not run it (``hook.start_at_mlflow_import``: a Databricks notebook's
+environment does not process the runtime's ``.pth`` files); MLflow loads it at ``import mlflow``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class SparkTrackingRunContext(RunContextProvider):
 
         if task_store.in_spark_worker():
             return {}
+        _warn_if_unconfigured()
         tags = context.context_tags(context.detect())
         try:
             from .forwarding.driver import forwarder
@@ -59,6 +62,18 @@ class SparkTrackingRunContext(RunContextProvider):
         except Exception:  # forwarding must never stop a run from starting
             logger.warning("spark_tracking: could not bind Spark tasks to this run", exc_info=True)
         return tags
+
+
+def _warn_if_unconfigured() -> None:
+    """Never silently elsewhere: the first run of a session that should be configured says so."""
+    try:
+        from mlflow.tracking import get_tracking_uri
+
+        from . import session
+
+        session.warn_at_first_run(get_tracking_uri())
+    except Exception:  # a warning must never stop a run from starting
+        logger.debug("spark_tracking: session check failed", exc_info=True)
 
 
 class SparkTrackingHeaders(RequestHeaderProvider):
@@ -116,6 +131,11 @@ def _aml_artifacts_need_azureml_mlflow(artifact_uri, *args, **kwargs):
 
 if not _disabled():
     task_store.activate_in_worker()
+    # an interpreter that reached the cluster's packages without processing their .pth files (a
+    # Databricks notebook's environment): configure the session now, before any run exists
+    from . import hook
+
+    hook.start_at_mlflow_import()
     try:
         from ._compat.mlflow import register_artifact_repository_if_absent
         from .azure.store import azureml_mlflow_installed

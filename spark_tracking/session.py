@@ -64,6 +64,9 @@ _lock = _thread.RLock()  # not ``threading``: it costs a millisecond at every in
 _current: Config | None = None
 _current_uri: str | None = None
 _choice: StoreChoice | None = None
+#: why the last configure() in this process left tracking unconfigured (session_status names it)
+_last_failure: str | None = None
+_warned_unconfigured = False
 
 
 class StoreChoice:
@@ -119,7 +122,7 @@ def configure(*, strict: bool | None = None, resolve_link: bool = True, **settin
     embedded store with a message (see the module docstring). Returns the resolved Config, or
     None when disabled or failed. ``SPARK_TRACKING_DISABLED=1`` turns it into a no-op.
     """
-    global _current, _current_uri, _choice
+    global _current, _current_uri, _choice, _last_failure
     if strict is not None:
         settings["strict"] = strict
     try:
@@ -136,6 +139,7 @@ def configure(*, strict: bool | None = None, resolve_link: bool = True, **settin
                 choice = _fall_back(cfg, exc)
             _apply_tracking_uri(cfg, choice.uri, choice.auth)
             _current, _current_uri, _choice = cfg, choice.uri, choice
+            _last_failure = None
             _apply_experiment(cfg)
             return cfg
     except Exception as exc:
@@ -143,11 +147,12 @@ def configure(*, strict: bool | None = None, resolve_link: bool = True, **settin
             raise
         message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
         _logger().warning("spark_tracking: tracking left unconfigured: %s", message)
+        _last_failure = message
         return None
 
 
 def _strict_from_env() -> bool:
-    return os.environ.get("SPARK_TRACKING_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
+    return _env_flag("SPARK_TRACKING_STRICT")
 
 
 def _link_error():
@@ -336,8 +341,12 @@ def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
 
 
 def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
-    from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module
+    from ._compat.mlflow import global_tracking_uri, global_tracking_uri_module, import_finished
 
+    if not import_finished():
+        # configured from MLflow's own import (hook.start_at_mlflow_import): nothing can have set
+        # MLflow's global URI yet, and its API is half-initialised; the environment is enough
+        return
     fluent_utils = global_tracking_uri_module()
     if fluent_utils is not None:
         # mlflow is already imported: its global URI (set by mlflow.set_tracking_uri) wins over
@@ -351,6 +360,107 @@ def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
         )
         if set_uri is None or set_uri in (previous, uri) or runtime:
             fluent_utils.set_tracking_uri(uri)
+
+
+class SessionStatus:
+    """Whether this process's session is configured, as ``doctor`` and the first run report it.
+
+    ``level``: PASS (configured, MLflow uses the session's store), WARN (deliberately off, or
+    MLflow's URI set to something else in this process), FAIL (a config file or the Databricks
+    Runtime says this machine is set up, yet the session is not configured, or the runtime's
+    default replaced the session's store), or "" (nothing configured and nothing expected)."""
+
+    __slots__ = ("detail", "fix", "level")
+
+    def __init__(self, level: str, detail: str, fix: str = ""):
+        self.level, self.detail, self.fix = level, detail, fix
+
+    @property
+    def configured(self) -> bool:
+        """True when MLflow in this process logs where the session was configured to."""
+        return self.level == "PASS"
+
+    def __repr__(self) -> str:
+        return f"SessionStatus({self.level!r}, {self.detail!r})"
+
+
+_RESTART = "restart the notebook's Python (dbutils.library.restartPython(), or Detach & re-attach)"
+
+
+def session_status(uri_in_force: str | None) -> SessionStatus:
+    """Check this process's session against ``uri_in_force`` (``mlflow.get_tracking_uri()``).
+
+    Files, environment and this module's state only (no network, no ``import mlflow``)."""
+    from . import hook
+    from .config import find_config_file
+
+    config_file = find_config_file()
+    on_runtime = bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+    expected = (
+        f"the config file {config_file} says this machine is set up for spark_tracking"
+        if config_file
+        else ("this is a Databricks Runtime" if on_runtime else "")
+    )
+    if _env_flag("SPARK_TRACKING_DISABLED"):  # the user's choice (a cluster environment variable)
+        return SessionStatus("WARN", "spark_tracking is disabled in this process (SPARK_TRACKING_DISABLED)")
+    cfg, uri = _current, _current_uri
+    if cfg is None:
+        if _last_failure:
+            cause = f"configure() failed: {_last_failure}"
+            fix = f"fix that setting, then run spark_tracking.configure() or {_RESTART}"
+        elif not hook.enabled_on_path():
+            cause = f"the startup hook is not enabled in any folder on sys.path ({hook.PTH_NAME})"
+            fix = (
+                "on a cluster the init script enables it: its log (/var/log/spark_tracking/init.log on the "
+                "driver, or the cluster's init script logs) says why it did not; elsewhere: spark-tracking hook "
+                "enable. Or call spark_tracking.configure() at the top of the notebook"
+            )
+        else:
+            cause = "the startup hook has not run in this process (MLflow not imported yet?)"
+            fix = "import mlflow (it loads spark_tracking's plugins), or call spark_tracking.configure()"
+        if not expected:
+            return SessionStatus("", f"this session is not configured: {cause}", fix)
+        return SessionStatus(
+            "FAIL",
+            f"this session is not configured ({cause}), although {expected}; MLflow logs to {uri_in_force}",
+            fix,
+        )
+    if uri_in_force is None or uri_in_force == uri:
+        why = f" ({_choice.why})" if _choice is not None else ""
+        return SessionStatus("PASS", f"configured: runs go to {uri}{why}")
+    if on_runtime and str(uri_in_force).lower() in ("databricks", "databricks-uc"):
+        return SessionStatus(
+            "FAIL",
+            f"MLflow's tracking URI is {uri_in_force!r}, the Databricks Runtime's default, set after "
+            f"spark_tracking configured this session for {uri}",
+            "run spark_tracking.configure() (it sets the session's store again)",
+        )
+    return SessionStatus(
+        "WARN",
+        f"MLflow's tracking URI was set to {uri_in_force} in this process (mlflow.set_tracking_uri or "
+        f"MLFLOW_TRACKING_URI); spark_tracking configured {uri}",
+        "leave the URI to spark_tracking, or spark_tracking.configure(tracking_uri=...) to choose another store",
+    )
+
+
+def warn_at_first_run(uri_in_force: str | None) -> None:
+    """Say so, once per process, when a run is created in a session that should be configured and
+    is not (``session_status`` FAIL): on stderr (a notebook shows it under the cell) and in the log.
+    Called by the run-context plugin at run creation."""
+    global _warned_unconfigured
+    if _warned_unconfigured:
+        return
+    status = session_status(uri_in_force)
+    if status.level != "FAIL":
+        return
+    _warned_unconfigured = True
+    message = f"spark_tracking: {status.detail}. Fix: {status.fix}"
+    print(message, file=sys.stderr)
+    _logger().warning("%s", message)
+
+
+def _env_flag(env: str) -> bool:
+    return os.environ.get(env, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def aml_safe_experiment_name(name: str) -> str:

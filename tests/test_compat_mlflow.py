@@ -37,3 +37,28 @@ def test_tracking_store_and_rest_route(mlflow_server, sqlite_uri):
     )
     assert response.status_code == 200
     assert [m.value for m in mlflow.MlflowClient(mlflow_server.uri).get_metric_history(run, "k")] == [1.5]
+
+
+def test_import_finished_is_false_only_while_mlflow_imports(tmp_path):
+    """MLflow loads plugins' entry points from inside ``import mlflow`` (the run-context registry
+    imported by ``mlflow.tracking.fluent``): code running then sees the import unfinished."""
+    import subprocess
+    import sys
+
+    assert compat.import_finished()
+    (tmp_path / "watch_import.py").write_text(
+        "import sys\n"
+        "from spark_tracking._compat import mlflow as compat\n"
+        "class Finder:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'mlflow.tracking.context.registry':\n"
+        "            print('during', compat.import_finished())\n"
+        "sys.meta_path.insert(0, Finder())\n"
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import watch_import, mlflow; "
+        "print(watch_import.compat.import_finished())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["during", "False", "True"]

@@ -40,6 +40,22 @@ def global_tracking_uri_module():
     return sys.modules.get("mlflow.tracking._tracking_service.utils")
 
 
+def import_finished() -> bool:
+    """False while ``import mlflow`` is still running. MLflow loads plugins' entry points from
+    inside its own import (``mlflow.tracking.fluent`` imports the run-context and
+    default-experiment registries, which load them at module import: 2.9.2, 3.0.1, 3.17.2), and
+    its API then meets half-initialised modules (checked 3.17.2: ``set_tracking_uri`` resets
+    tracing, which imports ``resolve_tags`` from the registry being imported: ImportError).
+    Reads the ``__spec__._initializing`` marker CPython's importlib keeps on a module while it
+    executes (``importlib._bootstrap._load_unlocked``, CPython 3.9-3.13)."""
+    import sys
+
+    module = sys.modules.get("mlflow")
+    if module is None:
+        return False
+    return not getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
 def global_tracking_uri() -> str | None:
     """What ``mlflow.set_tracking_uri`` set in this process (not the environment), or None."""
     module = global_tracking_uri_module()

@@ -1,8 +1,9 @@
 """``spark-tracking doctor``: check the link step by step, each with pass/fail and a fix.
 
-Steps: the configuration (secrets masked); the AML link; a token for the ARM scope; the store
-answering; a probe run created, written and deleted; artifact support; and, on a cluster (or
-with a Spark session given), that Spark workers resolve the same configuration.
+Steps: the configuration (secrets masked); whether this process's session is configured; the
+AML link; a token for the ARM scope; the store answering; a probe run created, written and
+deleted; artifact support; and, on a cluster (or with a Spark session given), that Spark workers
+resolve the same configuration.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Doctor:
         """Run every step in order, passing each to ``emit`` as it ends; True when none failed."""
         for check in (
             self.configuration,
+            self.current_session,
             self.source,
             self.fallback,
             self.token,
@@ -100,6 +102,16 @@ class Doctor:
         env = [f"{k}={'***' if k in _SECRET_ENV else os.environ[k]}" for k in CREDENTIAL_ENV if os.environ.get(k)]
         detail = self.cfg.debug_string() + ("; credentials env: " + ", ".join(env) if env else "")
         return Step("configuration", "PASS", detail)
+
+    def current_session(self) -> Step | None:
+        """Whether this process's own session is configured (in a notebook, ``doctor(spark)`` checks
+        the notebook's); a FAIL when a config file or the Databricks Runtime says it should be."""
+        import mlflow  # loading MLflow's plugins configures a session whose startup hook did not run
+
+        from ..session import session_status
+
+        status = session_status(mlflow.get_tracking_uri())
+        return Step("current session", status.level, status.detail, status.fix) if status.level else None
 
     def source(self) -> Step:
         """Where the tracking URI comes from: a chosen ``tracking_uri``, an AML workspace named by a

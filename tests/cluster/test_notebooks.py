@@ -265,3 +265,31 @@ def test_the_vocabulary_notebook_logs_from_driver_and_tasks_and_shows_the_run(cl
         assert image.size == (2 * 640, 2 * 400)  # 3 panels, two per row
         assert image.info.get("Description") == "spark-tracking show: 3 panels: accuracy, learning_rate, loss"
     assert _images(nb) == 2  # the driver's accuracy figure and the --plot PNG
+
+
+def test_notebook_01_stops_with_the_cause_and_the_fix_in_an_unconfigured_session(tmp_path, monkeypatch):
+    """A node where the init script wrote the config file but left the hook off (a misconfiguration):
+    the notebook's first cell says the session is not configured, why, and what to do."""
+    from fakes.databricks_runtime import NotebookEnvironment, cluster_site_packages
+
+    cluster_site = cluster_site_packages(tmp_path / "site-packages", hook_enabled=False)
+    notebook_env = NotebookEnvironment(tmp_path / "pythonEnv-1", cluster_site, "pth")
+    config = tmp_path / "etc" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"tracking_uri": f"sqlite:///{tmp_path / 'central.db'}"}))
+    kernels = tmp_path / "jupyter" / "kernels" / "sim-cluster"
+    kernels.mkdir(parents=True)
+    argv = [notebook_env.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (kernels / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "sim", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("SPARK_TRACKING_CONFIG_FILE", str(config))
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
+    nb = read_databricks_source(NOTEBOOKS[0])
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as failed:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="sim-cluster").execute(cwd=str(tmp_path))
+    message = str(failed.value)
+    assert (
+        "spark_tracking: this session is not configured (the startup hook is not enabled in any folder on "
+        f"sys.path (spark_tracking_hook.pth)), although the config file {config} says this machine is set up"
+    ) in message
+    assert "Fix: on a cluster the init script enables it: its log (/var/log/spark_tracking/init.log" in message
