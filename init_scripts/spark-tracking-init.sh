@@ -34,7 +34,7 @@ umask 022
 # Standard access mode on DBR 19+ passes only the predefined DB_* variables to init scripts, so
 # 'spark-tracking install' writes the cluster's non-secret settings into the copy it uploads,
 # here (a variable that does reach the script wins):
-# spark-tracking install: no settings baked into this copy
+BAKED=0  # spark-tracking install: no settings baked into this copy
 
 ROOT="${SPARK_TRACKING_INIT_ROOT:-}"
 PYTHON="${SPARK_TRACKING_INIT_PYTHON:-$ROOT/databricks/python3/bin/python}"
@@ -98,6 +98,17 @@ print(f"hook {sys.argv[1]}d: {path}" + ("" if changed else " (no change)"))' "$1
 }
 
 log "start (node ${HOSTNAME:-unknown}, cluster ${DB_CLUSTER_ID:-unknown}, python $PYTHON)"
+
+# A copy that 'spark-tracking install' did not upload carries no settings: it has only what the
+# cluster's variables give it, and in standard access mode on DBR 19+ they give it nothing.
+if [[ "$BAKED" != 1 ]]; then
+  UNBAKED_MISSING=""
+  if [[ -z "$WHEEL" ]]; then UNBAKED_MISSING="SPARK_TRACKING_WHEEL (the wheel to install)"; fi
+  if [[ -z "${SPARK_TRACKING_AML_WORKSPACE_ID:-}${SPARK_TRACKING_TRACKING_URI:-}${SPARK_TRACKING_DATABRICKS_RESOURCE_ID:-}${SPARK_TRACKING_WORKSPACE_NAME:-}" ]]; then
+    UNBAKED_MISSING="${UNBAKED_MISSING:+$UNBAKED_MISSING; }a store (SPARK_TRACKING_AML_WORKSPACE_ID, SPARK_TRACKING_TRACKING_URI or SPARK_TRACKING_DATABRICKS_RESOURCE_ID: sessions then follow the Databricks workspace's AML link, if any)"
+  fi
+  log "this copy of the init script has no settings baked in (it was not uploaded by 'spark-tracking install'), so it has only the cluster's environment variables, which standard access mode on DBR 19+ does not pass to init scripts; missing here: ${UNBAKED_MISSING:-nothing}. Fix: upload a baked copy with 'spark-tracking install --cluster-id <id>' (all-purpose clusters) or 'spark-tracking install --print-policy --target <folder>' (job clusters, cluster policies)"
+fi
 
 # -- 1. the wheel ---------------------------------------------------------------------------
 if [[ ! -x "$PYTHON" ]]; then

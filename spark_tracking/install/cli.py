@@ -62,11 +62,19 @@ def register(subparsers) -> None:
         default=DEFAULT_SCOPE,
         help=f"secret scope for the service principal (default: {DEFAULT_SCOPE})",
     )
+    p.add_argument(
+        "--replace-secrets",
+        action="store_true",
+        help="store the service principal given now even when the secret scope already holds one (a new "
+        "service principal, a rotated secret); without it, keys already in the scope are kept",
+    )
     _common(p)
     p.add_argument(
         "--print-policy",
         action="store_true",
-        help="print the cluster-policy definition and cluster JSON for clusters managed as code, and touch nothing",
+        help="for job clusters and clusters managed as code: upload the wheel and the init script (baked with "
+        "the policy's settings) to --target, store the secrets, and print the cluster-policy definition and "
+        "cluster JSON; no cluster is touched",
     )
     p.set_defaults(func=_install)
 
@@ -254,10 +262,7 @@ def _do_install(args) -> int:
     from .installer import plan_install
 
     if args.print_policy:
-        opts, _ = _options(args)
-        opts.wheel_name = _wheel(args.wheel)[0] if args.wheel else f"spark_tracking-{_version()}-py3-none-any.whl"
-        _print_policy(opts)
-        return 0
+        return _publish(args)
     if not args.cluster_id:
         return _fail("--cluster-id is required (or --print-policy for clusters managed as code).")
     ws = _workspace(args)
@@ -268,8 +273,40 @@ def _do_install(args) -> int:
     wheel_name, wheel_bytes = _wheel(args.wheel)
     opts.wheel_name = wheel_name
     files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
-    plan = plan_install(ws, args.cluster_id, opts, files, secrets, args.restart, _progress)
+    plan = plan_install(ws, args.cluster_id, opts, files, secrets, args.restart, _progress, args.replace_secrets)
     return _finish(plan, args, "install", f"spark-tracking install --target {opts.target.folder} --print-policy")
+
+
+def _publish(args) -> int:
+    """``install --print-policy``: upload the files the policy refers to (the init script baked
+    with the policy's own settings: job clusters and policy-managed clusters get no install of
+    their own), store the secrets, then print the policy. The plan goes to stderr, the policy
+    to stdout."""
+    from .installer import plan_publish
+
+    if not args.target:
+        raise PlanError(
+            "--print-policy needs --target: the folder the policy's init script and wheel are uploaded to "
+            "(/Volumes/<catalog>/<schema>/<volume>/spark_tracking or /Workspace/Shared/spark_tracking)."
+        )
+    opts, secrets = _options(args)
+    ws = _workspace(args)
+    _follow_the_workspace_link(opts, ws, {})
+    wheel_name, wheel_bytes = _wheel(args.wheel)
+    opts.wheel_name = wheel_name
+    files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
+    plan = plan_publish(ws, opts, files, secrets, _progress, args.replace_secrets)
+    plan.describe(sys.stderr)
+    if args.dry_run:
+        print(f"dry run: nothing uploaded ({len(plan.steps)} step(s) would run)", file=sys.stderr)
+    else:
+        plan.execute()
+        print(
+            f"files: done ({len(plan.steps)} step(s))" if plan.changes else "files: already in place, nothing changed",
+            file=sys.stderr,
+        )
+    _print_policy(opts)
+    return 0
 
 
 #: settings that name the store; without any, nodes follow the Databricks workspace's AML link
@@ -328,12 +365,6 @@ def _finish(plan, args, verb: str, policy_hint: str | None) -> int:
     return 0
 
 
-def _version() -> str:
-    from .._version import __version__
-
-    return __version__
-
-
 def _print_policy(opts) -> None:
     from . import plan as p
 
@@ -342,6 +373,6 @@ def _print_policy(opts) -> None:
     print("# cluster JSON fields (clusters API, Terraform databricks_cluster, asset bundles)")
     print(json.dumps(p.cluster_fragment(opts), indent=2, sort_keys=True))
     print(
-        f"# upload the wheel and {INIT_SCRIPT_NAME} to {opts.target.folder} first "
-        "(spark-tracking install --cluster-id <any cluster> does it)"
+        f"# {opts.target.folder} holds the wheel and {INIT_SCRIPT_NAME} with these settings baked in; after "
+        "changing a setting, run this command again with the same options"
     )

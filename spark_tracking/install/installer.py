@@ -116,32 +116,19 @@ def _cluster_steps(
             plan.notes.append(f"the new files load when cluster {plan.cluster_id} restarts (--restart)")
 
 
-def plan_install(
+def _file_steps(
     ws: Workspace,
-    cluster_id: str,
-    opts: p.InstallOptions,
+    plan: Plan,
+    target: p.Target,
     files: dict[str, bytes],
-    secrets: dict[str, str] | None = None,
-    restart: bool = False,
-    progress: Callable[[str], Callable[[int, int], None]] | None = None,
-) -> Plan:
-    """Read the cluster, the target folder and the secret scope; return the steps of install.
-
-    ``files``: name -> bytes to upload into the target folder (the wheel, the init script).
-    ``secrets``: env var name (``AZURE_TENANT_ID``...) -> value, stored in ``opts.secret_scope``.
-    ``progress(name)`` returns the callback that reports an upload's bytes sent.
-    """
-    name, state, spec = ws.cluster(cluster_id)
-    plan = Plan(cluster_id, f'cluster {cluster_id} "{name}" ({state}) on {ws.host}')
-    target = opts.target
-    after = p.apply_install(spec, opts)
+    env: dict[str, str],
+    progress: Callable[[str], Callable[[int, int], None]] | None,
+) -> bool:
+    """Steps that bring the target folder's files up to date; True when any file changes. The
+    init script is uploaded with ``env``'s non-secret settings baked in: standard access mode on
+    DBR 19+ gives init scripts only the DB_* variables (cluster variables that do reach it win)."""
     if p.INIT_SCRIPT_NAME in files:
-        # standard access mode on DBR 19+ gives init scripts only the DB_* variables: the script
-        # carries its own settings (cluster variables that do reach it still win)
-        files = dict(
-            files,
-            **{p.INIT_SCRIPT_NAME: p.bake_init_script(files[p.INIT_SCRIPT_NAME], after.get("spark_env_vars", {}))},
-        )
+        files = dict(files, **{p.INIT_SCRIPT_NAME: p.bake_init_script(files[p.INIT_SCRIPT_NAME], env)})
     if not ws.folder_exists(target):
         plan.steps.append(Step("folder", f"create {target.folder}", lambda: ws.create_folder(target)))
         remote = dict.fromkeys(files)
@@ -160,22 +147,40 @@ def plan_install(
                 functools.partial(ws.write_file, target, file_name, data, progress(file_name) if progress else None),
             )
         )
-    scope = opts.secret_scope
+    return files_changed
+
+
+def _secret_steps(ws: Workspace, plan: Plan, scope: str, secrets: dict[str, str] | None, replace_secrets: bool) -> None:
+    """Steps that put the service principal and the relay secret in ``scope``, decided from the
+    scope's list of keys only. A secret's value cannot be read back (the REST ``secrets/get`` is
+    for DBUtils: BAD_REQUEST outside a notebook, databricks-sdk ``SecretsAPI.get_secret``), so
+    stored values are never compared: keys that exist are kept, unless ``replace_secrets``."""
     scope_exists = ws.scope_exists(scope)
+    keys = ws.secret_keys(scope) if scope_exists else set()
     if not scope_exists:
         plan.steps.append(Step("scope", f"create secret scope {scope}", lambda: ws.create_scope(scope)))
-    for env_name, value in (secrets or {}).items():
-        key = p.SECRET_KEYS[env_name]
-        if scope_exists and ws.secret_equals(scope, key, value):
-            continue
-        plan.steps.append(
-            Step(
-                "secret",
-                f"{scope}/{key} (for {env_name}; value not shown)",
-                functools.partial(ws.put_secret, scope, key, value),
+    if secrets:
+        wanted = [p.SECRET_KEYS[env_name] for env_name in secrets]
+        missing = [key for key in wanted if key not in keys]
+        if missing or replace_secrets:
+            # all three together when any is missing: the scope never mixes two service principals
+            for env_name, value in secrets.items():
+                key = p.SECRET_KEYS[env_name]
+                plan.steps.append(
+                    Step(
+                        "secret",
+                        f"{scope}/{key} (for {env_name}; value not shown)",
+                        functools.partial(ws.put_secret, scope, key, value),
+                    )
+                )
+        else:
+            plan.notes.append(
+                f"secret scope {scope} already holds {', '.join(wanted)}: kept as they are. Databricks lets "
+                "only notebooks read a secret's value, so install cannot compare them with the service "
+                "principal given now; to store it (a new service principal, a rotated secret) run again "
+                "with --replace-secrets"
             )
-        )
-    if not (scope_exists and ws.secret_exists(scope, p.RELAY_SECRET_KEY)):
+    if p.RELAY_SECRET_KEY not in keys:
         # made once and kept: a running cluster holds the value it started with
         plan.steps.append(
             Step(
@@ -190,7 +195,50 @@ def plan_install(
         f"its owner or last editor ({'after this install: ' + user if user else 'whoever runs install'}), who "
         f"needs READ on secret scope {scope}; every user of the cluster can read the resolved values from code"
     )
+
+
+def plan_install(
+    ws: Workspace,
+    cluster_id: str,
+    opts: p.InstallOptions,
+    files: dict[str, bytes],
+    secrets: dict[str, str] | None = None,
+    restart: bool = False,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
+    replace_secrets: bool = False,
+) -> Plan:
+    """Read the cluster, the target folder and the secret scope's keys; return the steps of install.
+
+    ``files``: name -> bytes to upload into the target folder (the wheel, the init script).
+    ``secrets``: env var name (``AZURE_TENANT_ID``...) -> value, stored in ``opts.secret_scope``
+    when a key is missing there, or always with ``replace_secrets``.
+    ``progress(name)`` returns the callback that reports an upload's bytes sent.
+    """
+    name, state, spec = ws.cluster(cluster_id)
+    plan = Plan(cluster_id, f'cluster {cluster_id} "{name}" ({state}) on {ws.host}')
+    after = p.apply_install(spec, opts)
+    files_changed = _file_steps(ws, plan, opts.target, files, after.get("spark_env_vars", {}), progress)
+    _secret_steps(ws, plan, opts.secret_scope, secrets, replace_secrets)
     _cluster_steps(ws, plan, state, p.managed(spec), after, restart, files_changed, "install")
+    return plan
+
+
+def plan_publish(
+    ws: Workspace,
+    opts: p.InstallOptions,
+    files: dict[str, bytes],
+    secrets: dict[str, str] | None = None,
+    progress: Callable[[str], Callable[[int, int], None]] | None = None,
+    replace_secrets: bool = False,
+) -> Plan:
+    """The steps of ``install --print-policy``: the files and secrets a cluster policy (or a
+    cluster defined as code) refers to, with the init script baked from the policy's own values.
+    For job clusters, which the Clusters API does not let install edit, and clusters whose
+    policy fixes ``init_scripts`` and ``spark_env_vars`` (PLATFORM.md). No cluster is touched."""
+    plan = Plan("", f"files and secrets for clusters managed as code, in {opts.target.folder} on {ws.host}")
+    env = p.cluster_fragment(opts).get("spark_env_vars", {})
+    _file_steps(ws, plan, opts.target, files, env, progress)
+    _secret_steps(ws, plan, opts.secret_scope, secrets, replace_secrets)
     return plan
 
 

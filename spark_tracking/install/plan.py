@@ -220,8 +220,9 @@ def render_diff(before: dict, after: dict, label: str) -> str:
     return "".join(difflib.unified_diff(lines(before), lines(after), f"{label} (now)", f"{label} (after)"))
 
 
-#: The line of the init script that ``bake_init_script`` replaces with the install's settings.
-BAKED_MARKER = "# spark-tracking install: no settings baked into this copy\n"
+#: The line of the init script that ``bake_init_script`` replaces with the install's settings
+#: (the script tells a copy nobody baked by ``BAKED=0``, and logs what its environment lacks).
+BAKED_MARKER = "BAKED=0  # spark-tracking install: no settings baked into this copy\n"
 
 
 def bake_init_script(script: bytes, env: dict[str, str]) -> bytes:
@@ -236,7 +237,7 @@ def bake_init_script(script: bytes, env: dict[str, str]) -> bytes:
     text = script.decode()
     if BAKED_MARKER not in text:
         raise PlanError(f"the init script has no line {BAKED_MARKER.strip()!r} to bake the settings into")
-    lines = ["# spark-tracking install: settings baked into this copy (cluster variables that reach it win)\n"]
+    lines = ["BAKED=1  # spark-tracking install: settings baked into this copy (cluster variables that reach it win)\n"]
     for name in sorted(env):
         value = str(env[name])
         if not name.startswith(ENV_PREFIX) or _SECRET_REF.match(value):

@@ -167,28 +167,17 @@ class Workspace:
         """Create a Databricks-backed secret scope."""
         self._ws.secrets.create_scope(scope)
 
-    def secret_equals(self, scope: str, key: str, value: str) -> bool | None:
-        """True/False when the stored value can be read, None when it cannot (then write it)."""
-        from databricks.sdk.errors import DatabricksError, NotFound
-
-        try:
-            stored = self._ws.secrets.get_secret(scope, key).value or ""
-        except NotFound:
-            return False
-        except DatabricksError as exc:  # e.g. no READ permission: cannot tell
-            _log.debug("cannot read secret %s/%s back: %s", scope, key, type(exc).__name__)
-            return None
-        return base64.b64decode(stored) == value.encode()
-
-    def secret_exists(self, scope: str, key: str) -> bool:
-        """Whether the scope holds ``key``: its list of keys (the Secrets API's way to check; a
-        secret's value is not read for this)."""
+    def secret_keys(self, scope: str) -> set[str]:
+        """The keys the scope holds (empty when it does not exist): its list of keys, the Secrets
+        API's way to check what is there. Values are never read: the REST ``secrets/get`` is for
+        DBUtils and answers BAD_REQUEST outside a notebook (databricks-sdk
+        ``SecretsAPI.get_secret`` docstring), so an installer cannot compare a stored value."""
         from databricks.sdk.errors import NotFound
 
         try:
-            return any(s.key == key for s in self._ws.secrets.list_secrets(scope))
+            return {s.key for s in self._ws.secrets.list_secrets(scope) if s.key}
         except NotFound:
-            return False
+            return set()
 
     def current_user(self) -> str | None:
         """The user (or service principal) this client acts as, when the API says."""

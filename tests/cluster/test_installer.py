@@ -101,10 +101,56 @@ def test_a_second_install_changes_nothing(fake, wheel, capsys, monkeypatch):
     assert main(_full(wheel)) == 0
     assert fake.mutations() == []
     assert fake.cluster(CLUSTER) == spec
-    assert "install: already done, nothing changed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "install: already done, nothing changed" in out
+    # the scope's keys are listed; no value is asked for (secrets/get is for notebooks only)
+    assert [r.path for r in fake.requests if r.path.startswith("/api/2.0/secrets/get")] == []
+    assert "already holds azure-tenant-id, azure-client-id, azure-client-secret: kept" in out
+    assert "--replace-secrets" in out
     # the same without --target or settings: the earlier install is found and kept
     assert main(_install(wheel, target=None)) == 0
     assert fake.mutations() == []
+
+
+def test_the_fake_refuses_to_read_secret_values_as_databricks_does(fake):
+    """databricks-sdk ``SecretsAPI.get_secret``: BAD_REQUEST when called outside a notebook."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.errors import BadRequest
+
+    ws = WorkspaceClient(host=fake.host, token=fake.token)
+    ws.secrets.create_scope("s")
+    ws.secrets.put_secret("s", "k", string_value="v")
+    with pytest.raises(BadRequest):
+        ws.secrets.get_secret("s", "k")
+    assert [s.key for s in ws.secrets.list_secrets("s")] == ["k"]
+
+
+def _secret_puts(fake) -> list[str]:
+    return [r.body["key"] for r in fake.mutations() if r.path == "/api/2.0/secrets/put"]
+
+
+def test_replace_secrets_stores_a_new_service_principal(fake, wheel, capsys, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel)) == 0
+    fake.clear_requests()
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "rotated-secret")
+    assert main(_full(wheel)) == 0  # without --replace-secrets: kept, and the output says how to replace them
+    assert _secret_puts(fake) == []
+    assert fake.state.scopes["spark-tracking"]["azure-client-secret"] == SECRET.encode()
+    assert main(_full(wheel) + ["--replace-secrets"]) == 0
+    assert _secret_puts(fake) == ["azure-tenant-id", "azure-client-id", "azure-client-secret"]
+    assert fake.state.scopes["spark-tracking"]["azure-client-secret"] == b"rotated-secret"
+    assert "rotated-secret" not in "".join(capsys.readouterr())
+
+
+def test_a_missing_key_writes_the_whole_service_principal(fake, wheel, monkeypatch):
+    """The scope never mixes two service principals: one key missing, all three are written."""
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+    assert main(_full(wheel)) == 0
+    del fake.state.scopes["spark-tracking"]["azure-client-secret"]
+    fake.clear_requests()
+    assert main(_full(wheel)) == 0
+    assert _secret_puts(fake) == ["azure-tenant-id", "azure-client-id", "azure-client-secret"]
 
 
 def test_dry_run_prints_the_exact_change_and_mutates_nothing(fake, wheel, capsys, monkeypatch):
@@ -162,11 +208,24 @@ def test_a_workspace_folder_target(fake, wheel):
     assert fake.mutations() == []
 
 
-def test_print_policy_for_clusters_as_code(wheel, capsys):
-    assert (
-        main(["install", "--target", TARGET, "--wheel", str(wheel), "--aml-workspace-id", AML_ID, "--print-policy"])
-        == 0
-    )
+def _print_policy(wheel, *extra: str) -> list[str]:
+    return [
+        "install",
+        "--target",
+        TARGET,
+        "--wheel",
+        str(wheel),
+        "--aml-workspace-id",
+        AML_ID,
+        "--print-policy",
+        *extra,
+    ]
+
+
+def test_print_policy_uploads_the_files_baked_with_the_policys_own_values(fake, wheel, capsys):
+    """Job clusters (which install cannot edit) and policy-managed clusters get the init script
+    the policy names, carrying the policy's settings; no cluster is touched."""
+    assert main(_print_policy(wheel)) == 0
     out = capsys.readouterr().out
     policy = json.loads(out.split("# cluster JSON")[0].split("\n", 1)[1])
     assert policy["init_scripts.0.volumes.destination"] == {
@@ -174,6 +233,35 @@ def test_print_policy_for_clusters_as_code(wheel, capsys):
         "value": f"{TARGET}/spark-tracking-init.sh",
     }
     assert policy["spark_env_vars.SPARK_TRACKING_AML_WORKSPACE_ID"] == {"type": "fixed", "value": AML_ID}
+    env = {k.split(".", 1)[1]: v["value"] for k, v in policy.items() if k.startswith("spark_env_vars.")}
+    assert env["SPARK_TRACKING_WHEEL"] == f"{TARGET}/{wheel.name}"
+    assert fake.state.files[f"{TARGET}/spark-tracking-init.sh"] == p.bake_init_script(INIT_SCRIPT.read_bytes(), env)
+    assert fake.state.files[f"{TARGET}/{wheel.name}"] == wheel.read_bytes()
+    assert set(fake.state.scopes["spark-tracking"]) == {"relay-secret"}  # the policy refers to it
+    assert p.managed(fake.cluster(CLUSTER)) == ORIGINAL
+    fake.clear_requests()
+    assert main(_print_policy(wheel)) == 0
+    assert fake.mutations() == []
+    assert "files: already in place, nothing changed" in capsys.readouterr().err
+
+
+def test_print_policy_dry_run_uploads_nothing(fake, wheel, capsys):
+    assert main(_print_policy(wheel, "--dry-run")) == 0
+    captured = capsys.readouterr()
+    assert fake.mutations() == []
+    assert f"upload   {TARGET}/spark-tracking-init.sh" in captured.err
+    assert json.loads(captured.out.split("# cluster JSON")[0].split("\n", 1)[1])
+
+
+def test_an_unbaked_init_script_logs_what_is_missing(node):
+    """A copy of the script nobody baked (uploaded by hand) on a standard-access node, where no
+    cluster variable reaches it: the log names what is missing and the command that fixes it."""
+    done = node.run_init(standard_access=True, SPARK_TRACKING_WHEEL="/Volumes/x/y/z/w.whl")
+    assert done.returncode == 0, done.stderr
+    log = node.log_file.read_text()
+    assert "this copy of the init script has no settings baked in" in log
+    assert "missing here: SPARK_TRACKING_WHEEL (the wheel to install); a store (SPARK_TRACKING_AML_WORKSPACE_ID" in log
+    assert "spark-tracking install --print-policy --target <folder>" in log
 
 
 @pytest.mark.parametrize(

@@ -209,10 +209,16 @@ class FakeDatabricks:
         return {}
 
     def _secret_get(self, query, _body):
-        value = self.state.scopes.get(query.get("scope"), {}).get(query.get("key"))
-        if value is None:
+        # The REST secrets/get is for DBUtils: "BAD_REQUEST if normal user calls get secret outside
+        # of a notebook" (databricks-sdk SecretsAPI.get_secret docstring). Every caller of this fake
+        # is outside a notebook, so it refuses, after the checks the API makes first. (The message
+        # text is ours: the docstring gives only the code.)
+        scope = self.state.scopes.get(query.get("scope"))
+        if scope is None:
+            raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Scope {query.get('scope')} does not exist!")
+        if query.get("key") not in scope:
             raise ApiError(404, "RESOURCE_DOES_NOT_EXIST", f"Secret {query.get('key')} does not exist")
-        return {"key": query["key"], "value": base64.b64encode(value).decode()}
+        raise ApiError(400, "BAD_REQUEST", "Secret values can only be read from a notebook (dbutils.secrets.get)")
 
     def _secrets_list(self, query, _body):
         # the Secrets API lists keys (and when they were written), never values
