@@ -1,11 +1,12 @@
 """The live view in a notebook: ipywidgets for the live output, matplotlib for the chart.
 
-One ``VBox`` in the cell's output: a header (``HTML``: run, status, link, counters), the chart
-(``Image``: a PNG drawn with matplotlib's Agg canvas, no pyplot, so nothing else in the
-notebook is touched) and the latest-values table (``HTML``). Header and table change at every
-refresh; the chart as often as ``CHART_SHARE`` allows. Updating a widget's value sends
-one small comm message from the view's thread; the frontend redraws that output while other
-cells run (as ``tqdm.notebook`` progress bars do).
+One ``VBox`` in the cell's output: a header (``HTML``: run, status, properties, link, counters,
+failures), the chart (``Image``: a PNG drawn with matplotlib's Agg canvas, no pyplot, so nothing
+else in the notebook is touched) and the metrics and workers tables (``HTML``). Header and
+tables change at every refresh; the chart as often as ``CHART_SHARE`` allows, and at least every
+``CHART_MAX_WAIT`` seconds. Updating a widget's value sends one small comm message from the
+view's thread; the frontend redraws that output while other cells run (as ``tqdm.notebook``
+progress bars do).
 
 When the view finishes, the output is replaced (``update_display_data``) by the same content
 as static HTML with the final chart inlined: a saved notebook, nbviewer or an HTML export
@@ -40,10 +41,14 @@ PANEL_SIZE = (4.8, 3.0)
 DPI = 80
 COLUMNS = 2
 #: at most this share of the driver's time goes to drawing the chart: a draw that took d seconds
-#: is followed by the next one no sooner than d / CHART_SHARE later (a draw takes about 0.1 s
-#: on an idle driver, so the chart follows about every second; a busy driver gets fewer chart
-#: updates rather than a slower relay)
-CHART_SHARE = 0.1
+#: is followed by the next one no sooner than d / CHART_SHARE later (a redraw takes about 0.05 s
+#: on an idle driver, so the chart follows every refresh; a busy driver gets fewer chart updates
+#: rather than a slower relay). Laying the figure out (the first draw, a new metric or worker,
+#: with matplotlib's first font lookups: up to a second) is not counted: it froze the chart for
+#: 5-8 s right after its first frame
+CHART_SHARE = 0.25
+#: the chart is never left older than this (seconds), whatever a draw cost
+CHART_MAX_WAIT = 2.0
 
 
 def worker_colour(worker: int, workers: int):
@@ -74,11 +79,13 @@ class Chart:
     its lines are kept between refreshes and only their data changes (a redraw costs tens of
     milliseconds); a new metric or worker lays the figure out again."""
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
         self.figure: Any = None  # matplotlib Figure, once laid out
         self._layout: tuple | None = None
         self._lines: dict[tuple[str, object], Any] = {}
         self._axes: dict[str, Any] = {}
+        self.layout_seconds = 0.0  # what laying the figure out took in the last draw
 
     def _lay_out(self, snap: Snapshot) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -131,9 +138,12 @@ class Chart:
         if not snap.curves:
             return None
         layout = tuple((key, tuple(workers)) for key, (workers, _) in snap.curves.items())
+        self.layout_seconds = 0.0
         if layout != self._layout:
+            started = self.clock()
             self._lay_out(snap)
             self._layout = layout
+            self.layout_seconds = max(self.clock() - started, 1e-9)
         for key, (workers, mean) in snap.curves.items():
             for worker, points in workers.items():
                 self._set(self._lines[(key, worker)], points)
@@ -279,7 +289,7 @@ class NotebookFrontend:
 
     live = True
 
-    def __init__(self):
+    def __init__(self, clock=time.monotonic):
         try:
             import ipywidgets  # type: ignore[import-untyped]
             import matplotlib  # noqa: F401
@@ -288,7 +298,8 @@ class NotebookFrontend:
                 f"RunDetails.show() in a notebook needs ipywidgets and matplotlib ({exc}): "
                 'pip install "spark-tracking[notebook]"'
             ) from None
-        self.chart = Chart()
+        self.clock = clock
+        self.chart = Chart(clock)
         self.header = ipywidgets.HTML()
         self.image = ipywidgets.Image(format="png")
         self.table = ipywidgets.HTML()
@@ -311,10 +322,13 @@ class NotebookFrontend:
 
     def update(self, snap: Snapshot, final: bool = False) -> None:
         """Redraw from ``snap``; the chart at most as often as keeps its share of the time (always when ``final``)."""
-        now = time.monotonic()
+        now = self.clock()
         if final or now >= self._next_draw:
             png = self.chart.draw(snap)
-            self._next_draw = now + (time.monotonic() - now) / CHART_SHARE
+            # a draw that laid the figure out (and paid matplotlib's first text rendering) says
+            # nothing of what the next redraw costs: no wait after it
+            cost = 0.0 if self.chart.layout_seconds else self.clock() - now
+            self._next_draw = now + min(cost / CHART_SHARE, CHART_MAX_WAIT)
             if png is not None and png != self._png:
                 self._png = self.image.value = png
         self.table.value = table_html(snap)
