@@ -428,7 +428,8 @@ class RunDetails:
         """The compact text summary of what the view shows now."""
         from .text import format_summary
 
-        return format_summary(self.snapshot())
+        with self._lock:  # not while the view's thread changes what it reads
+            return format_summary(self.snapshot())
 
     def __repr__(self) -> str:
         state = "stopped" if self._done.is_set() else "refreshing" if self._thread is not None else "not shown"
