@@ -1,21 +1,97 @@
-"""The live view outside a notebook: a compact text summary, redrawn in place on a terminal."""
+"""The live view as text: the summary every frontend shares, redrawn in place on a terminal."""
 
 from __future__ import annotations
 
 import math
+import time
 
 from .model import Snapshot
+
+#: what the counters mean, said once in every view
+COUNTERS_HELP = (
+    "received: points the driver took in from tasks; stored: points written to the store, "
+    "including the per-step means the driver adds (so it can exceed received); spooled: kept on "
+    "the driver's disk until the store answers; dropped: not stored, by cause"
+)
+#: what each drop cause means (the sink's names)
+DROP_CAUSES = {
+    "duplicate_attempt": "steps a retried task attempt sent again (the first attempt's points are kept)",
+    "spool_full": "the store did not answer and the driver's spool was full",
+    "rejected_by_store": "the store refused them",
+    "run_refused": "the store refused the run",
+    "malformed": "not a valid metric, param or tag",
+    "param_conflict": "a param logged again with another value",
+    "param_cap": "beyond the store's params per run",
+    "artifact_failed": "artifacts not stored",
+}
+NO_UI_HINT = "no link: no MLflow UI runs for this store (start one with: spark-tracking ui)"
 
 
 def _num(value: float) -> str:
     return "-" if math.isnan(value) else format(value, ".4g")
 
 
+def _step(step: int | None) -> str:
+    return "-" if step is None else str(step)
+
+
+def duration(seconds: float) -> str:
+    """``1h 02m 03s`` / ``2m 03s`` / ``4.2s``."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def ago(snap: Snapshot, ms: int | None) -> str:
+    """How long ago ``ms`` (epoch ms) was, from the snapshot's time."""
+    if ms is None or snap.now_ms is None:
+        return "-"
+    return duration(max(0.0, (snap.now_ms - ms) / 1000)) + " ago"
+
+
 def table_rows(snap: Snapshot) -> list[list[str]]:
-    """The latest-values table as text cells (header first): shared by every frontend."""
-    rows = [["metric", "step", "mean", "min", "max", "workers", "points"]]
+    """The metrics table as text cells (header first): per metric, the latest step every worker
+    reached and the mean, min and max there; the highest step any worker reached; the driver's
+    own latest value of the key."""
+    driver = any(not math.isnan(r.driver) for r in snap.rows)
+    head = ["metric", "step (all workers)", "mean", "min", "max", "latest step", "workers", "points"]
+    rows = [head + (["driver"] if driver else [])]
     for r in snap.rows:
-        rows.append([r.metric, str(r.step), _num(r.mean), _num(r.low), _num(r.high), str(r.workers), f"{r.points:,}"])
+        cells = [
+            r.metric,
+            _step(r.step),
+            _num(r.mean),
+            _num(r.low),
+            _num(r.high),
+            _step(r.latest),
+            str(r.workers),
+            f"{r.points:,}",
+        ]
+        rows.append(cells + ([_num(r.driver)] if driver else []))
+    return rows
+
+
+def worker_rows(snap: Snapshot) -> list[list[str]]:
+    """The workers table as text cells (header first): state, stage, attempt, current step,
+    latest value per metric, points, last seen."""
+    metrics = [r.metric for r in snap.rows if r.workers]
+    rows = [["worker", "state", "stage", "attempt", "step", *metrics, "points", "last seen"]]
+    for w in snap.workers:
+        state = w.state + (f": {w.error}" if w.error else "")
+        rows.append(
+            [
+                str(w.worker),
+                state,
+                str(w.stage) if w.stage >= 0 else "-",
+                str(w.attempt),
+                _step(w.step),
+                *[_num(w.last.get(m, math.nan)) for m in metrics],
+                f"{w.points:,}",
+                ago(snap, w.last_seen_ms),
+            ]
+        )
     return rows
 
 
@@ -26,30 +102,85 @@ def headline(snap: Snapshot) -> str:
     return f"run {run}{name}  {snap.status}"
 
 
+def properties_line(snap: Snapshot) -> str:
+    """The run's properties: experiment, start, duration."""
+    parts = []
+    if snap.experiment:
+        parts.append(f"experiment {snap.experiment}")
+    if snap.start_ms:
+        parts.append("started " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snap.start_ms / 1000)))
+        end = snap.end_ms if snap.finished and snap.end_ms else snap.now_ms
+        if end:
+            parts.append(f"duration {duration(max(0.0, (end - snap.start_ms) / 1000))}")
+    return "  |  ".join(parts)
+
+
 def counters_line(snap: Snapshot) -> str:
-    """The summary's second line: points from tasks and the forwarding counters."""
+    """This run's points in the view, and the driver session's forwarding counters."""
     c = snap.counters
-    line = (
-        f"points from tasks {snap.points:,}  |  forwarding: received {c.get('received', 0):,}  "
-        f"stored {c.get('stored', 0):,}  spooled {c.get('spooled', 0):,}  dropped {c.get('dropped', 0):,}"
+    line = f"this run: {snap.received:,} points from tasks received"
+    if snap.loaded:
+        line += f", {snap.loaded:,} loaded from the store"
+    line += (
+        f"  |  driver session, all runs: received {c.get('received', 0):,}  stored {c.get('stored', 0):,}  "
+        f"spooled {c.get('spooled', 0):,}  dropped {c.get('dropped', 0):,}"
     )
+    if snap.dropped_by:
+        line += " (" + ", ".join(f"{cause} {n:,}" for cause, n in sorted(snap.dropped_by.items())) + ")"
     if snap.hidden_points:
         line += f"  |  {snap.hidden_points:,} points not drawn (view limits)"
     return line
 
 
+def counters_help(snap: Snapshot) -> str:
+    """What the counters mean, with the causes of this session's drops."""
+    causes = [f"{cause}: {DROP_CAUSES.get(cause, cause)}" for cause in sorted(snap.dropped_by)]
+    return COUNTERS_HELP + (" (" + "; ".join(causes) + ")" if causes else "")
+
+
+def failure_lines(snap: Snapshot) -> list[str]:
+    """One line per failed task attempt (the newest kept), with the error's first line."""
+    return [
+        f"task failed: worker {f.worker}, stage {f.stage}, attempt {f.attempt}: "
+        + (f.error or "(retried; the error was not reported to the driver)")
+        for f in snap.failures
+    ]
+
+
+def link_line(snap: Snapshot) -> str:
+    """The run's link, or why there is none."""
+    if snap.url:
+        return f"link: {snap.url}"
+    return NO_UI_HINT if snap.run_id and snap.url == "" else ""
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        for row in rows
+    ]
+
+
 def format_summary(snap: Snapshot) -> str:
     """The compact text summary of a snapshot."""
-    lines = [headline(snap), counters_line(snap)]
+    lines = [headline(snap)]
+    props = properties_line(snap)
+    if props:
+        lines.append(props)
+    lines.append(counters_line(snap))
+    lines.extend(failure_lines(snap))
     rows = table_rows(snap)
     if len(rows) > 1:
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        for row in rows:
-            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        lines.extend(_table(rows))
+        workers = worker_rows(snap)
+        if len(workers) > 1:
+            lines.extend(_table(workers))
     else:
-        lines.append("no points from tasks yet")
-    if snap.url:
-        lines.append(f"link: {snap.url}")
+        lines.append("no points yet")
+    link = link_line(snap)
+    if link:
+        lines.append(link)
     return "\n".join(lines)
 
 

@@ -19,14 +19,16 @@ def test_a_curve_per_worker_and_the_mean_step_by_step():
     snap = run.snapshot(run_id="r")
     workers, mean = snap.curves["loss"]
     assert workers == {0: [(0, 1.0), (1, 0.5)], 1: [(0, 3.0)]}
-    assert mean == [(0, 2.0), (1, 0.5)]
+    assert mean == [(0, 2.0)]  # step 1: worker 1 is not there yet
+    assert snap.partial["loss"] == [(1, 0.5)]
     (row,) = snap.rows
-    assert (row.metric, row.step, row.mean, row.low, row.high, row.workers, row.points) == (
+    assert (row.metric, row.step, row.mean, row.low, row.high, row.latest, row.workers, row.points) == (
         "loss",
-        1,
-        1.75,
-        0.5,
+        0,
+        2.0,
+        1.0,
         3.0,
+        1,
         2,
         3,
     )
@@ -62,8 +64,9 @@ def test_memory_is_bounded_and_the_curves_stay_aligned():
     assert [s for s, _ in mean] == steps
     assert all(math.isclose(v, 1.0 / (s + 1) + 1) for s, v in mean)  # mean of +0, +1, +2
     (row,) = snap.rows
-    assert (row.step, row.points) == (9_999, 30_000)  # the latest point is always known
-    assert math.isclose(row.mean, 1.0 / 10_000 + 1)
+    assert (row.latest, row.step, row.points) == (9_999, steps[-1], 30_000)  # the latest point is always known
+    assert math.isclose(row.mean, 1.0 / (steps[-1] + 1) + 1)  # the table's mean: at a step every worker has
+    assert [w.step for w in snap.workers] == [9_999] * 3
 
 
 def test_sparse_or_odd_steps_are_thinned_without_emptying_a_curve():
@@ -86,3 +89,74 @@ def test_metrics_and_workers_beyond_the_limits_are_counted_not_drawn():
     assert all(sorted(workers) == [0, 1] for workers, _ in snap.curves.values())
     assert snap.hidden_points == 4 + 2 * 2  # "c" from 4 workers; workers 2 and 3 of "a" and "b"
     assert snap.points == 12
+
+
+def test_a_second_wave_of_workers_makes_earlier_steps_partial_not_a_jump():
+    """More tasks than cores: workers 2 and 3 start once 0 and 1 are done. The mean of a step
+    covers every worker or is drawn apart as partial; the table's step is one all workers reached."""
+    run = LiveRun()
+    for worker in (0, 1):
+        run.take(*_frame(worker, [("loss", 10.0 + worker, s) for s in range(10)]))
+    snap = run.snapshot(run_id="r")
+    assert [s for s, _ in snap.curves["loss"][1]] == list(range(10))
+    run.take(*_frame(2, [("loss", 0.0, s) for s in range(3)]))
+    run.take(*_frame(3, [("loss", 2.0, s) for s in range(3)]))
+    snap = run.snapshot(run_id="r")
+    _, mean = snap.curves["loss"]
+    assert mean == [(s, (10 + 11 + 0 + 2) / 4) for s in range(3)]  # over all four workers only
+    assert [s for s, _ in snap.partial["loss"]] == list(range(3, 10))
+    (row,) = snap.rows
+    assert (row.step, row.latest, row.low, row.high) == (2, 9, 0.0, 11.0)
+
+
+def test_each_worker_has_a_row_with_state_attempt_step_and_latest_values():
+    run = LiveRun()
+    run.take([3, 0, 0, 100, None, 0], [("loss", 0.5, 1_700_000_000_000, 4), ("acc", 0.9, 1_700_000_000_500, 4)])
+    run.take([3, 1, 0, 101, None, 0], [("loss", 0.7, 1_700_000_001_000, 2)])
+    run.task_done([3, 0, 0, 100, None, 0], 1_700_000_002_000)
+    snap = run.snapshot(run_id="r")
+    w0, w1 = snap.workers
+    assert (w0.worker, w0.state, w0.stage, w0.attempt, w0.step, w0.last, w0.points) == (
+        0,
+        "done",
+        3,
+        0,
+        4,
+        {"acc": 0.9, "loss": 0.5},
+        2,
+    )
+    assert w0.last_seen_ms == 1_700_000_002_000
+    assert (w1.state, w1.step, w1.last, w1.last_seen_ms) == ("running", 2, {"loss": 0.7}, 1_700_000_001_000)
+
+
+def test_a_new_attempt_shows_the_failed_one_and_a_failure_event_gives_its_error():
+    run = LiveRun()
+    run.take([3, 1, 0, 101, None, 0], [("loss", 0.7, 1, s) for s in range(5)])
+    run.task_failed([3, 1, 0, 101, None, 0], "Traceback (most recent call last):\n  ...\nValueError: bad batch")
+    snap = run.snapshot(run_id="r")
+    assert (snap.workers[0].state, snap.workers[0].error) == ("failed", "Traceback (most recent call last):")
+    run.take([3, 1, 1, 107, None, 0], [("loss", 0.6, 1, s) for s in range(8)])  # the retry
+    snap = run.snapshot(run_id="r")
+    assert (snap.workers[0].state, snap.workers[0].attempt, snap.workers[0].step) == ("retried", 1, 7)
+    assert [(f.worker, f.stage, f.attempt) for f in snap.failures] == [(1, 3, 0)]  # not counted twice
+    # a retry nobody reported: the failed attempt is inferred from the new attempt number
+    run.take([3, 2, 0, 102, None, 0], [("loss", 0.5, 1, 0)])
+    run.take([3, 2, 1, 108, None, 0], [("loss", 0.5, 1, 1)])
+    assert [(f.worker, f.attempt, f.error) for f in run.snapshot(run_id="r").failures][1:] == [(2, 0, "")]
+    assert run.snapshot(run_id="r").workers[1].state == "retried"
+
+
+def test_history_from_the_store_and_the_driver_s_own_points():
+    run = LiveRun()
+    for s in range(5):
+        run.add_point("loss", 0, s, 1.0, 1_700_000_000_000 + s)
+        run.add_point("loss", 1, s, 3.0, 1_700_000_000_000 + s)
+        run.add_point("val_loss", None, s, 0.5, 1_700_000_000_000 + s)
+    run.take(*_frame(0, [("loss", 1.0, s) for s in range(3, 7)]))  # the relay repeats steps 3, 4
+    snap = run.snapshot(run_id="r")
+    assert snap.curves["loss"][1] == [(s, 2.0) for s in range(5)]
+    assert snap.driver["val_loss"] == [(s, 0.5) for s in range(5)]
+    assert snap.curves["val_loss"] == ({}, [])
+    assert (snap.loaded, snap.received, snap.points) == (15, 2, 17)  # repeats taken once
+    rows = {r.metric: r for r in snap.rows}
+    assert (rows["val_loss"].driver, rows["val_loss"].workers) == (0.5, 0)

@@ -120,12 +120,18 @@ def test_the_final_figure_has_a_curve_per_worker_plus_the_mean(executed):
     nb, _, _, _ = executed
     check = _cell_index(nb, 'print("FIGURE "')
     figure = json.loads(re.search(r"^FIGURE (.*)$", _text(nb.cells[check]), re.M).group(1))
-    expected = {f"worker {w}": ROUNDS * STEPS for w in range(WORKERS)} | {"mean": ROUNDS * STEPS}
+    expected = {f"worker {w}": ROUNDS * STEPS for w in range(WORKERS)} | {
+        "mean": ROUNDS * STEPS,
+        "mean (partial)": 0,  # every step complete at the end
+        "driver": 0,  # the driver logs no metric of these keys
+    }
     assert figure == {metric: expected for metric in METRICS}
     summary = _text(nb.cells[_cell_index(nb, "details.wait(")])
     assert re.search(r"^run \w{8} live view  FINISHED$", summary, re.M), summary
     assert re.search(
-        rf"^loss +{ROUNDS * STEPS - 1} +\S+ +\S+ +\S+ +{WORKERS} +{ROUNDS * STEPS * WORKERS}$", summary, re.M
+        rf"^loss +{ROUNDS * STEPS - 1} +\S+ +\S+ +\S+ +{ROUNDS * STEPS - 1} +{WORKERS} +{ROUNDS * STEPS * WORKERS}$",
+        summary,
+        re.M,
     ), summary
 
 
@@ -136,7 +142,7 @@ def test_the_output_keeps_the_final_chart_as_static_html(executed):
     page = output.data["text/html"]
     assert 'data-status="FINISHED"' in page and "application/vnd.jupyter.widget-view+json" not in output.data
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="live view chart">', page)
-    assert "/#/experiments/" in page  # the link to the run
+    assert "no MLflow UI runs for this store" in page  # a local store, no UI: no dead link
     # the store has what the view drew: 4 workers and the mean, step by step
     import mlflow
 
