@@ -37,7 +37,8 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
     """Deliver every spool file; returns how many were delivered, refused and left."""
     from mlflow.tracking import MlflowClient
 
-    from .sink import Spool, is_invalid_request
+    from .spool import Spool
+    from .writers import is_invalid_request
 
     spool = Spool(spool_dir, max_bytes=1 << 62)
     files = spool.files()

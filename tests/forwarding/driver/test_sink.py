@@ -272,5 +272,6 @@ def test_state_per_stage_and_run_is_bounded(sqlite_uri, tmp_path):
             sink.submit(Submission("done", run, [stage, partition, 0, 2 * stage + partition, None, 0]))
     assert sink.flush(60)
     sink.stop()
-    assert len(sink._stages) <= 8 and len(sink._params) <= 2 and len(sink._run_points) <= 2
+    assert len(sink.aggregator.stages) <= 8 and len(sink.aggregator.params) <= 2
+    assert len(sink.delivery.run_points) <= 2
     assert sum(len(history(client, run, "m/worker_0")) for run in runs) == 40

@@ -1,0 +1,146 @@
+"""Per-worker series and their means, per (run, stage) (docs/forwarding.md, ``layout``).
+
+When a stage has more than one task, worker ``w`` (the barrier rank or the partition id) logs
+its own series (``layout.worker_metric_key``) and the sink adds the mean across workers at each
+step as plain ``<key>``, emitted once every task of the stage reported that step (or, for what
+is left, when the stage ends or on flush). A single-task stage logs plain ``<key>`` only, as a
+local run would.
+
+Retried and speculative task attempts: per (run, stage, partition, key) a point is kept only
+when its step is above the highest step already kept from another attempt, so each step of a
+worker's series is stored once — by the attempt that logged it first.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from ... import layout
+from .batches import new_pending
+from .bounded import BoundedDict
+
+logger = logging.getLogger(__name__)
+
+
+def attempt_of(worker: list) -> tuple:
+    """Which attempt of a task logged: (stage attempt, task attempt, task id). Spark restarts
+    the task attempt at 0 in each stage attempt; the task id tells any two attempts apart."""
+    return (worker[5] if len(worker) > 5 else 0, worker[2], worker[3])
+
+
+class StageState:
+    """What the sink keeps per (run, stage): the high-water step per worker series and the
+    attempt that owns it, the tasks that ended, the open means and how far means were written."""
+
+    __slots__ = ("agg", "done", "high_water", "mean_through")
+
+    def __init__(self):
+        self.high_water: dict[tuple, tuple] = {}  # (worker id, key) -> (attempt, highest step)
+        self.done: set[int] = set()  # partitions whose task ended
+        self.agg: dict[tuple, dict] = {}  # (key, step) -> {worker id: (value, timestamp)}
+        self.mean_through: dict[str, int] = {}  # key -> highest step whose mean was written
+
+
+class Aggregator:
+    """The sink's per-stage and per-run state: worker series, open means, params seen.
+
+    ``stage_tasks(stage)`` gives a stage's number of tasks (None: unknown yet); ``counters`` and
+    ``dropped`` are the sink's. State is kept for the ``max_stages`` most recent (run, stage)
+    pairs and the ``max_runs`` most recent runs."""
+
+    def __init__(self, stage_tasks, aggregate: bool, counters, dropped, max_stages: int, max_runs: int):
+        self.stage_tasks = stage_tasks
+        self.aggregate = aggregate
+        self.counters, self.dropped = counters, dropped
+        self.stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
+        self.params: BoundedDict = BoundedDict(max_runs)  # run -> {param: value}
+
+    def open_stages(self) -> set:
+        """Stages with means not written yet."""
+        return {stage for (_, stage), state in self.stages.items() if state.agg}
+
+    def apply(self, sub, pending: dict) -> None:
+        """Fold one submission (points, a task's end, a flush) into ``pending`` (run -> data)."""
+        if sub.kind == "flush":
+            self.close(pending, lambda run, stage: True)
+        elif sub.kind == "done":
+            self.task_done(sub, pending)
+        elif sub.kind == "points":
+            self.take(sub, pending)
+
+    def _stage(self, run: str, stage: int) -> StageState:
+        state = self.stages.get((run, stage))
+        if state is None:
+            state = self.stages[(run, stage)] = StageState()
+        return state
+
+    def take(self, sub, pending: dict) -> None:
+        """A task's points: its worker series (first attempt wins), the mean once every task reported."""
+        run, worker = sub.run_id, sub.worker
+        stage = worker[0]
+        state = self._stage(run, stage)
+        wid, who = layout.worker_id(worker), attempt_of(worker)
+        out = pending.setdefault(run, new_pending())
+        expected = self.stage_tasks(stage)
+        multi = worker[4] is not None or expected is None or expected > 1
+        # the mean waits for one value per task; with ranks, how many there are is known only
+        # when the stage ends (a task may start several ranks)
+        mean_of = expected if worker[4] is None else None
+        for key, value, ts, step in sub.metrics:
+            hw = state.high_water.get((wid, key))
+            if hw is not None and hw[0] != who and step <= hw[1]:
+                self.dropped["duplicate_attempt"] += 1
+                continue
+            state.high_water[(wid, key)] = (who, step if hw is None else max(hw[1], step))
+            if not multi:
+                out["metrics"].append((key, value, ts, step))
+                continue
+            out["metrics"].append((layout.worker_metric_key(key, wid), value, ts, step))
+            if self.aggregate and ((key, step) in state.agg or step > state.mean_through.get(key, -1 << 63)):
+                values = state.agg.setdefault((key, step), {})
+                values[wid] = (value, ts)
+                if mean_of is not None and len(values) >= mean_of:
+                    self._emit_mean(run, state, key, step, pending)
+        seen = self.params.setdefault(run, {})
+        for key, value in sub.params:
+            if key in seen and seen[key] != value:
+                self.dropped["param_conflict"] += 1
+                logger.warning(
+                    "spark_tracking: param %r of run %s was logged as %r and a task "
+                    "logged %r; MLflow keeps the first value, the second is dropped",
+                    key,
+                    run,
+                    seen[key],
+                    value,
+                )
+                continue
+            seen[key] = value
+            out["params"][key] = value
+        for key, value in sub.tags:
+            out["tags"][key] = value
+        out["artifacts"].extend(sub.artifacts)
+
+    def task_done(self, sub, pending: dict) -> None:
+        """A task ended: once every task of its stage has, close the stage's open means."""
+        run, stage = sub.run_id, sub.worker[0]
+        state = self._stage(run, stage)
+        state.done.add(sub.worker[1])
+        expected = self.stage_tasks(stage)
+        if expected is not None and len(state.done) >= expected:
+            self.close(pending, lambda r, s: r == run and s == stage)
+
+    def _emit_mean(self, run: str, state: StageState, key: str, step: int, pending: dict) -> None:
+        values = state.agg.pop((key, step))
+        nums = [v for v, _ in values.values()]
+        ts = max(t for _, t in values.values())
+        pending.setdefault(run, new_pending())["metrics"].append((key, sum(nums) / len(nums), ts, step))
+        state.mean_through[key] = max(step, state.mean_through.get(key, step))
+        self.counters["aggregated"] += 1
+
+    def close(self, pending: dict, select: Callable[[str, int], bool]) -> None:
+        """Write the open means of the (run, stage) pairs ``select`` picks."""
+        for (run, stage), state in list(self.stages.items()):
+            if state.agg and select(run, stage):
+                for key, step in sorted(state.agg):
+                    self._emit_mean(run, state, key, step, pending)
