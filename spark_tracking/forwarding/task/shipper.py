@@ -23,6 +23,7 @@ Frames are cut by their real encoded size: at most ``max_frame_bytes`` of the re
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -56,6 +57,10 @@ class Timeout(ConnectionError):
     """No reply in time; the request may or may not have been dispatched."""
 
 
+class _Closed(Refused):
+    """The relay closed the connection without answering (on a new connection: a refusal)."""
+
+
 class Transport(Protocol):
     """Sends one request to a relay and returns its reply."""
 
@@ -77,6 +82,7 @@ class _Connection:
         self.timeout = timeout
         self.sock: socket.socket | None = None
         self.seq = 0
+        self.answered = False  # the open socket answered a request (a close is then no refusal)
 
     def _connect(self) -> None:
         try:
@@ -98,9 +104,25 @@ class _Connection:
             sock.close()
             raise Unreachable(f"relay handshake failed: {exc}") from None
         self.sock = sock
+        self.answered = False
 
     def request(self, message: dict, timeout: float | None = None, on_wait=None) -> dict:
-        """One request; raises Unreachable, Refused or Timeout."""
+        """One request; raises Unreachable, Refused or Timeout.
+
+        A connection that answered before and is closed without a reply was most likely closed
+        by the relay while idle (its slot went to another worker: ``relay_max_connections``):
+        a transport failure, not a refusal. The request goes again, same id, on a new
+        connection; closed there too without a reply, it is refused (what a relay does with a
+        frame over its limit)."""
+        reused = self.sock is not None and self.answered
+        try:
+            return self._request_once(message, timeout, on_wait)
+        except _Closed:
+            if not reused:
+                raise
+        return self._request_once(message, timeout, on_wait)
+
+    def _request_once(self, message: dict, timeout: float | None, on_wait) -> dict:
         if self.sock is None:
             self._connect()
         self.seq += 1
@@ -112,7 +134,7 @@ class _Connection:
             sock.sendall(protocol.encode(message))
         except OSError:
             self.close()
-            raise Refused("relay closed the connection while a frame was sent") from None
+            raise _Closed("relay closed the connection while a frame was sent") from None
         try:
             reply = self._reply(timeout or self.timeout, on_wait)
         except Timeout:
@@ -120,7 +142,8 @@ class _Connection:
             raise
         except (OSError, protocol.ProtocolError, ConnectionError):
             self.close()
-            raise Refused("relay closed the connection instead of answering") from None
+            raise _Closed("relay closed the connection instead of answering") from None
+        self.answered = True
         if reply.get("ack") != self.seq:
             self.close()
             raise Refused(f"relay answered {reply!r} to request {self.seq}")
@@ -268,13 +291,16 @@ def _entries(message: dict) -> list:
 
 
 def _halves(req: _Request) -> list:
+    """A frame in two, each half with an id derived from the frame's: the same frame split
+    again (a spill file given back) gives the same ids, which the relay dispatches once."""
     entries = _entries(req.message)
     mid = len(entries) // 2
     out = []
-    for part in (entries[:mid], entries[mid:]):
+    parent = req.message.get("id") or new_id()
+    for n, part in enumerate((entries[:mid], entries[mid:])):
         if part:
             message = {k: v for k, v in req.message.items() if k not in ("m", "p", "t", "a", "seq")}
-            message.update(id=new_id(), m=[], p=[], t=[], a=[])
+            message.update(id=f"{parent}/{n}", m=[], p=[], t=[], a=[])
             for kind, row in part:
                 message[kind].append(row)
             out.append(_Request(req.relay, req.secret, message, len(part)))
@@ -347,6 +373,7 @@ class Shipper:
         self._backoff = 0.05
         self._flush_deadline: float | None = None
         self._next_spill_check = 0.0
+        self._asked: deque = deque()  # markers of flushes waiting (the spill backlog yields to them)
 
     # -- control (any thread) ----------------------------------------------------------------
 
@@ -384,6 +411,7 @@ class Shipper:
             current = self._flush_deadline
             self._flush_deadline = deadline if current is None else min(current, deadline)
         marker = Marker(deadline, done)
+        self._asked.append(marker)
         self.queue.append(marker)
         self.wake.set()
         if not marker.event.wait(timeout):
@@ -412,6 +440,7 @@ class Shipper:
         self._lock = threading.Lock()
         self._thread = None
         self._flush_deadline = None
+        self._asked = deque()
         self.transport = type(self.transport)() if isinstance(self.transport, RelayTransport) else self.transport
 
     def buffered(self) -> int:
@@ -454,7 +483,10 @@ class Shipper:
             self._send_pending(None)
 
     def _settle(self, marker: Marker) -> None:
-        spilled_sent = self._resend_spilled(force=True, deadline=marker.deadline)
+        """This process's points first (those it spilled, then those queued), then "done": a
+        task's end never waits behind the node's spill backlog of other workers, which the
+        regular rounds send (and which yields to a waiting flush between frames)."""
+        spilled_sent = self._resend_spilled(force=True, deadline=marker.deadline, own=True)
         marker.ok = self._send_pending(marker.deadline, spill=True) and spilled_sent
         if marker.ok and marker.done_binding is not None:
             b = marker.done_binding
@@ -462,6 +494,8 @@ class Shipper:
             marker.ok = self._request(_Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
         if self._flush_deadline is not None and (marker.deadline is None or marker.deadline >= self._flush_deadline):
             self._flush_deadline = None
+        with contextlib.suppress(ValueError):
+            self._asked.remove(marker)
         marker.event.set()
 
     def _send_pending(self, deadline: float | None, spill: bool = False) -> bool:
@@ -479,11 +513,14 @@ class Shipper:
             return False
         return True
 
-    def _send(self, requests: list, deadline: float | None) -> list:
-        """Send requests in order; returns those not sent (the first failed and the rest)."""
+    def _send(self, requests: list, deadline: float | None, yield_to_flush: bool = False) -> list:
+        """Send requests in order; returns those not sent (the first failed and the rest; with
+        ``yield_to_flush``, also all that are left when a flush is waiting)."""
         limit = max(1024, self.max_frame_bytes - _HEADROOM)
         queue = deque(requests)
         while queue:
+            if yield_to_flush and self._asked:
+                return list(queue)
             req = queue.popleft()
             if req.entries > 1 and req.size > limit and protocol.encoded_size(req.message) > limit:
                 queue.extendleft(reversed(_halves(req)))
@@ -598,20 +635,24 @@ class Shipper:
                     exc,
                 )
 
-    def _resend_spilled(self, force: bool = False, deadline: float | None = None) -> bool:
+    def _resend_spilled(self, force: bool = False, deadline: float | None = None, own: bool = False) -> bool:
         """Spilled frames of known relays go again (bounded reads), with their ids. ``force``
-        (a flush): until none is left. True when none of them is left on disk."""
+        (a flush): until none is left; ``own``: only files this process wrote. True when none of
+        them is left on disk. A regular round (not ``force``) stops between frames when a
+        flush is waiting and gives back the unsent rest."""
         now = self.clock()
         if not self.secrets:
             return True
         if not force and now < self._next_spill_check:
             return True
-        self._next_spill_check = now + 5.0
+        if not force:
+            self._next_spill_check = now + 5.0
+        writer = os.getpid() if own else None
         while True:
             if self.clock() < self._down_until:
-                return not self.spill.has_files(self.secrets)
+                return not self.spill.has_files(self.secrets, writer)
             try:
-                claimed = self.spill.claim(self.secrets)
+                claimed = self.spill.claim(self.secrets, writer)
             except OSError:
                 return False
             if not claimed:
@@ -622,7 +663,7 @@ class Shipper:
                     relay = message.pop("relay")
                     if relay in self.secrets:
                         requests.append(_Request(relay, self.secrets[relay], message, len(_entries(message)) or 1))
-                unsent = self._send(requests, deadline)
+                unsent = self._send(requests, deadline, yield_to_flush=not force)
                 if unsent:
                     self.spill.release(c, [dict(r.message, relay=r.relay) for r in unsent])
                     for rest in claimed[n + 1 :]:

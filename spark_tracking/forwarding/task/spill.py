@@ -51,6 +51,22 @@ def default_folder() -> str:
     return os.path.join(tempfile.gettempdir(), f"spark_tracking_spill-{os.getuid()}")
 
 
+def writer_pid(name: str) -> int | None:
+    """The process that wrote a spill file, from its name (``<tag>-<time>-<pid>-<n>.jsonl``)."""
+    parts = name.split("-")
+    return int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+
+
+def _lines(relay: str, frames: Iterable[dict]) -> bytes:
+    return "".join(json.dumps(dict(frame, relay=relay), separators=(",", ":")) + "\n" for frame in frames).encode(
+        "utf-8"
+    )
+
+
+def _ids(frames: list) -> list:
+    return sorted(str(f.get("id")) for f in frames)
+
+
 class Claimed:
     """Frames read from one claimed file; :meth:`SpillStore.done` or ``.release`` it."""
 
@@ -108,9 +124,7 @@ class SpillStore:
     def write(self, relay: str, frames: Iterable[dict]) -> int:
         """Write frames of one relay as one file, atomically; returns the bytes written.
         Raises :class:`SpillFull` over the cap, OSError when the disk refuses."""
-        data = "".join(json.dumps(dict(frame, relay=relay), separators=(",", ":")) + "\n" for frame in frames).encode(
-            "utf-8"
-        )
+        data = _lines(relay, frames)
         if not data:
             return 0
         folder = self._ready()
@@ -132,9 +146,10 @@ class SpillStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def claim(self, relays: Iterable[str]) -> list[Claimed]:
+    def claim(self, relays: Iterable[str], writer: int | None = None) -> list[Claimed]:
         """Claim files of these relays (ours or a dead worker's), oldest first, up to
-        ``max_read_bytes``. Files of other users are skipped with a warning."""
+        ``max_read_bytes``; with ``writer``, only files that process wrote. Files of other
+        users are skipped with a warning."""
         tags = {relay_tag(r) for r in relays}
         if not tags:
             return []
@@ -145,7 +160,8 @@ class SpillStore:
             if name[:16] not in tags:
                 continue
             if name.endswith(_SUFFIX):
-                candidates.append(entry)
+                if writer is None or writer_pid(name) == writer:
+                    candidates.append(entry)
             elif _CLAIM in name and not _alive(name.rsplit(".", 1)[-1]):
                 self._take_back(entry.path)  # its worker died while sending it
         out: list[Claimed] = []
@@ -194,23 +210,46 @@ class SpillStore:
             os.remove(claimed.path)
 
     def release(self, claimed: Claimed, frames: list | None = None) -> None:
-        """Give a claimed file back (nothing sent), or only ``frames`` of it (rewritten)."""
-        if frames is None or len(frames) == len(claimed.frames):
+        """Give a claimed file back: whole (``frames`` None, or the same requests as it holds:
+        nothing of it reached the driver), or only ``frames`` of it, the unsent rest (with the
+        relay), rewritten under the file's name. Requests are told apart by their ids: what the
+        driver acknowledged is never given back to be sent again."""
+        if frames is None or _ids(frames) == _ids(claimed.frames):
             self._take_back(claimed.path)
             return
-        if frames:
-            relay = frames[0]["relay"]
-            self.write(relay, [{k: v for k, v in f.items() if k != "relay"} for f in frames])
+        if not frames:
+            self.done(claimed)
+            return
+        data = _lines(frames[0]["relay"], [{k: v for k, v in f.items() if k != "relay"} for f in frames])
+        final = claimed.path.split(_CLAIM, 1)[0]
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
+        try:  # the rest is smaller than the file: no cap to check; whole under its final name
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.rename(tmp, final)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            logger.warning(
+                "spark_tracking: could not rewrite the unsent rest of spill file %s; it is kept whole "
+                "(the driver may receive %d acknowledged requests again)",
+                final,
+                len(claimed.frames) - len(frames),
+                exc_info=True,
+            )
+            self._take_back(claimed.path)
+            return
         self.done(claimed)
 
     def _take_back(self, path: str) -> None:
         with contextlib.suppress(OSError):
             os.rename(path, path.split(_CLAIM, 1)[0])
 
-    def has_files(self, relays: Iterable[str]) -> bool:
-        """True when complete files of these relays are waiting."""
+    def has_files(self, relays: Iterable[str], writer: int | None = None) -> bool:
+        """True when complete files of these relays (written by ``writer``, if given) are waiting."""
         tags = {relay_tag(r) for r in relays}
-        return any(name[:16] in tags for name in self.files())
+        return any(name[:16] in tags and (writer is None or writer_pid(name) == writer) for name in self.files())
 
     def files(self) -> list[str]:
         """Names of complete spill files (for tests and ``stats``)."""
