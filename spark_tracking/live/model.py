@@ -3,8 +3,8 @@ per worker its state, and the run's task failures.
 
 Fed on the view's own thread with what the driver relay receives
 (``spark_tracking.forwarding.driver.observers``: the points of one task frame, a task's end, a
-task's failure) and with what the store already holds (:meth:`LiveRun.add_point`, the history). Pure data: no MLflow, no Spark,
-no plotting, so it is tested alone.
+task's failure) and with what the store already holds (:meth:`LiveRun.add_point`, the
+history). Pure data: no MLflow, no Spark, no plotting, so it is tested alone.
 
 Workers are named as the sink names their series (``layout.worker_metric_key``): the barrier
 rank, or else the partition id. A worker's curve keeps each step once: a step below the highest

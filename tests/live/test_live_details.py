@@ -15,8 +15,6 @@ from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 from spark_tracking.live import RunDetails
 from spark_tracking.live import details as details_module
 
-observers = details_module.observers  # the driver's observer registry, wherever forwarding keeps it
-
 
 class Terminal(io.StringIO):
     def isatty(self):
