@@ -18,6 +18,7 @@ This module imports nothing heavy: it runs in the startup hook of every Python p
 from __future__ import annotations
 
 import os
+import sys
 
 # No ``typing`` import at run time (it costs milliseconds in every process's startup hook):
 # annotations are strings (``from __future__ import annotations``) that nothing evaluates.
@@ -401,6 +402,8 @@ def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, 
     """``spark.sparktracking.*`` (or the keys ``wanted`` accepts) of the running SparkContext,
     or {} (never starts Spark)."""
     wanted = wanted or (lambda key: key.startswith(SPARK_CONF_PREFIX))
+    if "pyspark" not in sys.modules:  # at interpreter start (the hook): not even _compat's imports
+        return {}
     from ._compat import pyspark as compat
 
     sc = compat.active_spark_context()

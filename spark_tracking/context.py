@@ -79,6 +79,8 @@ def _dbutils_context() -> dict:
 
 
 def _spark_context():
+    if "pyspark" not in sys.modules:  # at interpreter start (the hook): not even _compat's imports
+        return None
     from ._compat import pyspark as compat
 
     return compat.active_spark_context()

@@ -234,7 +234,7 @@ def plan_publish(
     """The steps of ``install --print-policy``: the files and secrets a cluster policy (or a
     cluster defined as code) refers to, with the init script baked from the policy's own values.
     For job clusters, which the Clusters API does not let install edit, and clusters whose
-    policy fixes ``init_scripts`` and ``spark_env_vars`` (PLATFORM.md). No cluster is touched."""
+    policy fixes ``init_scripts`` and ``spark_env_vars`` (docs/platform.md). No cluster is touched."""
     plan = Plan("", f"files and secrets for clusters managed as code, in {opts.target.folder} on {ws.host}")
     env = p.cluster_fragment(opts).get("spark_env_vars", {})
     _file_steps(ws, plan, opts.target, files, env, progress)

@@ -1,4 +1,4 @@
-"""The Databricks Runtime's Python as a notebook sees it, for tests (PLATFORM.md, "The notebook's
+"""The Databricks Runtime's Python as a notebook sees it, for tests (docs/platform.md, "The notebook's
 interpreter is not the init script's").
 
 - :func:`cluster_site_packages`: ``/databricks/python3``'s site-packages after the init script:
