@@ -25,12 +25,15 @@ setup(
     packages=find_packages(include=["spark_tracking", "spark_tracking.*"]),
     package_data={"spark_tracking": ["py.typed", "resources/*"]},
     python_requires=">=3.9",
-    # On a Databricks cluster the runtime provides pyspark (its own build) and mlflow: pyspark
-    # is kept out of the hard requirements and mlflow gets a wide range, so installing this wheel
-    # never replaces what the runtime ships. The range covers every DBR LTS ML still in support
-    # (14.3: 2.9.2 ... 18: 3.8.1; CI runs 2.9.2, 3.0.1 and the latest release).
+    # On a Databricks cluster the runtime provides pyspark (its own build) and MLflow, so neither
+    # is a hard requirement: installing this wheel (cluster library, %pip) never replaces what the
+    # runtime ships. MLflow comes as `mlflow` (DBR 14.3/15.4 ML: the full 2.x distribution, which
+    # does not depend on `mlflow-skinny`) or `mlflow-skinny`; no requirement can say "either", and
+    # one on `mlflow-skinny` made pip install the newest skinny over the runtime's `mlflow/`
+    # folder (measured: mlflow 2.9.2 + skinny -> `import mlflow` reports 3.18.0). The init script
+    # installs mlflow-skinny only where neither is present (install/node.py RUNTIME_REQUIREMENTS,
+    # the tested range 2.9 - 3.x); locally, the `local` extra brings mlflow.
     install_requires=[
-        "mlflow-skinny>=2.9,<4",
         "databricks-sdk>=0.30",
         "azure-identity>=1.16",
         "requests>=2.28",
@@ -42,7 +45,10 @@ setup(
         # the live view of a run in a notebook (spark_tracking.RunDetails); Databricks Runtime ships both
         "notebook": ["ipywidgets>=7.6", "matplotlib>=3.7"],
         # azureml-mlflow's own azureml:// store, the only client of AML's artifact service (checked:
-        # 1.62.0.post6, which pins mlflow-skinny <= 3.15; CI runs it beside MLflow 3.0.1 in .ci/matrix)
+        # 1.62.0.post6, which pins mlflow-skinny <= 3.15; CI runs it beside MLflow 3.0.1 in .ci/matrix).
+        # For local use: on a cluster, `spark-tracking install --azureml-mlflow` has the init script
+        # install it under the runtime's constraints (as a cluster library its skinny pin would be
+        # installed over the runtime's mlflow)
         "azureml": ["azureml-mlflow>=1.62"],
         # a Spark Connect client (SparkSession.builder.remote); its grpc needs protobuf >= 5, which
         # MLflow < 2.12 refuses, so it is an extra of its own
@@ -79,6 +85,8 @@ setup(
             "spark-tracking-task=spark_tracking.forwarding.task.store:TaskStore",
             "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
         ],
+        # a registry for the session's own scheme: MLflow takes the registry URI from the tracking URI
+        "mlflow.model_registry_store": ["spark-tracking-aml=spark_tracking.azure.store:lazy_link_registry"],
         "mlflow.default_experiment_provider": [
             "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],

@@ -26,6 +26,8 @@
 #   SPARK_TRACKING_INIT_LOG       log file [/var/log/spark_tracking/init.log]
 #   SPARK_TRACKING_INIT_STATE     folder for the record of the installed wheel [/var/lib/spark_tracking]
 #   SPARK_TRACKING_INIT_PIP_ARGS  extra pip arguments for missing requirements, e.g. an index [empty]
+#   SPARK_TRACKING_INIT_PACKAGES  optional packages to install under the runtime's constraints, e.g.
+#                                 azureml-mlflow ('spark-tracking install --azureml-mlflow') [empty]
 #   SPARK_TRACKING_STRICT         1: fail the node on a misconfiguration [0]
 #   DB_IS_DRIVER                  set by Databricks: TRUE on the driver
 set -euo pipefail
@@ -43,6 +45,7 @@ CONFIG_FILE="${SPARK_TRACKING_CONFIG_FILE:-$ROOT/etc/spark_tracking/config.json}
 LOG_FILE="${SPARK_TRACKING_INIT_LOG:-$ROOT/var/log/spark_tracking/init.log}"
 STATE_DIR="${SPARK_TRACKING_INIT_STATE:-$ROOT/var/lib/spark_tracking}"
 read -r -a PIP_EXTRA <<< "${SPARK_TRACKING_INIT_PIP_ARGS:-}"
+read -r -a PACKAGES <<< "${SPARK_TRACKING_INIT_PACKAGES:-}"
 ROLE="worker"
 if [[ "${DB_IS_DRIVER:-}" == "TRUE" ]]; then ROLE="driver"; fi
 case "$(printf '%s' "${SPARK_TRACKING_STRICT:-0}" | tr '[:upper:]' '[:lower:]')" in
@@ -159,6 +162,38 @@ if (( ${#MISSING[@]} > 0 )); then
   fi
 else
   log "every requirement is provided by the runtime: nothing else installed"
+fi
+
+# Optional packages (azureml-mlflow): resolved by pip under the same constraints, so nothing the
+# runtime provides moves (azureml-mlflow pins mlflow-skinny <= 3.15.0; as a free cluster library
+# it would put that skinny over the runtime's mlflow). What the runtime already provides under
+# another name (its full mlflow for the mlflow-skinny asked for, same version) is not written
+# over. A package that cannot be installed so is left out with the reason; tracking stays on.
+if (( ${#PACKAGES[@]} > 0 )); then
+  WANTED_TEXT="$(node_helper unsatisfied "${PACKAGES[@]}" 2>> "$LOG_FILE")"
+  if [[ -z "$WANTED_TEXT" ]]; then
+    log "optional packages already installed: ${PACKAGES[*]}"
+  else
+    mapfile -t WANTED_PACKAGES <<< "$WANTED_TEXT"
+    CONSTRAINTS="$STATE_DIR/runtime-constraints.txt"
+    mkdir -p "$STATE_DIR"
+    node_helper constraints > "$CONSTRAINTS.tmp" 2>> "$LOG_FILE"
+    mv "$CONSTRAINTS.tmp" "$CONSTRAINTS"
+    REPORT="$STATE_DIR/packages-report.json"
+    log "installing ${WANTED_PACKAGES[*]} under the runtime's constraints ($CONSTRAINTS)"
+    if "$PYTHON" -m pip install --dry-run --quiet --report "$REPORT" --constraint "$CONSTRAINTS" "${PIP_EXTRA[@]}" "${WANTED_PACKAGES[@]}" >> "$LOG_FILE" 2>&1 \
+      && RESOLVED_TEXT="$(node_helper to-install "$REPORT" 2>> "$LOG_FILE")"; then
+      RESOLVED=()
+      if [[ -n "$RESOLVED_TEXT" ]]; then mapfile -t RESOLVED <<< "$RESOLVED_TEXT"; fi
+      if (( ${#RESOLVED[@]} == 0 )) || "$PYTHON" -m pip install --no-deps --constraint "$CONSTRAINTS" "${PIP_EXTRA[@]}" "${RESOLVED[@]}" >> "$LOG_FILE" 2>&1; then
+        log "installed ${RESOLVED[*]:-nothing new} (for ${WANTED_PACKAGES[*]})"
+      else
+        log "ERROR: pip could not install ${RESOLVED[*]} (pip's output is above in $LOG_FILE); ${WANTED_PACKAGES[*]} left out, tracking stays on without them"
+      fi
+    else
+      log "ERROR: ${WANTED_PACKAGES[*]} cannot be installed without changing what the runtime provides (pip's output is above in $LOG_FILE); left out, tracking stays on without them. Fix: pick a version that accepts this runtime's MLflow (e.g. SPARK_TRACKING_INIT_PACKAGES='azureml-mlflow==<version>'), or a runtime whose MLflow it accepts"
+    fi
+  fi
 fi
 
 # -- 2. the config file (non-secret settings only) ------------------------------------------

@@ -73,6 +73,22 @@ def build_store(uri: str, artifact_uri: str | None = None):
     return builder(store_uri=uri, artifact_uri=artifact_uri)
 
 
+def build_registry_store(uri: str, tracking_uri: str | None = None):
+    """A new model registry store for ``uri``, built by the builder MLflow's registry-store
+    registry holds for its scheme (``mlflow.model_registry_store`` plugins included), for use from
+    inside another registry-store builder (MLflow 3 builds them under a lock that is not
+    re-entrant). Builders take ``store_uri`` and, in newer MLflow, ``tracking_uri``.
+    Checked: ``_get_store_registry().get_store_builder`` in 2.9.2 and 3.17.2."""
+    import inspect
+
+    from mlflow.tracking._model_registry import utils
+
+    builder = utils._get_store_registry().get_store_builder(uri)
+    if "tracking_uri" in inspect.signature(builder).parameters:
+        return builder(store_uri=uri, tracking_uri=tracking_uri or uri)
+    return builder(store_uri=uri)
+
+
 def put_default_experiment_provider_first(provider) -> None:
     """Make ``provider`` the first default-experiment provider MLflow asks.
 

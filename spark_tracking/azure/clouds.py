@@ -17,6 +17,8 @@ class Cloud(NamedTuple):
     #: Host suffix of AML's regional APIs (``<region>.<suffix>``), MLflow endpoint included.
     aml_api_suffix: str
     studio_url: str
+    #: Host suffix of Azure Databricks workspaces (databricks-sdk ``environments.py`` ALL_ENVS).
+    databricks_dns_zone: str = ""
 
 
 CLOUDS: dict[str, Cloud] = {
@@ -29,6 +31,7 @@ CLOUDS: dict[str, Cloud] = {
             "https://management.azure.com/.default",
             "api.azureml.ms",
             "https://ml.azure.com",
+            ".azuredatabricks.net",
         ),
         Cloud(
             "AzureChinaCloud",
@@ -37,6 +40,7 @@ CLOUDS: dict[str, Cloud] = {
             "https://management.chinacloudapi.cn/.default",
             "api.ml.azure.cn",
             "https://studio.ml.azure.cn",
+            ".databricks.azure.cn",
         ),
         Cloud(
             "AzureUSGovernment",
@@ -45,6 +49,7 @@ CLOUDS: dict[str, Cloud] = {
             "https://management.usgovcloudapi.net/.default",
             "api.ml.azure.us",
             "https://ml.azure.us",
+            ".databricks.azure.us",
         ),
     )
 }
@@ -71,3 +76,43 @@ def cloud_of_host(host: str) -> Cloud | None:
 def is_aml_host(host: str) -> bool:
     """True for a host of AML's regional APIs in any known cloud."""
     return cloud_of_host(host) is not None
+
+
+def _host(url_or_host: str) -> str:
+    text = str(url_or_host or "").strip().lower()
+    if "://" in text:
+        text = text.split("://", 1)[1]
+    return text.split("/", 1)[0].split(":", 1)[0]
+
+
+def cloud_of_arm_endpoint(endpoint: str) -> Cloud | None:
+    """The cloud whose Azure Resource Manager is at ``endpoint`` (a URL or host)."""
+    host = _host(endpoint)
+    return next((c for c in CLOUDS.values() if _host(c.arm_endpoint) == host), None) if host else None
+
+
+def cloud_of_databricks_host(host: str) -> Cloud | None:
+    """The cloud of an Azure Databricks workspace URL (``adb-….azuredatabricks.net``,
+    ``….databricks.azure.us``, ``….databricks.azure.cn``: databricks-sdk's DNS zones)."""
+    host = _host(host)
+    return next((c for c in CLOUDS.values() if host.endswith(c.databricks_dns_zone)), None) if host else None
+
+
+def cloud_of_uri(uri: str) -> Cloud | None:
+    """The cloud of an AML tracking URI (``https://`` or ``azureml://`` on an AML regional host)."""
+    return cloud_of_host(_host(uri)) if uri else None
+
+
+def infer(cfg) -> tuple[Cloud, str]:
+    """(the cloud, why) for a configuration: ``azure_cloud`` when a source set it, else the cloud
+    of ``azure_arm_endpoint``, else of an AML ``tracking_uri``'s host, else AzureCloud. So a
+    configuration that names a sovereign cloud's ARM or AML host gets that cloud's token scope
+    and authority without also naming the cloud (the token scope is per cloud: PLATFORM.md)."""
+    if "azure_cloud" in cfg.sources:
+        return cloud(cfg.azure_cloud), f"azure_cloud ({cfg.sources['azure_cloud']})"
+    for name, find in (("azure_arm_endpoint", cloud_of_arm_endpoint), ("tracking_uri", cloud_of_uri)):
+        value = getattr(cfg, name, None)
+        found = find(value) if value else None
+        if found is not None:
+            return found, f"inferred from {name} ({cfg.sources.get(name, 'default')})"
+    return cloud(cfg.azure_cloud), "azure_cloud (default)"

@@ -197,13 +197,14 @@ def token_provider(cloud: Cloud, kind: str = "auto", authority_host: str | None 
         return provider
 
 
-def provider_for_config(cfg) -> TokenProvider:
-    """The token provider of ``cfg``'s settings ``azure_cloud``, ``azure_credential`` and
-    ``azure_authority_host``; :class:`AzureLinkError` for an unknown cloud."""
-    from .clouds import cloud
+def provider_for_config(cfg, chosen=None) -> TokenProvider:
+    """The token provider of ``cfg``'s settings ``azure_cloud`` (or the cloud ``clouds.infer``
+    finds from ``azure_arm_endpoint`` / an AML ``tracking_uri``; ``chosen`` overrides it),
+    ``azure_credential`` and ``azure_authority_host``; :class:`AzureLinkError` for an unknown cloud."""
+    from .clouds import infer
 
     try:
-        chosen = cloud(cfg.azure_cloud)
+        chosen = chosen or infer(cfg)[0]
     except ValueError as exc:
         raise AzureLinkError(str(exc)) from None
     return token_provider(chosen, cfg.azure_credential, cfg.azure_authority_host)

@@ -291,7 +291,8 @@ class Doctor:
             "WARN",
             "metrics, params and tags work; artifacts (log_artifact, log_row, "
             f"log_image, models) need azureml-mlflow{models}",
-            "pip install 'spark-tracking[azureml]' (or add azureml-mlflow to the cluster libraries)",
+            "on a cluster: spark-tracking install --azureml-mlflow (not a cluster library: its mlflow-skinny pin "
+            "replaces the runtime's mlflow); elsewhere: pip install 'spark-tracking[azureml]'",
         )
 
     def workers(self) -> Step | None:

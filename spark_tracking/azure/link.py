@@ -261,7 +261,7 @@ def cached(cfg, source: Source) -> Link | None:
 
 def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = True, **find_kwargs) -> Link:
     """Resolve the link (ARM calls through ``arm``, built from ``cfg`` when None)."""
-    from .clouds import cloud as cloud_named
+    from .clouds import cloud_of_uri, infer
     from .resources import aml_link_of_databricks, parse_workspace_id, tracking_uri_of
 
     source = source or find_source(cfg, **find_kwargs)
@@ -272,7 +272,7 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
             "or link the Databricks workspace to an AML workspace in the Azure portal"
         )
     try:
-        chosen = cloud_named(cfg.azure_cloud)
+        chosen, _ = infer(cfg)
     except ValueError as exc:
         raise AzureLinkError(str(exc)) from None
     key = cache_key(cfg, source)
@@ -310,11 +310,14 @@ def resolve(cfg, *, arm=None, source: Source | None = None, use_cache: bool = Tr
         f"Check the workspace id from {source.description}: subscription, resource group and "
         f"name must match the workspace's 'Resource ID' in the Azure portal",
     )
+    tracking_uri = tracking_uri_of(workspace, ref, chosen)
+    # the cloud of the AML host ARM reports is the workspace's (a sovereign cloud's ARM reports
+    # its own AML hosts): recorded with the link, it gives sessions that cloud's token scope
     link = Link(
         ref.id,
-        tracking_uri_of(workspace, ref, chosen),
+        tracking_uri,
         str(workspace.get("location") or ""),
-        chosen.name,
+        (cloud_of_uri(tracking_uri) or chosen).name,
         source.description,
     )
     if use_cache:

@@ -58,7 +58,8 @@ def logged_models_unsupported() -> AmlFeatureMissing:
         "(MLflow >= 2.17 creates a 'logged model' first, an API Azure ML does not have: azure-sdk-for-python#44896). "
         "Fix: log the model with MLflow < 2.17 (e.g. pip install 'mlflow<2.17' in the notebook, as Microsoft's "
         "examples pin 2.16.2), or save it with mlflow.<flavor>.save_model and upload the folder with "
-        "mlflow.log_artifacts (artifacts need azureml-mlflow: pip install 'spark-tracking[azureml]')"
+        "mlflow.log_artifacts (artifacts need azureml-mlflow: spark-tracking install --azureml-mlflow on a cluster, "
+        "pip install 'spark-tracking[azureml]' elsewhere)"
     )
 
 
@@ -146,17 +147,32 @@ class _SetTagsAfterCreation:
         return response
 
 
+def session_cloud(cfg, hosts=linked_hosts):
+    """The cloud whose token scope the linked AML endpoint accepts: ``azure_cloud`` when a source
+    set it, else the cloud of the linked AML host (``<region>.api.ml.azure.us`` is US Government,
+    ``<region>.api.ml.azure.cn`` China: ``clouds.cloud_of_host``), else ``clouds.infer``."""
+    from .clouds import cloud_of_host, infer
+
+    if "azure_cloud" not in cfg.sources:
+        for host in sorted(hosts()):
+            found = cloud_of_host(host)
+            if found is not None:
+                return found
+    return infer(cfg)[0]
+
+
 def current_auth():
-    """The auth for the session's configuration (built once per configuration)."""
+    """The auth for the session's configuration (built once per configuration and cloud)."""
     global _auth, _auth_key
     from ..session import active_config
     from .credentials import provider_for_config
 
     cfg = active_config()
-    key = (cfg.azure_cloud, cfg.azure_credential, cfg.azure_authority_host)
+    chosen = session_cloud(cfg)
+    key = (chosen.name, cfg.azure_credential, cfg.azure_authority_host)
     with _lock:
         if _auth is None or _auth_key != key:
-            _auth, _auth_key = AmlRequestAuth(provider_for_config(cfg)), key
+            _auth, _auth_key = AmlRequestAuth(provider_for_config(cfg, chosen)), key
         return _auth
 
 

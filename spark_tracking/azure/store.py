@@ -143,9 +143,16 @@ def azureml_store(store_uri: str, artifact_uri: str | None = None):
     ``azure_authority_host`` settings, the token cached for the process) instead of azureml-mlflow's
     own chain, which ignores those settings, asks ARM for cloud metadata and ends in interactive
     and device-code logins that wait for a person."""
+    from .._compat.mlflow import build_store
+
+    return build_store(_signed_azureml_uri(store_uri), artifact_uri)
+
+
+def _signed_azureml_uri(store_uri: str) -> str:
+    """The ``azureml://`` URI behind ``store_uri``, with azureml-mlflow's service context for it
+    registered ahead, signed with this session's credential (see ``azureml_store``)."""
     from .. import session
     from .._compat.azureml_mlflow import sign_store_with
-    from .._compat.mlflow import build_store
     from .credentials import ProviderCredential, provider_for_config
     from .resources import workspace_ref_of_tracking_uri
 
@@ -154,10 +161,15 @@ def azureml_store(store_uri: str, artifact_uri: str | None = None):
     workspace = workspace_ref_of_tracking_uri(uri)
     if workspace is None:
         raise AzureLinkError(f"{store_uri!r} names no AML workspace (/subscriptions/.../workspaces/<name>)")
+    from .clouds import cloud_of_host, infer
+
     cfg = session.active_config()
-    credential = ProviderCredential(provider_for_config(cfg))
-    sign_store_with(uri, f"https://{rest.split('/', 1)[0]}", workspace, credential, cfg.azure_cloud)
-    return build_store(uri, artifact_uri)
+    host = rest.split("/", 1)[0]
+    # the cloud of the AML host (US Government, China) unless a source named the cloud
+    chosen = (None if "azure_cloud" in cfg.sources else cloud_of_host(host)) or infer(cfg)[0]
+    credential = ProviderCredential(provider_for_config(cfg, chosen))
+    sign_store_with(uri, f"https://{host}", workspace, credential, chosen.name)
+    return uri
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
@@ -166,9 +178,10 @@ def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
 
     return AmlFeatureMissing(
         f"artifacts of Azure ML runs ({artifact_uri}) live behind Azure ML's artifact service, which only "
-        "azureml-mlflow speaks. Fix: install it on the cluster (pip install 'spark-tracking[azureml]', or add "
-        "azureml-mlflow to the cluster libraries) and restart Python: spark_tracking then routes the session "
-        "through its azureml:// store. Metrics, params and tags work without it"
+        "azureml-mlflow speaks. Fix: on a cluster, spark-tracking install --azureml-mlflow (the init script installs "
+        "it under the runtime's constraints; as a cluster library its mlflow-skinny pin replaces the runtime's "
+        "mlflow), elsewhere pip install 'spark-tracking[azureml]'; then restart Python: spark_tracking routes the "
+        "session through its azureml:// store. Metrics, params and tags work without it"
     )
 
 
@@ -205,3 +218,23 @@ def lazy_link_store(store_uri: str | None = None, artifact_uri: str | None = Non
     if store_uri and store_uri.startswith(AZUREML_PREFIX):
         return azureml_store(store_uri, artifact_uri)
     return build_store(session.resolve_pending_link(), artifact_uri)
+
+
+def lazy_link_registry(store_uri: str | None = None, tracking_uri: str | None = None):
+    """The ``mlflow.model_registry_store`` plugin of the ``spark-tracking-aml`` scheme: MLflow
+    takes the registry URI from the tracking URI, and without a registry store for this scheme
+    ``register_model``, ``log_model(registered_model_name=...)`` and ``models:/`` loads raised
+    ``UnsupportedModelRegistryStoreURIException``. A session through azureml-mlflow gets its
+    registry (``azureml_model_registry_builder``, the same service context, signed with this
+    session's credential); a link still to resolve is resolved (as ``lazy_link_store`` does) and
+    gets the registry of the URI it resolved to (https: MLflow's REST registry with
+    spark_tracking's request auth; the embedded store's when the link failed)."""
+    from .. import session
+    from .._compat.mlflow import build_registry_store
+
+    uri = store_uri or ""
+    if not uri.startswith(AZUREML_PREFIX):
+        uri = session.resolve_pending_link()
+    if uri.startswith(AZUREML_PREFIX):
+        uri = _signed_azureml_uri(uri)
+    return build_registry_store(uri)

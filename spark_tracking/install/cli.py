@@ -63,6 +63,12 @@ def register(subparsers) -> None:
         help=f"secret scope for the service principal (default: {DEFAULT_SCOPE})",
     )
     p.add_argument(
+        "--azureml-mlflow",
+        action="store_true",
+        help="have the init script install azureml-mlflow (the route to AML's artifacts and models) under the "
+        "runtime's constraints; not as a cluster library, whose mlflow-skinny pin would replace the runtime's mlflow",
+    )
+    p.add_argument(
         "--replace-secrets",
         action="store_true",
         help="store the service principal given now even when the secret scope already holds one (a new "
@@ -218,6 +224,7 @@ def _options(args, cluster_spec: dict | None = None):
         spark_conf=spark_conf,
         secret_scope=args.secret_scope,
         service_principal=secrets is not None,
+        packages=(p.AZUREML_MLFLOW,) if args.azureml_mlflow else (),
     ), secrets
 
 
@@ -270,6 +277,7 @@ def _do_install(args) -> int:
     _, _, spec = ws.cluster(args.cluster_id)
     opts, secrets = _options(args, cluster_spec=spec)
     _follow_the_workspace_link(opts, ws, spec)
+    _bake_the_cloud(opts, ws.host, spec)
     wheel_name, wheel_bytes = _wheel(args.wheel)
     opts.wheel_name = wheel_name
     files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
@@ -292,6 +300,7 @@ def _publish(args) -> int:
     opts, secrets = _options(args)
     ws = _workspace(args)
     _follow_the_workspace_link(opts, ws, {})
+    _bake_the_cloud(opts, ws.host, {})
     wheel_name, wheel_bytes = _wheel(args.wheel)
     opts.wheel_name = wheel_name
     files = {wheel_name: wheel_bytes, INIT_SCRIPT_NAME: _init_script_bytes()}
@@ -326,6 +335,31 @@ def _follow_the_workspace_link(opts, ws, spec: dict) -> None:
     resource_id = ws.azure_resource_id()
     if resource_id:
         opts.settings["databricks_resource_id"] = resource_id
+
+
+def _bake_the_cloud(opts, databricks_host: str, spec: dict) -> None:
+    """No cloud named (here or by an earlier install): set ``azure_cloud`` to the sovereign cloud
+    the settings or the workspace point at, so that every node asks that cloud's Azure AD for
+    that cloud's token scope. In order: the ``azure_arm_endpoint`` setting, an AML
+    ``tracking_uri``'s host (``<region>.api.ml.azure.us`` / ``.cn``), the Databricks workspace's
+    own host (``.databricks.azure.us`` / ``.cn``, databricks-sdk's DNS zones). The public cloud
+    is the default and is not written."""
+    from ..azure.clouds import cloud_of_arm_endpoint, cloud_of_databricks_host, cloud_of_uri
+    from ..config import setting
+
+    kept = setting("azure_cloud").env in (spec.get("spark_env_vars") or {}) and "azure_cloud" not in opts.unset
+    if "azure_cloud" in opts.settings or kept:
+        return
+    for value, find in (
+        (opts.settings.get("azure_arm_endpoint"), cloud_of_arm_endpoint),
+        (opts.settings.get("tracking_uri"), cloud_of_uri),
+        (databricks_host, cloud_of_databricks_host),
+    ):
+        found = find(value) if value else None
+        if found is not None:
+            if found.name != "AzureCloud":
+                opts.settings["azure_cloud"] = found.name
+            return
 
 
 #: seconds between two looks at a cluster that is changing state (tests set it to 0)

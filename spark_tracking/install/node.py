@@ -3,14 +3,24 @@
 ``python -m spark_tracking.install.node COMMAND``:
 
 - ``missing-requirements``: this distribution's requirements that nothing installed satisfies,
-  one per line. A requirement met by an equivalent distribution counts as present (the
+  one per line, plus MLflow (``RUNTIME_REQUIREMENTS``: the wheel does not require it, see
+  setup.py). A requirement met by an equivalent distribution counts as present (the
   runtime's ``mlflow`` provides the ``mlflow`` package that ``mlflow-skinny`` would install over
   it). A present distribution outside the range is reported on stderr and left as it is.
 - ``constraints``: ``name==version`` for every installed distribution, so that installing
-  what is missing can never replace what the runtime provides. Distributions whose version is
-  not PEP 440 (Ubuntu's system packages in ``/databricks/python3``, e.g. ``distro-info
-  1.1build1``) are left out: pip refuses a whole constraints file over one such line ("Invalid
-  requirement"), and pip cannot install over them anyway.
+  what is missing can never replace what the runtime provides; an installed ``mlflow`` also
+  pins ``mlflow-skinny`` to its own version (and the other way round): both install the same
+  ``mlflow/`` package folder, so a newer skinny over DBR 14.3/15.4 ML's full ``mlflow`` 2.x
+  would replace it (measured: mlflow 2.9.2 + skinny -> ``import mlflow`` reports 3.18.0).
+  Distributions whose version is not PEP 440 (Ubuntu's system packages in
+  ``/databricks/python3``, e.g. ``distro-info 1.1build1``) are left out: pip refuses a whole
+  constraints file over one such line ("Invalid requirement"), and pip cannot install over them.
+- ``unsatisfied REQUIREMENT...``: the given requirements (``SPARK_TRACKING_INIT_PACKAGES``) that
+  nothing installed satisfies, with the same equivalence, one per line.
+- ``to-install REPORT``: from pip's ``--dry-run --report`` of those packages under the
+  constraints, ``name==version`` of what to install, leaving out a distribution whose
+  equivalent is installed at that same version (the runtime's ``mlflow`` is the
+  ``mlflow-skinny`` azureml-mlflow asks for: nothing is written over its folder).
 - ``write-config PATH``: write the non-secret ``SPARK_TRACKING_*`` settings of the
   environment to the config file, exactly (settings not in the environment are removed).
   Prints whether the file changed. A value that does not parse fails with its name and fix.
@@ -35,6 +45,11 @@ from ..config import SETTINGS, Config, ConfigError, read_config_file, write_conf
 DIST_NAME = "spark-tracking"
 #: A requirement on the key is satisfied by any of these installed distributions (same package).
 EQUIVALENT = {"mlflow-skinny": ("mlflow",), "mlflow": ("mlflow-skinny",)}
+#: Requirements the init script meets that the wheel does not declare: MLflow, as ``mlflow`` or
+#: ``mlflow-skinny``, whichever the runtime has (no single requirement can say "either"; a
+#: requirement on ``mlflow-skinny`` in the wheel made pip install the newest skinny over the full
+#: ``mlflow`` 2.x of DBR 14.3/15.4 ML). The range is the one CI runs (2.9.2, 3.0.1, the latest).
+RUNTIME_REQUIREMENTS = ("mlflow-skinny>=2.9,<4",)
 #: The service principal azure-identity's EnvironmentCredential reads; all or none.
 SERVICE_PRINCIPAL_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")
 #: Settings the config file never holds: where the file is.
@@ -62,6 +77,47 @@ def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[st
             continue
         lines.append(f"{name}=={version}")
     return lines, left_out
+
+
+def equivalent_pins(installed: dict[str, str]) -> dict[str, str]:
+    """Pins for the distributions absent here whose equivalent is installed (``mlflow-skinny``
+    at the runtime ``mlflow``'s version, and the other way round)."""
+    return {
+        other: installed[name]
+        for name, others in EQUIVALENT.items()
+        if name in installed
+        for other in others
+        if other not in installed
+    }
+
+
+def unsatisfied(requirements: list[str], installed: dict[str, str]) -> list[str]:
+    """The requirements nothing installed satisfies (an equivalent distribution counts)."""
+    requirement, canonical = _packaging("requirements").Requirement, _packaging("utils").canonicalize_name
+    out = []
+    for text in requirements:
+        req = requirement(text)
+        name = canonical(req.name)
+        if not any(
+            candidate in installed and req.specifier.contains(installed[candidate], prereleases=True)
+            for candidate in (name, *EQUIVALENT.get(name, ()))
+        ):
+            out.append(text)
+    return out
+
+
+def to_install(report: dict, installed: dict[str, str]) -> list[str]:
+    """``name==version`` of what pip's ``--dry-run --report`` would install, minus a distribution
+    whose equivalent is installed at the same version (same package folder, same code)."""
+    canonical = _packaging("utils").canonicalize_name
+    out = []
+    for item in report.get("install", []):
+        meta = item.get("metadata") or {}
+        name, version = canonical(meta.get("name", "")), meta.get("version", "")
+        if any(installed.get(other) == version for other in EQUIVALENT.get(name, ())):
+            continue
+        out.append(f"{name}=={version}")
+    return out
 
 
 def installed_versions() -> dict[str, str]:
@@ -137,10 +193,29 @@ def _mask_uri(uri: str) -> str:
     return re.sub(r"//[^/@]+@", "//***@", uri)
 
 
-def check(environ) -> tuple[list[str], list[str]]:
+def mlflow_overwritten(installed: dict[str, str]) -> str | None:
+    """The warning for an ``mlflow-skinny`` installed over the runtime's full ``mlflow`` at
+    another version (a cluster library or ``%pip`` of a package that requires it, e.g.
+    azureml-mlflow): both own the ``mlflow/`` folder, so ``import mlflow`` reports the skinny's
+    version and the runtime's MLflow is gone (measured: 2.9.2 + skinny -> 3.18.0)."""
+    full, skinny = installed.get("mlflow"), installed.get("mlflow-skinny")
+    if not (full and skinny) or full == skinny:
+        return None
+    return (
+        f"WARNING: mlflow-skinny {skinny} is installed over the runtime's mlflow {full} (the same mlflow/ "
+        f"package folder): import mlflow now runs MLflow {skinny}. Fix: remove the library that brought it "
+        "(azureml-mlflow as a cluster library does: use 'spark-tracking install --azureml-mlflow'), then "
+        f"pip uninstall -y mlflow-skinny && pip install --force-reinstall --no-deps mlflow=={full}"
+    )
+
+
+def check(environ, installed: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(information lines, errors) about the configuration a session on this node resolves to."""
     info: list[str] = []
     errors: list[str] = []
+    overwritten = mlflow_overwritten(installed_versions() if installed is None else installed)
+    if overwritten:
+        info.append(overwritten)
     present = [name for name in SERVICE_PRINCIPAL_ENV if environ.get(name)]
     if present and len(present) < len(SERVICE_PRINCIPAL_ENV):
         absent = [name for name in SERVICE_PRINCIPAL_ENV if name not in present]
@@ -213,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     command, args = argv[0], argv[1:]
     _restore_user_disabled()
     if command == "missing-requirements":
-        missing, warnings = missing_requirements(metadata.requires(DIST_NAME) or [], installed_versions())
+        requirements = [*(metadata.requires(DIST_NAME) or []), *RUNTIME_REQUIREMENTS]
+        missing, warnings = missing_requirements(requirements, installed_versions())
         for line in warnings:
             print("WARNING: " + line, file=sys.stderr)
         if missing:
@@ -221,10 +297,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if command == "constraints":
         canonical = _packaging("utils").canonicalize_name
-        lines, left_out = constraint_lines(installed_versions(), skip=canonical(DIST_NAME))
+        installed = installed_versions()
+        lines, left_out = constraint_lines({**equivalent_pins(installed), **installed}, skip=canonical(DIST_NAME))
         if left_out:
             print("not pinned (versions pip cannot parse): " + ", ".join(left_out), file=sys.stderr)
         print("\n".join(lines))
+        return 0
+    if command == "unsatisfied":
+        print("\n".join(unsatisfied(args, installed_versions())))
+        return 0
+    if command == "to-install":
+        (path,) = args
+        with open(path, encoding="utf-8") as fh:
+            print("\n".join(to_install(json.load(fh), installed_versions())))
         return 0
     if command == "write-config":
         (path,) = args

@@ -5,7 +5,8 @@ A cluster is "installed" when its spec carries, and only these fields are ever t
 
 - ``init_scripts``: one entry for ``spark-tracking-init.sh`` (any earlier entry for a file of
   that name is replaced, other init scripts keep their order);
-- ``spark_env_vars``: ``SPARK_TRACKING_WHEEL`` (the wheel the init script installs), the
+- ``spark_env_vars``: ``SPARK_TRACKING_WHEEL`` (the wheel the init script installs),
+  ``SPARK_TRACKING_INIT_PACKAGES`` (optional packages it installs, ``--azureml-mlflow``), the
   non-secret settings given with ``--set`` as ``SPARK_TRACKING_<NAME>``, and, with a service
   principal, ``AZURE_TENANT_ID`` / ``AZURE_CLIENT_ID`` / ``AZURE_CLIENT_SECRET`` as
   ``{{secrets/<scope>/<key>}}`` references (never values), and ``SPARK_TRACKING_RELAY_SECRET``
@@ -33,6 +34,12 @@ from ..config import ENV_PREFIX, SETTINGS, SPARK_CONF_PREFIX
 
 INIT_SCRIPT_NAME = "spark-tracking-init.sh"
 WHEEL_ENV = "SPARK_TRACKING_WHEEL"
+#: Optional packages the init script installs under the runtime's constraints (space-separated).
+PACKAGES_ENV = "SPARK_TRACKING_INIT_PACKAGES"
+#: azureml-mlflow, installed by the init script (``install --azureml-mlflow``), never as a free
+#: cluster library: 1.62.0.post6 pins mlflow-skinny <= 3.15.0, which pip would put over the
+#: runtime's mlflow (PLATFORM.md).
+AZUREML_MLFLOW = "azureml-mlflow>=1.62"
 MANAGED_FIELDS = ("init_scripts", "spark_env_vars", "spark_conf")
 #: env var -> secret key in the scope
 SECRET_KEYS = {
@@ -103,6 +110,7 @@ class InstallOptions:
     spark_conf: dict[str, str] = field(default_factory=dict)  # -> spark.sparktracking.<name>
     secret_scope: str = DEFAULT_SCOPE
     service_principal: bool = False
+    packages: tuple[str, ...] = ()  # -> SPARK_TRACKING_INIT_PACKAGES (added to an earlier install's)
 
 
 def parse_assignments(items: list[str] | None, flag: str) -> dict[str, str]:
@@ -178,6 +186,9 @@ def apply_install(spec: dict, opts: InstallOptions) -> dict:
     env[WHEEL_ENV] = opts.target.node_path(opts.wheel_name)
     for name, value in opts.settings.items():
         env[_SETTINGS[name].env] = value
+    if opts.packages:
+        kept = str(env.get(PACKAGES_ENV, "")).split()
+        env[PACKAGES_ENV] = " ".join(kept + [pkg for pkg in opts.packages if pkg not in kept])
     if opts.service_principal:
         for name, key in SECRET_KEYS.items():
             env[name] = _secret_ref(opts.secret_scope, key)

@@ -343,3 +343,50 @@ def test_a_token_arm_does_not_accept(tmp_path, mlflow_server, principal, monkeyp
         "Audience doesn't match). Check that azure_cloud (SPARK_TRACKING_AZURE_CLOUD) is the "
         "workspace's cloud and AZURE_TENANT_ID the tenant of the subscription"
     )
+
+
+# -- sovereign clouds: the cloud follows the AML host / ARM endpoint ---------------------------------
+
+SOVEREIGN = [
+    ("usgovvirginia", "usgovvirginia.api.ml.azure.us", "AzureUSGovernment", "https://management.usgovcloudapi.net"),
+    ("chinaeast2", "chinaeast2.api.ml.azure.cn", "AzureChinaCloud", "https://management.chinacloudapi.cn"),
+]
+
+
+@pytest.mark.parametrize("region, host, cloud, arm", SOVEREIGN)
+def test_the_cloud_of_a_sovereign_workspace_is_the_cloud_of_its_aml_host(
+    azure, principal, region, host, cloud, arm, tmp_path, capsys
+):
+    """ARM reports a US Government or China AML host: the link records that cloud, so sessions
+    sign with its token scope, and `spark-tracking link` bakes it into the config file."""
+    from spark_tracking.azure import mlflow_auth
+    from spark_tracking.cli import main
+    from spark_tracking.config import read_config_file
+
+    rid = azure.add_aml_workspace(SUB, GROUP, f"ws-{region}", location=region, aml_host=host)
+    found = link.resolve(Config.resolve({"aml_workspace_id": rid}), use_cache=False)
+    assert (found.cloud, found.tracking_uri) == (cloud, f"https://{host}/mlflow/v2.0{rid}")
+    config_file = tmp_path / "st-config.json"
+    assert main(["link", "--workspace-id", rid, "--config-file", str(config_file)]) == 0
+    assert read_config_file(str(config_file))["azure_cloud"] == cloud
+    # a session linked to that host asks for that cloud's scope (no cloud named anywhere)
+    chosen = mlflow_auth.session_cloud(Config.resolve({}), hosts=lambda: frozenset({host}))
+    assert chosen.arm_scope == f"{arm}/.default"
+    assert mlflow_auth.session_cloud(Config.resolve({"azure_cloud": "AzureCloud"}), hosts=lambda: {host}).name == (
+        "AzureCloud"
+    )  # a cloud a source names wins
+
+
+@pytest.mark.parametrize("region, host, cloud, arm", SOVEREIGN)
+def test_the_cloud_is_inferred_from_the_arm_endpoint_or_the_tracking_uri(region, host, cloud, arm):
+    from spark_tracking.azure import clouds
+
+    assert clouds.infer(Config.resolve({"azure_arm_endpoint": arm + "/"}))[0].name == cloud
+    assert clouds.infer(Config.resolve({"tracking_uri": f"azureml://{host}/mlflow/v2.0{AML_ID}"}))[0].name == cloud
+    assert clouds.infer(Config.resolve({}))[0].name == "AzureCloud"
+    assert clouds.infer(Config.resolve({"azure_arm_endpoint": arm, "azure_cloud": "AzureCloud"}))[0].name == (
+        "AzureCloud"
+    )
+    from spark_tracking.azure.credentials import provider_for_config
+
+    assert provider_for_config(Config.resolve({"azure_arm_endpoint": arm})).scope == f"{arm}/.default"

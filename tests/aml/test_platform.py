@@ -293,3 +293,18 @@ def test_the_hook_in_a_fresh_process_calls_no_azure_endpoint(linked, tmp_path):
         assert linked.requests == before  # Azure AD, ARM and AML untouched at interpreter start
     finally:
         hook.disable()
+
+
+def test_the_model_registry_works_on_a_link_resolved_at_the_first_request(linked, mlflow_server):
+    """MLflow takes the registry URI from the tracking URI: the session's own scheme needs a
+    model registry store (else UnsupportedModelRegistryStoreURIException), which resolves the
+    link and registers through AML's endpoint, signed like every other request."""
+    session.configure(strict=True, resolve_link=False)
+    assert mlflow.get_tracking_uri().startswith(store.LAZY_SCHEME + "://")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("churn-model")
+    assert [m.name for m in client.search_registered_models()] == ["churn-model"]
+    assert mlflow.MlflowClient(mlflow_server.uri).get_registered_model("churn-model").name == "churn-model"
+    assert linked.rejected == []
+    created = [path for kind, _method, path in linked.requests if kind == "aml" and path.endswith("/create")]
+    assert any(path.endswith("/api/2.0/mlflow/registered-models/create") for path in created)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -403,3 +404,188 @@ def test_without_a_store_the_nodes_follow_the_workspace_link():
     kept = {"SPARK_TRACKING_TRACKING_URI": "http://mlflow.internal"}  # named by an earlier install
     assert settings_after({}, kept) == {}
     assert settings_after({}, kept, unset=["tracking_uri"]) == {"databricks_resource_id": dbx}
+
+
+# -- install routes never move the runtime's MLflow -------------------------------------------------
+
+
+def test_installing_the_wheel_with_dependencies_never_puts_mlflow_skinny_over_mlflow(tmp_path, wheel):
+    """A cluster library or %pip install of the wheel on DBR 14.3/15.4 ML, which ship the full
+    `mlflow` 2.x and no `mlflow-skinny`: real pip (offline) must not want any mlflow-skinny, however
+    new the index's is (a requirement on it installed the newest over `mlflow/`: PLATFORM.md)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    from .test_init_script import _metadata_only_wheel
+
+    venv = tmp_path / "dbr-14.3-ml"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert site and sysconfig.get_paths()["purelib"] != site
+    runtime = {"mlflow": "2.9.2", "databricks-sdk": "0.30.0", "azure-identity": "1.16.0", "requests": "2.31.0"}
+    for name, version in runtime.items():  # what the runtime ships, as pip sees installed distributions
+        info = Path(site) / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    index = tmp_path / "index"
+    _metadata_only_wheel(index, "mlflow-skinny", "3.18.0")
+    _metadata_only_wheel(index, "mlflow", "3.18.0", ("mlflow-skinny==3.18.0",))
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "--python", str(python), "install", "--dry-run", "--quiet"]
+        + ["--no-index", "--find-links", str(index), "--report", str(report), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    would_install = {
+        item["metadata"]["name"]: item["metadata"]["version"] for item in json.loads(report.read_text())["install"]
+    }
+    assert would_install == {"spark-tracking": wheel.name.split("-")[1]}
+
+
+def test_equivalent_mlflow_distributions_pin_each_other():
+    from spark_tracking.install import node
+
+    assert node.equivalent_pins({"mlflow": "2.9.2", "pyspark": "3.5.0"}) == {"mlflow-skinny": "2.9.2"}
+    assert node.equivalent_pins({"mlflow": "3.0.1", "mlflow-skinny": "3.0.1"}) == {}
+    installed = {"mlflow": "2.9.2", "azure-core": "1.30.0"}
+    assert node.unsatisfied(["azureml-mlflow", "mlflow-skinny<=3.15.0", "azure-core>=1.31"], installed) == [
+        "azureml-mlflow",
+        "azure-core>=1.31",
+    ]
+    report = {
+        "install": [
+            {"metadata": {"name": "azureml-mlflow", "version": "1.62.0.post6"}},
+            {"metadata": {"name": "mlflow_skinny", "version": "2.9.2"}},  # the runtime's mlflow is it
+        ]
+    }
+    assert node.to_install(report, installed) == ["azureml-mlflow==1.62.0.post6"]
+    report["install"][1]["metadata"]["version"] = "3.15.0"  # cannot happen under the constraints; never hidden
+    assert node.to_install(report, installed) == ["azureml-mlflow==1.62.0.post6", "mlflow-skinny==3.15.0"]
+
+
+def test_an_mlflow_skinny_over_the_runtimes_mlflow_is_reported_with_the_fix():
+    from spark_tracking.install import node
+
+    assert node.mlflow_overwritten({"mlflow": "3.0.1", "mlflow-skinny": "3.0.1"}) is None
+    assert node.mlflow_overwritten({"mlflow": "2.9.2"}) is None
+    info, _ = node.check({}, installed={"mlflow": "2.9.2", "mlflow-skinny": "3.18.0"})
+    assert info[0].startswith("WARNING: mlflow-skinny 3.18.0 is installed over the runtime's mlflow 2.9.2")
+    assert "pip install --force-reinstall --no-deps mlflow==2.9.2" in info[0]
+
+
+def _dbr_ml_node(tmp_path) -> Node:
+    """A node of an ML runtime that ships the full `mlflow` and no `mlflow-skinny` (DBR 14.3/15.4 ML)."""
+    from .conftest import make_runtime
+
+    home = tmp_path / "h"
+    home.mkdir()
+    return Node(tmp_path / "node", make_runtime(tmp_path / "runtime", leave_out=("mlflow_skinny",)), home)
+
+
+def _mlflow_version(node: Node) -> str:
+    done = node.python_run("import mlflow; print(mlflow.__version__)", SPARK_TRACKING_DISABLED="1")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_init_script_installs_azureml_mlflow_without_moving_the_runtimes_mlflow(tmp_path, wheel):
+    from importlib.metadata import version
+
+    from .test_init_script import _metadata_only_wheel
+
+    sim = _dbr_ml_node(tmp_path)
+    runtime_mlflow = version("mlflow")
+    index = tmp_path / "index"
+    _metadata_only_wheel(index, "azureml-mlflow", "1.62.0.post6", ("mlflow-skinny", "azure-core"))
+    _metadata_only_wheel(index, "mlflow-skinny", "99.0")  # what a free install would take
+    _metadata_only_wheel(index, "mlflow-skinny", runtime_mlflow)
+    env = dict(
+        SPARK_TRACKING_WHEEL=str(wheel),
+        SPARK_TRACKING_INIT_PACKAGES="azureml-mlflow",
+        SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}",
+    )
+    out = sim.run_init(**env)
+    assert out.returncode == 0, out.stdout + sim.log_file.read_text()
+    assert "installed azureml-mlflow==1.62.0.post6 (for azureml-mlflow)" in out.stdout
+    assert "azureml_mlflow-1.62.0.post6.dist-info" in sim.own_site_entries()
+    assert not any(name.startswith("mlflow") for name in sim.own_site_entries())  # nothing over mlflow/
+    assert _mlflow_version(sim) == runtime_mlflow
+    again = sim.run_init(**env)
+    assert "optional packages already installed: azureml-mlflow" in again.stdout
+
+
+def test_an_azureml_mlflow_that_would_move_the_runtimes_mlflow_is_left_out(tmp_path, wheel):
+    """azureml-mlflow 1.62.0.post6 pins mlflow-skinny <= 3.15.0; on a runtime with a newer MLflow it
+    is refused under the constraints, with the reason, and tracking stays on (the https route)."""
+    from .test_init_script import _metadata_only_wheel
+
+    sim = _dbr_ml_node(tmp_path)
+    runtime_mlflow = _mlflow_version(sim)
+    pin = "3.15.0" if tuple(map(int, runtime_mlflow.split(".")[:2])) > (3, 15) else "2.8.0"
+    index = tmp_path / "index"
+    _metadata_only_wheel(index, "azureml-mlflow", "1.62.0.post6", (f"mlflow-skinny<={pin}",))
+    _metadata_only_wheel(index, "mlflow-skinny", pin)
+    out = sim.run_init(
+        SPARK_TRACKING_WHEEL=str(wheel),
+        SPARK_TRACKING_INIT_PACKAGES="azureml-mlflow",
+        SPARK_TRACKING_INIT_PIP_ARGS=f"--no-index --find-links {index}",
+    )
+    assert out.returncode == 0, out.stdout
+    assert "ERROR: azureml-mlflow cannot be installed without changing what the runtime provides" in out.stdout
+    assert not any(name.startswith(("mlflow", "azureml")) for name in sim.own_site_entries())
+    assert _mlflow_version(sim) == runtime_mlflow
+    assert sim.hook_file.exists() and "ready on this driver" in out.stdout
+
+
+def test_install_azureml_mlflow_goes_through_the_init_script(fake, wheel):
+    assert main(_install(wheel, "--azureml-mlflow")) == 0
+    env = fake.cluster(CLUSTER)["spark_env_vars"]
+    assert env["SPARK_TRACKING_INIT_PACKAGES"] == "azureml-mlflow>=1.62"
+    script = fake.state.files[f"{TARGET}/spark-tracking-init.sh"].decode()
+    assert "export SPARK_TRACKING_INIT_PACKAGES='azureml-mlflow>=1.62'" in script
+    assert main(["uninstall", "--cluster-id", CLUSTER]) == 0
+    assert "SPARK_TRACKING_INIT_PACKAGES" not in fake.cluster(CLUSTER).get("spark_env_vars", {})
+
+
+# -- sovereign clouds --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting, cloud",
+    [
+        (f"tracking_uri=https://usgovvirginia.api.ml.azure.us/mlflow/v2.0{AML_ID}", "AzureUSGovernment"),
+        ("azure_arm_endpoint=https://management.chinacloudapi.cn", "AzureChinaCloud"),
+    ],
+)
+def test_install_bakes_the_cloud_of_a_sovereign_host(fake, wheel, setting, cloud):
+    assert main(_install(wheel, "--set", setting)) == 0
+    assert fake.cluster(CLUSTER)["spark_env_vars"]["SPARK_TRACKING_AZURE_CLOUD"] == cloud
+    script = fake.state.files[f"{TARGET}/spark-tracking-init.sh"].decode()
+    assert f"export SPARK_TRACKING_AZURE_CLOUD={cloud}" in script
+
+
+def test_the_cloud_of_the_databricks_workspace_host():
+    from spark_tracking.azure.clouds import cloud_of_databricks_host
+    from spark_tracking.install.cli import _bake_the_cloud
+
+    assert cloud_of_databricks_host("https://adb-1.2.databricks.azure.us").name == "AzureUSGovernment"
+    assert cloud_of_databricks_host("adb-1.2.databricks.azure.cn").name == "AzureChinaCloud"
+    assert cloud_of_databricks_host("https://adb-1.2.azuredatabricks.net/").name == "AzureCloud"
+    opts = _opts(settings={"aml_workspace_id": AML_ID})
+    _bake_the_cloud(opts, "https://adb-1.2.databricks.azure.us", {})
+    assert opts.settings["azure_cloud"] == "AzureUSGovernment"
+    kept = {"spark_env_vars": {"SPARK_TRACKING_AZURE_CLOUD": "AzureCloud"}}  # named by an earlier install
+    opts = _opts(settings={})
+    _bake_the_cloud(opts, "https://adb-1.2.databricks.azure.us", kept)
+    assert opts.settings == {}

@@ -130,12 +130,22 @@ class FakeAzure:
         self.arm_grants.setdefault(principal.object_id, set()).add(resource_id.lower())
 
     def add_aml_workspace(
-        self, subscription: str, group: str, name: str, location: str = "westeurope", report_tracking_uri: bool = True
+        self,
+        subscription: str,
+        group: str,
+        name: str,
+        location: str = "westeurope",
+        report_tracking_uri: bool = True,
+        aml_host: str | None = None,
     ) -> str:
+        """An AML workspace resource; ``aml_host``: the regional API host ARM reports in its
+        tracking URI instead of this fake's (a sovereign cloud's, e.g. ``usgovvirginia.api.ml.azure.us``
+        or ``chinaeast2.api.ml.azure.cn``: AML's API hosts per cloud, as azureml-mlflow's cloud table
+        lists them; nothing here serves those hosts)."""
         rid = f"/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
         properties: dict[str, Any] = {"workspaceId": str(uuid.uuid4()), "friendlyName": name}
         if report_tracking_uri:
-            host = urlsplit(self.aml.url).netloc
+            host = aml_host or urlsplit(self.aml.url).netloc
             properties["mlFlowTrackingUri"] = f"azureml://{host}/mlflow/v1.0{rid}"  # as ARM reports it
         self.resources[rid.lower()] = {
             "id": rid,
