@@ -107,7 +107,7 @@ def infer(cfg) -> tuple[Cloud, str]:
     """(the cloud, why) for a configuration: ``azure_cloud`` when a source set it, else the cloud
     of ``azure_arm_endpoint``, else of an AML ``tracking_uri``'s host, else AzureCloud. So a
     configuration that names a sovereign cloud's ARM or AML host gets that cloud's token scope
-    and authority without also naming the cloud (the token scope is per cloud: PLATFORM.md)."""
+    and authority without also naming the cloud (the token scope is per cloud: docs/platform.md)."""
     if "azure_cloud" in cfg.sources:
         return cloud(cfg.azure_cloud), f"azure_cloud ({cfg.sources['azure_cloud']})"
     for name, find in (("azure_arm_endpoint", cloud_of_arm_endpoint), ("tracking_uri", cloud_of_uri)):

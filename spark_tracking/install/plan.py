@@ -38,7 +38,7 @@ WHEEL_ENV = "SPARK_TRACKING_WHEEL"
 PACKAGES_ENV = "SPARK_TRACKING_INIT_PACKAGES"
 #: azureml-mlflow, installed by the init script (``install --azureml-mlflow``), never as a free
 #: cluster library: 1.62.0.post6 pins mlflow-skinny <= 3.15.0, which pip would put over the
-#: runtime's mlflow (PLATFORM.md).
+#: runtime's mlflow (docs/platform.md).
 AZUREML_MLFLOW = "azureml-mlflow>=1.62"
 MANAGED_FIELDS = ("init_scripts", "spark_env_vars", "spark_conf")
 #: env var -> secret key in the scope

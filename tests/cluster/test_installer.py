@@ -412,7 +412,7 @@ def test_without_a_store_the_nodes_follow_the_workspace_link():
 def test_installing_the_wheel_with_dependencies_never_puts_mlflow_skinny_over_mlflow(tmp_path, wheel):
     """A cluster library or %pip install of the wheel on DBR 14.3/15.4 ML, which ship the full
     `mlflow` 2.x and no `mlflow-skinny`: real pip (offline) must not want any mlflow-skinny, however
-    new the index's is (a requirement on it installed the newest over `mlflow/`: PLATFORM.md)."""
+    new the index's is (a requirement on it installed the newest over `mlflow/`: docs/platform.md)."""
     import subprocess
     import sys
     import sysconfig
