@@ -154,6 +154,19 @@ def detect() -> RunContext:
     return ctx
 
 
+def job_cluster_reason(ctx: RunContext | None = None) -> str | None:
+    """Why this driver runs a Databricks job, or None: ``DB_IS_JOB_CLUSTER=TRUE`` (Databricks'
+    predefined variable on job clusters), else a job id in the notebook context, the Spark local
+    property ``spark.databricks.job.id`` or ``DB_JOB_ID``. A job cluster ends with its job, local
+    disks included (PLATFORM.md), and a job run has nobody reading its cell output."""
+    if os.environ.get("DB_IS_JOB_CLUSTER", "").strip().upper() == "TRUE":
+        return "a job cluster (DB_IS_JOB_CLUSTER=TRUE)"
+    job_id = (ctx or detect()).job_id
+    if job_id:
+        return f"a Databricks job run (job id {job_id})"
+    return None
+
+
 def experiment_name_for(ctx: RunContext) -> str | None:
     """The experiment a session logs to by default.
 
