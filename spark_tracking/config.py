@@ -135,7 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_bool,
         False,
         "Raise configuration errors into the host (notebook, init script) instead of "
-        "logging them and leaving tracking off.",
+        "logging them and leaving tracking off; a failed Azure ML link fails the run instead of "
+        "falling back to the embedded store. Unset: true in a Databricks job (job cluster or job run).",
     ),
     Setting(
         "tracking_uri",

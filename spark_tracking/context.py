@@ -1,8 +1,11 @@
 """Where is this code running? Notebook path, script, Databricks cluster, job, Spark app.
 
 Pure lookups with no side effects: every function returns None when it cannot tell.
-Sources, in order: the Databricks notebook context (dbutils, when the notebook defines it),
-Spark local properties of the current thread, the environment, IPython/Jupyter, sys.argv.
+Sources, in order: the Databricks REPL context (``dbruntime.databricks_repl_context``, as MLflow
+reads it first; the only one on standard access mode, where py4j calls to the notebook context
+are refused and there is no SparkContext: ``_compat.databricks_runtime``), the notebook context
+through py4j (dbutils, when the notebook defines it), Spark local properties of the current
+thread, the environment, IPython/Jupyter, sys.argv.
 """
 
 from __future__ import annotations
@@ -129,26 +132,53 @@ def detect() -> RunContext:
     local properties of this thread, then the environment: ``SPARK_TRACKING_NOTEBOOK_PATH`` (or
     Jupyter's ``JPY_SESSION_NAME``) for the notebook path, ``DB_CLUSTER_ID``, ``DB_JOB_ID`` and
     ``DATABRICKS_HOST``."""
-    db = _dbutils_context()
+    from ._compat.databricks_runtime import repl_context
+
+    repl = repl_context()
+    db = _dbutils_context()  # refused (Py4JSecurityException) on standard access: {}
     sc = _spark_context()
     ctx = RunContext()
     ctx.notebook_path = (
-        db.get("notebook_path")
+        repl.get("notebook_path")
+        or db.get("notebook_path")
         or _local_property(sc, _DB_NOTEBOOK_PATH)
         or os.environ.get("SPARK_TRACKING_NOTEBOOK_PATH")
         or jupyter_notebook_path()
     )
     ctx.script = None if ctx.notebook_path else script_path()
-    ctx.user = db.get("user") or _local_property(sc, _DB_USER)
-    ctx.cluster_id = db.get("clusterId") or _local_property(sc, _DB_CLUSTER_ID) or os.environ.get("DB_CLUSTER_ID")
-    ctx.job_id = db.get("jobId") or _local_property(sc, _DB_JOB_ID) or os.environ.get("DB_JOB_ID")
-    ctx.job_run_id = db.get("runId") or db.get("multitaskParentRunId") or _local_property(sc, _DB_JOB_RUN_ID)
-    host = db.get("browserHostName") or os.environ.get("DATABRICKS_HOST")
+    ctx.user = repl.get("user") or db.get("user") or _local_property(sc, _DB_USER)
+    ctx.cluster_id = (
+        repl.get("cluster_id")
+        or db.get("clusterId")
+        or _local_property(sc, _DB_CLUSTER_ID)
+        or os.environ.get("DB_CLUSTER_ID")
+    )
+    ctx.job_id = repl.get("job_id") or db.get("jobId") or _local_property(sc, _DB_JOB_ID) or os.environ.get("DB_JOB_ID")
+    ctx.job_run_id = (
+        repl.get("job_run_id")
+        or db.get("runId")
+        or db.get("multitaskParentRunId")
+        or _local_property(sc, _DB_JOB_RUN_ID)
+    )
+    host = repl.get("host") or db.get("browserHostName") or os.environ.get("DATABRICKS_HOST")
     if host and not host.startswith("http"):
         host = "https://" + host
     ctx.databricks_host = host
     ctx.spark_app_id = _application_id(sc)
     return ctx
+
+
+def job_cluster_reason(ctx: RunContext | None = None) -> str | None:
+    """Why this driver runs a Databricks job, or None: ``DB_IS_JOB_CLUSTER=TRUE`` (Databricks'
+    predefined variable on job clusters), else a job id in the notebook context, the Spark local
+    property ``spark.databricks.job.id`` or ``DB_JOB_ID``. A job cluster ends with its job, local
+    disks included (PLATFORM.md), and a job run has nobody reading its cell output."""
+    if os.environ.get("DB_IS_JOB_CLUSTER", "").strip().upper() == "TRUE":
+        return "a job cluster (DB_IS_JOB_CLUSTER=TRUE)"
+    job_id = (ctx or detect()).job_id
+    if job_id:
+        return f"a Databricks job run (job id {job_id})"
+    return None
 
 
 def experiment_name_for(ctx: RunContext) -> str | None:

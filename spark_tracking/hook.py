@@ -50,7 +50,9 @@ def startup() -> None:
             return
         from .session import configure
 
-        configure(strict=False, resolve_link=False)  # files and environment only: never the network
+        # files and environment only: never the network; errors are logged, not raised (strict is
+        # left to the settings: it decides what a link failure does at MLflow's first request)
+        configure(resolve_link=False)
         if _starting_pyspark_worker():
             from .forwarding.task import executor
 

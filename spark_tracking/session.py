@@ -21,7 +21,10 @@ in the node's link cache yet is resolved at MLflow's first request in the proces
 
 A link that fails never scatters runs: the session logs to the embedded store in ``home`` (a
 known place), says so on stderr (a notebook shows it under the cell) and records it for
-``spark-tracking doctor``, with the command that moves the runs once the link works.
+``spark-tracking doctor``, with the command that moves the runs once the link works. In a
+Databricks job (a job cluster, or a job id in the notebook context) the default is strict
+instead: the driver's disk goes with the job cluster, so the link failure fails the run (and the
+job) with the cause and the fix; ``strict=false`` set explicitly brings the fallback back.
 
 The experiment: when the name is known at configure time (a script, a Jupyter notebook) it goes
 to ``MLFLOW_EXPERIMENT_NAME``; a Databricks notebook's path is only known once its kernel and
@@ -143,7 +146,7 @@ def configure(*, strict: bool | None = None, resolve_link: bool = True, **settin
             _apply_experiment(cfg)
             return cfg
     except Exception as exc:
-        if settings.get("strict") or _strict_from_env():
+        if settings.get("strict") or _strict_from_env() or getattr(exc, "fatal", False):
             raise
         message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
         _logger().warning("spark_tracking: tracking left unconfigured: %s", message)
@@ -254,18 +257,40 @@ def resolve_pending_link() -> str:
                 )
             choice = _resolve_link(cfg, source)
         except AzureLinkError as exc:
-            if cfg.strict or _strict_from_env():
-                raise
-            choice = _fall_back(cfg, exc)
+            choice = _fall_back(cfg, exc)  # raises when the session is strict (a job, by default)
         _apply_tracking_uri(cfg, choice.uri, choice.auth)
         _current, _current_uri, _choice = cfg, choice.uri, choice
         return choice.uri
 
 
+def _job_strictness(cfg: Config) -> str | None:
+    """Where this session runs when that makes it strict by default, or None.
+
+    Unless ``strict`` was set explicitly, a Databricks job (``context.job_cluster_reason``) is
+    strict: a job cluster deletes the driver's disk minutes after the job, which still succeeds,
+    so a fallback there loses the runs without anyone seeing it."""
+    if "strict" in cfg.sources:  # strict=false chosen explicitly: the fallback is wanted
+        return None
+    return context.job_cluster_reason()
+
+
 def _fall_back(cfg: Config, exc: BaseException) -> StoreChoice:
-    """The link failed: the embedded store at a known home, said where the user looks."""
+    """The link failed: the embedded store at a known home, said where the user looks; or, in a
+    strict session (a job, by default), an error that fails the run with the cause and the fix."""
     if cfg.strict or _strict_from_env():
         raise exc
+    job = _job_strictness(cfg)
+    if job is not None:
+        failed = type(exc)(
+            f"the Azure ML link failed: {exc}\nThis session runs in {job}: its runs are not sent to the "
+            f"embedded store on the driver's local disk, which is deleted with the cluster, so the run fails "
+            f"instead. Fix the link (spark-tracking doctor checks each step; an expired service-principal "
+            f"secret: store a new one in the secret scope), or set SPARK_TRACKING_STRICT=false to log to the "
+            f"local store anyway"
+        )
+        failed.fatal = True  # type: ignore[attr-defined]  # configure() raises it too
+        _logger().error("spark_tracking: %s", failed)
+        raise failed from exc
     uri = cfg.embedded_store_uri
     where = (
         "the driver's local disk: it is gone when the cluster stops"
