@@ -172,7 +172,7 @@ def job_cluster_reason(ctx: RunContext | None = None) -> str | None:
     """Why this driver runs a Databricks job, or None: ``DB_IS_JOB_CLUSTER=TRUE`` (Databricks'
     predefined variable on job clusters), else a job id in the notebook context, the Spark local
     property ``spark.databricks.job.id`` or ``DB_JOB_ID``. A job cluster ends with its job, local
-    disks included (PLATFORM.md), and a job run has nobody reading its cell output."""
+    disks included (docs/platform.md), and a job run has nobody reading its cell output."""
     if os.environ.get("DB_IS_JOB_CLUSTER", "").strip().upper() == "TRUE":
         return "a job cluster (DB_IS_JOB_CLUSTER=TRUE)"
     job_id = (ctx or detect()).job_id

@@ -1,7 +1,7 @@
 """Standard access mode: the notebook's path, user and job come from the Databricks REPL context
 (``dbruntime.databricks_repl_context.get_context()``, read first as MLflow does), because py4j
 calls to the notebook context are refused there (``Py4JSecurityException``) and there is no
-SparkContext (PLATFORM.md). The fakes: a ``dbruntime`` module on ``sys.path`` and a dbutils whose
+SparkContext (docs/platform.md). The fakes: a ``dbruntime`` module on ``sys.path`` and a dbutils whose
 every JVM call is refused."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Job clusters are strict: a link that fails makes the first run fail with the cause and the fix,
 instead of logging to the embedded store on the driver's disk, which the job cluster deletes with
-itself minutes later while the job reports success (PLATFORM.md: DB_IS_JOB_CLUSTER, job clusters
+itself minutes later while the job reports success (docs/platform.md: DB_IS_JOB_CLUSTER, job clusters
 end with their job). An interactive cluster keeps the loud fallback (tests/aml/test_link.py)."""
 
 from __future__ import annotations
