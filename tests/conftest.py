@@ -253,9 +253,22 @@ def run_driver(script: str, *args: str, cwd, env: dict | None = None) -> str:
 
 
 @pytest.fixture(scope="session")
-def spark():
-    """Real Spark with two separate executor JVMs and Python workers."""
-    session = spark_builder().getOrCreate()
+def spark(tmp_path_factory):
+    """Real Spark with two separate executor JVMs and Python workers, each executor with a HOME of
+    its own (as on a cluster, where executors are other machines).
+
+    Started with none of the variables ``clean_env`` clears: the session fixture starts before the
+    first test's ``clean_env`` runs, and its executors keep the environment they start with for the
+    whole run. A ``MLFLOW_EXPERIMENT_NAME`` / ``MLFLOW_EXPERIMENT_ID`` an earlier test's
+    ``configure()`` or ``mlflow.set_experiment`` left in this process would otherwise reach every
+    later task (seen: tasks failing with "MLFLOW_EXPERIMENT_ID `1` does not match the experiment id
+    `0` for experiment name `pytest`", depending on which test started Spark)."""
+    home = tmp_path_factory.mktemp("executor-home")
+    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith(_CLEARED_PREFIXES)}
+    try:
+        session = spark_builder().config("spark.executorEnv.HOME", str(home)).getOrCreate()
+    finally:
+        os.environ.update(saved)
     yield session
     session.stop()
 
