@@ -61,6 +61,7 @@ from ..protocol import (
     SESSION_FILE_PREFIX,
 )
 from .bounded import BoundedDict
+from .decode import _clean_metrics, _clean_pairs
 from .relay import Relay, task_key
 from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
@@ -88,41 +89,6 @@ def _spark_context():
     from pyspark import SparkContext
 
     return SparkContext._active_spark_context
-
-
-def _clean_metrics(rows) -> tuple[list, int]:
-    """Points from the wire, checked again (a client may be buggy): (good, bad count)."""
-    good: list = []
-    bad = 0
-    if not isinstance(rows, list):
-        return good, 1
-    for row in rows:
-        try:
-            key, value, ts, step = row
-            if (
-                isinstance(key, str)
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and type(ts) is int
-                and type(step) is int
-                and key
-            ):
-                good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
-                continue
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
-            pass
-        bad += 1
-    return good, bad
-
-
-def _clean_pairs(rows) -> tuple[list, int]:
-    good, bad = [], 0
-    for row in rows if isinstance(rows, list) else [None]:
-        if isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row):
-            good.append((row[0], row[1]))
-        else:
-            bad += 1
-    return good, bad
 
 
 _tokens = threading.local()
@@ -356,7 +322,8 @@ class Forwarder:
         explicit = message.get("r")
         run = explicit if isinstance(explicit, str) and explicit else self.resolve(binding, worker)
         _, sink = self._parse(binding)
-        metrics, bad_m = _clean_metrics(message.get("m", []))
+        beyond: list = []
+        metrics, bad_m = _clean_metrics(message.get("m", []), beyond)
         params, bad_p = _clean_pairs(message.get("p", []))
         tags, bad_t = _clean_pairs(message.get("t", []))
         artifacts, bad_a = _clean_pairs(message.get("a", []))
@@ -364,6 +331,19 @@ class Forwarder:
             sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
             logger.warning(
                 "spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a
+            )
+        if beyond:
+            sink.dropped["out_of_range"] += len(beyond)
+            key, _, ts, step = beyond[0]
+            logger.warning(
+                "spark_tracking relay: dropped %d point(s) of run %s whose step or timestamp MLflow cannot "
+                "store (a signed 64-bit integer: -2**63 to 2**63-1), e.g. %r at step %d, timestamp %d "
+                "(counted in stats()['dropped']['out_of_range']). Log steps and millisecond timestamps.",
+                len(beyond),
+                run,
+                key,
+                step,
+                ts,
             )
         with _lock:
             self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
