@@ -67,8 +67,10 @@ class RunOps:
         self._experiments: dict[str, str] = {}  # run id -> experiment id (parents)
 
     def handle(self, op: str, binding: str, worker: list, message: dict) -> dict:
-        """The reply to one request: ``{"v": value}``; MLflow errors travel as values the task
-        raises again with MLflow's error code."""
+        """The reply to one request: ``{"v": value}``; errors travel as values the task raises
+        again as an MlflowException with MLflow's error code (INTERNAL_ERROR and the error's
+        text for a failure on the driver, e.g. of its artifact store), never as a dropped
+        connection the task would re-send the request after."""
         from mlflow.exceptions import MlflowException
 
         client = self.client_for(binding)
@@ -78,6 +80,9 @@ class RunOps:
             return {"v": {"$err": exc.message, "code": exc.error_code}}
         except (ValueError, TypeError) as exc:
             return {"v": {"$err": str(exc), "code": "INVALID_PARAMETER_VALUE"}}
+        except Exception as exc:  # noqa: BLE001 - the driver failed (its store, its disk): the task raises it
+            logger.warning("spark_tracking: %r a task asked for failed on the driver", op, exc_info=True)
+            return {"v": {"$err": f"the driver failed to {op}: {type(exc).__name__}: {exc}", "code": "INTERNAL_ERROR"}}
 
     # -- runs ----------------------------------------------------------------------------------
 
