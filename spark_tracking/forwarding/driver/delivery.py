@@ -110,11 +110,13 @@ class Delivery:
     def _cap_params(self, request: dict, cap: int) -> None:
         """Keep the run within ``max_params_per_run`` (AML: 200): a param the run has no room
         for is dropped, counted and named in a warning, instead of the store refusing the whole
-        request. The run's params are read from the store once (the driver logs its own)."""
+        request. The run's params are read from the store first, and again on each request once
+        the run nears half the cap (the driver logs params of its own)."""
         run = request["run_id"]
         held = self.run_params.get(run)
-        if held is None:
-            held = self.run_params[run] = self._params_in_store(run)
+        if held is None or len(held) + len(request["params"]) > cap // 2:
+            # past half the cap, read the run again: the driver logs params of its own
+            held = self.run_params[run] = self._params_in_store(run) | (held or set())
         kept, over = [], []
         for pair in request["params"]:
             if pair[0] in held or len(held) < cap:

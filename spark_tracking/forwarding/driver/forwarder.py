@@ -183,7 +183,12 @@ class Forwarder:
             self.secret, self, host, cfg.relay_port, cfg.relay_max_connections, cfg.relay_max_frame_bytes
         ).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
-        self.run_ops = RunOps(self.resolve, lambda binding: self._parse(binding)[1].client)
+        self._created: BoundedDict = BoundedDict(_MAX_TASKS)  # run a task created -> that task
+        self.run_ops = RunOps(
+            self.resolve,
+            lambda binding: self._parse(binding)[1].client,
+            lambda binding, worker, run: self._created.__setitem__(run, task_key(binding, worker)),
+        )
         self._publish_session_binding(sc)
 
     def _publish_session_binding(self, sc) -> None:
@@ -345,9 +350,13 @@ class Forwarder:
                 step,
                 ts,
             )
+        task = task_key(binding, worker)
         with _lock:
-            self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
-        return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
+            self._logged_to.setdefault(task, set()).add(run)
+            created_by = self._created.get(run) if run in self._created else None
+        sub = Submission("points", run, worker, metrics, params, tags, artifacts)
+        sub.solo = created_by == task  # a run this task created (a child run per model): the user's keys
+        return run, sink.submit(sub)
 
     def done(self, binding: str, worker: list):
         """A task ended: close its part of every run it logged to (never resolves a run)."""

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ... import validation
 from . import observers
-from .aggregation import Aggregator, StageState, attempt_of
+from .aggregation import MAX_OPEN_STEPS, Aggregator, StageState, attempt_of
 from .batches import cut_requests
 from .delivery import RUN_POINTS_CAP, RUN_POINTS_WARNING, Delivery
 from .spool import Spool, strip_userinfo
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 class Submission:
     """What one relay request hands the sink: points of one task, a task end, or a flush."""
 
-    __slots__ = ("artifacts", "at", "future", "kind", "metrics", "params", "run_id", "tags", "worker")
+    __slots__ = ("artifacts", "at", "future", "kind", "metrics", "params", "run_id", "solo", "tags", "worker")
 
     def __init__(self, kind: str, run_id=None, worker=None, metrics=(), params=(), tags=(), artifacts=()):
         self.kind = kind  # "points" | "done" | "flush"
@@ -59,6 +59,7 @@ class Submission:
         self.metrics, self.params, self.tags, self.artifacts = metrics, params, tags, artifacts
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.at = 0.0  # when the sink queued it (its clock)
+        self.solo = False  # a run the task created itself: its own series, the user's keys
 
 
 class Sink:
@@ -94,6 +95,7 @@ class Sink:
         max_runs: int = 1024,
         max_queued: int = 200_000,
         spool_after: float = 30.0,
+        max_open_steps: int = MAX_OPEN_STEPS,
     ):
         self.delivery = Delivery(
             client,
@@ -115,7 +117,9 @@ class Sink:
         self.stages_finished = stages_finished
         self.batch_max_metrics = min(batch_max_metrics, validation.MAX_METRICS_PER_BATCH)
         self.max_values_per_key = max_values_per_key
-        self.aggregator = Aggregator(stage_tasks, aggregate, self.counters, self.dropped, max_stages, max_runs)
+        self.aggregator = Aggregator(
+            stage_tasks, aggregate, self.counters, self.dropped, max_stages, max_runs, max_open_steps
+        )
         self.clock = clock
         self.linger = linger
         self.queue: deque[Submission] = deque()
