@@ -13,7 +13,9 @@ worker's series is stored once — by the attempt that logged it first.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 from typing import Callable
 
 from ... import layout
@@ -21,6 +23,9 @@ from .batches import new_pending
 from .bounded import BoundedDict
 
 logger = logging.getLogger(__name__)
+
+#: open (key, step) means a (run, stage) holds at most; past it the oldest are written
+MAX_OPEN_STEPS = 10_000
 
 
 def attempt_of(worker: list) -> tuple:
@@ -47,10 +52,21 @@ class Aggregator:
 
     ``stage_tasks(stage)`` gives a stage's number of tasks (None: unknown yet); ``counters`` and
     ``dropped`` are the sink's. State is kept for the ``max_stages`` most recent (run, stage)
-    pairs and the ``max_runs`` most recent runs."""
+    pairs and the ``max_runs`` most recent runs, and at most ``max_open_steps`` open means per
+    (run, stage). A submission marked ``solo`` (a run the task created) keeps the user's keys."""
 
-    def __init__(self, stage_tasks, aggregate: bool, counters, dropped, max_stages: int, max_runs: int):
+    def __init__(
+        self,
+        stage_tasks,
+        aggregate: bool,
+        counters,
+        dropped,
+        max_stages: int,
+        max_runs: int,
+        max_open_steps: int = MAX_OPEN_STEPS,
+    ):
         self.stage_tasks = stage_tasks
+        self.max_open_steps = max_open_steps
         self.aggregate = aggregate
         self.counters, self.dropped = counters, dropped
         self.stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
@@ -83,7 +99,8 @@ class Aggregator:
         wid, who = layout.worker_id(worker), attempt_of(worker)
         out = pending.setdefault(run, new_pending())
         expected = self.stage_tasks(stage)
-        multi = worker[4] is not None or expected is None or expected > 1
+        # a run one task created (a child run per model) is that task's alone: the user's keys
+        multi = not sub.solo and (worker[4] is not None or expected is None or expected > 1)
         # the mean waits for one value per task; with ranks, how many there are is known only
         # when the stage ends (a task may start several ranks)
         mean_of = expected if worker[4] is None else None
@@ -102,6 +119,8 @@ class Aggregator:
                 values[wid] = (value, ts)
                 if mean_of is not None and len(values) >= mean_of:
                     self._emit_mean(run, state, key, step, pending)
+        if len(state.agg) > self.max_open_steps:
+            self._emit_oldest(run, state, pending)
         seen = self.params.setdefault(run, {})
         for key, value in sub.params:
             if key in seen and seen[key] != value:
@@ -130,11 +149,23 @@ class Aggregator:
         if expected is not None and len(state.done) >= expected:
             self.close(pending, lambda r, s: r == run and s == stage)
 
+    def _emit_oldest(self, run: str, state: StageState, pending: dict) -> None:
+        """Past ``max_open_steps`` open means in a stage (ranks: how many there are is known at
+        the stage's end), write the oldest with the values they have: a long barrier or
+        TorchDistributor stage holds bounded memory and its means appear while it runs (ranks
+        that log in step are complete by then)."""
+        excess = len(state.agg) - self.max_open_steps
+        for key, step in list(itertools.islice(state.agg, excess)):
+            self._emit_mean(run, state, key, step, pending)
+
     def _emit_mean(self, run: str, state: StageState, key: str, step: int, pending: dict) -> None:
         values = state.agg.pop((key, step))
         nums = [v for v, _ in values.values()]
         ts = max(t for _, t in values.values())
-        pending.setdefault(run, new_pending())["metrics"].append((key, sum(nums) / len(nums), ts, step))
+        mean = sum(nums) / len(nums)
+        if math.isinf(mean) and all(math.isfinite(v) for v in nums):  # the sum overflowed, not the mean
+            mean = sum(v / len(nums) for v in nums)
+        pending.setdefault(run, new_pending())["metrics"].append((key, mean, ts, step))
         state.mean_through[key] = max(step, state.mean_through.get(key, step))
         self.counters["aggregated"] += 1
 

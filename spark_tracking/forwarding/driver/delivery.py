@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 RUN_POINTS_CAP = 1_000_000  # Databricks-hosted MLflow: metric points per run
 RUN_POINTS_WARNING = RUN_POINTS_CAP * 9 // 10
+#: the longest Retry-After the sink thread sleeps through; a longer one sends what comes to the
+#: spool until it has passed (the thread keeps taking submissions, flush and stop answer)
+MAX_SLEEP = 10.0
 
 
 class Delivery:
@@ -65,6 +68,7 @@ class Delivery:
         self.evacuated = False
         self.spool_retry_at = 0.0
         self.down_until = 0.0  # after a transport failure: straight to the spool until then
+        self.wait_until = 0.0  # the store asked to wait until then (Retry-After): no request before
 
     def send_all(self, pending: dict) -> bool:
         """Deliver this round's requests after anything spooled earlier (order per series)."""
@@ -106,11 +110,13 @@ class Delivery:
     def _cap_params(self, request: dict, cap: int) -> None:
         """Keep the run within ``max_params_per_run`` (AML: 200): a param the run has no room
         for is dropped, counted and named in a warning, instead of the store refusing the whole
-        request. The run's params are read from the store once (the driver logs its own)."""
+        request. The run's params are read from the store first, and again on each request once
+        the run nears half the cap (the driver logs params of its own)."""
         run = request["run_id"]
         held = self.run_params.get(run)
-        if held is None:
-            held = self.run_params[run] = self._params_in_store(run)
+        if held is None or len(held) + len(request["params"]) > cap // 2:
+            # past half the cap, read the run again: the driver logs params of its own
+            held = self.run_params[run] = self._params_in_store(run) | (held or set())
         kept, over = [], []
         for pair in request["params"]:
             if pair[0] in held or len(held) < cap:
@@ -139,9 +145,10 @@ class Delivery:
             logger.debug("spark_tracking sink: params of run %s unreadable", run, exc_info=True)
             return set()
 
-    def deliver(self, request: dict, spool_on_failure: bool = True) -> bool:
+    def deliver(self, request: dict, spool_on_failure: bool = True, suspect: bool = False) -> bool:
         """Send one request with retries; split it when refused; spool it when unreachable.
-        True when the store took all of it."""
+        True when the store took all of it. ``suspect``: part of a request the store failed on
+        while it took other requests, so an internal error is a refusal of this content."""
         run = request["run_id"]
         if run in self.refused_runs:
             return self._drop_for_run(request)
@@ -153,9 +160,11 @@ class Delivery:
                 self._count_run_points(run, len(request["metrics"]))
                 return True
             except StoreError as exc:
-                if exc.invalid:
-                    return self.refused(request, exc)
+                if exc.invalid or (suspect and exc.answered):
+                    return self.refused(request, exc, suspect)
                 if attempt + 1 == self.max_attempts:
+                    if exc.answered and self.store_answers(run):
+                        return self.refused(request, exc, suspect=True)
                     logger.warning(
                         "spark_tracking sink: store unreachable after %d attempts (%s); spooling to %s",
                         self.max_attempts,
@@ -163,13 +172,22 @@ class Delivery:
                         self.spool.directory,
                     )
                     break
-                self.counters["retried"] += 1
                 wait = exc.retry_after
+                if wait is not None and wait > MAX_SLEEP:  # honoured in full, without blocking the sink
+                    self.wait_until = self.clock() + wait
+                    logger.warning(
+                        "spark_tracking sink: the store asked to wait %.0f s before the next request "
+                        "(Retry-After); spooling to %s until then",
+                        wait,
+                        self.spool.directory,
+                    )
+                    break
+                self.counters["retried"] += 1
                 if wait is None:
                     wait = delay * (1 + random.random())  # exponential backoff with jitter
                     delay *= 2
-                self.sleep(min(wait, 60.0))
-        self.down_until = self.clock() + 5.0
+                self.sleep(wait)
+        self.down_until = max(self.clock() + 5.0, self.wait_until)
         if spool_on_failure:
             with self.lock:
                 if not self.evacuated:
@@ -177,6 +195,15 @@ class Delivery:
         else:
             self.spool_unsent()
         return False
+
+    def store_answers(self, run: str) -> bool:
+        """Whether the store takes an empty request for ``run`` now: an internal error it keeps
+        giving for one request while it answers this is about the content, not an outage."""
+        try:
+            self.writer.log_batch(run, [], [], [])
+        except StoreError:
+            return False
+        return True
 
     def _count_run_points(self, run: str, n: int) -> None:
         """Managed stores cap a run (Databricks: 1M metric points): say so before the cap."""
@@ -191,7 +218,7 @@ class Delivery:
                 RUN_POINTS_CAP,
             )
 
-    def refused(self, request: dict, exc: BaseException) -> bool:
+    def refused(self, request: dict, exc: BaseException, suspect: bool = False) -> bool:
         """The store refused a request: the whole run (deleted, unknown), or some entries."""
         if request["params"]:
             self.run_params.pop(request["run_id"], None)  # params the driver logged since: read again
@@ -207,7 +234,7 @@ class Delivery:
                     reason,
                 )
                 return self._drop_for_run(request)
-        return self._split_refused(request, exc)
+        return self._split_refused(request, exc, suspect)
 
     def _run_refusal(self, run: str) -> str | None:
         """Why the store refuses all writes to ``run`` (deleted, unknown), or None: asked once,
@@ -226,7 +253,7 @@ class Delivery:
         self.dropped["run_refused"] += entities(request)
         return False
 
-    def _split_refused(self, request: dict, exc: BaseException) -> bool:
+    def _split_refused(self, request: dict, exc: BaseException, suspect: bool = False) -> bool:
         entries = (
             [("metrics", m) for m in request["metrics"]]
             + [("params", p) for p in request["params"]]
@@ -249,7 +276,7 @@ class Delivery:
             sub = {"run_id": request["run_id"], "metrics": [], "params": [], "tags": []}
             for kind, item in part:
                 sub[kind].append(item)
-            ok = self.deliver(sub) and ok
+            ok = self.deliver(sub, suspect=suspect) and ok
         return ok
 
     def _deliver_artifact(self, run: str, path: str, b64: str) -> bool:
@@ -273,11 +300,13 @@ class Delivery:
             )
         else:
             self.counters["spooled"] += n
-        self.spool_retry_at = self.clock() + 5.0
+        self.spool_retry_at = max(self.clock() + 5.0, self.wait_until)
 
     def drain_spool(self) -> bool:
         """Deliver spooled requests, oldest first; True when none of ours is left. A file
         another process claimed is theirs to deliver."""
+        if self.clock() < self.wait_until:
+            return False
         ours = strip_userinfo(self.tracking_uri)
         for path in self.spool.files():
             if self.evacuated:
@@ -297,9 +326,9 @@ class Delivery:
             try:
                 self._log_batch(request)
             except StoreError as exc:
-                if exc.invalid:
+                if exc.invalid or (exc.answered and self.store_answers(request["run_id"])):
                     self.spool.remove(claimed)
-                    self.refused(request, exc)
+                    self.refused(request, exc, suspect=not exc.invalid)
                     continue
                 self.spool.release(claimed)
                 self.spool_retry_at = self.down_until = self.clock() + 5.0

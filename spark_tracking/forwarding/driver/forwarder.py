@@ -61,6 +61,7 @@ from ..protocol import (
     SESSION_FILE_PREFIX,
 )
 from .bounded import BoundedDict
+from .decode import _clean_metrics, _clean_pairs
 from .relay import Relay, task_key
 from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
@@ -86,41 +87,6 @@ def _spark_context():
     from ..._compat import pyspark as compat
 
     return compat.active_spark_context()
-
-
-def _clean_metrics(rows) -> tuple[list, int]:
-    """Points from the wire, checked again (a client may be buggy): (good, bad count)."""
-    good: list = []
-    bad = 0
-    if not isinstance(rows, list):
-        return good, 1
-    for row in rows:
-        try:
-            key, value, ts, step = row
-            if (
-                isinstance(key, str)
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and type(ts) is int
-                and type(step) is int
-                and key
-            ):
-                good.append((key, float(value) if not isinstance(value, float) else value, ts, step))
-                continue
-        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
-            pass
-        bad += 1
-    return good, bad
-
-
-def _clean_pairs(rows) -> tuple[list, int]:
-    good, bad = [], 0
-    for row in rows if isinstance(rows, list) else [None]:
-        if isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row):
-            good.append((row[0], row[1]))
-        else:
-            bad += 1
-    return good, bad
 
 
 _tokens = threading.local()
@@ -215,7 +181,12 @@ class Forwarder:
             self.secret, self, host, cfg.relay_port, cfg.relay_max_connections, cfg.relay_max_frame_bytes
         ).start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
-        self.run_ops = RunOps(self.resolve, lambda binding: self._parse(binding)[1].client)
+        self._created: BoundedDict = BoundedDict(_MAX_TASKS)  # run a task created -> that task
+        self.run_ops = RunOps(
+            self.resolve,
+            lambda binding: self._parse(binding)[1].client,
+            lambda binding, worker, run: self._created.__setitem__(run, task_key(binding, worker)),
+        )
         self._publish_session_binding(sc)
 
     def _publish_session_binding(self, sc) -> None:
@@ -354,7 +325,8 @@ class Forwarder:
         explicit = message.get("r")
         run = explicit if isinstance(explicit, str) and explicit else self.resolve(binding, worker)
         _, sink = self._parse(binding)
-        metrics, bad_m = _clean_metrics(message.get("m", []))
+        beyond: list = []
+        metrics, bad_m = _clean_metrics(message.get("m", []), beyond)
         params, bad_p = _clean_pairs(message.get("p", []))
         tags, bad_t = _clean_pairs(message.get("t", []))
         artifacts, bad_a = _clean_pairs(message.get("a", []))
@@ -363,9 +335,26 @@ class Forwarder:
             logger.warning(
                 "spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a
             )
+        if beyond:
+            sink.dropped["out_of_range"] += len(beyond)
+            key, _, ts, step = beyond[0]
+            logger.warning(
+                "spark_tracking relay: dropped %d point(s) of run %s whose step or timestamp MLflow cannot "
+                "store (a signed 64-bit integer: -2**63 to 2**63-1), e.g. %r at step %d, timestamp %d "
+                "(counted in stats()['dropped']['out_of_range']). Log steps and millisecond timestamps.",
+                len(beyond),
+                run,
+                key,
+                step,
+                ts,
+            )
+        task = task_key(binding, worker)
         with _lock:
-            self._logged_to.setdefault(task_key(binding, worker), set()).add(run)
-        return run, sink.submit(Submission("points", run, worker, metrics, params, tags, artifacts))
+            self._logged_to.setdefault(task, set()).add(run)
+            created_by = self._created.get(run) if run in self._created else None
+        sub = Submission("points", run, worker, metrics, params, tags, artifacts)
+        sub.solo = created_by == task  # a run this task created (a child run per model): the user's keys
+        return run, sink.submit(sub)
 
     def done(self, binding: str, worker: list):
         """A task ended: close its part of every run it logged to (never resolves a run)."""

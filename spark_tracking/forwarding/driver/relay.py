@@ -8,7 +8,8 @@ address only.
 
 Connections: at most ``relay_max_connections`` authenticated connections count against the
 limit; connections still authenticating are bounded separately (as many again, at least 64)
-and dropped after ``AUTH_TIMEOUT``, so silent clients cannot take the slots of real ones. When every slot is
+and dropped after ``AUTH_TIMEOUT``, or sooner when that pool is full (the oldest goes first),
+so silent clients cannot take the slots of real ones. When every slot is
 taken, a newly authenticated connection takes the slot of the one idle the longest (its client
 reconnects on its next request); only when all are busy is the newcomer refused.
 
@@ -18,6 +19,11 @@ flight waits for the first dispatch and gets its reply, a repeat of a recently c
 gets the stored reply (``REQUEST_LOG_SIZE`` ids remembered). Workers are
 ``[stage, partition, attempt, task_id, rank, stage_attempt]``; five items (an older client)
 mean stage attempt 0.
+
+Threads: points, "resolve" and "done" run on threads of their own, apart from the run
+operations (``protocol.RUN_OPS``: they call the store), so a stalled store cannot hold up a
+task's points or its end; a run operation that takes longer than ``run_op_timeout`` seconds
+gets an error reply naming the operation (the task raises it as an MlflowException).
 
 Acknowledgement: an ack to ``points`` means the driver has custody (the sink delivers or
 spools it, at interpreter exit too). The relay holds the ack while the store takes the points
@@ -39,10 +45,16 @@ from typing import Callable, Protocol
 
 from .. import protocol
 from .bounded import BoundedDict
+from .pool import DaemonPool
 
 logger = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 3.0
+#: seconds a run operation (``protocol.RUN_OPS``) may take on the driver before the task gets an error
+RUN_OP_TIMEOUT = 120.0
+_TASK_OPS = ("points", "resolve", "done")  # run on their own threads, apart from run operations
+_TASK_THREADS = 4
+_RUN_OP_THREADS = 8
 REQUEST_LOG_SIZE = 65_536
 _PRE_AUTH_LIMIT = 1024
 _MIN_AUTHENTICATING = 64  # connections allowed to be authenticating at once, at least
@@ -91,6 +103,7 @@ class Relay:
         max_frame_bytes: int = protocol.MAX_FRAME_BYTES,
         ack_wait: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        run_op_timeout: float = RUN_OP_TIMEOUT,
     ):
         self.secret = secret
         self.handler = handler
@@ -99,6 +112,7 @@ class Relay:
         self.max_frame_bytes = max_frame_bytes
         self.ack_wait = ack_wait
         self.clock = clock
+        self.run_op_timeout = run_op_timeout
         self.counters = {
             "connections": 0,
             "refused_connections": 0,
@@ -107,6 +121,7 @@ class Relay:
             "requests": 0,
             "repeated_requests": 0,
             "idle_closed": 0,
+            "run_op_timeouts": 0,
         }
         self.ops: dict[str, Op] = {}
         self.register("points", self._points)
@@ -114,7 +129,7 @@ class Relay:
         self.register("done", lambda binding, worker, message: ({}, handler.done(binding, worker)))
         for op in protocol.RUN_OPS:  # runs, reads and artifacts a task asks the driver for
             self.register(op, functools.partial(self._run_op, op))
-        self._authenticating = 0
+        self._authenticating: dict = {}  # writers still authenticating, oldest first
         self._idle_since: dict = {}  # authenticated writer -> clock() when it last went idle (None: busy)
         self._requests: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # id -> asyncio future of the reply
         self._budgets: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # task key -> ack wait left
@@ -124,6 +139,8 @@ class Relay:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._writers: set = set()
+        self._task_pool = DaemonPool(_TASK_THREADS, "spark-tracking-relay")
+        self._run_op_pool = DaemonPool(_RUN_OP_THREADS, "spark-tracking-run-op")
 
     @property
     def address(self) -> str:
@@ -200,6 +217,8 @@ class Relay:
         asyncio.run_coroutine_threadsafe(shutdown(), loop)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._task_pool.shutdown()
+        self._run_op_pool.shutdown()
 
     # -- connections -------------------------------------------------------------------------
 
@@ -241,16 +260,21 @@ class Relay:
         return False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._authenticating >= max(self.max_connections, _MIN_AUTHENTICATING):
-            self._refuse(writer)
-            return
-        self._authenticating += 1
+        if len(self._authenticating) >= max(self.max_connections, _MIN_AUTHENTICATING):
+            # full of connections that have not authenticated: the oldest goes (a real client
+            # answers the challenge in a round trip, a silent one holds its socket for
+            # AUTH_TIMEOUT), so one silent client cannot lock the tasks out
+            oldest = next(iter(self._authenticating))
+            del self._authenticating[oldest]
+            oldest.close()
+            self.counters["refused_connections"] += 1
+        self._authenticating[writer] = None
         self._writers.add(writer)
         try:
             try:
                 authenticated = await self._authenticate(reader, writer)
             finally:
-                self._authenticating -= 1
+                self._authenticating.pop(writer, None)
             if not authenticated:
                 return
             if not self._take_slot(writer):
@@ -311,8 +335,20 @@ class Relay:
         return reply
 
     async def _handle(self, message: dict) -> dict:
-        loop = asyncio.get_running_loop()
-        reply, settled = await loop.run_in_executor(None, self._dispatch, message)
+        op = message.get("op")
+        if op in _TASK_OPS:  # never behind a run op that waits on a stalled store
+            reply, settled = await asyncio.wrap_future(self._task_pool.submit(self._dispatch, message))
+        else:
+            try:
+                reply, settled = await asyncio.wait_for(
+                    asyncio.wrap_future(self._run_op_pool.submit(self._dispatch, message)), self.run_op_timeout
+                )
+            except asyncio.TimeoutError:
+                self.counters["run_op_timeouts"] += 1
+                return {
+                    "error": f"the driver's tracking store did not answer {op!r} within {self.run_op_timeout:g} s "
+                    "(run_op_timeout); it may be down or overloaded"
+                }
         if "error" not in reply and (settled is not None or message.get("op") == "done"):
             await self._wait_within_budget(message, settled)
         return reply

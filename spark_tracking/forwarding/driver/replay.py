@@ -37,6 +37,7 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
     """Deliver every spool file; returns how many were delivered, refused and left."""
     from mlflow.tracking import MlflowClient
 
+    from .decode import _clean_metrics
     from .spool import Spool
     from .writers import is_invalid_request
 
@@ -54,7 +55,18 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
             record = Spool.read(claimed)
             uri = tracking_uri or record.get("tracking_uri")
             client = clients.get(uri) or clients.setdefault(uri, MlflowClient(uri))
-            _log_batch(client, {k: record[k] for k in ("run_id", "metrics", "params", "tags")})
+            request = {k: record[k] for k in ("run_id", "metrics", "params", "tags")}
+            beyond: list = []
+            request["metrics"], bad = _clean_metrics(request["metrics"], beyond)
+            _log_batch(client, request)
+            if beyond or bad:  # the store fails on them (as if it were down): kept aside, the rest stored
+                reason = (
+                    f"{len(beyond) + bad} point(s) MLflow cannot store (a step or timestamp outside signed 64 bits"
+                    + (f", {bad} malformed)" if bad else ")")
+                )
+                aside = spool.write_aside(name, dict(record, metrics=[list(p) for p in beyond]), reason)
+                outcome.refused += 1
+                print(f"refused {reason} in {name}; the rest was delivered; moved them to {aside}")
         except Exception as exc:  # noqa: BLE001 - any failure: refused files are set aside, else replay stops
             if not (isinstance(exc, (ValueError, KeyError)) or is_invalid_request(exc)):
                 spool.release(claimed)

@@ -57,18 +57,22 @@ def _relative_path(path) -> str:
 
 class RunOps:
     """Answers ``RUN_OPS`` for one forwarder. ``resolve(binding, worker)`` gives the run the
-    task's driver thread has active; ``client_for(binding)`` the ``MlflowClient`` of its store."""
+    task's driver thread has active; ``client_for(binding)`` the ``MlflowClient`` of its store;
+    ``created(binding, worker, run_id)`` hears of each run a task creates."""
 
-    def __init__(self, resolve, client_for):
+    def __init__(self, resolve, client_for, created=None):
         self.resolve = resolve
         self.client_for = client_for
+        self.created = created  # created(binding, worker, run id): a task made a run
         self._uploads_dir: str | None = None
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}  # run id -> experiment id (parents)
 
     def handle(self, op: str, binding: str, worker: list, message: dict) -> dict:
-        """The reply to one request: ``{"v": value}``; MLflow errors travel as values the task
-        raises again with MLflow's error code."""
+        """The reply to one request: ``{"v": value}``; errors travel as values the task raises
+        again as an MlflowException with MLflow's error code (INTERNAL_ERROR and the error's
+        text for a failure on the driver, e.g. of its artifact store), never as a dropped
+        connection the task would re-send the request after."""
         from mlflow.exceptions import MlflowException
 
         client = self.client_for(binding)
@@ -78,6 +82,9 @@ class RunOps:
             return {"v": {"$err": exc.message, "code": exc.error_code}}
         except (ValueError, TypeError) as exc:
             return {"v": {"$err": str(exc), "code": "INVALID_PARAMETER_VALUE"}}
+        except Exception as exc:  # the driver failed (its store, its disk): the task raises it
+            logger.warning("spark_tracking: %r a task asked for failed on the driver", op, exc_info=True)
+            return {"v": {"$err": f"the driver failed to {op}: {type(exc).__name__}: {exc}", "code": "INTERNAL_ERROR"}}
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -109,6 +116,8 @@ class RunOps:
             message.get("n") or None,
         )
         logger.debug("spark_tracking: created run %s for a Spark task (parent %s)", run.info.run_id, parent_id)
+        if self.created is not None:
+            self.created(binding, worker, run.info.run_id)
         return encode(run)
 
     def _update_run(self, client, binding, worker, message):

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ... import validation
 from . import observers
-from .aggregation import Aggregator, StageState, attempt_of
+from .aggregation import MAX_OPEN_STEPS, Aggregator, StageState, attempt_of
 from .batches import cut_requests
 from .delivery import RUN_POINTS_CAP, RUN_POINTS_WARNING, Delivery
 from .spool import Spool, strip_userinfo
@@ -51,13 +51,15 @@ logger = logging.getLogger(__name__)
 class Submission:
     """What one relay request hands the sink: points of one task, a task end, or a flush."""
 
-    __slots__ = ("artifacts", "future", "kind", "metrics", "params", "run_id", "tags", "worker")
+    __slots__ = ("artifacts", "at", "future", "kind", "metrics", "params", "run_id", "solo", "tags", "worker")
 
     def __init__(self, kind: str, run_id=None, worker=None, metrics=(), params=(), tags=(), artifacts=()):
         self.kind = kind  # "points" | "done" | "flush"
         self.run_id, self.worker = run_id, worker
         self.metrics, self.params, self.tags, self.artifacts = metrics, params, tags, artifacts
         self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.at = 0.0  # when the sink queued it (its clock)
+        self.solo = False  # a run the task created itself: its own series, the user's keys
 
 
 class Sink:
@@ -67,6 +69,9 @@ class Sink:
     ``stages_finished(stages)`` gives those of ``stages`` Spark no longer runs (their means are
     written then, whether or not each task reported its end). Per-(run, stage) state is kept for
     the ``max_stages`` most recent stages, per-run state for the ``max_runs`` most recent runs.
+    At most ``max_queued`` values wait in memory for the sink thread, none longer than
+    ``spool_after`` seconds: past either, what tasks send goes straight to the spool (with one
+    warning) and is delivered from there once the store catches up.
     The driver makes one per store, from the settings named in ``Forwarder.sink_index``.
     """
 
@@ -88,6 +93,9 @@ class Sink:
         stages_finished: Callable[[set], set] | None = None,
         max_stages: int = 1024,
         max_runs: int = 1024,
+        max_queued: int = 200_000,
+        spool_after: float = 30.0,
+        max_open_steps: int = MAX_OPEN_STEPS,
     ):
         self.delivery = Delivery(
             client,
@@ -109,10 +117,16 @@ class Sink:
         self.stages_finished = stages_finished
         self.batch_max_metrics = min(batch_max_metrics, validation.MAX_METRICS_PER_BATCH)
         self.max_values_per_key = max_values_per_key
-        self.aggregator = Aggregator(stage_tasks, aggregate, self.counters, self.dropped, max_stages, max_runs)
+        self.aggregator = Aggregator(
+            stage_tasks, aggregate, self.counters, self.dropped, max_stages, max_runs, max_open_steps
+        )
         self.clock = clock
         self.linger = linger
         self.queue: deque[Submission] = deque()
+        self.max_queued, self.spool_after = max_queued, spool_after
+        self._queued = 0  # values in the queue
+        self._queued_lock = threading.Lock()
+        self._backlog_since: float | None = None  # since when submissions go to the spool
         self.wake = threading.Event()
         self._next_stage_check = 0.0
         self._thread = threading.Thread(target=self._loop, name="spark-tracking-sink", daemon=True)
@@ -133,15 +147,58 @@ class Sink:
     def submit(self, sub: Submission) -> concurrent.futures.Future:
         """Take custody of ``sub`` (queued for the sink thread, or spooled once the sink has stopped);
         the returned future is settled once its content is delivered or spooled."""
-        self.counters["received"] += len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
+        n = len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
+        self.counters["received"] += n
         observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         if self.delivery.evacuated:  # stopped: straight to disk, custody is the same
             with self.lock:
                 self._spool_submissions([sub])
             return sub.future
+        if sub.kind == "points" and not sub.artifacts and self._backed_up(n):
+            with self.lock:  # the store is slow or away: custody on disk, not in memory
+                self._spool_points(sub)
+            sub.future.set_result(True)
+            return sub.future
+        sub.at = self.clock()
+        with self._queued_lock:
+            self._queued += n
         self.queue.append(sub)
         self.wake.set()
         return sub.future
+
+    def _backed_up(self, n: int) -> bool:
+        """Whether points go to the spool instead of the queue: ``max_queued`` values wait
+        already, or the oldest submission has waited ``spool_after`` seconds (the store hangs)."""
+        try:
+            oldest = self.queue[0].at
+        except IndexError:
+            oldest = None
+        now = self.clock()
+        full = self._queued + n > self.max_queued
+        slow = oldest is not None and now - oldest > self.spool_after
+        if not (full or slow):
+            self._backlog_since = None
+            return False
+        if self._backlog_since is None:
+            self._backlog_since = now
+            logger.warning(
+                "spark_tracking sink: the store at %s is %s (%d values wait for it); what tasks send "
+                "now goes to the spool %s and is delivered once the store catches up",
+                strip_userinfo(self.tracking_uri),
+                "slow" if slow else "behind",
+                self._queued,
+                self.spool.directory,
+            )
+        return True
+
+    def _spool_points(self, sub: Submission) -> None:
+        """Spool one submission's points as requests (called with the lock); open means stay
+        open: the other workers' values of a step may still come through the queue."""
+        pending: dict[str, dict] = {}
+        self.aggregator.apply(sub, pending)
+        for run, data in pending.items():
+            for request in self._requests(run, data):
+                self.delivery.to_spool(request)
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Emit open aggregates and deliver everything queued; True when all reached the store."""
@@ -180,6 +237,8 @@ class Sink:
             before = self.counters["spooled"], self.dropped["spool_full"]
             subs = list(self.queue)
             self.queue.clear()
+            with self._queued_lock:
+                self._queued = 0
             unsent, self.delivery.unsent = list(self.delivery.unsent), deque()
             for request in unsent:
                 self.delivery.to_spool(request)
@@ -242,6 +301,9 @@ class Sink:
             subs: list[Submission] = []
             while self.queue:
                 subs.append(self.queue.popleft())
+            taken = sum(len(s.metrics) + len(s.params) + len(s.tags) + len(s.artifacts) for s in subs)
+            with self._queued_lock:
+                self._queued -= taken
             pending: dict[str, dict] = {}
             flushing = False
             for sub in subs:

@@ -99,6 +99,18 @@ class Spool:
         os.replace(claimed, target)
         return target
 
+    def write_aside(self, name: str, request: dict, reason: str) -> str:
+        """Write the part of spool file ``name`` the store cannot take to ``refused/`` (with
+        ``<name>.reason.txt``), as ``set_aside`` does for a whole file."""
+        folder = os.path.join(self.directory, "refused")
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, name)
+        with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
+            fh.write(reason + "\n")
+        with open(target, "w", encoding="utf-8") as fh:
+            json.dump(request, fh)
+        return target
+
     @staticmethod
     def read(path: str) -> dict:
         """The request a spool file holds."""

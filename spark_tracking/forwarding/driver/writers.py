@@ -42,11 +42,14 @@ def write_artifact_bytes(client, run_id: str, artifact_path: str, data: bytes) -
 
 class StoreError(Exception):
     """A log_batch the store did not take. ``invalid``: it refused the content (split it);
-    otherwise a transport failure (retry), with the server's Retry-After when it sent one."""
+    otherwise a transport failure (retry), with the server's Retry-After when it sent one.
+    ``answered``: the store answered with an internal error (MLflow's INTERNAL_ERROR, or an
+    exception of a local store) rather than not answering — an outage, or content it fails on
+    (a step beyond 64 bits on SQLite): the sink asks the store again to tell them apart."""
 
-    def __init__(self, message: str, invalid: bool = False, retry_after: float | None = None):
+    def __init__(self, message: str, invalid: bool = False, retry_after: float | None = None, answered: bool = False):
         super().__init__(message)
-        self.invalid, self.retry_after = invalid, retry_after
+        self.invalid, self.retry_after, self.answered = invalid, retry_after, answered
 
 
 class RestWriter:
@@ -82,7 +85,11 @@ class RestWriter:
             return
         text = response.text[:300]
         if status in (429, 503) or status >= 500:
-            raise StoreError(f"HTTP {status}: {text}", retry_after=_retry_after(response.headers.get("Retry-After")))
+            raise StoreError(
+                f"HTTP {status}: {text}",
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+                answered=status == 500 and '"INTERNAL_ERROR"' in text,
+            )
         raise StoreError(f"HTTP {status}: {text}", invalid=status in (400, 404, 409, 413))
 
 
@@ -105,7 +112,12 @@ class ClientWriter:
                 synchronous=True,
             )
         except Exception as exc:  # noqa: BLE001 - whatever the store raised: refused (split) or retried
-            raise StoreError(f"{type(exc).__name__}: {exc}", invalid=is_invalid_request(exc)) from None
+            code = getattr(exc, "error_code", None)
+            raise StoreError(
+                f"{type(exc).__name__}: {exc}",
+                invalid=is_invalid_request(exc),
+                answered=code == "INTERNAL_ERROR" or (code is None and not isinstance(exc, OSError)),
+            ) from None
 
 
 def writer_for(client):
@@ -118,10 +130,20 @@ def writer_for(client):
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 
 
-def _retry_after(value) -> float | None:
+def _retry_after(value, now=time.time) -> float | None:
+    """Seconds a ``Retry-After`` header asks for: a number of seconds or an HTTP-date
+    (RFC 9110 §10.2.3; ``now()`` is the wall clock the date is measured from)."""
+    if value is None:
+        return None
     try:
-        return max(0.0, float(value)) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now())
+    except (TypeError, ValueError, IndexError):  # not a date either: back off as usual
         return None
 
 

@@ -96,13 +96,15 @@ def request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
         try:
             reply = conn.request(dict(message))
         except (OSError, socket.timeout) as exc:  # ConnectionError included
+            if isinstance(exc, shipper.Refused) and conn.sock is not None:
+                # the relay answered with an error (the connection stays open): the driver
+                # refused the request, re-sending it cannot help
+                raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
             conn.close()
             error = exc
             if attempt + 1 < attempts:
                 time.sleep(delay)  # backoff before reconnecting, in the requesting task only
                 delay *= 4
             continue
-        except RuntimeError as exc:  # the relay refused the request
-            raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
         return decode(reply.get("v"), rewrite_artifact_uris)
     raise _unreachable(b.relay, op, error)

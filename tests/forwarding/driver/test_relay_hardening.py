@@ -246,3 +246,16 @@ def test_a_stalled_store_delays_a_task_by_one_ack_budget_not_one_per_frame():
     assert len(handler.pending) == 7
     assert elapsed < 3.0, f"a task waited {elapsed:.1f}s for a stalled store (budget: 1 s per task)"
     assert not r._budgets  # the task's budget ended with it
+
+
+def test_one_silent_client_cannot_fill_the_pool_of_connections_authenticating(relay):
+    host, port = relay.address.rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port)), timeout=10) for _ in range(64)]
+    for sock in silent:
+        protocol.recv_frame(sock)  # its challenge, then nothing: the 64 places are taken
+    try:
+        assert _works(relay)  # a real client still gets through
+        assert _closed(silent[0])  # the oldest silent connection made room
+    finally:
+        for sock in silent:
+            sock.close()
