@@ -1,8 +1,8 @@
 """The task side's background sender: a deque the log calls append to, a daemon thread that
 ships it to the driver relay in frames, and a spill store for what the relay cannot take.
 
-Shape of OpenTelemetry's ``BatchProcessor``: the hot path only appends a tuple to
-``Shipper.queue`` (atomic, no lock) and sets ``wake`` when a batch is full; one named daemon
+Shape of OpenTelemetry's ``BatchProcessor``: the hot path only appends a :class:`Point` (or an
+:class:`Entry`) to ``Shipper.queue`` (atomic, no lock) and sets ``wake`` when a batch is full; one named daemon
 thread (``spark-tracking-shipper``) drains it; :meth:`Shipper.flush` and
 :meth:`Shipper.shutdown` take a timeout; a forked child starts empty (the parent ships what it
 buffered). The transport and the clock are injected (:class:`RelayTransport` talks to the
@@ -33,11 +33,15 @@ import threading
 import time
 import uuid
 from collections import deque
-from operator import itemgetter
-from typing import Callable, Protocol
+from functools import partial
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Callable, NamedTuple, Protocol
 
 from .. import protocol
 from .spill import SpillFull, SpillStore
+
+if TYPE_CHECKING:
+    from .binding import Binding
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +223,32 @@ class RelayTransport:
         self.connections.clear()
 
 
+class Point(NamedTuple):
+    """A metric point on its way to the driver, as the log calls queue it. Without its binding
+    it is the wire's metric row ``[key, value, timestamp, step]`` (see :mod:`.protocol`)."""
+
+    binding: Binding
+    key: str
+    value: float
+    timestamp: int
+    step: int
+
+
+#: ``new_point((binding, key, value, timestamp, step))``: a :class:`Point` built in one C call
+#: (the log calls' hot path; ``Point(...)`` runs a Python ``__new__``)
+new_point = partial(tuple.__new__, Point)
+
+
+class Entry(NamedTuple):
+    """A param (kind ``"p"``), tag (``"t"``) or artifact (``"a"``: path and base64 content) on
+    its way to the driver."""
+
+    binding: Binding
+    kind: str
+    key: str
+    value: str
+
+
 class Marker:
     """Put in the queue by :meth:`Shipper.flush`: set once everything before it is in the
     driver's custody (``ok``), or spilled (``ok`` False)."""
@@ -251,9 +281,10 @@ def new_id() -> str:
     return f"{_ids}:{os.getpid()}:{next(_id_seq)}"
 
 
-def frame(b, items: list) -> _Request:
-    """The "points" request for queue items of one binding (see :mod:`.protocol`), with an
-    upper bound of its encoded size (JSON escapes a character in at most 6 bytes)."""
+def frame(b: Binding, items: list) -> _Request:
+    """The "points" request for queue items (:class:`Point`, :class:`Entry`) of one binding
+    (see :mod:`.protocol`), with an upper bound of its encoded size (JSON escapes a character
+    in at most 6 bytes)."""
     metrics: list = []
     params: list = []
     tags: list = []
@@ -271,18 +302,18 @@ def frame(b, items: list) -> _Request:
     if b.run is not None:
         message["r"] = b.run
     size = 256 + 6 * len(b.binding) + (6 * len(b.run) if b.run else 0)
-    if set(map(len, items)) == {5}:  # only metrics (the usual frame): no loop in Python
-        metrics.extend(map(_TAIL, items))
+    if set(map(type, items)) == {Point}:  # only metrics (the usual frame): no loop in Python
+        metrics.extend(map(_ROW, items))
         size += 6 * sum(map(len, map(_KEY, items))) + 80 * len(items)
         return _Request(b.relay, b.secret, message, len(items), size)
     lists = {"p": params, "t": tags, "a": artifacts}
     for item in items:
-        if len(item) == 5:
+        if type(item) is Point:
             metrics.append(item[1:])
-            size += 6 * len(item[1]) + 80
+            size += 6 * len(item.key) + 80
         else:
-            lists[item[1]].append(item[2:])
-            size += 6 * (len(item[2]) + len(item[3])) + 8
+            lists[item.kind].append((item.key, item.value))
+            size += 6 * (len(item.key) + len(item.value)) + 8
     return _Request(b.relay, b.secret, message, len(items), size)
 
 
@@ -307,19 +338,19 @@ def _halves(req: _Request) -> list:
     return out
 
 
-_TAIL = itemgetter(slice(1, None))  # a queue item without its binding
-_KEY = itemgetter(1)
-_BINDING = itemgetter(0)
+_ROW = itemgetter(slice(1, None))  # a Point without its binding: the wire's metric row
+_KEY = attrgetter("key")
+_BINDING = attrgetter("binding")
 
 
 def _group(items: list) -> list:
     """Items grouped by binding (bindings of one worker and run travel together), in order."""
     if len(set(map(_BINDING, items))) == 1:  # one binding (the usual case): no loop in Python
-        return [(items[0][0], items)]
+        return [(items[0].binding, items)]
     groups: dict = {}
     by_id: dict = {}
     for item in items:
-        b = item[0]
+        b = item.binding
         group = by_id.get(id(b))
         if group is None:
             group = groups.get(b.group)
