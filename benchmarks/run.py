@@ -171,7 +171,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
 
     from spark_tracking.forwarding.driver.relay import Relay
     from spark_tracking.forwarding.driver.sink import Sink, Spool
-    from spark_tracking.forwarding.task.shipper import _Connection
+    from spark_tracking.forwarding.task.transport import Connection
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * connections + 256:  # both ends of every connection live in this process
@@ -189,7 +189,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
     frame = 500
 
     def client(i: int) -> int:
-        conn = _Connection(relay.address, "s3cret", timeout=120)
+        conn = Connection(relay.address, "s3cret", timeout=120)
         sent = 0
         for start in range(0, per_conn, frame):
             rows = [["m", 1.0, 1, start + k] for k in range(min(frame, per_conn - start))]

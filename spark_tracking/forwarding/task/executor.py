@@ -2,7 +2,7 @@
 
 A call validates its input at the call site (MLflow's rules, see :mod:`spark_tracking.validation`,
 plus the room the per-worker suffix, ``layout.worker_key_suffix``, needs) and appends a record
-(:class:`~.shipper.Point`, :class:`~.shipper.Entry`) to the shipper's deque: no network, no
+(:class:`~.frames.Point`, :class:`~.frames.Entry`) to the shipper's deque: no network, no
 lock, no disk, no ``import mlflow``. The :mod:`.shipper` thread sends it to the driver relay;
 :mod:`.spill` keeps what the relay cannot take; :mod:`.binding` says where points go.
 
@@ -40,8 +40,9 @@ from ..._compat import pyspark as compat
 from ...validation import InvalidInput
 from . import binding as _binding
 from .binding import Binding, TaskSettings
-from .shipper import Entry, Point, Shipper, new_id, new_point
-from .shipper import open_connection as _open_connection
+from .frames import Entry, Point, new_id, new_point
+from .shipper import Shipper
+from .transport import open_connection as _open_connection
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver.relay import Relay
 from spark_tracking.forwarding.task import binding, executor
 from spark_tracking.forwarding.task.binding import Binding, TaskSettings
-from spark_tracking.forwarding.task.shipper import Point, RelayTransport, Shipper, Unreachable
+from spark_tracking.forwarding.task.frames import Point
+from spark_tracking.forwarding.task.shipper import Shipper
 from spark_tracking.forwarding.task.spill import SpillStore
+from spark_tracking.forwarding.task.transport import RelayTransport, Unreachable
 
 SECRET = "test-secret"
 
