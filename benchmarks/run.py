@@ -5,13 +5,25 @@ Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
 
   (a) the store's ceiling: one client sending log_batch of 1000 metrics
   (b) naive MlflowClient.log_metric per call inside tasks
-  (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS)
+  (c) MLflow async logging inside tasks, with buffering (MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS),
+      through a client made once (MlflowClient(uri).log_metric(..., synchronous=False))
+      (c') the same through plain mlflow.log_metric(..., synchronous=False): MLflow's fluent API
+      makes two MlflowClient per call (a registry URI lookup that asks PySpark for an active
+      session included), which (c) does not pay
   (d) spark_tracking: spark_tracking.log_metric inside tasks, forwarded through the relay
-      (d') the same with plain mlflow.log_metric inside tasks (through the task store)
+      (d') the same with plain mlflow.log_metric inside tasks (through the task store): the
+      same call as (c'); (d'') MlflowClient().log_metric, a client made once: the same call as (c)
+      For each, the CPU the task's background threads (our shipper; MLflow's async logging
+      threads) take per 1,000 points, the flush at the end included.
   (e) MLflow's own floor: plain mlflow.log_metric inside a task into a do-nothing in-process
       store, and (e') the same calls forwarded, alternated in the same task (ABBA rounds,
       medians; wall time per call and the executor's CPU time per call); its own section of
       results.md, which --floor-only rewrites alone
+
+  (g) training throughput: a CPU-bound loop in each of 2 tasks that logs one point every 10
+      iterations, without logging, with plain mlflow.log_metric forwarded, and with MLflow's
+      async logging (plain mlflow.log_metric(..., synchronous=False) to the store); alternated
+      rounds in the same tasks, medians of iterations per second
 
   (f) latency: a running task logs a point every 25 ms; the driver polls the store and notes
       when each becomes readable (p50/p95 from the log call to readable, poll interval included)
@@ -40,32 +52,47 @@ from conftest import QUIET_ENV, MlflowServer, spark_builder  # noqa: E402
 
 
 def in_task_points(n: int, mode: str, uri: str, run_id: str):
-    """Task body: log n points; returns (mode, per-call seconds per 1000-call block)."""
+    """Task body: log n points; yields (median seconds per call over 1000-call blocks, CPU seconds
+    of the process's threads other than the calling one per point: the background sender)."""
     from pyspark import TaskContext
 
     from spark_tracking.layout import worker_metric_key
 
     partition = TaskContext.get().partitionId()
-    blocks = []
+    blocks: list = []
+    cpu, main_cpu = time.process_time(), time.thread_time()
+
+    def timed(log) -> None:
+        for start in range(0, n, 1000):
+            t = time.perf_counter()
+            for step in range(start, min(n, start + 1000)):
+                log(step)
+            blocks.append((time.perf_counter() - t) / 1000)
+
     if mode == "spark_tracking":
         import spark_tracking
 
         log = spark_tracking.log_metric
-        for start in range(0, n, 1000):
-            t = time.perf_counter()
-            for step in range(start, min(n, start + 1000)):
-                log("loss", 0.5 + step * 1e-6, step=step)
-            blocks.append((time.perf_counter() - t) / 1000)
-        spark_tracking.flush()
+        timed(lambda step: log("loss", 0.5 + step * 1e-6, step=step))
+        assert spark_tracking.flush(600)
     elif mode == "mlflow_forwarded":
         import mlflow
 
+        import spark_tracking
+
         with mlflow.start_run():
-            for start in range(0, n, 1000):
-                t = time.perf_counter()
-                for step in range(start, min(n, start + 1000)):
-                    mlflow.log_metric("loss_plain", 0.5, step=step)
-                blocks.append((time.perf_counter() - t) / 1000)
+            timed(lambda step: mlflow.log_metric("loss_plain", 0.5, step=step))
+        assert spark_tracking.flush(600)
+    elif mode == "client_forwarded":
+        import mlflow
+
+        import spark_tracking
+
+        client = mlflow.MlflowClient()  # the task store: forwarded
+        with mlflow.start_run() as run:
+            rid = run.info.run_id
+            timed(lambda step: client.log_metric(rid, "loss_client", 0.5, step=step))
+        assert spark_tracking.flush(600)
     elif mode == "naive":
         from mlflow.tracking import MlflowClient
 
@@ -79,15 +106,90 @@ def in_task_points(n: int, mode: str, uri: str, run_id: str):
 
         os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
         client = mlflow.MlflowClient(uri)  # direct: the task writes to the store itself
-        for start in range(0, n, 1000):
-            t = time.perf_counter()
-            for step in range(start, min(n, start + 1000)):
-                client.log_metric(run_id, worker_metric_key("async", partition), 0.5, step=step, synchronous=False)
-            blocks.append((time.perf_counter() - t) / 1000)
+        key = worker_metric_key("async", partition)
+        timed(lambda step: client.log_metric(run_id, key, 0.5, step=step, synchronous=False))
         from spark_tracking._compat import mlflow as mlflow_compat
 
         mlflow_compat.tracking_store(client).flush_async_logging()
-    yield statistics.median(blocks)
+    elif mode == "async_fluent":
+        import mlflow
+
+        os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
+        key = worker_metric_key("async_fluent", partition)
+        routed = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)  # direct: the task writes to the store itself
+        try:
+            with mlflow.start_run(run_id=run_id):
+                timed(lambda step: mlflow.log_metric(key, 0.5, step=step, synchronous=False))
+                mlflow.flush_async_logging()
+        finally:
+            mlflow.set_tracking_uri(routed)  # the worker is reused by the next job
+    background = (time.process_time() - cpu) - (time.thread_time() - main_cpu)
+    yield statistics.median(blocks), background / n
+
+
+def _train(iterations: int, every: int, log) -> float:
+    """A CPU-bound training loop logging one point every ``every`` iterations; iterations/s."""
+    x = 0.25
+    t = time.perf_counter()
+    for i in range(iterations):
+        s = 0.0
+        for k in range(150):  # the "step": pure Python arithmetic, tens of µs
+            s += (x + k) * 0.5
+        x = s % 1.0
+        if log is not None and i % every == 0:
+            log(i, x)
+    return iterations / (time.perf_counter() - t)
+
+
+def training_task(iterations: int, every: int, rounds: int, uri: str, run_id: str):
+    """Task body of (g): rounds of the three modes in rotating order; yields (mode, it/s)."""
+    import mlflow
+
+    from spark_tracking.layout import worker_metric_key
+
+    routed = mlflow.get_tracking_uri()
+    os.environ["MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS"] = "1"
+    from pyspark import TaskContext
+
+    key = worker_metric_key("train_async", TaskContext.get().partitionId())
+    modes = ["none", "forwarded", "mlflow_async"]
+    for r in range(rounds):
+        for mode in modes[r % 3 :] + modes[: r % 3]:
+            base = r * iterations
+            if mode == "none":
+                rate = _train(iterations, every, None)
+            elif mode == "forwarded":
+                with mlflow.start_run():
+                    rate = _train(iterations, every, lambda i, x: mlflow.log_metric("train", x, step=base + i))
+            else:
+                mlflow.set_tracking_uri(uri)
+                try:
+                    with mlflow.start_run(run_id=run_id):
+                        rate = _train(
+                            iterations, every, lambda i, x: mlflow.log_metric(key, x, step=base + i, synchronous=False)
+                        )
+                        mlflow.flush_async_logging()
+                finally:
+                    mlflow.set_tracking_uri(routed)
+            yield mode, rate
+
+
+def training_throughput(spark, uri: str, iterations: int, every: int = 10, rounds: int = 6) -> dict:
+    """(g): median iterations/s per mode over the rounds of 2 tasks side by side."""
+    import mlflow
+
+    import spark_tracking
+
+    with mlflow.start_run(run_name="benchmark-training") as run:
+        rid = run.info.run_id
+        samples = (
+            spark.sparkContext.parallelize(range(2), 2)
+            .mapPartitions(lambda _: training_task(iterations, every, rounds, uri, rid))
+            .collect()
+        )
+        assert spark_tracking.flush(900)
+    return {m: statistics.median(r for mode, r in samples if mode == m) for m in ("none", "forwarded", "mlflow_async")}
 
 
 def latency_task(n: int, interval: float):
@@ -126,16 +228,19 @@ def latency(spark, client, run_id: str, n: int = 200, interval: float = 0.025, p
 
 
 def measure_job(spark, n_per_task: int, tasks: int, mode: str, uri: str, run_id: str):
+    """Seconds to the store, median per-call seconds in the tasks, median background CPU
+    seconds per point in the tasks."""
     import spark_tracking
 
     t = time.perf_counter()
-    medians = (
+    samples = (
         spark.sparkContext.parallelize(range(tasks), tasks)
         .mapPartitions(lambda _: in_task_points(n_per_task, mode, uri, run_id))
         .collect()
     )
     assert spark_tracking.flush(900), "the store did not take everything: the counts would be early"
-    return time.perf_counter() - t, statistics.median(medians)
+    elapsed = time.perf_counter() - t
+    return elapsed, statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
 
 def count_points(client, run_id: str, prefix: str, per_worker: bool = False) -> int:
@@ -171,7 +276,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
 
     from spark_tracking.forwarding.driver.relay import Relay
     from spark_tracking.forwarding.driver.sink import Sink, Spool
-    from spark_tracking.forwarding.task.shipper import _Connection
+    from spark_tracking.forwarding.task.transport import Connection
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 4 * connections + 256:  # both ends of every connection live in this process
@@ -189,7 +294,7 @@ def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
     frame = 500
 
     def client(i: int) -> int:
-        conn = _Connection(relay.address, "s3cret", timeout=120)
+        conn = Connection(relay.address, "s3cret", timeout=120)
         sent = 0
         for start in range(0, per_conn, frame):
             rows = [["m", 1.0, 1, start + k] for k in range(min(frame, per_conn - start))]
@@ -318,6 +423,7 @@ def main() -> int:
     parser.add_argument("--floor-points", type=int, default=5000, help="calls per round and path for (e)/(e')")
     parser.add_argument("--floor-rounds", type=int, default=8, help="alternated rounds for (e)/(e')")
     parser.add_argument("--floor-only", action="store_true", help="run (e)/(e') alone; rewrite only their section")
+    parser.add_argument("--train-iterations", type=int, default=3000, help="iterations per round and mode for (g)")
     args = parser.parse_args()
     os.environ.update(QUIET_ENV)
     import tempfile
@@ -348,16 +454,25 @@ def main() -> int:
         with mlflow.start_run(run_name="benchmark") as run:
             rid = run.info.run_id
             a = ceiling(client, rid, 2 * n)
-            rows.append(("(a) store ceiling: log_batch of 1000, one client", a, None, 2 * n))
-            e, per_call = measure_job(spark, args.naive, tasks, "naive", server.uri, rid)
+            rows.append(("(a) store ceiling: log_batch of 1000, one client", a, None, 2 * n, None))
+            e, per_call, _ = measure_job(spark, args.naive, tasks, "naive", server.uri, rid)
             got = count_points(client, rid, "naive")
-            rows.append(("(b) MlflowClient.log_metric per call in tasks", got / e, per_call, got))
-            e, per_call = measure_job(spark, n, tasks, "async", server.uri, rid)
+            rows.append(("(b) MlflowClient.log_metric per call in tasks", got / e, per_call, got, None))
+            e, per_call, bg = measure_job(spark, n, tasks, "async", server.uri, rid)
             got = count_points(client, rid, "async")
-            rows.append(("(c) MLflow async logging in tasks, buffered 1 s", got / e, per_call, got))
+            rows.append(
+                ("(c) MLflow async logging in tasks, buffered 1 s: a client made once", got / e, per_call, got, bg)
+            )
+        with mlflow.start_run(run_name="benchmark-async-fluent") as run:
+            rid = run.info.run_id
+            e, per_call, bg = measure_job(spark, n // 4, tasks, "async_fluent", server.uri, rid)
+            got = count_points(client, rid, "async_fluent")
+            rows.append(
+                ("(c') the same through plain mlflow.log_metric(synchronous=False)", got / e, per_call, got, bg)
+            )
         with mlflow.start_run(run_name="benchmark-spark-tracking") as run:
             rid = run.info.run_id
-            e, per_call = measure_job(spark, n, tasks, "spark_tracking", server.uri, rid)
+            e, per_call, bg = measure_job(spark, n, tasks, "spark_tracking", server.uri, rid)
             stored = count_points(client, rid, "loss")
             user = count_points(client, rid, "loss", per_worker=True)
             rows.append(
@@ -366,12 +481,26 @@ def main() -> int:
                     stored / e,
                     per_call,
                     stored,
+                    bg,
                 )
             )
         with mlflow.start_run(run_name="benchmark-plain-mlflow") as run:
-            e2, per_call2 = measure_job(spark, n // 4, tasks, "mlflow_forwarded", server.uri, run.info.run_id)
+            e2, per_call2, bg = measure_job(spark, n // 4, tasks, "mlflow_forwarded", server.uri, run.info.run_id)
             stored2 = count_points(client, run.info.run_id, "loss_plain")
-            rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2))
+            rows.append(("(d') plain mlflow.log_metric in tasks, forwarded", stored2 / e2, per_call2, stored2, bg))
+        with mlflow.start_run(run_name="benchmark-client-forwarded") as run:
+            e3, per_call3, bg = measure_job(spark, n // 4, tasks, "client_forwarded", server.uri, run.info.run_id)
+            stored3 = count_points(client, run.info.run_id, "loss_client")
+            rows.append(
+                (
+                    "(d'') MlflowClient().log_metric in tasks, a client made once, forwarded",
+                    stored3 / e3,
+                    per_call3,
+                    stored3,
+                    bg,
+                )
+            )
+        training = training_throughput(spark, server.uri, args.train_iterations)
         with mlflow.start_run(run_name="benchmark-latency") as run:
             p50, p95, seen = latency(spark, client, run.info.run_id)
         scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 4, 16, 64, 256, 1024)]
@@ -380,15 +509,32 @@ def main() -> int:
             spark.stop()
         server.stop()
 
-    d = rows[3][1]
+    by = {row[0][: row[0].index(")") + 1]: row for row in rows}
+    d = by["(d)"][1]
+    plain, plain_async, client_fwd = by["(d')"], by["(c')"], by["(d'')"]
+    load = os.getloadavg()[0]
     lines = [
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; mlflow server "
-        f"--workers 1 on SQLite; Spark local-cluster[2,1,1024]; {tasks} tasks.",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores (load average "
+        f"{load:.1f} at the end: the machine is shared with other engineers' builds and tests, so single numbers "
+        f"are noisy; compare rows of this run with each other); mlflow server --workers 1 on SQLite; Spark "
+        f"local-cluster[2,1,1024]; {tasks} tasks side by side, {n:,} points each ((c'), (d'), (d''): {n // 4:,}).",
         "",
         *path_table(rows),
         "",
-        f"Ratios (same run): (d)/(a) = {d / rows[0][1]:.2f}; (d)/(b) = {d / rows[1][1]:,.0f}x; "
-        f"(d)/(c) = {d / rows[2][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
+        f"Ratios (same run): (d)/(a) = {d / by['(a)'][1]:.2f}; (d)/(b) = {d / by['(b)'][1]:,.0f}x; "
+        f"(d)/(c) = {d / by['(c)'][1]:.2f}x. Per-worker points stored in (d): {user:,} of {tasks * n:,} logged.",
+        "",
+        "Per call in the task, like against like (same run): (d') plain `mlflow.log_metric` forwarded / (c') "
+        f"plain `mlflow.log_metric(synchronous=False)` = {plain[2] / plain_async[2]:.2f}; (d'') a client made once, "
+        f"forwarded / (c) the same client call, MLflow async = {client_fwd[2] / by['(c)'][2]:.2f}; (d') / (c) (the "
+        f"first comparison, two different MLflow calls) = {plain[2] / by['(c)'][2]:.2f}.",
+        "",
+        f"(g) Training throughput, a CPU-bound loop in each of 2 tasks logging one point every 10 iterations "
+        f"({args.train_iterations:,} iterations per round, 6 rounds alternated, medians): without logging "
+        f"{training['none']:,.0f} it/s; plain `mlflow.log_metric` forwarded {training['forwarded']:,.0f} it/s "
+        f"({training['forwarded'] / training['none']:.3f} of it); MLflow's async logging (plain "
+        f"`mlflow.log_metric(synchronous=False)` to the store) {training['mlflow_async']:,.0f} it/s "
+        f"({training['mlflow_async'] / training['none']:.3f} of it).",
         "",
         f"(f) From the log call in a running task to readable in the store (the driver polls every 20 ms): "
         f"p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms ({seen} points, one every 25 ms).",
@@ -409,16 +555,18 @@ def main() -> int:
 
 def path_table(rows) -> list[str]:
     """The Markdown table of logging paths: rows of (name, store metrics/s, median seconds per
-    call in the task or None, points stored)."""
+    call in the task or None, points stored, background CPU seconds per point in the task or None)."""
     lines = [
-        "| path | store metrics/s | median cost per call in the task | points stored |",
-        "|---|---:|---:|---:|",
+        "| path | store metrics/s | median cost per call in the task | background threads' CPU per 1,000 points "
+        "in the task | points stored |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for name, rate, per_call, count in rows:
+    for name, rate, per_call, count, background in rows:
         cost = (
             "—" if per_call is None else (f"{per_call * 1e6:.2f} µs" if per_call < 1e-3 else f"{per_call * 1e3:.1f} ms")
         )
-        lines.append(f"| {name} | {rate:,.0f} | {cost} | {count:,} |")
+        cpu = "—" if background is None else f"{background * 1e6:.1f} ms"
+        lines.append(f"| {name} | {rate:,.0f} | {cost} | {cpu} | {count:,} |")
     return lines
 
 

@@ -124,13 +124,13 @@ class RecordingHandler:
 
 
 class FaultyTransport:
-    """Wraps the task side's transport (``spark_tracking.forwarding.task.shipper.RelayTransport``):
+    """Wraps the task side's transport (``spark_tracking.forwarding.task.transport.RelayTransport``):
     while ``down`` is set the relay is unreachable (a dropped connection); ``timeouts`` requests
     time out after reaching the relay (a slow relay: the request WAS dispatched, the reply is
     lost). Records every request it passes on (``sent``: the messages, ids included)."""
 
     def __init__(self, inner=None):
-        from spark_tracking.forwarding.task.shipper import RelayTransport
+        from spark_tracking.forwarding.task.transport import RelayTransport
 
         self.inner = inner or RelayTransport()
         self.down = threading.Event()
@@ -138,7 +138,7 @@ class FaultyTransport:
         self.sent: list[dict] = []
 
     def request(self, relay, secret, message, timeout, on_wait=None):
-        from spark_tracking.forwarding.task.shipper import Timeout, Unreachable
+        from spark_tracking.forwarding.task.transport import Timeout, Unreachable
 
         if self.down.is_set():
             raise Unreachable("fault: connection dropped")

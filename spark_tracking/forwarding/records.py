@@ -1,10 +1,25 @@
-"""What crosses the wire between a task and the driver besides points: MLflow entities as their
-protobuf messages (``encode`` / ``decode``), enums by name, never pickled, so a task can only
-make the driver build MLflow entities (and the other way round)."""
+"""Records that cross the wire between a task and the driver: the :class:`Worker` of a task,
+and MLflow entities as their protobuf messages (``encode`` / ``decode``), enums by name, never
+pickled, so a task can only make the driver build MLflow entities (and the other way round)."""
 
 from __future__ import annotations
 
 import base64
+from typing import NamedTuple
+
+
+class Worker(NamedTuple):
+    """Who logged a point (the protocol's ``"w"``; a JSON list on the wire, in this order).
+
+    ``rank``: the barrier rank, or ``RANK`` of a process a task started, else None;
+    ``stage_attempt``: 0 where PySpark does not tell it (see :mod:`.protocol`)."""
+
+    stage: int
+    partition: int
+    attempt: int
+    task_id: int
+    rank: int | None = None
+    stage_attempt: int = 0
 
 
 def _message_class(full_name: str):

@@ -335,7 +335,7 @@ EXITING_DRIVER = textwrap.dedent("""
     import sys
     from spark_tracking.config import Config
     from spark_tracking.forwarding.driver import forwarder as driver
-    from spark_tracking.forwarding.task.shipper import _Connection
+    from spark_tracking.forwarding.task.transport import Connection as _Connection
     uri, home, run_id, secret = sys.argv[1:5]
     driver.EXIT_TIMEOUT = 1.0
     fw = driver._forwarder = driver.Forwarder(Config.resolve({"home": home}), None)

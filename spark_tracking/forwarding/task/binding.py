@@ -25,6 +25,7 @@ from typing import NamedTuple
 from ... import layout
 from ..._compat import pyspark as compat
 from .. import protocol
+from ..records import Worker
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ class TaskSettings(NamedTuple):
 
 
 class Binding:
-    """Where a task's points go: relay address, secret, driver thread binding, worker list
-    (``[stage, partition, attempt, task_id, rank, stage_attempt]``, see :mod:`.protocol`)."""
+    """Where a task's points go: relay address, secret, driver thread binding, the task's
+    :class:`~spark_tracking.forwarding.records.Worker`."""
 
     __slots__ = (
         "_for_runs",
@@ -77,12 +78,13 @@ class Binding:
         relay: str,
         secret: str,
         binding: str,
-        worker: list,
+        worker: Worker,
         from_task: bool,
         run: str | None = None,
         settings: TaskSettings | None = None,
     ):
-        self.relay, self.secret, self.binding, self.worker, self.from_task = relay, secret, binding, worker, from_task
+        self.relay, self.secret, self.binding, self.from_task = relay, secret, binding, from_task
+        self.worker = Worker(*worker)
         self.run = run  # None: the run the driver thread had active; else this explicit run id
         self.settings = settings or TaskSettings()
         #: what the driver's sink may append to a metric key of this worker
@@ -103,7 +105,7 @@ class Binding:
     @property
     def group(self) -> tuple:
         """Points of bindings with equal groups travel in one frame."""
-        return (self.relay, self.binding, tuple(self.worker), self.run)
+        return (self.relay, self.binding, self.worker, self.run)
 
     def __repr__(self) -> str:  # never shows the secret
         return f"Binding(relay={self.relay!r}, binding={self.binding!r}, worker={self.worker!r})"
@@ -138,16 +140,16 @@ def from_task_context(ctx) -> Binding | None:
     )
 
 
-def _worker(ctx) -> list:
+def _worker(ctx) -> Worker:
     rank = ctx.partitionId() if compat.is_barrier(ctx) else None
-    return [
+    return Worker(
         ctx.stageId(),
         ctx.partitionId(),
         ctx.attemptNumber(),
         ctx.taskAttemptId(),
         rank,
         compat.stage_attempt_number(ctx),
-    ]
+    )
 
 
 def _session_binding(ctx) -> Binding | None:
@@ -190,7 +192,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
     stage, partition, attempt, task_id = parts[:4]
     stage_attempt = parts[4] if len(parts) == 5 else 0
     rank = environ.get("RANK", "")
-    worker = [stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt]
+    worker = Worker(stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt)
     return Binding(
         relay,
         environ.get(protocol.ENV_SECRET, ""),

@@ -1,10 +1,10 @@
 """Executor side: the logging calls inside a Spark task, and the task's start and end.
 
 A call validates its input at the call site (MLflow's rules, see :mod:`spark_tracking.validation`,
-plus the room the per-worker suffix, ``layout.worker_key_suffix``, needs) and appends a tuple to the
-shipper's deque: no network, no lock, no disk, no ``import mlflow``. The :mod:`.shipper`
-thread sends it to the driver relay; :mod:`.spill` keeps what the relay cannot take;
-:mod:`.binding` says where points go.
+plus the room the per-worker suffix, ``layout.worker_key_suffix``, needs) and appends a record
+(:class:`~.frames.Point`, :class:`~.frames.Entry`) to the shipper's deque: no network, no
+lock, no disk, no ``import mlflow``. The :mod:`.shipper` thread sends it to the driver relay;
+:mod:`.spill` keeps what the relay cannot take; :mod:`.binding` says where points go.
 
 Task start and end (PySpark has no public hook; every private touched is in
 :mod:`spark_tracking._compat.pyspark`):
@@ -40,8 +40,9 @@ from ..._compat import pyspark as compat
 from ...validation import InvalidInput
 from . import binding as _binding
 from .binding import Binding, TaskSettings
-from .shipper import Shipper, new_id
-from .shipper import open_connection as _open_connection
+from .frames import Entry, Point, new_id, new_point
+from .shipper import Shipper
+from .transport import open_connection as _open_connection
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def log_metric(key, value, step=None, timestamp=None) -> bool:
         timestamp = int(time.time() * 1000)
     elif type(timestamp) is not int:
         timestamp = validation.timestamp_value(timestamp)
-    _buf.append((b, key, value, timestamp, step))
+    _buf.append(new_point((b, key, value, timestamp, step)))
     if len(_buf) >= _batch_trigger:
         _wake_shipper()
     return True
@@ -132,7 +133,7 @@ def log_metrics(metrics, step=None, timestamp=None) -> bool:
     timestamp = int(time.time() * 1000) if timestamp is None else validation.timestamp_value(timestamp)
     step = validation.step_value(step)
     checked = [(_metric_key(k, b), validation.metric_value(k, v)) for k, v in metrics.items()]
-    _buf.extend((b, k, v, timestamp, step) for k, v in checked)
+    _buf.extend(Point(b, k, v, timestamp, step) for k, v in checked)
     if len(_buf) >= _batch_trigger:
         _wake_shipper()
     return True
@@ -144,7 +145,7 @@ def _log_pairs(kind: str, pairs, value_rule) -> bool:
         return False
     name = "param" if kind == "p" else "tag"
     checked = [(validation.check_key(k, name), value_rule(k, v)) for k, v in pairs.items()]
-    _buf.extend((b, kind, k, v) for k, v in checked)
+    _buf.extend(Entry(b, kind, k, v) for k, v in checked)
     _wake_shipper()
     return True
 
@@ -180,7 +181,7 @@ def log_artifact_bytes(artifact_path: str, data: bytes) -> bool:
             f"shared storage (a Unity Catalog volume, /dbfs) and log them from the driver with "
             f"mlflow.log_artifact, or split them"
         )
-    _buf.append((b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
+    _buf.append(Entry(b, "a", artifact_path, base64.b64encode(data).decode("ascii")))
     _wake_shipper()
     return True
 
@@ -193,9 +194,11 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     if b is None:
         return False
     b = b.for_run(run_id)
-    rows = [_metric_row(b, m) for m in metrics]
-    rows.extend((b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params)
-    rows.extend((b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
+    rows: list = [_metric_row(b, m) for m in metrics]
+    rows.extend(
+        Entry(b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params
+    )
+    rows.extend(Entry(b, "t", validation.check_key(t.key, "tag"), validation.tag_value(t.key, t.value)) for t in tags)
     _buf.extend(rows)
     if len(_buf) >= _batch_trigger or params or tags:
         _wake_shipper()
@@ -216,7 +219,7 @@ def forward_metric(run_id: str | None, metric) -> bool:
     return True
 
 
-def _metric_row(b: Binding, metric) -> tuple:
+def _metric_row(b: Binding, metric) -> Point:
     """The queue entry of an MLflow ``Metric``, checked like :func:`log_metric`."""
     key, value, step, ts = metric.key, metric.value, metric.step, metric.timestamp
     if key not in _good_keys:
@@ -229,7 +232,7 @@ def _metric_row(b: Binding, metric) -> tuple:
         ts = validation.timestamp_value(ts)
         if ts is None:
             ts = int(time.time() * 1000)
-    return (b, key, value, ts, step)
+    return new_point((b, key, value, ts, step))
 
 
 # -- flush, stats ----------------------------------------------------------------------------

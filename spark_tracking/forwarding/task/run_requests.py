@@ -14,7 +14,7 @@ from mlflow.exceptions import MlflowException
 
 from .. import protocol
 from ..records import decode
-from . import executor, shipper
+from . import executor, transport
 
 
 class DriverUnreachable(ConnectionError):
@@ -89,7 +89,7 @@ def request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
     for attempt in range(attempts):
         conn = pool.get(key)
         if conn is None:
-            conn = pool[key] = shipper.open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
+            conn = pool[key] = transport.open_connection(b.relay, b.secret, timeout)  # Spark Connect: drop:<dir>
         conn.timeout = timeout
         if conn.sock is not None:
             conn.sock.settimeout(timeout)

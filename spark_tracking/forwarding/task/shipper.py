@@ -1,8 +1,8 @@
 """The task side's background sender: a deque the log calls append to, a daemon thread that
 ships it to the driver relay in frames, and a spill store for what the relay cannot take.
 
-Shape of OpenTelemetry's ``BatchProcessor``: the hot path only appends a tuple to
-``Shipper.queue`` (atomic, no lock) and sets ``wake`` when a batch is full; one named daemon
+Shape of OpenTelemetry's ``BatchProcessor``: the hot path only appends a :class:`Point` (or an
+:class:`Entry`) to ``Shipper.queue`` (atomic, no lock) and sets ``wake`` when a batch is full; one named daemon
 thread (``spark-tracking-shipper``) drains it; :meth:`Shipper.flush` and
 :meth:`Shipper.shutdown` take a timeout; a forked child starts empty (the parent ships what it
 buffered). The transport and the clock are injected (:class:`RelayTransport` talks to the
@@ -27,196 +27,19 @@ import contextlib
 import itertools
 import logging
 import os
-import select
-import socket
 import threading
 import time
-import uuid
 from collections import deque
-from operator import itemgetter
-from typing import Callable, Protocol
+from typing import Callable
 
 from .. import protocol
+from .frames import FRAME_POINTS, Request, entries, frame, group, halves, new_id
 from .spill import SpillFull, SpillStore
+from .transport import Refused, RelayTransport, Timeout, Transport, Unreachable
 
 logger = logging.getLogger(__name__)
 
-FRAME_POINTS = 5000  # entries per frame at most (the relay's sink takes them in rounds)
 _HEADROOM = 512  # bytes of a frame kept for its envelope ("id", "b", "w", ...)
-
-
-class Unreachable(ConnectionError):
-    """The relay cannot be reached (connect or authentication failed)."""
-
-
-class Refused(ConnectionError):
-    """The relay took the frame and refused it (error reply, or closed the connection)."""
-
-
-class Timeout(ConnectionError):
-    """No reply in time; the request may or may not have been dispatched."""
-
-
-class _Closed(Refused):
-    """The relay closed the connection without answering (on a new connection: a refusal)."""
-
-
-class Transport(Protocol):
-    """Sends one request to a relay and returns its reply."""
-
-    def request(
-        self, relay: str, secret: str, message: dict, timeout: float, on_wait: Callable[[], bool] | None = None
-    ) -> dict:
-        """Raises Unreachable, Refused or Timeout. ``on_wait`` is called while waiting for the
-        reply; when it returns True the wait ends with Timeout."""
-
-    def close(self) -> None:
-        """Close every connection."""
-
-
-class _Connection:
-    def __init__(self, relay: str, secret: str, timeout: float = 10.0):
-        host, _, port = relay.rpartition(":")
-        self.address = (host, int(port))
-        self.secret = secret
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self.seq = 0
-        self.answered = False  # the open socket answered a request (a close is then no refusal)
-
-    def _connect(self) -> None:
-        try:
-            sock = socket.create_connection(self.address, timeout=self.timeout)
-        except OSError as exc:
-            raise Unreachable(f"relay {self.address[0]}:{self.address[1]}: {exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            hello = protocol.recv_frame(sock)
-            sock.sendall(
-                protocol.encode({"auth": protocol.auth_digest(self.secret, hello["nonce"]), "v": protocol.VERSION})
-            )
-            if not protocol.recv_frame(sock).get("ok"):
-                raise Unreachable("relay refused the session secret")
-        except Unreachable:
-            sock.close()
-            raise
-        except Exception as exc:  # noqa: BLE001 - any handshake failure means "not reachable"
-            sock.close()
-            raise Unreachable(f"relay handshake failed: {exc}") from None
-        self.sock = sock
-        self.answered = False
-
-    def request(self, message: dict, timeout: float | None = None, on_wait=None) -> dict:
-        """One request; raises Unreachable, Refused or Timeout.
-
-        A connection that answered before and is closed without a reply was most likely closed
-        by the relay while idle (its slot went to another worker: ``relay_max_connections``):
-        a transport failure, not a refusal. The request goes again, same id, on a new
-        connection; closed there too without a reply, it is refused (what a relay does with a
-        frame over its limit)."""
-        reused = self.sock is not None and self.answered
-        try:
-            return self._request_once(message, timeout, on_wait)
-        except _Closed:
-            if not reused:
-                raise
-        return self._request_once(message, timeout, on_wait)
-
-    def _request_once(self, message: dict, timeout: float | None, on_wait) -> dict:
-        if self.sock is None:
-            self._connect()
-        self.seq += 1
-        message["seq"] = self.seq
-        sock = self.sock
-        assert sock is not None
-        try:
-            sock.settimeout(timeout or self.timeout)
-            sock.sendall(protocol.encode(message))
-        except OSError:
-            self.close()
-            raise _Closed("relay closed the connection while a frame was sent") from None
-        try:
-            reply = self._reply(timeout or self.timeout, on_wait)
-        except Timeout:
-            self.close()  # a late reply must not answer the next request
-            raise
-        except (OSError, protocol.ProtocolError, ConnectionError):
-            self.close()
-            raise _Closed("relay closed the connection instead of answering") from None
-        self.answered = True
-        if reply.get("ack") != self.seq:
-            self.close()
-            raise Refused(f"relay answered {reply!r} to request {self.seq}")
-        if "error" in reply:
-            raise Refused(str(reply["error"]))
-        return reply
-
-    def _reply(self, timeout: float, on_wait) -> dict:
-        sock = self.sock
-        assert sock is not None
-        deadline = time.monotonic() + timeout
-
-        def wait_readable() -> None:  # in ticks: the shipper relieves memory while it waits
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Timeout("relay did not answer in time")
-                if _readable(sock, min(left, 0.2)):
-                    return
-                if on_wait is not None and on_wait():
-                    raise Timeout("the sender stopped waiting (a flush deadline passed)")
-
-        return protocol.recv_frame(sock, before_recv=wait_readable)
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
-
-
-def _readable(sock: socket.socket, timeout: float) -> bool:
-    """Whether ``sock`` has data (or EOF) within ``timeout`` seconds. ``poll`` where there is
-    one: ``select`` refuses descriptors past 1023, which a process with many files open has."""
-    if hasattr(select, "poll"):
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    return bool(select.select([sock], [], [], timeout)[0])
-
-
-def open_connection(relay: str, secret: str, timeout: float = 10.0):
-    """A connection to ``relay``; a Spark Connect drop binding (``drop:<dir>``) gets its folder
-    (``forwarding.connect``: no driver to reach)."""
-    if relay.startswith("drop:"):
-        from . import connect
-
-        return connect.task_connection(relay)
-    return _Connection(relay, secret, timeout)
-
-
-class RelayTransport:
-    """TCP connections to relays, one per (relay, secret), authenticated per connection."""
-
-    def __init__(self, connect_timeout: float = 10.0):
-        self.connect_timeout = connect_timeout
-        self.connections: dict[tuple, _Connection] = {}
-
-    def request(self, relay: str, secret: str, message: dict, timeout: float, on_wait=None) -> dict:
-        """One request on the connection to ``relay`` (opened and authenticated when needed)."""
-        conn = self.connections.get((relay, secret))
-        if conn is None:
-            conn = self.connections[(relay, secret)] = open_connection(
-                relay, secret, min(timeout, self.connect_timeout)
-            )
-        return conn.request(message, timeout, on_wait)
-
-    def close(self) -> None:
-        """Close every connection."""
-        for conn in self.connections.values():
-            conn.close()
-        self.connections.clear()
 
 
 class Marker:
@@ -230,104 +53,6 @@ class Marker:
         self.ok = True
         self.done_binding = done_binding
         self.deadline = deadline
-
-
-class _Request:
-    """A frame to send: relay, secret, the message (with its id), entries and a size bound."""
-
-    __slots__ = ("entries", "message", "relay", "secret", "size")
-
-    def __init__(self, relay, secret, message, entries, size=None):
-        self.relay, self.secret, self.message, self.entries = relay, secret, message, entries
-        self.size = protocol.encoded_size(message) if size is None else size
-
-
-_ids = uuid.uuid4().hex
-_id_seq = itertools.count(1)  # next() is atomic: the task thread and the shipper both take ids
-
-
-def new_id() -> str:
-    """A request id: unique in this process's life, kept when the request is re-sent."""
-    return f"{_ids}:{os.getpid()}:{next(_id_seq)}"
-
-
-def frame(b, items: list) -> _Request:
-    """The "points" request for queue items of one binding (see :mod:`.protocol`), with an
-    upper bound of its encoded size (JSON escapes a character in at most 6 bytes)."""
-    metrics: list = []
-    params: list = []
-    tags: list = []
-    artifacts: list = []
-    message = {
-        "id": new_id(),
-        "op": "points",
-        "b": b.binding,
-        "w": b.worker,
-        "m": metrics,
-        "p": params,
-        "t": tags,
-        "a": artifacts,
-    }
-    if b.run is not None:
-        message["r"] = b.run
-    size = 256 + 6 * len(b.binding) + (6 * len(b.run) if b.run else 0)
-    if set(map(len, items)) == {5}:  # only metrics (the usual frame): no loop in Python
-        metrics.extend(map(_TAIL, items))
-        size += 6 * sum(map(len, map(_KEY, items))) + 80 * len(items)
-        return _Request(b.relay, b.secret, message, len(items), size)
-    lists = {"p": params, "t": tags, "a": artifacts}
-    for item in items:
-        if len(item) == 5:
-            metrics.append(item[1:])
-            size += 6 * len(item[1]) + 80
-        else:
-            lists[item[1]].append(item[2:])
-            size += 6 * (len(item[2]) + len(item[3])) + 8
-    return _Request(b.relay, b.secret, message, len(items), size)
-
-
-def _entries(message: dict) -> list:
-    return [(kind, row) for kind in ("m", "p", "t", "a") for row in message.get(kind, ())]
-
-
-def _halves(req: _Request) -> list:
-    """A frame in two, each half with an id derived from the frame's: the same frame split
-    again (a spill file given back) gives the same ids, which the relay dispatches once."""
-    entries = _entries(req.message)
-    mid = len(entries) // 2
-    out = []
-    parent = req.message.get("id") or new_id()
-    for n, part in enumerate((entries[:mid], entries[mid:])):
-        if part:
-            message = {k: v for k, v in req.message.items() if k not in ("m", "p", "t", "a", "seq")}
-            message.update(id=f"{parent}/{n}", m=[], p=[], t=[], a=[])
-            for kind, row in part:
-                message[kind].append(row)
-            out.append(_Request(req.relay, req.secret, message, len(part)))
-    return out
-
-
-_TAIL = itemgetter(slice(1, None))  # a queue item without its binding
-_KEY = itemgetter(1)
-_BINDING = itemgetter(0)
-
-
-def _group(items: list) -> list:
-    """Items grouped by binding (bindings of one worker and run travel together), in order."""
-    if len(set(map(_BINDING, items))) == 1:  # one binding (the usual case): no loop in Python
-        return [(items[0][0], items)]
-    groups: dict = {}
-    by_id: dict = {}
-    for item in items:
-        b = item[0]
-        group = by_id.get(id(b))
-        if group is None:
-            group = groups.get(b.group)
-            if group is None:
-                group = groups[b.group] = (b, [])
-            by_id[id(b)] = group
-        group[1].append(item)
-    return list(groups.values())
 
 
 _OK, _REFUSED, _FAILED = "ok", "refused", "failed"
@@ -491,7 +216,7 @@ class Shipper:
         if marker.ok and marker.done_binding is not None:
             b = marker.done_binding
             message = {"id": new_id(), "op": "done", "b": b.binding, "w": b.worker}
-            marker.ok = self._request(_Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
+            marker.ok = self._request(Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
         if self._flush_deadline is not None and (marker.deadline is None or marker.deadline >= self._flush_deadline):
             self._flush_deadline = None
         with contextlib.suppress(ValueError):
@@ -504,7 +229,7 @@ class Shipper:
         memory, or on disk when ``spill``)."""
         requests, self.held = self.held, []
         pending, self.pending = self.pending, []
-        for b, items in _group(pending):
+        for b, items in group(pending):
             for start in range(0, len(items), FRAME_POINTS):
                 requests.append(frame(b, items[start : start + FRAME_POINTS]))
         unsent = self._send(requests, deadline)
@@ -523,7 +248,7 @@ class Shipper:
                 return list(queue)
             req = queue.popleft()
             if req.entries > 1 and req.size > limit and protocol.encoded_size(req.message) > limit:
-                queue.extendleft(reversed(_halves(req)))
+                queue.extendleft(reversed(halves(req)))
                 continue
             result = self._request(req, deadline)
             if result is _FAILED:
@@ -531,12 +256,12 @@ class Shipper:
                 return list(queue)
             if result is _REFUSED:
                 if req.entries > 1 and req.message.get("op") == "points":
-                    queue.extendleft(reversed(_halves(req)))
+                    queue.extendleft(reversed(halves(req)))
                     continue
                 self.counters["dropped"] += req.entries
         return []
 
-    def _request(self, req: _Request, deadline: float | None) -> str:
+    def _request(self, req: Request, deadline: float | None) -> str:
         now = self.clock()
         if now < self._down_until:
             return _FAILED
@@ -596,7 +321,7 @@ class Shipper:
         self.queue.extendleft(reversed(markers))
         requests = [
             frame(b, group[start : start + FRAME_POINTS])
-            for b, group in _group(items)
+            for b, group in group(items)
             for start in range(0, len(group), FRAME_POINTS)
         ]
         self._keep(requests, spill=True)
@@ -607,18 +332,18 @@ class Shipper:
     def _keep(self, requests: list, spill: bool) -> None:
         """Requests the relay did not take: held in memory (re-sent with their ids), or written
         to disk when memory is over its bound, a flush asks for it, or the shipper stops."""
-        entries = sum(r.entries for r in requests)
+        count = sum(r.entries for r in requests)
         held = sum(r.entries for r in self.held)
-        if not spill and not self._stopping and entries + held + len(self.queue) <= self.max_points:
+        if not spill and not self._stopping and count + held + len(self.queue) <= self.max_points:
             self.held.extend(requests)
             return
         by_relay: dict[str, list] = {}
         for r in requests:
             by_relay.setdefault(r.relay, []).append(r)
-        for relay, group in by_relay.items():
-            count = sum(r.entries for r in group)
+        for relay, kept in by_relay.items():
+            count = sum(r.entries for r in kept)
             try:
-                self.spill.write(relay, [r.message for r in group])
+                self.spill.write(relay, [r.message for r in kept])
                 self.counters["spilled"] += count
                 logger.warning(
                     "spark_tracking: %d points spilled to %s: the driver relay did not take them "
@@ -662,7 +387,7 @@ class Shipper:
                 for message in c.frames:
                     relay = message.pop("relay")
                     if relay in self.secrets:
-                        requests.append(_Request(relay, self.secrets[relay], message, len(_entries(message)) or 1))
+                        requests.append(Request(relay, self.secrets[relay], message, len(entries(message)) or 1))
                 unsent = self._send(requests, deadline, yield_to_flush=not force)
                 if unsent:
                     self.spill.release(c, [dict(r.message, relay=r.relay) for r in unsent])

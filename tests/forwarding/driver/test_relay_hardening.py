@@ -12,7 +12,7 @@ from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import relay as relay_module
 from spark_tracking.forwarding.driver.relay import Relay
 from spark_tracking.forwarding.driver.sink import Sink, Spool
-from spark_tracking.forwarding.task.shipper import _Connection
+from spark_tracking.forwarding.task.transport import Connection as _Connection
 
 
 class Echo:

@@ -14,8 +14,10 @@ from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver.relay import Relay
 from spark_tracking.forwarding.task import binding, executor
 from spark_tracking.forwarding.task.binding import Binding, TaskSettings
-from spark_tracking.forwarding.task.shipper import RelayTransport, Shipper, Unreachable
+from spark_tracking.forwarding.task.frames import Point
+from spark_tracking.forwarding.task.shipper import Shipper
 from spark_tracking.forwarding.task.spill import SpillStore
+from spark_tracking.forwarding.task.transport import RelayTransport, Unreachable
 
 SECRET = "test-secret"
 
@@ -79,7 +81,7 @@ def shipper(relay, tmp_path, clock):
 
 def _point(b, key, value, timestamp, step):
     """A queue item of one metric point, as the log calls append it."""
-    return (b, key, value, timestamp, step)
+    return Point(b, key, value, timestamp, step)
 
 
 def _frame(ident: str, key: str, steps) -> dict:
