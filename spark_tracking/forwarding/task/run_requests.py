@@ -96,7 +96,7 @@ def request(op: str, fields: dict, timeout: float = 30.0, attempts: int = 3):
         try:
             reply = conn.request(dict(message))
         except (OSError, socket.timeout) as exc:  # ConnectionError included
-            if isinstance(exc, shipper.Refused) and conn.sock is not None:
+            if isinstance(exc, transport.Refused) and conn.sock is not None:
                 # the relay answered with an error (the connection stays open): the driver
                 # refused the request, re-sending it cannot help
                 raise MlflowException(f"spark_tracking: the driver refused {op!r}: {exc}") from None
