@@ -1,16 +1,13 @@
 """``multiprocessing`` children a task starts with *fork* (Linux's default start method on
 Python <= 3.13) end with ``os._exit``: ``atexit`` never runs there. What they logged is handed
 to the driver when ``multiprocessing`` finalizes them (``multiprocessing.util.Finalize``), as
-at a task's end: within ``task_flush_timeout``, the rest spilled with a warning. A real relay
-(unit level), then a real Spark task on ``local-cluster`` with a real MLflow store."""
+at a task's end: within ``task_flush_timeout``, the rest spilled with a warning. A real relay;
+the children are bound as processes a task started (through the environment it exports)."""
 
-import json
 import os
 import subprocess
 import sys
 
-import mlflow
-from conftest import QUIET_ENV, run_driver
 from faults import RecordingHandler, StalledRelay
 
 from spark_tracking.forwarding import protocol
@@ -90,56 +87,3 @@ def test_a_forked_child_whose_relay_does_not_answer_spills_with_the_warning(tmp_
     frames = [frame for claimed in spill.claim([relay.address]) for frame in claimed.frames]
     assert sorted(m[3] for f in frames for m in f["m"]) == list(range(50))
     assert "the driver did not take this process's points within task_flush_timeout (2s)" in out.stderr
-
-
-SPARK_TASK = """
-import json, os, sys
-import mlflow, spark_tracking
-from pyspark.sql import SparkSession
-spark = (SparkSession.builder.master("local-cluster[2,1,1024]")
-         .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-         .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-         .config("spark.executorEnv.PYSPARK_PYTHON", sys.executable)
-         .config("spark.executorEnv.HOME", sys.argv[2])
-         .config("spark.executorEnv.SPARK_TRACKING_SHIP_INTERVAL", "3600")
-         .getOrCreate())
-spark_tracking.configure(tracking_uri=sys.argv[1])
-
-def child(key):
-    import spark_tracking
-    for step in range(50):
-        spark_tracking.log_metric(key, float(step), step=step)
-
-def task(rows):
-    import multiprocessing
-    from pyspark import TaskContext
-    p = TaskContext.get().partitionId()
-    procs = [multiprocessing.get_context("fork").Process(target=child, args=(f"child_{p}_{i}",)) for i in range(2)]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join()
-    yield [proc.exitcode for proc in procs]
-
-with mlflow.start_run() as run:
-    codes = spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
-assert spark_tracking.flush(60)
-print(json.dumps({"codes": codes, "run": run.info.run_id}))
-spark.stop()
-"""
-
-
-def test_forked_children_of_a_real_spark_task_log_into_the_driver_run(tmp_path):
-    store = f"sqlite:///{tmp_path / 'store.db'}"
-    executor_home = tmp_path / "executor-home"
-    executor_home.mkdir()
-    out = run_driver(SPARK_TASK, store, str(executor_home), cwd=tmp_path, env=dict(QUIET_ENV))
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["codes"] == [[0, 0], [0, 0]]
-    client = mlflow.MlflowClient(store)
-    for p in range(2):
-        for i in range(2):
-            got = sorted(
-                (m.step, m.value) for m in client.get_metric_history(result["run"], f"child_{p}_{i}/worker_{p}")
-            )
-            assert got == [(s, float(s)) for s in range(50)], (p, i, sorted(client.get_run(result["run"]).data.metrics))
