@@ -8,7 +8,8 @@ tag values are turned into ``str`` as MLflow does. Refused with :class:`InvalidI
 None, strings and other non-numbers as metric values; keys that are empty, longer than 250
 characters or have characters outside ``[/\\w.\\- :]``, keys MLflow's path rule refuses
 (``loss/``, ``/loss``, ``a//b``, ``./a``: a key must be its own normalised path); params over
-6000 characters; tag values over 8000 characters; non-integer steps.
+6000 characters; tag values over 8000 characters; non-integer steps; steps and timestamps that are not 64-bit
+integers (and negative timestamps), in MLflow's words.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ _KEY_RE = re.compile(r"^[/\w.\- :]*$")
 
 
 class InvalidInput(ValueError):
-    """A logging call with a value MLflow would refuse; the message names it and the rule."""
+    """A logging call with a value MLflow would refuse; the message names it and the rule.
+
+    ``error_code`` is the one MLflow gives such a refusal (``INVALID_PARAMETER_VALUE``): MLflow
+    calls inside a Spark task raise MLflow's ``MlflowException`` with it
+    (``forwarding.task.store``); this module never imports MLflow (a task's hot path)."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
 
 
 def check_key(key, kind: str = "metric", max_length: int = MAX_KEY_LENGTH, suffix: str = "") -> str:
@@ -113,25 +120,57 @@ def _int_value(key: str, value: int) -> float:
     )
 
 
-def step_value(step) -> int:
-    """``step`` as an int (0 when None); :class:`InvalidInput` unless it is integer-like."""
+#: a step and a timestamp are 64-bit integers in every MLflow store (protobuf int64, SQL BIGINT)
+MIN_LONG = -(2**63)
+MAX_LONG = 2**63 - 1
+
+
+def _invalid_value(path: str, value, message: str) -> str:
+    """MLflow's wording of a refused value (``mlflow.utils.validation.invalid_value``)."""
+    return f"Invalid value {value} for parameter '{path}' supplied: {message}"
+
+
+def _of(key: str | None) -> str:
+    return f"metric {key!r}: " if key is not None else ""
+
+
+def step_value(step, key: str | None = None) -> int:
+    """``step`` as an int (0 when None); :class:`InvalidInput` unless it is integer-like and a
+    64-bit integer. MLflow's own checks (``_validate_metric``, 3.17) let a step of 2**63 pass;
+    the store then fails on it (SQLite: "int too large", ``INTERNAL_ERROR``; a REST store:
+    protobuf's "Value out of range"), so it is refused here, in MLflow's words."""
     if step is None:
         return 0
-    if type(step) is int:
-        return step
     if isinstance(step, bool) or not hasattr(step, "__index__"):
         raise InvalidInput(f"step {step!r} must be an integer")
-    return step.__index__()
+    step = step.__index__()
+    if not MIN_LONG <= step <= MAX_LONG:
+        raise InvalidInput(
+            _invalid_value(
+                "step", step, f"{_of(key)}Step must be a valid long (64-bit integer), from -2**63 to 2**63 - 1."
+            )
+        )
+    return step
 
 
-def timestamp_value(timestamp) -> int | None:
+def timestamp_value(timestamp, key: str | None = None) -> int | None:
     """``timestamp`` (milliseconds since the epoch) as an int, or None to mean now;
-    :class:`InvalidInput` unless it is integer-like."""
+    :class:`InvalidInput` unless it is integer-like, not negative and a 64-bit integer (MLflow
+    refuses a negative one, and its stores one of 2**63 or more, see :func:`step_value`)."""
     if timestamp is None:
         return None
     if isinstance(timestamp, bool) or not hasattr(timestamp, "__index__"):
         raise InvalidInput(f"timestamp {timestamp!r} must be an integer (milliseconds since the epoch)")
-    return timestamp.__index__()
+    timestamp = timestamp.__index__()
+    if not 0 <= timestamp <= MAX_LONG:
+        raise InvalidInput(
+            _invalid_value(
+                "timestamp",
+                timestamp,
+                f"{_of(key)}Timestamp must be a nonnegative long (64-bit integer), milliseconds since the epoch.",
+            )
+        )
+    return timestamp
 
 
 def param_value(key: str, value) -> str:

@@ -65,3 +65,22 @@ def test_the_active_spark_context_is_found_without_starting_spark(spark):
         print(compat.active_spark_context(), "pyspark" in sys.modules)
     """)
     assert out == "None False"
+
+
+def test_a_pyspark_that_renamed_the_task_context_attribute_still_logs():
+    # a later PySpark renaming the private TaskContext._taskContext must not make log calls raise
+    out = run("""
+        import os
+        os.environ.update({"SPARK_TRACKING_RELAY": "127.0.0.1:9", "SPARK_TRACKING_RELAY_SECRET": "s",
+                           "SPARK_TRACKING_BINDING": "1:0", "SPARK_TRACKING_WORKER": "0:0:0:0",
+                           "SPARK_TRACKING_SHIP_INTERVAL": "3600"})
+        from pyspark.taskcontext import TaskContext
+        del TaskContext._taskContext
+        TaskContext._renamed = None
+        TaskContext.get = classmethod(lambda cls: cls._renamed)
+        from spark_tracking._compat import pyspark as compat
+        from spark_tracking.forwarding.task import executor
+        print(executor.log_metric("loss", 1.0, step=0), compat.current_task_context())
+        os._exit(0)  # nothing listens on port 9: no flush at exit
+    """)
+    assert out == "True None"

@@ -27,11 +27,27 @@ def task_context_reader() -> Callable[[], object] | None:
     None when ``pyspark.taskcontext`` is not loaded in this process.
 
     Reads the private class attribute ``TaskContext._taskContext`` (3.5.0-4.3.0):
-    ``TaskContext.get()`` is public but costs a classmethod call per log call."""
+    ``TaskContext.get()`` is public but costs a classmethod call per log call. On a PySpark
+    without that attribute (renamed), the public ``TaskContext.get`` (slower, never raising
+    here: outside a task it gives None)."""
     module = sys.modules.get("pyspark.taskcontext")
     if module is None:
         return None
-    return functools.partial(getattr, module.TaskContext, "_taskContext")
+    cls = module.TaskContext
+    if "_taskContext" in vars(cls):
+        return functools.partial(getattr, cls, "_taskContext")
+    logger.debug("spark_tracking: TaskContext._taskContext is gone on this PySpark; using TaskContext.get()")
+    return _quiet_get(cls.get)
+
+
+def _quiet_get(get: Callable[[], object]) -> Callable[[], object]:
+    def read():
+        try:
+            return get()
+        except Exception:  # noqa: BLE001 - a log call must never raise for a PySpark that differs
+            return None
+
+    return read
 
 
 def is_barrier(task_context) -> bool:
@@ -86,7 +102,7 @@ def wrap_set_task_context(on_start: Callable[[object], None], on_end: Callable[[
 
 
 def current_task_context():
-    """The running task's TaskContext, or None (no pyspark import)."""
+    """The running task's TaskContext, or None (no pyspark import; never raises)."""
     read = task_context_reader()
     return read() if read is not None else None
 

@@ -449,10 +449,14 @@ def flush(timeout: float | None = 30.0) -> bool:
     fw = _forwarder
     if fw is None:
         return True
+    _collect_drops(fw)
+    return fw.flush(timeout)
+
+
+def _collect_drops(fw: Forwarder) -> None:
     connect = sys.modules.get(f"{__package__}.connect")
     if connect is not None:  # Spark Connect without a reachable driver: tasks' drop files
         connect.collect_drops(fw, fw.cfg.task_drop_dir)
-    return fw.flush(timeout)
 
 
 def stats() -> dict:
@@ -474,12 +478,19 @@ def stats() -> dict:
 
 
 def shutdown(timeout: float = 30.0) -> bool:
-    """Stop forwarding: deliver what the driver holds within ``timeout``, spool the rest (with a
-    warning). True when everything reached the store."""
+    """Stop forwarding: deliver what the driver holds within ``timeout`` (on Spark Connect
+    without a reachable driver, the drop files tasks left first), spool the rest (with a
+    warning). True when everything reached the store. Called at interpreter exit."""
     global _forwarder
     with _lock:
         fw, _forwarder = _forwarder, None
-    return True if fw is None else fw.stop(timeout)
+    if fw is None:
+        return True
+    try:
+        _collect_drops(fw)
+    except Exception:  # never keeps the rest from being delivered or spooled
+        logger.warning("spark_tracking: could not collect the drop files of Spark tasks", exc_info=True)
+    return fw.stop(timeout)
 
 
 @atexit.register

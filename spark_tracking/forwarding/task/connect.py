@@ -65,8 +65,9 @@ def task_connection(relay: str):
 class DropConnection:
     """Stands in for the relay connection when no driver is reachable: each request becomes a
     line of a file in the drop folder (a task's file is complete once its "done" is written,
-    fsynced and renamed to ``.jsonl``). Without a folder, points are counted as dropped and the
-    worker logs why, once."""
+    fsynced and renamed to ``.jsonl``; a process a task started completes its file when it
+    ends in order). Without a folder, points are counted as dropped and the worker logs why,
+    once."""
 
     _warned = False
     dropped = 0
@@ -114,8 +115,12 @@ class DropConnection:
                 n,
             )
 
-    def close(self, complete: bool = False) -> None:
-        """Close the open file; ``complete`` (after "done") makes it visible to the client."""
+    def close(self, complete: bool = True) -> None:
+        """Close the open file and make it visible to the client (``.jsonl``): after a task's
+        "done", and when the process's shipper shuts down in order — a process a task started
+        (a torchrun rank, a subprocess) never sends "done", and what it wrote is all there is
+        once its shipper has flushed. A process that dies leaves its ``.part`` file behind
+        (its task is retried and logs again); ``complete=False`` does the same on purpose."""
         if self.fh is None:
             return
         fh, self.fh = self.fh, None

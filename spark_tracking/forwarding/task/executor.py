@@ -18,7 +18,8 @@ Task start and end (PySpark has no public hook; every private touched is in
   over before the worker reports the error to the JVM (which may then kill the worker).
 
 Fork safety: PySpark forks Python workers from a daemon; a forked process starts with an empty
-buffer (the parent ships its own) and its own shipper thread.
+buffer (the parent ships its own) and its own shipper thread. A ``multiprocessing`` child ships
+what it logged when ``multiprocessing`` ends it (fork children never run ``atexit``).
 
 Settings (environment > config file > default, via :mod:`spark_tracking.config`):
 ``SPARK_TRACKING_BUFFER_MAX_POINTS``, ``SPARK_TRACKING_SHIP_INTERVAL``,
@@ -65,14 +66,8 @@ def max_task_artifact_bytes() -> int:
     return min(_MAX_ARTIFACT_BYTES, frame_bytes * 3 // 4 * 3 // 4)
 
 
-_task_context_cls = None  # TaskContext once loaded (read by the task store)
-
-
 def _on_bind(b: Binding) -> None:
-    global _batch_trigger, _good_suffix, _task_context_cls
-    module = sys.modules.get("pyspark.taskcontext")
-    if module is not None:
-        _task_context_cls = module.TaskContext
+    global _batch_trigger, _good_suffix
     shipper.configure(b.relay, b.secret, b.settings)
     _batch_trigger = max(1, min(2000, b.settings.buffer_max_points))
     if b.key_suffix != _good_suffix:
@@ -80,6 +75,8 @@ def _on_bind(b: Binding) -> None:
         _good_suffix = b.key_suffix
     if b.from_task:
         install_task_hooks()
+    if _finalized_pid != os.getpid():
+        _ship_when_multiprocessing_ends()
 
 
 _binding.on_bind = _on_bind
@@ -113,12 +110,12 @@ def log_metric(key, value, step=None, timestamp=None) -> bool:
         value = validation.metric_value(key, value)
     if step is None:
         step = 0
-    elif type(step) is not int:
-        step = validation.step_value(step)
+    elif type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:  # int64: constants
+        step = validation.step_value(step, key)
     if timestamp is None:
         timestamp = int(time.time() * 1000)
-    elif type(timestamp) is not int:
-        timestamp = validation.timestamp_value(timestamp)
+    elif type(timestamp) is not int or not 0 <= timestamp <= 0x7FFFFFFFFFFFFFFF:
+        timestamp = validation.timestamp_value(timestamp, key)
     _buf.append(new_point((b, key, value, timestamp, step)))
     if len(_buf) >= _batch_trigger:
         _wake_shipper()
@@ -226,10 +223,10 @@ def _metric_row(b: Binding, metric) -> Point:
         _metric_key(key, b)
     if type(value) is not float:
         value = validation.metric_value(key, value)
-    if type(step) is not int:
-        step = validation.step_value(step)
-    if type(ts) is not int:
-        ts = validation.timestamp_value(ts)
+    if type(step) is not int or not -0x8000000000000000 <= step <= 0x7FFFFFFFFFFFFFFF:
+        step = validation.step_value(step, key)
+    if type(ts) is not int or not 0 <= ts <= 0x7FFFFFFFFFFFFFFF:
+        ts = validation.timestamp_value(ts, key)
         if ts is None:
             ts = int(time.time() * 1000)
     return new_point((b, key, value, ts, step))
@@ -347,10 +344,34 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_finalized_pid = 0  # the process whose multiprocessing end already ships its points
+
+
+def _ship_when_multiprocessing_ends() -> None:
+    """In a ``multiprocessing`` child (a ``Process``, a ``Pool`` or ``ProcessPoolExecutor``
+    worker): ship at its end. One started with fork (Linux's default start method up to Python
+    3.13) or forkserver ends with ``os._exit``, so ``atexit`` never runs there; its
+    ``BaseProcess._bootstrap`` runs ``multiprocessing.util._exit_function()`` first, which
+    calls the ``Finalize`` callbacks (CPython 3.9-3.14, ``multiprocessing/process.py``). The
+    registry of those is emptied in a forked child before its target runs, hence registered
+    here, at the child's first log call. A child killed with a signal (``Pool.terminate()``,
+    which a ``with Pool()`` block calls) runs nothing: what it logged within its last
+    ``ship_interval`` is lost."""
+    global _finalized_pid
+    process = sys.modules.get("multiprocessing.process")
+    if process is None or process.parent_process() is None:
+        return
+    _finalized_pid = os.getpid()
+    from multiprocessing import util
+
+    util.Finalize(None, _ship_at_exit, exitpriority=10)
+
+
 @atexit.register
 def _ship_at_exit() -> None:
-    """The process ends (a torchrun rank, a subprocess a task started): what it logged goes to
-    the driver within ``task_flush_timeout``, as at a task's end; what is left is spilled.
+    """The process ends (a torchrun rank, a subprocess or ``multiprocessing`` child a task
+    started): what it logged goes to the driver within ``task_flush_timeout``, as at a task's
+    end; what is left is spilled.
 
     Asked of the shipper thread whenever it runs, not only when ``buffered()``: a frame the
     thread is sending counts nowhere while in flight, and a rank that returns right after its

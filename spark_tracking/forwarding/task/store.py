@@ -52,7 +52,9 @@ from mlflow.entities.lifecycle_stage import LifecycleStage
 from mlflow.store.tracking.abstract_store import AbstractStore
 
 from ..._compat import mlflow as mlflow_compat
+from ..._compat import pyspark as pyspark_compat
 from ...context import in_spark_worker
+from ...validation import InvalidInput
 from .. import protocol
 from ..records import encode
 from . import executor
@@ -118,6 +120,29 @@ def end_task_runs() -> None:
     _created.clear()
     _resumed.clear()
     _local.clear()
+
+
+def _target(run_id: str) -> str | None:
+    """Where a write to ``run_id`` goes: None (the run the driver thread has active for this
+    task) for the run handed out in this task, and for a run an earlier task of this worker was
+    handed that MLflow still keeps active here (its end was missed); else ``run_id`` itself —
+    an explicit id stays explicit even when an earlier task was handed that run."""
+    if run_id in _handed_out:
+        return None
+    if run_id in _ever_handed_out and "mlflow.tracking.fluent" in sys.modules:
+        stack = mlflow_compat.active_run_stack()
+        if stack and stack[-1].info.run_id == run_id:
+            return None
+    return run_id
+
+
+def _mlflow_error(exc: InvalidInput):
+    """A refused value as MLflow's own error (``MlflowException`` with its error code): what
+    code calling MLflow inside a task catches, as it would without spark_tracking."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    return MlflowException(str(exc), error_code=ErrorCode.Value(exc.error_code))
 
 
 def _warn_once(key: str, text: str, *args) -> None:
@@ -208,7 +233,7 @@ class TaskStore(AbstractStore):
         """In a bound task: hand out the driver's run, or create a run through the driver (a nested
         or explicitly created run); elsewhere the delegate's."""
         if executor.current_binding() is None:
-            if executor._task_context_cls is not None and executor._task_context_cls._taskContext is not None:
+            if pyspark_compat.current_task_context() is not None:
                 _warn_once(
                     "unbound",
                     "spark_tracking: this Spark task is not bound to a driver run (no "
@@ -281,15 +306,22 @@ class TaskStore(AbstractStore):
 
     def log_batch(self, run_id, metrics, params, tags):
         """Forward to the driver (buffered, shipped in the background); the delegate's outside bound tasks."""
-        # a run handed out in this worker (this task's or an earlier one's) is the driver's run
-        target = None if run_id in _ever_handed_out else run_id
-        if not executor.forward_batch(target, metrics, params, tags):
+        try:
+            forwarded = executor.forward_batch(_target(run_id), metrics, params, tags)
+        except InvalidInput as exc:
+            raise _mlflow_error(exc) from None
+        if not forwarded:
             self.delegate.log_batch(run_id, metrics, params, tags)
 
     def log_metric(self, run_id, metric):
         """:meth:`log_batch` of one metric, without building lists."""
         # every plain mlflow.log_metric of a task comes here: no lists, one lookup
-        if not executor.forward_metric(None if run_id in _ever_handed_out else run_id, metric):
+        target = None if run_id in _handed_out else _target(run_id) if run_id in _ever_handed_out else run_id
+        try:
+            forwarded = executor.forward_metric(target, metric)
+        except InvalidInput as exc:
+            raise _mlflow_error(exc) from None
+        if not forwarded:
             self.delegate.log_metric(run_id, metric)
 
     def log_param(self, run_id, param):

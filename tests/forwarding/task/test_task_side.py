@@ -283,3 +283,51 @@ def test_a_child_run_with_the_relay_unreachable_names_cause_and_fix_and_keeps_th
         for m in json.loads(line)["m"]
     ]
     assert spilled == [("loss", 0.5, 1)]
+
+
+# -- issue 24: int64 steps and timestamps; MLflow's own error type in tasks; explicit run ids ----
+
+
+@pytest.mark.parametrize(
+    "kwargs,path", [({"step": 2**63}, "step"), ({"step": -(2**63) - 1}, "step"), ({"timestamp": 2**63}, "timestamp")]
+)
+def test_a_step_or_timestamp_beyond_64_bits_is_refused_at_the_call(relay, kwargs, path):
+    value = next(iter(kwargs.values()))
+    with pytest.raises(InvalidInput, match=rf"Invalid value {value} for parameter '{path}' supplied: metric 'x': "):
+        executor.log_metric("x", 1.0, **kwargs)
+    executor.log_metric("x", 1.0, step=2**63 - 1, timestamp=2**63 - 1)  # the largest 64-bit integers pass
+    assert executor.flush(30)
+    assert [(p[1], p[3], p[4]) for p in relay.recorder.received] == [("x", 2**63 - 1, 2**63 - 1)]
+
+
+def test_plain_mlflow_in_a_task_raises_mlflows_own_error_with_its_code(relay):
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    from spark_tracking.forwarding.task.store import TaskStore
+
+    store = TaskStore()
+    with pytest.raises(MlflowException, match="Step must be a valid long") as err:
+        store.log_metric("run-1", Metric("x", 1.0, 0, 2**63))
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException, match="must be a number") as err:
+        store.log_batch("run-1", [Metric("x", True, 0, 0)], [], [])
+    assert err.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_an_explicit_run_id_an_earlier_task_was_handed_stays_explicit(relay, monkeypatch):
+    from mlflow.entities import Metric
+
+    from spark_tracking.forwarding.task import store as task_store
+
+    # a reused worker: an earlier task was handed the driver's run "parent"; this task's driver
+    # thread is now in a nested run, and the code logs to the parent by id
+    monkeypatch.setattr(task_store, "_ever_handed_out", {"parent"})
+    monkeypatch.setattr(task_store, "_handed_out", {})
+    task_store.TaskStore().log_metric("parent", Metric("explicit", 1.0, 0, 1))
+    task_store.TaskStore().log_batch("parent", [Metric("explicit_batch", 1.0, 0, 1)], [], [])
+    assert executor.flush(30)
+    assert sorted((m[0], r["r"]) for r in relay.recorder.requests for m in r["m"]) == [
+        ("explicit", "parent"),
+        ("explicit_batch", "parent"),
+    ]
