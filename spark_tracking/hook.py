@@ -33,6 +33,13 @@ def startup() -> None:
     try:
         if os.environ.get("SPARK_TRACKING_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"):
             return
+        if os.environ.get("SPARK_TRACKING_RELAY") and os.environ.get("MLFLOW_TRACKING_URI", "").startswith(
+            "spark-tracking-task"
+        ):
+            # a process a bound Spark task started (a torchrun rank): the task named its forwarding
+            # store in MLflow's variable (forwarding.task.binding.ChildExport), which must stay
+            # there from the first instruction on; nothing to configure, no store to open
+            return
         from .session import configure
 
         configure(strict=False, resolve_link=False)  # files and environment only: never the network

@@ -134,6 +134,12 @@ ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
+#: the tracking URI of the task store (``forwarding.task.store``), MLflow's in a bound task and in
+#: every process it starts, from their first instruction; the URI it stands in front of is kept in
+#: ``ENV_DELEGATE_URI``
+TASK_STORE_SCHEME = "spark-tracking-task"
+TASK_STORE_URI = TASK_STORE_SCHEME + ":"
+ENV_DELEGATE_URI = "SPARK_TRACKING_TASK_DELEGATE_URI"
 #: MLflow's tag naming a run's parent run
 PARENT_TAG = "mlflow.parentRunId"
 #: the scheme of artifact URIs in a bound task (the task store hands them out)

@@ -206,7 +206,17 @@ class ChildExport:
 
     Set when a task starts, removed when it ends (a reused worker's next task may be unbound).
     The secret is exported only when it came from a job property; when the executor has it in
-    its environment (the cluster's secret scope) it is already there."""
+    its environment (the cluster's secret scope) it is already there.
+
+    A bound task also names the task store in ``MLFLOW_TRACKING_URI`` (``protocol.TASK_STORE_URI``;
+    the URI it replaces goes to ``protocol.ENV_DELEGATE_URI``), so that a process it starts reads
+    the forwarding store from its first instruction: PyTorch Lightning's ``MLFlowLogger`` takes
+    its default ``tracking_uri`` from that variable when Lightning is imported, before mlflow
+    (checked: lightning 2.6.6, ``os.getenv("MLFLOW_TRACKING_URI")`` as the argument's default);
+    with the node's own store there, every torchrun rank opened and migrated a SQLite store under
+    the executor's HOME at once. It stays after the task (like the routing the task store's
+    plugin makes when MLflow is imported in a worker): outside a bound task the task store
+    passes every call to the URI it replaced."""
 
     def __init__(self, environ=None):
         self.environ = os.environ if environ is None else environ
@@ -234,6 +244,10 @@ class ChildExport:
         max_frame = _property(ctx, protocol.PROP_MAX_FRAME)
         if max_frame:
             values[protocol.ENV_MAX_FRAME] = max_frame
+        uri = self.environ.get("MLFLOW_TRACKING_URI", "")
+        if not uri.startswith(protocol.TASK_STORE_SCHEME):
+            values[protocol.ENV_DELEGATE_URI] = uri
+            values["MLFLOW_TRACKING_URI"] = protocol.TASK_STORE_URI
         self.environ.update(values)
 
     def clear(self) -> None:

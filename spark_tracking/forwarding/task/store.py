@@ -60,8 +60,8 @@ from .run_requests import DriverUnreachable, request, rewrite_artifact_uris
 
 logger = logging.getLogger(__name__)
 
-SCHEME = "spark-tracking-task"
-ENV_DELEGATE = "SPARK_TRACKING_TASK_DELEGATE_URI"
+SCHEME = protocol.TASK_STORE_SCHEME
+ENV_DELEGATE = protocol.ENV_DELEGATE_URI
 #: how long the first log call of a task waits for the driver's run before going on without it
 HANDOUT_TIMEOUT = 2.0
 _PENDING_PREFIX = "sparktrackingpending"
