@@ -107,7 +107,8 @@ RUN_OPS = frozenset(
     }
 )
 #: tracking-store methods a task may call through "store_call" (reads and writes a task's
-#: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs)
+#: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs,
+#: experiments)
 STORE_CALLS = frozenset(
     {
         "create_logged_model",
@@ -121,6 +122,15 @@ STORE_CALLS = frozenset(
         "record_logged_model",
         "get_metric_history",
         "search_logged_models",
+        # experiments: the task's code names them (mlflow.set_experiment, Lightning's MLFlowLogger)
+        "get_experiment_by_name",
+        "get_experiment",
+        "create_experiment",
+        "search_experiments",
+        "set_experiment_tag",
+        "delete_experiment",
+        "restore_experiment",
+        "rename_experiment",
     }
 )
 
