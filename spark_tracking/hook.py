@@ -43,6 +43,11 @@ def startup() -> None:
         from .session import configure
 
         configure(strict=False, resolve_link=False)  # files and environment only: never the network
+        if not _starting_pyspark_worker():
+            # a Spark Connect server this process may start (remote("local[2]")) inherits this
+            # environment, and so do its Python workers: the relay secret for that case
+            # (forwarding.protocol.ENV_LOCAL_SECRET; kept when inherited)
+            os.environ.setdefault("SPARK_TRACKING_LOCAL_RELAY_SECRET", os.urandom(32).hex())
         if _starting_pyspark_worker():
             from .forwarding.task import executor
 

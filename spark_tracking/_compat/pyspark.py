@@ -224,3 +224,22 @@ def connect_server_host(session) -> str | None:
         return session.client.host
     except Exception:  # noqa: BLE001 - an undocumented name: missing in some version
         return None
+
+
+def launched_server_env(name: str) -> str | None:
+    """``name`` in the environment of a Spark Connect server this process launched, or None.
+
+    ``SparkSession.builder.remote("local[2]")`` starts the server in this process's own JVM, as
+    a classic ``SparkContext`` (``RemoteSparkSession._start_connect_server``), and sets
+    ``SPARK_LOCAL_REMOTE=1``; the JVM's environment (``java.lang.System.getenv`` through the
+    context's private ``_jvm``) is the one its Python workers start with. Checked on pyspark
+    4.0.0 and 4.3.0 (4.3's opt-in reused server, ``SPARK_LOCAL_CONNECT_REUSE``, runs in a
+    process of its own: None)."""
+    if os.environ.get("SPARK_LOCAL_REMOTE") != "1":
+        return None
+    module = sys.modules.get("pyspark.context")
+    try:
+        sc = module.SparkContext._active_spark_context if module is not None else None
+        return None if sc is None else sc._jvm.java.lang.System.getenv(name)
+    except Exception:  # noqa: BLE001 - a stopped context or a changed private: not launched here
+        return None

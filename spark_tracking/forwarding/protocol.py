@@ -144,6 +144,13 @@ ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
+#: the relay secret for a Spark Connect server this process starts (``remote("local[2]")``,
+#: ``pyspark --remote local``): the startup hook puts a fresh one in the environment of every
+#: process that is not a Spark worker, so a server the process starts later, and that server's
+#: Python workers, inherit it; the client uses it once it sees the server holds it
+#: (``forwarding.driver.connect``), and tasks read it when ``ENV_SECRET`` is not set. It never
+#: travels in job tags or properties.
+ENV_LOCAL_SECRET = "SPARK_TRACKING_LOCAL_RELAY_SECRET"
 #: the tracking URI of the task store (``forwarding.task.store``), MLflow's in a bound task and in
 #: every process it starts, from their first instruction; the URI it stands in front of is kept in
 #: ``ENV_DELEGATE_URI``

@@ -127,7 +127,7 @@ def from_task_context(ctx) -> Binding | None:
     relay = _property(ctx, protocol.PROP_RELAY)
     if not relay:
         return _session_binding(ctx)
-    secret = ctx.getLocalProperty(protocol.PROP_SECRET) or os.environ.get(protocol.ENV_SECRET, "")
+    secret = ctx.getLocalProperty(protocol.PROP_SECRET) or _environ_secret(os.environ)
     return Binding(
         relay,
         secret,
@@ -136,6 +136,12 @@ def from_task_context(ctx) -> Binding | None:
         True,
         settings=TaskSettings.resolve(_property(ctx, protocol.PROP_MAX_FRAME)),
     )
+
+
+def _environ_secret(environ: Mapping[str, str]) -> str:
+    """The relay secret in the environment: the cluster's (``ENV_SECRET``), else the one a Spark
+    Connect client passed to the server it started (``ENV_LOCAL_SECRET``)."""
+    return environ.get(protocol.ENV_SECRET) or environ.get(protocol.ENV_LOCAL_SECRET, "")
 
 
 def _worker(ctx) -> list:
@@ -167,7 +173,7 @@ def _session_binding(ctx) -> Binding | None:
         return None
     return Binding(
         session["relay"],
-        session.get("secret") or os.environ.get(protocol.ENV_SECRET, ""),
+        session.get("secret") or _environ_secret(os.environ),
         protocol.SESSION_BINDING,
         _worker(ctx),
         True,
@@ -193,7 +199,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
     worker = [stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt]
     return Binding(
         relay,
-        environ.get(protocol.ENV_SECRET, ""),
+        _environ_secret(environ),
         environ.get(protocol.ENV_BINDING, ""),
         worker,
         False,
