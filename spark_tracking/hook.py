@@ -48,11 +48,23 @@ def startup() -> None:
     try:
         if os.environ.get("SPARK_TRACKING_DISABLED", "").strip().lower() in ("1", "true", "yes", "on"):
             return
+        if os.environ.get("SPARK_TRACKING_RELAY") and os.environ.get("MLFLOW_TRACKING_URI", "").startswith(
+            "spark-tracking-task"
+        ):
+            # a process a bound Spark task started (a torchrun rank): the task named its forwarding
+            # store in MLflow's variable (forwarding.task.binding.ChildExport), which must stay
+            # there from the first instruction on; nothing to configure, no store to open
+            return
         from .session import configure
 
         # files and environment only: never the network; errors are logged, not raised (strict is
         # left to the settings: it decides what a link failure does at MLflow's first request)
         configure(resolve_link=False)
+        if not _starting_pyspark_worker():
+            # a Spark Connect server this process may start (remote("local[2]")) inherits this
+            # environment, and so do its Python workers: the relay secret for that case
+            # (forwarding.protocol.ENV_LOCAL_SECRET; kept when inherited)
+            os.environ.setdefault("SPARK_TRACKING_LOCAL_RELAY_SECRET", os.urandom(32).hex())
         if _starting_pyspark_worker():
             from .forwarding.task import executor
 

@@ -12,14 +12,16 @@ from conftest import run_driver
 from spark_tracking import hook
 
 
-def spark_session(master: str) -> str:
-    """Driver code that starts ``spark`` on ``master``, on loopback, without the UI."""
+def spark_session(master: str, executor_env: dict | None = None) -> str:
+    """Driver code that starts ``spark`` on ``master``, on loopback, without the UI;
+    ``executor_env``: variables set in the executors' environment (``spark.executorEnv.*``)."""
+    extra = "".join(f".config({'spark.executorEnv.' + k!r}, {v!r})" for k, v in (executor_env or {}).items())
     return textwrap.dedent(f"""
         from pyspark.sql import SparkSession
         spark = (SparkSession.builder.master({master!r})
                  .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
                  .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-                 .getOrCreate())
+                 {extra}.getOrCreate())
     """)
 
 

@@ -254,3 +254,21 @@ def active_spark_context():
         return SparkContext._active_spark_context
     except Exception:  # noqa: BLE001 - a lookup returns None when it cannot tell
         return None
+
+
+def launched_server_env(name: str) -> str | None:
+    """``name`` in the environment of a Spark Connect server this process launched, or None.
+
+    ``SparkSession.builder.remote("local[2]")`` starts the server in this process's own JVM, as
+    a classic ``SparkContext`` (``RemoteSparkSession._start_connect_server``), and sets
+    ``SPARK_LOCAL_REMOTE=1``; the JVM's environment (``java.lang.System.getenv`` through the
+    context's private ``_jvm``) is the one its Python workers start with. Checked on pyspark
+    4.0.0 and 4.3.0 (4.3's opt-in reused server, ``SPARK_LOCAL_CONNECT_REUSE``, runs in a
+    process of its own: None)."""
+    if os.environ.get("SPARK_LOCAL_REMOTE") != "1":
+        return None
+    sc = active_spark_context()
+    try:
+        return None if sc is None else sc._jvm.java.lang.System.getenv(name)
+    except Exception:  # noqa: BLE001 - a stopped context or a changed private: not launched here
+        return None

@@ -104,7 +104,8 @@ RUN_OPS = frozenset(
     }
 )
 #: tracking-store methods a task may call through "store_call" (reads and writes a task's
-#: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs)
+#: MLflow code makes besides runs, metrics, params and tags: MLflow 3 logged models, inputs,
+#: experiments)
 STORE_CALLS = frozenset(
     {
         "create_logged_model",
@@ -118,6 +119,15 @@ STORE_CALLS = frozenset(
         "record_logged_model",
         "get_metric_history",
         "search_logged_models",
+        # experiments: the task's code names them (mlflow.set_experiment, Lightning's MLFlowLogger)
+        "get_experiment_by_name",
+        "get_experiment",
+        "create_experiment",
+        "search_experiments",
+        "set_experiment_tag",
+        "delete_experiment",
+        "restore_experiment",
+        "rename_experiment",
     }
 )
 
@@ -131,6 +141,19 @@ ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
+#: the relay secret for a Spark Connect server this process starts (``remote("local[2]")``,
+#: ``pyspark --remote local``): the startup hook puts a fresh one in the environment of every
+#: process that is not a Spark worker, so a server the process starts later, and that server's
+#: Python workers, inherit it; the client uses it once it sees the server holds it
+#: (``forwarding.driver.connect``), and tasks read it when ``ENV_SECRET`` is not set. It never
+#: travels in job tags or properties.
+ENV_LOCAL_SECRET = "SPARK_TRACKING_LOCAL_RELAY_SECRET"
+#: the tracking URI of the task store (``forwarding.task.store``), MLflow's in a bound task and in
+#: every process it starts, from their first instruction; the URI it stands in front of is kept in
+#: ``ENV_DELEGATE_URI``
+TASK_STORE_SCHEME = "spark-tracking-task"
+TASK_STORE_URI = TASK_STORE_SCHEME + ":"
+ENV_DELEGATE_URI = "SPARK_TRACKING_TASK_DELEGATE_URI"
 #: MLflow's tag naming a run's parent run
 PARENT_TAG = "mlflow.parentRunId"
 #: the scheme of artifact URIs in a bound task (the task store hands them out)

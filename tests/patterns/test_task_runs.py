@@ -153,3 +153,44 @@ def test_log_table_twice_in_a_task_appends(spark, store):
         "columns": ["a", "b"],
         "data": [[1, "x"], [2, "y"]],
     }
+
+
+def test_runs_land_in_the_experiment_a_task_names_as_children_of_the_drivers_run(spark, store):
+    """``mlflow.set_experiment`` and ``MlflowClient().create_experiment`` in a task act on the
+    central store (through the driver); the task's runs land there, children of the driver's run."""
+
+    def name_it(rows):
+        import mlflow
+
+        named = mlflow.set_experiment("from-a-task")  # created on the central store
+        with mlflow.start_run() as run:
+            mlflow.log_metric("m", 1.0)
+        client = mlflow.MlflowClient()
+        created = client.create_experiment("created-in-a-task")
+        explicit = client.create_run(created)
+        client.log_param(explicit.info.run_id, "p", "v")
+        yield named.experiment_id, run.info.run_id, created, explicit.info.run_id
+
+    def use_it(rows):
+        import mlflow
+
+        mlflow.set_experiment("from-a-task")  # exists now: found, not created again
+        with mlflow.start_run(run_name="again") as run:
+            mlflow.log_metric("m", 2.0)
+        yield run.info.run_id
+
+    with mlflow.start_run() as parent:
+        ((named, run_id, created, explicit_id),) = (
+            spark.sparkContext.parallelize([0], 1).mapPartitions(name_it).collect()
+        )
+        again = spark.sparkContext.parallelize(range(2), 2).mapPartitions(use_it).collect()
+    assert store.get_experiment_by_name("from-a-task").experiment_id == named
+    assert store.get_experiment_by_name("created-in-a-task").experiment_id == created
+    for rid, experiment in [(run_id, named), (explicit_id, created), *((r, named) for r in again)]:
+        run = store.get_run(rid)
+        assert run.info.experiment_id == experiment, rid
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id, rid
+    assert history(store, run_id, "m") == [(0, 1.0)]
+    assert store.get_run(explicit_id).data.params == {"p": "v"}
+    assert sorted(store.get_run(r).data.metrics["m"] for r in again) == [2.0, 2.0]
+    assert [r.info.run_id for r in store.search_runs([parent.info.experiment_id])] == [parent.info.run_id]

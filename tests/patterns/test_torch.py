@@ -12,6 +12,8 @@ import mlflow
 import pytest
 from driver_program import run_on_cluster, spark_session
 
+from .conftest import executor_home, stores_under
+
 pytest.importorskip("torch")
 
 DRIVER = (
@@ -75,3 +77,48 @@ def test_torch_distributor_ranks_log_into_the_driver_run(tmp_path, sqlite_uri, w
     assert [r.info.run_id for r in client.search_runs(experiments)] == [run_id]
     for folder in json.loads(folders):
         assert not {"mlruns", "mlflow.db"} & set(os.listdir(folder)), folder
+
+
+#: a rank that reads MLflow's variable before importing mlflow, as Lightning's MLFlowLogger does
+#: (its ``tracking_uri`` default is ``os.getenv("MLFLOW_TRACKING_URI")`` at import), and opens a
+#: client there
+FIRST_INSTRUCTION = """
+import json
+import mlflow, spark_tracking
+from pyspark.ml.torch.distributor import TorchDistributor
+
+def train_fn():
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    import mlflow
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    mlflow.MlflowClient(uri).get_experiment_by_name("lightning_logs")
+    uris = [None] * dist.get_world_size()
+    dist.all_gather_object(uris, uri)
+    dist.destroy_process_group()
+    return uris
+
+with mlflow.start_run() as run:
+    uris = TorchDistributor(local_mode=False, num_processes=2, use_gpu=False).run(train_fn)
+assert spark_tracking.flush(60)
+print(json.dumps(uris))
+print(run.info.run_id)
+spark.stop()
+"""
+
+
+def test_ranks_see_the_forwarding_store_from_their_first_instruction(tmp_path, sqlite_uri):
+    """Executors configured like a cluster's (nothing of the driver's store in their environment,
+    a HOME of their own): no rank ever sees, or creates, a store of the node's own."""
+    home = executor_home(tmp_path)
+    program = spark_session("local-cluster[2,1,1024]", {"HOME": home, "SPARK_TRACKING_TRACKING_URI": ""})
+    *_, uris, run_id = run_on_cluster(program + FIRST_INSTRUCTION, sqlite_uri, tmp_path)
+    assert json.loads(uris) == ["spark-tracking-task:"] * 2
+    assert stores_under(home) == []
+    client = mlflow.MlflowClient(sqlite_uri)
+    assert [r.info.run_id for r in client.search_runs([e.experiment_id for e in client.search_experiments()])] == [
+        run_id
+    ]

@@ -13,7 +13,11 @@ that carries the binding — relay address, the thread's binding token, the rela
 limit — encoded as ``spark_tracking_v1_<base64url JSON>`` (tags may not hold commas).
 **Never the relay secret**: tags reach Spark's event logs. Tasks take the secret from their
 environment (``SPARK_TRACKING_RELAY_SECRET``, a cluster environment variable that
-``spark-tracking install`` sets from a secret scope). The number of tasks of each stage, which
+``spark-tracking install`` sets from a secret scope). A Connect server this process launched
+(``SparkSession.builder.remote("local[2]")``, ``pyspark --remote local``) inherited this
+process's environment, with the secret the startup hook put there for that case
+(``protocol.ENV_LOCAL_SECRET``): once the server is seen to hold it, it is the relay's secret,
+with nothing to configure. The number of tasks of each stage, which
 the driver needs to emit the mean across workers as soon as a step is complete, comes from
 the session's progress reports (``spark.registerProgressHandler``).
 
@@ -87,7 +91,9 @@ def forwarding_limit(cfg, server_host: str | None) -> str | None:
         return (
             f"{ENV_SECRET} is not in this process's environment, so tasks could not "
             "authenticate to a relay here (on Spark Connect the secret never travels with "
-            "jobs; `spark-tracking install` sets it as a cluster environment variable)"
+            "jobs; `spark-tracking install` sets it as a cluster environment variable; a "
+            'server this process starts with remote("local") shares it when the startup '
+            "hook is on: spark-tracking hook enable)"
         )
     if not cfg.relay_host and not _is_local_host(server_host):
         return (
@@ -96,6 +102,19 @@ def forwarding_limit(cfg, server_host: str | None) -> str | None:
             "machine they can reach, if there is one)"
         )
     return None
+
+
+def _share_secret_with_launched_server() -> None:
+    """A Connect server this process launched holds ``ENV_LOCAL_SECRET`` as we do (it inherited
+    our environment): that is the relay's secret (``ENV_SECRET``, which the relay reads), and
+    its tasks find it in their environment."""
+    local = os.environ.get(protocol.ENV_LOCAL_SECRET)
+    if os.environ.get(ENV_SECRET) or not local:
+        return
+    from ..._compat import pyspark as compat
+
+    if compat.launched_server_env(protocol.ENV_LOCAL_SECRET) == local:
+        os.environ[ENV_SECRET] = local
 
 
 def _relay_host(cfg, session, limited: bool) -> str:
@@ -173,6 +192,7 @@ def bind_current_thread() -> bool:
     cfg = forwarder._config()
     if cfg.disabled or not cfg.forwarding:
         return False
+    _share_secret_with_launched_server()
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
     fw = forwarder.use_forwarder(
         session,

@@ -129,7 +129,7 @@ def from_task_context(ctx) -> Binding | None:
     relay = _property(ctx, protocol.PROP_RELAY)
     if not relay:
         return _session_binding(ctx)
-    secret = ctx.getLocalProperty(protocol.PROP_SECRET) or os.environ.get(protocol.ENV_SECRET, "")
+    secret = ctx.getLocalProperty(protocol.PROP_SECRET) or _environ_secret(os.environ)
     return Binding(
         relay,
         secret,
@@ -138,6 +138,12 @@ def from_task_context(ctx) -> Binding | None:
         True,
         settings=TaskSettings.resolve(_property(ctx, protocol.PROP_MAX_FRAME)),
     )
+
+
+def _environ_secret(environ: Mapping[str, str]) -> str:
+    """The relay secret in the environment: the cluster's (``ENV_SECRET``), else the one a Spark
+    Connect client passed to the server it started (``ENV_LOCAL_SECRET``)."""
+    return environ.get(protocol.ENV_SECRET) or environ.get(protocol.ENV_LOCAL_SECRET, "")
 
 
 def _worker(ctx) -> Worker:
@@ -169,7 +175,7 @@ def _session_binding(ctx) -> Binding | None:
         return None
     return Binding(
         session["relay"],
-        session.get("secret") or os.environ.get(protocol.ENV_SECRET, ""),
+        session.get("secret") or _environ_secret(os.environ),
         protocol.SESSION_BINDING,
         _worker(ctx),
         True,
@@ -195,7 +201,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Binding | None:
     worker = Worker(stage, partition, attempt, task_id, int(rank) if rank.isdigit() else None, stage_attempt)
     return Binding(
         relay,
-        environ.get(protocol.ENV_SECRET, ""),
+        _environ_secret(environ),
         environ.get(protocol.ENV_BINDING, ""),
         worker,
         False,
@@ -208,7 +214,17 @@ class ChildExport:
 
     Set when a task starts, removed when it ends (a reused worker's next task may be unbound).
     The secret is exported only when it came from a job property; when the executor has it in
-    its environment (the cluster's secret scope) it is already there."""
+    its environment (the cluster's secret scope) it is already there.
+
+    A bound task also names the task store in ``MLFLOW_TRACKING_URI`` (``protocol.TASK_STORE_URI``;
+    the URI it replaces goes to ``protocol.ENV_DELEGATE_URI``), so that a process it starts reads
+    the forwarding store from its first instruction: PyTorch Lightning's ``MLFlowLogger`` takes
+    its default ``tracking_uri`` from that variable when Lightning is imported, before mlflow
+    (checked: lightning 2.6.6, ``os.getenv("MLFLOW_TRACKING_URI")`` as the argument's default);
+    with the node's own store there, every torchrun rank opened and migrated a SQLite store under
+    the executor's HOME at once. It stays after the task (like the routing the task store's
+    plugin makes when MLflow is imported in a worker): outside a bound task the task store
+    passes every call to the URI it replaced."""
 
     def __init__(self, environ=None):
         self.environ = os.environ if environ is None else environ
@@ -236,6 +252,10 @@ class ChildExport:
         max_frame = _property(ctx, protocol.PROP_MAX_FRAME)
         if max_frame:
             values[protocol.ENV_MAX_FRAME] = max_frame
+        uri = self.environ.get("MLFLOW_TRACKING_URI", "")
+        if not uri.startswith(protocol.TASK_STORE_SCHEME):
+            values[protocol.ENV_DELEGATE_URI] = uri
+            values["MLFLOW_TRACKING_URI"] = protocol.TASK_STORE_URI
         self.environ.update(values)
 
     def clear(self) -> None:

@@ -35,6 +35,12 @@ reads them, and the task never opens a store of its own.
   ``spark-tracking-artifacts`` (``task_artifacts``), whose repository sends files to the driver.
 - MLflow 3 logged models, run inputs/outputs and metric history are calls on the driver's store
   (``protocol.STORE_CALLS``).
+- Experiments too (``get_experiment_by_name``, ``get_experiment``, ``create_experiment``,
+  ``search_experiments``, tags, renames): the code names them (``mlflow.set_experiment``,
+  Lightning's ``MLFlowLogger(experiment_name=...)``); lookups are asked once per task. After
+  ``mlflow.set_experiment(x)``, ``mlflow.start_run()`` creates a run in ``x``, a child of the
+  driver's run, instead of handing out the driver's run (unless ``x`` is the driver's run's
+  experiment).
 
 Outside a bound task every call goes to the delegate store.
 """
@@ -62,8 +68,8 @@ from .run_requests import DriverUnreachable, request, rewrite_artifact_uris
 
 logger = logging.getLogger(__name__)
 
-SCHEME = "spark-tracking-task"
-ENV_DELEGATE = "SPARK_TRACKING_TASK_DELEGATE_URI"
+SCHEME = protocol.TASK_STORE_SCHEME
+ENV_DELEGATE = protocol.ENV_DELEGATE_URI
 #: how long the first log call of a task waits for the driver's run before going on without it
 HANDOUT_TIMEOUT = 2.0
 _PENDING_PREFIX = "sparktrackingpending"
@@ -76,6 +82,10 @@ _resumed: dict[str, Run] = {}  # runs of others this task made active (start_run
 #: runs a task that is not bound created in the executor's store -> that store
 _local: dict[str, AbstractStore] = {}
 _warned: set[str] = set()
+#: experiments this task looked up on the driver: ("name", name) / ("id", id) -> Experiment
+_experiments: dict[tuple[str, str], Experiment] = {}
+#: experiment calls a bound task answers from ``_experiments`` before asking the driver
+_CACHED_LOOKUPS = frozenset({"get_experiment_by_name", "get_experiment"})
 
 
 def activate_in_worker() -> bool:
@@ -120,6 +130,7 @@ def end_task_runs() -> None:
     _created.clear()
     _resumed.clear()
     _local.clear()
+    _experiments.clear()
 
 
 def _target(run_id: str) -> str | None:
@@ -185,6 +196,16 @@ def _creates_a_run(tags: dict) -> bool:
     )
 
 
+def _names_another_experiment(experiment_id, driver_run: Run) -> bool:
+    """True when ``mlflow.start_run()`` runs in an experiment the task's code named
+    (``mlflow.set_experiment``) other than the driver's run's: MLflow's default "0", the driver's
+    own experiment (an inherited ``MLFLOW_EXPERIMENT_NAME``) and a stand-in run do not count."""
+    if experiment_id is None or str(experiment_id) == "0":
+        return False
+    run_id = driver_run.info.run_id
+    return not run_id.startswith(_PENDING_PREFIX) and str(experiment_id) != driver_run.info.experiment_id
+
+
 def _delegating(name):
     def method(self, *args, **kwargs):
         return getattr(self.delegate, name)(*args, **kwargs)
@@ -245,7 +266,10 @@ class TaskStore(AbstractStore):
             return run
         tag_map = {t.key: t.value for t in tags or []}
         if not _creates_a_run(tag_map):
-            return self._hand_out(experiment_id, start_time)
+            handed_out = self._hand_out(experiment_id, start_time)
+            if not _names_another_experiment(experiment_id, handed_out):
+                return handed_out
+            # the code named an experiment (mlflow.set_experiment): a run there, the driver's child
         run = request(
             "create_run",
             {
@@ -363,28 +387,71 @@ class TaskStore(AbstractStore):
         """Nothing to shut down: the task's shipper lives with the task."""
         pass
 
-    # -- experiments: in a bound task only the name matters (the driver's run decides) --------
+    # -- experiments: the central store's, through the driver (lookups cached per task) -------
 
     def get_experiment_by_name(self, experiment_name):
-        """In a bound task, a stand-in experiment (the driver's run decides); else the delegate's."""
+        """In a bound task, the driver's store's answer (cached for the task); else the delegate's."""
         if executor.current_binding() is None:
             return self.delegate.get_experiment_by_name(experiment_name)
-        return Experiment("0", experiment_name, "", LifecycleStage.ACTIVE)
+        key = ("name", experiment_name)
+        if key not in _experiments:
+            found = _lookup("get_experiment_by_name", experiment_name)
+            if found is None:
+                return None  # not cached: the task may create it next
+            _remember(found, key)
+        return _experiments[key]
 
     def get_experiment(self, experiment_id):
-        """In a bound task, a stand-in experiment (the driver's run decides); else the delegate's."""
+        """In a bound task, the driver's store's answer (cached for the task); else the delegate's."""
         if executor.current_binding() is None:
             return self.delegate.get_experiment(experiment_id)
-        return Experiment(str(experiment_id), "", "", LifecycleStage.ACTIVE)
+        key = ("id", str(experiment_id))
+        if key not in _experiments:
+            _remember(_lookup("get_experiment", str(experiment_id)), key)
+        return _experiments[key]
+
+
+def _lookup(method: str, value: str):
+    """An experiment lookup on the driver's store (which may be slow: AML's backoff), asked once;
+    when the driver cannot be reached, MLflow's default "0", so that ``mlflow.start_run()`` (which
+    looks up ``MLFLOW_EXPERIMENT_NAME``) hands out the stand-in run as before, and the task's
+    points reach the driver's run once the relay answers."""
+    try:
+        return request("store_call", {"m": method, "a": [value], "k": []}, attempts=1)
+    except DriverUnreachable as exc:
+        _warn_once(
+            "experiment",
+            "spark_tracking: the driver's relay is unreachable at %s (%s); experiment lookups in "
+            "this task answer with the driver's run's experiment",
+            exc.address,
+            exc.cause or exc,
+        )
+        name = value if method == "get_experiment_by_name" else ""
+        return Experiment(value if method == "get_experiment" else "0", name, "", LifecycleStage.ACTIVE)
+
+
+def _remember(experiment, key) -> None:
+    _experiments[key] = experiment
+    if experiment is not None and experiment.experiment_id != "0":
+        _experiments[("id", experiment.experiment_id)] = experiment
+        _experiments[("name", experiment.name)] = experiment
+
+
+def _on_driver_experiment(name):
+    """An experiment call answered by the driver's store; it forgets the task's lookups (the
+    call may rename, tag or delete what they found)."""
+    call = _on_driver(name)
+
+    def method(self, *args, **kwargs):
+        if executor.current_binding() is not None:
+            _experiments.clear()
+        return call(self, *args, **kwargs)
+
+    method.__name__ = name
+    return method
 
 
 for _name in (
-    "search_experiments",
-    "create_experiment",
-    "delete_experiment",
-    "restore_experiment",
-    "rename_experiment",
-    "set_experiment_tag",
     "delete_run",
     "restore_run",
     "search_runs",
@@ -394,6 +461,6 @@ for _name in (
 ):
     if hasattr(AbstractStore, _name):
         setattr(TaskStore, _name, _delegating(_name))
-for _name in protocol.STORE_CALLS:
+for _name in protocol.STORE_CALLS - _CACHED_LOOKUPS:
     if hasattr(AbstractStore, _name):
-        setattr(TaskStore, _name, _on_driver(_name))
+        setattr(TaskStore, _name, (_on_driver_experiment if "experiment" in _name else _on_driver)(_name))

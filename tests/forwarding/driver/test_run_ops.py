@@ -15,7 +15,8 @@ from spark_tracking.config import Config
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import forwarder as driver
 from spark_tracking.forwarding.task import binding, run_requests
-from spark_tracking.forwarding.task.shipper import Refused, _Connection
+from spark_tracking.forwarding.task.transport import Connection as _Connection
+from spark_tracking.forwarding.task.transport import Refused
 
 SECRET = "run-ops-secret"
 TS = 1_700_000_000_000

@@ -14,7 +14,7 @@ from spark_tracking import cli
 from spark_tracking.config import Config
 from spark_tracking.forwarding.driver import forwarder as driver
 from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
-from spark_tracking.forwarding.task.shipper import _Connection
+from spark_tracking.forwarding.task.transport import Connection as _Connection
 
 TS = 1_700_000_000_000
 SECRET = "store-faults-secret"

@@ -108,3 +108,40 @@ def test_a_process_that_ends_while_its_points_are_in_flight_spills_them(tmp_path
     frames = [frame for claimed in spill.claim([relay.address]) for frame in claimed.frames]
     assert sorted(m[3] for f in frames for m in f["m"]) == [0, 1, 2]
     assert "the driver did not take this process's points within task_flush_timeout (2s)" in out.stderr
+
+
+FIRST_INSTRUCTION = (
+    "import os\n"
+    "uri = os.environ.get('MLFLOW_TRACKING_URI')\n"  # what Lightning reads at import, before mlflow
+    "import mlflow\n"
+    "mlflow.MlflowClient(uri).get_experiment_by_name('lightning_logs')\n"
+    "print(uri)\n"
+)
+
+
+def test_a_started_process_finds_the_forwarding_store_from_its_first_instruction(tmp_path, sqlite_uri):
+    """Executors as on a cluster (a HOME of their own, nothing of the driver's store in their
+    environment): a process a bound task starts reads the task store in ``MLFLOW_TRACKING_URI``
+    before anything imports MLflow, and no store is ever created on the executor."""
+    home = tmp_path / "executor-home"
+    home.mkdir()
+    program = (
+        spark_session("local[2]", {"HOME": str(home), "SPARK_TRACKING_TRACKING_URI": ""})
+        + f"CHILD = {FIRST_INSTRUCTION!r}\n"
+        + """
+import subprocess, sys
+import mlflow, spark_tracking
+
+def task(rows):
+    yield subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, check=True).stdout.strip()
+
+with mlflow.start_run() as run:
+    seen = spark.sparkContext.parallelize(range(2), 2).mapPartitions(task).collect()
+print(seen)
+print(run.info.run_id)
+spark.stop()
+"""
+    )
+    *_, seen, _ = run_on_cluster(program, sqlite_uri, tmp_path)
+    assert seen == str(["spark-tracking-task:"] * 2)
+    assert [os.path.join(top, n) for top, dirs, files in os.walk(home) for n in dirs + files if n.endswith(".db")] == []
