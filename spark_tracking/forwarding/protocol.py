@@ -41,8 +41,9 @@ The driver marks that worker done for every run it logged to; it never creates a
 Binding, from the driver to tasks (Spark local properties, ``PROP_*``) and from a task to the
 processes it starts (environment, ``ENV_*``): relay address, session secret (only when the
 executors do not have it in their environment), binding ``<thread token>:<store index>``,
-and ``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
-reaches tasks too. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
+``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
+reaches tasks too, and ``PROP_SYSTEM_METRICS``: the sampling interval of workers' system
+metrics when they are on for the run. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
 holds the points (in its sink queue or its disk spool), or ``{"ack": n, "error": text}``.
 ``{"seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
 ``{"seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
@@ -129,11 +130,16 @@ PROP_RELAY = "spark_tracking.relay"
 PROP_SECRET = "spark_tracking.secret"
 PROP_BINDING = "spark_tracking.binding"
 PROP_MAX_FRAME = "spark_tracking.max_frame"
+#: system metrics of the job's workers: the sampling interval in seconds, set by the driver when
+#: system metrics logging is on for the run (absent or empty: off; ``forwarding.task.system_metrics``)
+PROP_SYSTEM_METRICS = "spark_tracking.system_metrics"
 ENV_RELAY = "SPARK_TRACKING_RELAY"
 ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
 ENV_WORKER = "SPARK_TRACKING_WORKER"
 ENV_MAX_FRAME = "SPARK_TRACKING_MAX_FRAME"
+#: ``PROP_SYSTEM_METRICS`` as a task exports it to the processes it starts (torchrun ranks)
+ENV_SYSTEM_METRICS = "SPARK_TRACKING_TASK_SYSTEM_METRICS"
 #: MLflow's tag naming a run's parent run
 PARENT_TAG = "mlflow.parentRunId"
 #: the scheme of artifact URIs in a bound task (the task store hands them out)
