@@ -234,11 +234,22 @@ class ChildExport:
         max_frame = _property(ctx, protocol.PROP_MAX_FRAME)
         if max_frame:
             values[protocol.ENV_MAX_FRAME] = max_frame
+        system_metrics = ctx.getLocalProperty(protocol.PROP_SYSTEM_METRICS)
+        if system_metrics:
+            values[protocol.ENV_SYSTEM_METRICS] = system_metrics
+        else:
+            self.environ.pop(protocol.ENV_SYSTEM_METRICS, None)
         self.environ.update(values)
 
     def clear(self) -> None:
         """At task end: remove what :meth:`export` set."""
-        for key in (protocol.ENV_RELAY, protocol.ENV_BINDING, protocol.ENV_WORKER, protocol.ENV_MAX_FRAME):
+        for key in (
+            protocol.ENV_RELAY,
+            protocol.ENV_BINDING,
+            protocol.ENV_WORKER,
+            protocol.ENV_MAX_FRAME,
+            protocol.ENV_SYSTEM_METRICS,
+        ):
             self.environ.pop(key, None)
         if self.secret_exported:
             self.environ.pop(protocol.ENV_SECRET, None)
