@@ -87,7 +87,23 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 _int = _parse_positive(int)
 _float = _parse_positive(float)
-_TYPE_NAMES = {_parse_bool: "bool", _int: "int", _float: "float", _parse_path: "path", _parse_str: "str"}
+
+
+def _parse_interval(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{raw!r} is not a number of seconds > 0; use e.g. 10")
+    return value
+
+
+_TYPE_NAMES = {
+    _parse_bool: "bool",
+    _int: "int",
+    _float: "float",
+    _parse_interval: "float",
+    _parse_path: "path",
+    _parse_str: "str",
+}
 
 
 class Setting:
@@ -217,6 +233,23 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "aggregate", _parse_bool, True, "Add a mean-across-workers series per metric and step when several workers log."
+    ),
+    Setting(
+        "system_metrics",
+        _parse_bool,
+        False,
+        "Sample the system metrics (CPU, memory, GPU) of every process that runs a Spark task or a "
+        "training rank into the driver's run, per worker (`system/<name>/worker_<w>`). Also on when "
+        "MLflow logs system metrics for the run (`mlflow.enable_system_metrics_logging()`, "
+        "`start_run(log_system_metrics=True)`).",
+        also_env=("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING",),
+    ),
+    Setting(
+        "system_metrics_interval",
+        _parse_interval,
+        10.0,
+        "Seconds between two system-metrics samples of a worker (MLflow's default).",
+        also_env=("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL",),
     ),
     # -- sink (driver to store) --------------------------------------------------------------
     Setting("batch_max_metrics", _int, 1000, "Metrics per log_batch request (MLflow allows at most 1000)."),

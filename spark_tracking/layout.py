@@ -11,6 +11,9 @@ Metrics forwarded from Spark tasks:
   (:func:`worker_metric_key`) and the driver adds their mean, step by step, as plain
   ``<key>``; a single-task stage logs plain ``<key>``, as a local run would.
   :func:`group_metrics` reads a run's keys back into (mean, workers) groups.
+- workers' **system metrics** (``forwarding.task.system_metrics``) keep MLflow's names under
+  ``system/`` and are always per worker, ``system/<name>/worker_<w>``, never averaged: plain
+  ``system/<name>`` is MLflow's own series of the driver's machine (:func:`is_system_metric`).
 
 The Azure ML vocabulary (``spark_tracking.Run``):
 
@@ -37,6 +40,9 @@ TABLES_DIR = "aml/tables"
 #: artifact folder of images (``log_image``)
 IMAGES_DIR = "aml/images"
 
+#: prefix of MLflow's system metrics (``system/cpu_utilization_percentage``, ...)
+SYSTEM_PREFIX = "system/"
+
 #: (stage id, worker id) of a task, for the files it writes
 Part = tuple[int, int]
 
@@ -60,6 +66,12 @@ def worker_key_suffix(worker: int) -> str:
 def worker_metric_key(key: str, worker: int) -> str:
     """The key of worker ``worker``'s series of the metric ``key``: ``<key>/worker_<n>``."""
     return key + worker_key_suffix(worker)
+
+
+def is_system_metric(key: str) -> bool:
+    """Whether ``key`` is a system metric (MLflow's ``system/`` names): a worker logs it as its
+    own series even in a single-task stage, and no mean across workers is added."""
+    return key.startswith(SYSTEM_PREFIX)
 
 
 def split_metric_key(key: str) -> tuple[str, int | None]:

@@ -3,7 +3,9 @@
 ``show`` prints a run's metrics with the columns AML studio offers (last, min, max, count),
 one row for the aggregate and one per worker (a series forwarded from several Spark tasks is
 stored per worker plus their mean, see :mod:`spark_tracking.layout`; ``show`` groups them under
-the metric's key). Then params, tags (system tags ``mlflow.*``,
+the metric's key). Workers' system metrics (``system/<name>/worker_<w>``) get a table of their
+own, one row per worker (CPU, memory, GPU), naming the busiest CPU, the most memory and the
+least-used GPU. Then params, tags (system tags ``mlflow.*``,
 ``spark_tracking.*`` and ``aml.*`` only with ``--all-tags``), texts, tables and images logged
 with the AML vocabulary (``spark_tracking.Run``). ``--plot out.png`` draws one panel per
 metric: each worker thin, the mean thick; ``--compare RUN_ID...`` overlays other runs (one
@@ -33,7 +35,7 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 
-from .layout import group_metrics
+from .layout import SYSTEM_PREFIX, group_metrics, split_metric_key
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,79 @@ def format_metrics(metrics: dict[str, list[tuple[int, float]]]) -> list[str]:
     return _table(["metric", "worker", "last", "min", "max", "count"], metric_rows(metrics), right={2, 3, 4, 5})
 
 
+#: the columns of the system-metrics table: title, MLflow's name (a regex for GPUs), how a series reads
+_SYSTEM_COLUMNS = (
+    ("cpu % mean", "cpu_utilization_percentage", "mean"),
+    ("cpu % last", "cpu_utilization_percentage", "last"),
+    ("memory MB max", "system_memory_usage_megabytes", "max"),
+    ("gpu % mean", "gpu_utilization_percentage", "mean"),
+    ("gpu memory MB max", "gpu_memory_usage_megabytes", "max"),
+)
+
+
+def _system_name(name: str) -> str:
+    """``gpu_<i>_<rest>`` -> ``gpu_<rest>`` (a worker's GPUs go in one column), else ``name``."""
+    if name.startswith("gpu_"):
+        index, _, rest = name[4:].partition("_")
+        if index.isdigit():
+            return "gpu_" + rest
+    return name
+
+
+def system_rows(metrics: dict[str, list[tuple[int, float]]]) -> tuple[list[list[str]], list[str]]:
+    """Rows of the system-metrics table, one per worker (``driver``: MLflow's own series of the
+    driver's machine, plain ``system/<name>``), and notes naming the outlying workers: the
+    busiest CPU, the most memory, the least-used GPU (a starved GPU, or a straggler)."""
+    by_worker: dict[str, dict[str, list[list[float]]]] = {}
+    for key, points in metrics.items():
+        if not key.startswith(SYSTEM_PREFIX):
+            continue
+        base, worker = split_metric_key(key)
+        who = "driver" if worker is None else str(worker)
+        name = _system_name(base[len(SYSTEM_PREFIX) :])
+        values = [v for _, v in points if not math.isnan(v)]
+        if values:
+            by_worker.setdefault(who, {}).setdefault(name, []).append(values)
+    if not by_worker:
+        return [], []
+
+    def read(series: list[list[float]], how: str) -> float:
+        if how == "mean":  # over time and over the worker's GPUs
+            return sum(sum(s) / len(s) for s in series) / len(series)
+        if how == "last":
+            return sum(s[-1] for s in series)
+        return max(max(s) for s in series)
+
+    order = sorted(by_worker, key=lambda w: (w != "driver", int(w) if w.isdigit() else -1))
+    columns = [c for c in _SYSTEM_COLUMNS if any(c[1] in by_worker[w] for w in order)]
+    table: dict[str, dict[str, float]] = {
+        w: {title: read(by_worker[w][name], how) for title, name, how in columns if name in by_worker[w]} for w in order
+    }
+    rows = [[w] + [_num(table[w][t]) if t in table[w] else "-" for t, _, _ in columns] for w in order]
+    workers = [w for w in order if w != "driver"]
+    notes = []
+    if len(workers) > 1:
+        for title, pick, what in (
+            ("cpu % mean", max, "busiest CPU"),
+            ("memory MB max", max, "most memory"),
+            ("gpu % mean", min, "least-used GPU"),
+        ):
+            known = [w for w in workers if title in table[w]]
+            if len(known) > 1:
+                w = pick(known, key=lambda w: table[w][title])
+                notes.append(f"{what}: worker {w} ({_num(table[w][title])})")
+    return [["worker"] + [t for t, _, _ in columns], *rows], notes
+
+
+def format_system_metrics(metrics: dict[str, list[tuple[int, float]]]) -> list[str]:
+    """The system-metrics table (:func:`system_rows`) as lines of text; [] without system metrics."""
+    rows, notes = system_rows(metrics)
+    if not rows:
+        return []
+    header, *body = rows
+    return ["", "system metrics per worker", *_table(header, body, right=set(range(1, len(header)))), *notes]
+
+
 def _pairs(title: str, items: list[tuple[str, str]]) -> list[str]:
     if not items:
         return []
@@ -157,7 +232,8 @@ def format_report(data: RunData, all_tags: bool = False) -> str:
     """The text ``spark-tracking show`` prints for one run."""
     lines = [f"run {data.run_id}  name {data.name or '-'}  status {data.status}  experiment {data.experiment}"]
     lines.append("")
-    lines += format_metrics(data.metrics)
+    lines += format_metrics({k: v for k, v in data.metrics.items() if not k.startswith(SYSTEM_PREFIX)})
+    lines += format_system_metrics(data.metrics)
     lines += _pairs("params", sorted(data.params.items()))
     tags = sorted((k, v) for k, v in data.tags.items() if all_tags or not k.startswith(_HIDDEN_TAG_PREFIXES))
     lines += _pairs("tags", tags)

@@ -229,3 +229,16 @@ def register_tracking_store(scheme: str, builder) -> None:
     from mlflow.tracking._tracking_service import utils
 
     utils._tracking_store_registry.register(scheme, builder)
+
+
+def start_run_log_system_metrics() -> bool | None:
+    """The ``log_system_metrics`` argument of the ``mlflow.start_run`` call creating a run right
+    now (None: not given, or the run is not created by ``start_run``). ``start_run`` passes it
+    neither to the store nor to the run-context providers; given, it wins over MLflow's switch
+    ``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``.
+
+    Checked on MLflow 2.9.2 and 3.17.2 (``mlflow.tracking.fluent.start_run``; system metrics
+    exist since MLflow 2.8)."""
+    args = fluent_start_run_arguments()
+    value = None if args is None else args.get("log_system_metrics")
+    return None if value is None else bool(value)

@@ -41,8 +41,9 @@ The driver marks that worker done for every run it logged to; it never creates a
 Binding, from the driver to tasks (Spark local properties, ``PROP_*``) and from a task to the
 processes it starts (environment, ``ENV_*``): relay address, session secret (only when the
 executors do not have it in their environment), binding ``<thread token>:<store index>``,
-and ``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
-reaches tasks too. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
+``PROP_MAX_FRAME``: the relay's ``relay_max_frame_bytes``, so that a Spark-conf value
+reaches tasks too, and ``PROP_SYSTEM_METRICS``: the sampling interval of workers' system
+metrics when they are on for the run. ``ENV_WORKER`` is ``stage:partition:attempt:task_id[:stage_attempt]``.
 
 Run operations a task requests (``RUN_OPS``; ``forwarding.driver.run_ops`` answers them on the
 driver, which holds the credentials). Each carries "b", "w" and "id" like every request;
@@ -136,6 +137,9 @@ PROP_RELAY = "spark_tracking.relay"
 PROP_SECRET = "spark_tracking.secret"
 PROP_BINDING = "spark_tracking.binding"
 PROP_MAX_FRAME = "spark_tracking.max_frame"
+#: system metrics of the job's workers: the sampling interval in seconds, set by the driver when
+#: system metrics logging is on for the run (absent or empty: off; ``forwarding.task.system_metrics``)
+PROP_SYSTEM_METRICS = "spark_tracking.system_metrics"
 ENV_RELAY = "SPARK_TRACKING_RELAY"
 ENV_SECRET = "SPARK_TRACKING_RELAY_SECRET"
 ENV_BINDING = "SPARK_TRACKING_BINDING"
@@ -154,6 +158,8 @@ ENV_LOCAL_SECRET = "SPARK_TRACKING_LOCAL_RELAY_SECRET"
 TASK_STORE_SCHEME = "spark-tracking-task"
 TASK_STORE_URI = TASK_STORE_SCHEME + ":"
 ENV_DELEGATE_URI = "SPARK_TRACKING_TASK_DELEGATE_URI"
+#: ``PROP_SYSTEM_METRICS`` as a task exports it to the processes it starts (torchrun ranks)
+ENV_SYSTEM_METRICS = "SPARK_TRACKING_TASK_SYSTEM_METRICS"
 #: MLflow's tag naming a run's parent run
 PARENT_TAG = "mlflow.parentRunId"
 #: the scheme of artifact URIs in a bound task (the task store hands them out)

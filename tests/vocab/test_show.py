@@ -212,3 +212,35 @@ def test_ui_refuses_a_remote_configured_store(monkeypatch, capsys):
     monkeypatch.setenv("SPARK_TRACKING_TRACKING_URI", "https://mlflow.example.invalid")
     assert cli.main(["ui"]) == 2
     assert "is a remote store with its own UI" in capsys.readouterr().err
+
+
+def test_system_metrics_get_a_row_per_worker_naming_the_outliers():
+    metrics = {
+        "loss/worker_0": [(0, 1.0)],
+        "system/cpu_utilization_percentage": [(1, 5.0)],  # MLflow's own, the driver's machine
+        "system/cpu_utilization_percentage/worker_0": [(1, 40.0), (2, 60.0)],
+        "system/cpu_utilization_percentage/worker_1": [(1, 2.0), (2, 4.0)],
+        "system/system_memory_usage_megabytes/worker_0": [(1, 100.0), (2, 120.0)],
+        "system/system_memory_usage_megabytes/worker_1": [(1, 900.0), (2, 400.0)],
+        "system/gpu_0_utilization_percentage/worker_0": [(1, 90.0)],
+        "system/gpu_1_utilization_percentage/worker_0": [(1, 70.0)],
+        "system/gpu_2_utilization_percentage/worker_1": [(1, 10.0)],
+    }
+    text = "\n".join(show.format_system_metrics(metrics))
+    assert text == "\n".join(
+        [
+            "",
+            "system metrics per worker",
+            "worker  cpu % mean  cpu % last  memory MB max  gpu % mean",
+            "------  ----------  ----------  -------------  ----------",
+            "driver           5           5              -           -",
+            "0               50          60            120          80",
+            "1                3           4            900          10",
+            "busiest CPU: worker 0 (50)",
+            "most memory: worker 1 (900)",
+            "least-used GPU: worker 1 (10)",
+        ]
+    )
+    report = show.format_report(show.RunData("r", metrics=metrics))
+    assert "system/cpu" not in report  # not repeated in the metrics table
+    assert show.format_system_metrics({"loss": [(0, 1.0)]}) == []

@@ -104,17 +104,25 @@ class Aggregator:
         # the mean waits for one value per task; with ranks, how many there are is known only
         # when the stage ends (a task may start several ranks)
         mean_of = expected if worker[4] is None else None
+        system_prefix = layout.SYSTEM_PREFIX
         for key, value, ts, step in sub.metrics:
             hw = state.high_water.get((wid, key))
             if hw is not None and hw[0] != who and step <= hw[1]:
                 self.dropped["duplicate_attempt"] += 1
                 continue
             state.high_water[(wid, key)] = (who, step if hw is None else max(hw[1], step))
-            if not multi:
+            # a worker's system metrics: always per worker, never a mean (plain system/<name> is
+            # MLflow's own series of the driver's machine; layout.SYSTEM_PREFIX)
+            system = key.startswith(system_prefix)
+            if not multi and not system:
                 out["metrics"].append((key, value, ts, step))
                 continue
             out["metrics"].append((layout.worker_metric_key(key, wid), value, ts, step))
-            if self.aggregate and ((key, step) in state.agg or step > state.mean_through.get(key, -1 << 63)):
+            if (
+                self.aggregate
+                and not system
+                and ((key, step) in state.agg or step > state.mean_through.get(key, -1 << 63))
+            ):
                 values = state.agg.setdefault((key, step), {})
                 values[wid] = (value, ts)
                 if mean_of is not None and len(values) >= mean_of:

@@ -57,6 +57,7 @@ from ..protocol import (
     PROP_MAX_FRAME,
     PROP_RELAY,
     PROP_SECRET,
+    PROP_SYSTEM_METRICS,
     SESSION_BINDING,
     SESSION_FILE_PREFIX,
 )
@@ -65,6 +66,7 @@ from .decode import _clean_metrics, _clean_pairs
 from .relay import Relay, task_key
 from .run_ops import RunOps
 from .sink import Sink, Spool, Submission
+from .system_metrics import sampling_interval
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +264,8 @@ class Forwarder:
         binding = self.bind_thread()
         sc.setLocalProperty(PROP_RELAY, self.relay.address)
         sc.setLocalProperty(PROP_MAX_FRAME, str(self.cfg.relay_max_frame_bytes))
+        interval = sampling_interval(self.cfg)  # workers' system metrics: on for this run or not
+        sc.setLocalProperty(PROP_SYSTEM_METRICS, None if interval is None else repr(interval))
         if not self.secret_reaches_executors:
             with _py4j_debug_off():  # py4j logs every command it sends at DEBUG, arguments included
                 sc.setLocalProperty(PROP_SECRET, self.secret)

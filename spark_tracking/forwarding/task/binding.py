@@ -256,11 +256,22 @@ class ChildExport:
         if not uri.startswith(protocol.TASK_STORE_SCHEME):
             values[protocol.ENV_DELEGATE_URI] = uri
             values["MLFLOW_TRACKING_URI"] = protocol.TASK_STORE_URI
+        system_metrics = ctx.getLocalProperty(protocol.PROP_SYSTEM_METRICS)
+        if system_metrics:
+            values[protocol.ENV_SYSTEM_METRICS] = system_metrics
+        else:
+            self.environ.pop(protocol.ENV_SYSTEM_METRICS, None)
         self.environ.update(values)
 
     def clear(self) -> None:
         """At task end: remove what :meth:`export` set."""
-        for key in (protocol.ENV_RELAY, protocol.ENV_BINDING, protocol.ENV_WORKER, protocol.ENV_MAX_FRAME):
+        for key in (
+            protocol.ENV_RELAY,
+            protocol.ENV_BINDING,
+            protocol.ENV_WORKER,
+            protocol.ENV_MAX_FRAME,
+            protocol.ENV_SYSTEM_METRICS,
+        ):
             self.environ.pop(key, None)
         if self.secret_exported:
             self.environ.pop(protocol.ENV_SECRET, None)

@@ -40,6 +40,7 @@ from ... import validation
 from ..._compat import pyspark as compat
 from ...validation import InvalidInput
 from . import binding as _binding
+from . import system_metrics as _system_metrics
 from .binding import Binding, TaskSettings
 from .frames import Entry, Point, new_id, new_point
 from .shipper import Shipper
@@ -75,6 +76,8 @@ def _on_bind(b: Binding) -> None:
         _good_suffix = b.key_suffix
     if b.from_task:
         install_task_hooks()
+    else:  # a process a task started (a rank): its system metrics, when the job has them on
+        _system_metrics.process_bound(b, shipper)
     if _finalized_pid != os.getpid():
         _ship_when_multiprocessing_ends()
 
@@ -266,12 +269,14 @@ def _on_task_start(task_context=None) -> None:
     ctx = task_context if task_context is not None else compat.current_task_context()
     if ctx is not None:
         _children.export(ctx)
+        _system_metrics.task_started(ctx, shipper)
 
 
 def _on_task_end() -> None:
     """The task's function returned (or raised): hand its points to the driver within
     ``task_flush_timeout`` in total, then forget the task's binding."""
     b = _binding.cached()
+    _system_metrics.task_ended()  # no system-metrics point of this task after its flush
     try:
         if b is not None and b.from_task:
             timeout = b.settings.task_flush_timeout
