@@ -333,3 +333,22 @@ def wait_until(condition, timeout: float = 120.0) -> bool:
             return True
         tick.wait(0.05)
     return condition()
+
+
+def bind_as_task(monkeypatch, tmp_path, address: str, secret: str = "test-secret", **settings) -> None:
+    """Make this process a bound task of the relay at ``address`` (as a Python worker whose job
+    the driver bound): the binding's environment, ``settings`` as ``SPARK_TRACKING_<NAME>``, a
+    spill folder under ``tmp_path``, the shipper not backing off. ``clean_env`` unbinds it."""
+    from spark_tracking.forwarding import protocol
+    from spark_tracking.forwarding.task import binding, executor
+    from spark_tracking.forwarding.task.spill import SpillStore
+
+    monkeypatch.setenv(protocol.ENV_RELAY, address)
+    monkeypatch.setenv(protocol.ENV_SECRET, secret)
+    monkeypatch.setenv(protocol.ENV_BINDING, "1:0")
+    monkeypatch.setenv(protocol.ENV_WORKER, "5:2:0:77:1")
+    for name, value in settings.items():
+        monkeypatch.setenv(f"SPARK_TRACKING_{name.upper()}", str(value))
+    monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(tmp_path / "spill")))
+    monkeypatch.setattr(executor.shipper, "_down_until", 0.0)
+    binding.forget()

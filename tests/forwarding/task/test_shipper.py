@@ -8,11 +8,11 @@ import os
 import threading
 
 import pytest
-from faults import FaultyTransport, RecordingHandler, wait_until
+from faults import FaultyTransport, RecordingHandler, bind_as_task, wait_until
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver.relay import Relay
-from spark_tracking.forwarding.task import binding, executor
+from spark_tracking.forwarding.task import executor
 from spark_tracking.forwarding.task.binding import Binding, TaskSettings
 from spark_tracking.forwarding.task.frames import Point
 from spark_tracking.forwarding.task.shipper import Shipper
@@ -38,18 +38,6 @@ class EventHandler(RecordingHandler):
         with self.lock:
             self.events.append(("done", tuple(worker)))
         return None
-
-
-def _bind(monkeypatch, tmp_path, address, **settings):
-    monkeypatch.setenv(protocol.ENV_RELAY, address)
-    monkeypatch.setenv(protocol.ENV_SECRET, SECRET)
-    monkeypatch.setenv(protocol.ENV_BINDING, "1:0")
-    monkeypatch.setenv(protocol.ENV_WORKER, "5:2:0:77:1")
-    for name, value in settings.items():
-        monkeypatch.setenv(f"SPARK_TRACKING_{name.upper()}", str(value))
-    monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(tmp_path / "spill")))
-    monkeypatch.setattr(executor.shipper, "_down_until", 0.0)
-    binding.forget()
 
 
 @pytest.fixture
@@ -134,7 +122,7 @@ def test_a_frame_on_a_connection_the_relay_closed_while_idle_is_re_sent_not_drop
     handler = RecordingHandler()
     relay = Relay(SECRET, handler, max_connections=1).start()  # fewer slots than workers
     try:
-        _bind(monkeypatch, tmp_path, relay.address)
+        bind_as_task(monkeypatch, tmp_path, relay.address)
         before = executor.stats()
         executor.log_metric("loss", 1.0, step=0)
         assert executor.flush(30)  # this worker's connection is open and idle now

@@ -8,7 +8,7 @@ import stat
 import time
 
 import pytest
-from faults import FaultyTransport, RecordingHandler, StalledRelay, tiny_spill
+from faults import FaultyTransport, RecordingHandler, StalledRelay, bind_as_task, tiny_spill
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver.relay import Relay
@@ -17,24 +17,12 @@ from spark_tracking.forwarding.task.spill import SpillStore
 from spark_tracking.validation import InvalidInput
 
 
-def _bind(monkeypatch, tmp_path, address, **settings):
-    monkeypatch.setenv(protocol.ENV_RELAY, address)
-    monkeypatch.setenv(protocol.ENV_SECRET, "test-secret")
-    monkeypatch.setenv(protocol.ENV_BINDING, "1:0")
-    monkeypatch.setenv(protocol.ENV_WORKER, "5:2:0:77:1")
-    for name, value in settings.items():
-        monkeypatch.setenv(f"SPARK_TRACKING_{name.upper()}", str(value))
-    monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(tmp_path / "spill")))
-    monkeypatch.setattr(executor.shipper, "_down_until", 0.0)
-    binding.forget()
-
-
 @pytest.fixture
 def relay(monkeypatch, tmp_path):
     recorder = RecordingHandler(poison={"poison"})
     relay = Relay("test-secret", recorder, max_frame_bytes=64 * 1024).start()
     relay.recorder = recorder
-    _bind(monkeypatch, tmp_path, relay.address)
+    bind_as_task(monkeypatch, tmp_path, relay.address)
     yield relay
     executor.flush(10)
     binding.forget()
@@ -158,7 +146,7 @@ def test_a_key_the_per_worker_suffix_would_push_past_250_is_refused_with_the_fix
 def test_a_stalled_relay_costs_a_task_at_most_its_flush_timeout_then_points_are_on_disk(monkeypatch, tmp_path):
     stalled = StalledRelay("test-secret")
     try:
-        _bind(monkeypatch, tmp_path, stalled.address, task_flush_timeout=2)
+        bind_as_task(monkeypatch, tmp_path, stalled.address, task_flush_timeout=2)
         for step in range(3 * 5000):  # three frames: a per-frame wait would take three times longer
             executor.log_metric("loss", 1.0, step=step)
         start = time.monotonic()
@@ -218,7 +206,7 @@ def test_a_spill_folder_owned_by_another_user_is_refused(tmp_path, monkeypatch, 
     folder = tmp_path / "s"
     folder.mkdir(mode=0o777)
     os.chown(folder, 12345, 12345)
-    _bind(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)
+    bind_as_task(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)
     monkeypatch.setattr(executor.shipper, "spill", SpillStore(str(folder)))
     executor.log_metric("x", 1.0)
     assert not executor.flush(3)
@@ -227,7 +215,7 @@ def test_a_spill_folder_owned_by_another_user_is_refused(tmp_path, monkeypatch, 
 
 
 def test_a_full_spill_disk_never_reaches_the_log_call_and_is_counted(monkeypatch, tmp_path, caplog):
-    _bind(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)  # nothing listens on port 9
+    bind_as_task(monkeypatch, tmp_path, "127.0.0.1:9", buffer_max_points=10)  # nothing listens on port 9
     tiny_spill(executor.shipper.spill, 16)
     before = executor.stats()["dropped"]
     for step in range(50):
@@ -256,7 +244,7 @@ def test_a_child_run_with_the_relay_unreachable_names_cause_and_fix_and_keeps_th
 
     from spark_tracking.forwarding.task import store as task_store
 
-    _bind(monkeypatch, tmp_path, "127.0.0.1:9")  # nothing listens on port 9
+    bind_as_task(monkeypatch, tmp_path, "127.0.0.1:9")  # nothing listens on port 9
     monkeypatch.setenv(task_store.ENV_DELEGATE, sqlite_uri)
     mlflow.set_tracking_uri(task_store.SCHEME + ":")
     try:
