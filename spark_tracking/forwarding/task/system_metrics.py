@@ -59,6 +59,7 @@ from collections.abc import Callable, Mapping
 
 from ... import layout
 from .. import protocol
+from .frames import new_point
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +343,7 @@ class Sampler:
             now = self.clock()
             ts, step = int(now * 1000), int(now)
             rows = [
-                (b, layout.SYSTEM_PREFIX + name, float(value), ts, step)
+                new_point((b, layout.SYSTEM_PREFIX + name, float(value), ts, step))
                 for name, value in values.items()
                 if isinstance(value, (int, float)) and math.isfinite(value)
             ]
