@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+from faults import wait_until
 
 import spark_tracking
 from spark_tracking.forwarding.driver import forwarder as driver
@@ -45,9 +46,11 @@ def test_first_log_call_with_the_relay_down_neither_raises_nor_blocks(spark, sto
         assert first_call < 5.0  # not the 10 s of a blocking round trip
         assert inputs == []  # a well-formed run (MLflow 3.0.x reads run.inputs.dataset_inputs)
         assert run_id != parent.info.run_id  # a stand-in until the driver answers
-        # the next task on the node ships what the first one spilled
+        # the node's shipper sends what the first task spilled: a task's end sends its own points
+        # and "done" first, the node's spill backlog follows in the shipper's next rounds
         spark.sparkContext.parallelize(range(2), 2).mapPartitions(_log_fifty("after")).collect()
-    assert history(store, parent.info.run_id, "down") == [(s, 1.0) for s in range(50)]
+    expected = [(s, 1.0) for s in range(50)]
+    assert wait_until(lambda: history(store, parent.info.run_id, "down") == expected, 120)
 
 
 def test_a_task_never_ends_the_drivers_run_and_ends_its_own(spark, store):
@@ -86,9 +89,9 @@ def test_a_file_over_the_limit_is_refused_at_the_call(spark, store, monkeypatch)
     def task(rows):
         import mlflow
 
-        from spark_tracking.forwarding.driver import run_ops
+        from spark_tracking.forwarding import protocol
 
-        run_ops.MAX_TASK_ARTIFACT_BYTES = 10  # the limit is 2 GiB; a small one for the test
+        protocol.MAX_TASK_ARTIFACT_BYTES = 10  # the limit is 2 GiB; a small one for the test
         with open("big.bin", "wb") as fh:
             fh.write(b"x" * 11)
         try:
