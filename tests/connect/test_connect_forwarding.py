@@ -10,7 +10,8 @@ import pytest
 from conftest import history
 
 import spark_tracking
-from spark_tracking.forwarding import protocol as connect
+from spark_tracking.forwarding import protocol
+from spark_tracking.forwarding.driver import connect
 from spark_tracking.forwarding.driver import forwarder as driver
 
 
@@ -99,10 +100,10 @@ def test_the_tag_carries_no_secret_and_tasks_see_it(connect_session, store, conn
     with mlflow.start_run():
         tags = connect_session.range(0, 1, 1, 1).mapInPandas(seen, "tags string").collect()[0].tags
     assert connect_server.secret not in tags
-    payload = connect.decode_tags(tags)
+    payload = protocol.decode_tags(tags)
     assert payload["r"] == driver.forwarder().relay.address
     assert set(payload) == {"r", "b", "f"}
-    assert f"_Tag_{connect.TAG_PREFIX}" in tags  # wrapped by the server as a session tag
+    assert f"_Tag_{protocol.TAG_PREFIX}" in tags  # wrapped by the server as a session tag
 
 
 def test_without_the_secret_tasks_drop_files_that_reach_the_run_with_one_warning(
