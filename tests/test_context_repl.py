@@ -47,13 +47,18 @@ class RefusingDbutils:
                 )
 
 
-@pytest.fixture
-def standard_access_notebook(tmp_path, monkeypatch):
+def _install_repl_context_module(tmp_path, monkeypatch) -> None:
+    """The runtime's ``dbruntime.databricks_repl_context`` (REPL_CONTEXT), importable."""
     package = tmp_path / "dbruntime"
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "databricks_repl_context.py").write_text(REPL_CONTEXT)
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@pytest.fixture
+def standard_access_notebook(tmp_path, monkeypatch):
+    _install_repl_context_module(tmp_path, monkeypatch)
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     monkeypatch.setattr(context, "_ipython_user_ns", lambda: {"dbutils": RefusingDbutils()})
     yield
@@ -90,10 +95,6 @@ def test_an_aml_session_names_the_experiment_by_the_notebook_not_a_users_path(st
 def test_outside_databricks_the_repl_context_is_not_looked_for(tmp_path, monkeypatch):
     from spark_tracking._compat.databricks_runtime import repl_context
 
-    package = tmp_path / "dbruntime"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "databricks_repl_context.py").write_text(REPL_CONTEXT)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _install_repl_context_module(tmp_path, monkeypatch)
     assert repl_context() == {}
     sys.modules.pop("dbruntime", None)

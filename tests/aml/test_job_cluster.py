@@ -68,22 +68,23 @@ def test_a_job_run_on_an_interactive_cluster_is_known_by_its_job_id(expired_secr
     assert _nothing_local(expired_secret)
 
 
+def _assert_a_run_lands_in_the_embedded_store(home) -> None:
+    with mlflow.start_run() as run:
+        pass
+    embedded = f"sqlite:///{home}/mlflow.db"
+    assert mlflow.MlflowClient(embedded).get_run(run.info.run_id).info.status == "FINISHED"
+
+
 def test_strict_false_set_explicitly_keeps_the_fallback_on_a_job_cluster(expired_secret, monkeypatch, capsys):
     monkeypatch.setenv("DB_IS_JOB_CLUSTER", "TRUE")
     monkeypatch.setenv("SPARK_TRACKING_STRICT", "false")
     session.configure(resolve_link=False)
-    with mlflow.start_run() as run:
-        pass
-    embedded = f"sqlite:///{expired_secret}/mlflow.db"
-    assert mlflow.MlflowClient(embedded).get_run(run.info.run_id).info.status == "FINISHED"
+    _assert_a_run_lands_in_the_embedded_store(expired_secret)
     assert "runs of this session go to the embedded store" in capsys.readouterr().err
 
 
 def test_an_interactive_cluster_keeps_the_loud_fallback(expired_secret, monkeypatch, capsys):
     monkeypatch.setenv("DB_IS_JOB_CLUSTER", "FALSE")
     session.configure(resolve_link=False)
-    with mlflow.start_run() as run:
-        pass
-    embedded = f"sqlite:///{expired_secret}/mlflow.db"
-    assert mlflow.MlflowClient(embedded).get_run(run.info.run_id).info.status == "FINISHED"
+    _assert_a_run_lands_in_the_embedded_store(expired_secret)
     assert "(the driver's local disk: it is gone when the cluster stops)" in capsys.readouterr().err
