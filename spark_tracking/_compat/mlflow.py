@@ -220,6 +220,86 @@ def run_with_inputs(run):
     return Run(run.info, run.data, inputs, run.outputs if run.outputs is not None else RunOutputs(model_outputs=[]))
 
 
+#: the parameters of ``mlflow.log_metric`` its fast path was checked against (MLflow 3.0.1, 3.17.2)
+_LOG_METRIC_PARAMETERS = ("key", "value", "step", "synchronous", "timestamp", "run_id", "model_id", "dataset")
+
+
+def put_fast_path_before_log_metric(scheme: str, forward) -> bool:
+    """Put a fast path in front of the fluent ``mlflow.log_metric`` for runs of the tracking store
+    of ``scheme``: ``forward(run_id, key, value, step, timestamp)`` takes the metric (False: it
+    did not, and MLflow's own path runs). True when the fast path is in place (idempotent).
+
+    Why: per call, MLflow's fluent ``log_metric`` builds two ``MlflowClient`` (each resolving the
+    tracking and registry URIs, the registry's through the active Spark session) and records a
+    telemetry event before it reaches the store: 96% of the call in a task, 30 µs of 32
+    (benchmarks/run.py, (d') against (c), MLflow 3.17.2). The fast path does what
+    ``fluent.log_metric`` then does for the store, for the common call only: no ``run_id``,
+    ``model_id`` or ``dataset`` argument, a run active in this thread, the tracking URI of
+    ``scheme`` (``set_tracking_uri`` elsewhere wins), no active model (``set_active_model``)
+    and no model output of the run (MLflow links metrics to those); every other call, and
+    every call ``forward`` declines, is MLflow's own. The value is converted as MLflow's
+    client converts it, step and timestamp default as MLflow defaults them, and the return
+    value is MLflow's (``RunOperations`` when asynchronous, else None). Skipped: MLflow's
+    usage telemetry for these calls.
+
+    Checked on MLflow 3.0.1 and 3.17.2 (``fluent.log_metric``, ``active_run``,
+    ``get_active_model_id``, ``_tracking_service.utils._tracking_uri``,
+    ``MLFLOW_ENABLE_ASYNC_LOGGING``); another signature (MLflow 2.x: no ``run_id``,
+    ``synchronous=True`` by default) keeps MLflow's path.
+    """
+    import inspect
+    import os
+
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ENABLE_ASYNC_LOGGING
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+    from mlflow.tracking.metric_value_conversion_utils import convert_metric_value_to_float_if_possible
+    from mlflow.utils.async_logging.run_operations import RunOperations
+    from mlflow.utils.time import get_current_time_millis
+
+    original = fluent.log_metric
+    if getattr(original, "__spark_tracking_fast_path__", False):
+        return True
+    if tuple(inspect.signature(original).parameters) != _LOG_METRIC_PARAMETERS:
+        return False
+    active_run, active_model_id, environ, prefix = (
+        fluent.active_run,
+        fluent.get_active_model_id,
+        os.environ,
+        scheme + ":",
+    )
+
+    def log_metric(key, value, step=None, synchronous=None, timestamp=None, run_id=None, model_id=None, dataset=None):
+        if run_id is None and model_id is None and dataset is None:
+            run = active_run()
+            uri = utils._tracking_uri
+            if uri is None:
+                uri = environ.get("MLFLOW_TRACKING_URI", "")
+            if (
+                run is not None
+                and uri.startswith(prefix)
+                and active_model_id() is None
+                and not (run.outputs is not None and run.outputs.model_outputs)
+            ):
+                if type(value) is not float:
+                    value = convert_metric_value_to_float_if_possible(value)
+                if forward(run.info.run_id, key, value, step or 0, timestamp or get_current_time_millis()):
+                    if synchronous is False or (synchronous is None and MLFLOW_ENABLE_ASYNC_LOGGING.get()):
+                        return RunOperations(operation_futures=[])
+                    return None
+        return original(key, value, step, synchronous, timestamp, run_id, model_id, dataset)
+
+    log_metric.__doc__, log_metric.__wrapped__ = original.__doc__, original  # type: ignore[attr-defined]
+    log_metric.__name__ = log_metric.__qualname__ = "log_metric"
+    log_metric.__module__ = original.__module__
+    log_metric.__spark_tracking_fast_path__ = True  # type: ignore[attr-defined]
+    fluent.log_metric = log_metric
+    if getattr(mlflow, "log_metric", None) is original:
+        mlflow.log_metric = log_metric
+    return True
+
+
 def register_tracking_store(scheme: str, builder) -> None:
     """Register a tracking store for a URI scheme in this process (what the
     ``mlflow.tracking_store`` entry points do at import), e.g. a do-nothing store to measure

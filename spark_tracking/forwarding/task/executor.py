@@ -194,7 +194,7 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     if b is None:
         return False
     b = b.for_run(run_id)
-    rows: list = [_metric_row(b, m) for m in metrics]
+    rows: list = [_metric_row(b, m.key, m.value, m.step, m.timestamp) for m in metrics]
     rows.extend(
         Entry(b, "p", validation.check_key(p.key, "param"), validation.param_value(p.key, p.value)) for p in params
     )
@@ -213,15 +213,28 @@ def forward_metric(run_id: str | None, metric) -> bool:
         return False
     if run_id is not None:
         b = b.for_run(run_id)
-    _buf.append(_metric_row(b, metric))
+    _buf.append(_metric_row(b, metric.key, metric.value, metric.step, metric.timestamp))
     if len(_buf) >= _batch_trigger:
         _wake_shipper()
     return True
 
 
-def _metric_row(b: Binding, metric) -> Point:
-    """The queue entry of an MLflow ``Metric``, checked like :func:`log_metric`."""
-    key, value, step, ts = metric.key, metric.value, metric.step, metric.timestamp
+def forward_value(run_id: str | None, key, value, step, timestamp) -> bool:
+    """:func:`forward_metric` of the parts of a metric, without MLflow's ``Metric``: the fast
+    path of a plain ``mlflow.log_metric`` in a task. False when this process is not bound."""
+    b = current_binding()
+    if b is None:
+        return False
+    if run_id is not None:
+        b = b.for_run(run_id)
+    _buf.append(_metric_row(b, key, value, step, timestamp))
+    if len(_buf) >= _batch_trigger:
+        _wake_shipper()
+    return True
+
+
+def _metric_row(b: Binding, key, value, step, ts) -> Point:
+    """The queue entry of a metric, checked like :func:`log_metric`."""
     if key not in _good_keys:
         _metric_key(key, b)
     if type(value) is not float:

@@ -147,6 +147,18 @@ def _target(run_id: str) -> str | None:
     return run_id
 
 
+def _forward_fluent_metric(run_id: str, key: str, value, step: int, timestamp: int) -> bool:
+    """A plain ``mlflow.log_metric`` in a task, taken before MLflow builds its clients
+    (``_compat.mlflow.put_fast_path_before_log_metric``): what :meth:`TaskStore.log_metric`
+    does with the ``Metric`` MLflow would build. False outside bound tasks (MLflow's path then
+    reaches the delegate)."""
+    target = None if run_id in _handed_out else _target(run_id) if run_id in _ever_handed_out else run_id
+    try:
+        return executor.forward_value(target, key, value, step, timestamp)
+    except InvalidInput as exc:
+        raise _mlflow_error(exc) from None
+
+
 def _mlflow_error(exc: InvalidInput):
     """A refused value as MLflow's own error (``MlflowException`` with its error code): what
     code calling MLflow inside a task catches, as it would without spark_tracking."""
@@ -233,6 +245,10 @@ class TaskStore(AbstractStore):
         super().__init__()
         self._artifact_uri = artifact_uri
         self._delegate = None
+        try:  # MLflow builds a store once per URI and process, after ``import mlflow`` finished
+            mlflow_compat.put_fast_path_before_log_metric(SCHEME, _forward_fluent_metric)
+        except Exception:  # MLflow's own path still forwards, only slower
+            logger.debug("spark_tracking: no fast path for mlflow.log_metric", exc_info=True)
 
     @property
     def delegate(self) -> AbstractStore:
