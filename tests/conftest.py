@@ -236,15 +236,21 @@ def spark_builder(master: str = "local-cluster[2,1,1024]", app_name: str = "spar
     return builder
 
 
+#: a driver program of its own ends itself with every thread's stack after 540 s: before
+#: run_driver's 570 s and the watchdog's 600 s, so a hang shows where it is
+_DUMP_STACKS_BEFORE_THE_BOUND = "import faulthandler; faulthandler.dump_traceback_later(540, exit=True)\n"
+
+
 def run_driver(script: str, *args: str, cwd, env: dict | None = None) -> str:
     """Run ``script`` as a driver program of its own (a new Spark application, fresh Python
     workers) with this interpreter in ``cwd``, ``env`` added to this environment; its stdout.
-    Fails with the end of its stderr."""
+    Fails with the end of its stderr; one that hangs prints every thread's stack there and
+    exits (before the test's own bound), so the failure says where it hung."""
     out = subprocess.run(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-u", "-X", "faulthandler", "-c", _DUMP_STACKS_BEFORE_THE_BOUND + script, *args],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=570,
         env=dict(os.environ, **(env or {})),
         cwd=cwd,
     )
