@@ -90,6 +90,14 @@ VERSION = 2
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 8 * 1024 * 1024
 SESSION_BINDING = "*"
+
+
+def thread_token(binding: str) -> str:
+    """The driver thread's token in a binding ``<thread token>.<count>:<store index>`` (the
+    count is new at each run start of that thread; ``forwarding.driver.run_watch``)."""
+    return binding.partition(":")[0].partition(".")[0]
+
+
 SESSION_FILE_PREFIX = "spark-tracking-session-"
 #: operations tasks request on the driver's store (see above); answered by ``forwarding.driver.run_ops``
 RUN_OPS = frozenset(
@@ -171,6 +179,11 @@ MAX_TASK_ARTIFACT_BYTES = 2 * 1024**3
 # read from the local property ``spark.job.tags`` (``forwarding.task.connect``)
 TAG_PREFIX = "spark_tracking_v1_"
 JOB_TAGS = "spark.job.tags"
+#: a Spark Connect session's conf naming its binding for jobs of threads that carry no tag (a
+#: thread pool's): Spark sets every SQL conf whose key starts with "spark" as a local property
+#: of the jobs of each SQL execution (``SQLExecution.withSQLConfPropagated``, Spark 3.5-4.1),
+#: so tasks read it like a tag; encoded as a tag (``encode_tag``), never the secret
+SESSION_TAG_CONF = "spark.sparktracking.session_binding"
 #: relay address of a drop binding: ``drop:<folder>`` (empty folder: no place to drop)
 DROP = "drop:"
 #: the run id a drop binding hands to ``mlflow.start_run()`` in a task: the client decides the

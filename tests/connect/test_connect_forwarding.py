@@ -48,6 +48,18 @@ def test_map_in_pandas_points_reach_the_clients_run_per_worker_and_as_mean(conne
     assert spark_tracking.stats()["dropped"] == {}
 
 
+def test_a_job_from_a_thread_pool_inside_the_run_reaches_the_run(connect_session, store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    df = connect_session.range(0, 2, 1, 2)
+    with mlflow.start_run() as run, ThreadPoolExecutor(1) as pool:  # the pool's thread carries no tag
+        rows = pool.submit(lambda: df.mapInPandas(_train, "p long").collect()).result()
+    assert sorted(r.p for r in rows) == [0, 1]
+    rid = run.info.run_id
+    for p in range(2):
+        assert history(store, rid, f"loss/worker_{p}") == [(s, float(p * 1000 + s)) for s in range(200)]
+
+
 def _fit_group(pdf):
     import mlflow
 

@@ -21,7 +21,13 @@ with nothing to configure. The number of tasks of each stage, which
 the driver needs to emit the mean across workers as soon as a step is complete, comes from
 the session's progress reports (``spark.registerProgressHandler``).
 
-Task side: ``forwarding.task.connect`` reads the binding from the tag.
+Jobs of threads that carry no tag (a ``concurrent.futures`` pool's, joblib's, hyperopt's
+dispatcher, inside the notebook's run) find the session's binding in the session conf
+``protocol.SESSION_TAG_CONF``, which Spark hands to the tasks of every SQL execution as a local
+property; it names the session's active run (``protocol.SESSION_BINDING``), as the session
+file does on a classic cluster.
+
+Task side: ``forwarding.task.connect`` reads the binding from the tag, else from the session conf.
 
 Where forwarding cannot work — no relay secret in this process's environment (serverless
 compute has no cluster environment variables), Databricks serverless, or a Connect server on
@@ -212,6 +218,13 @@ def bind_current_thread() -> bool:
         session.removeTag(previous)
     session.addTag(tag)
     _bound.tag = tag
+    # jobs of threads that carry no tag (a thread pool's, inside this run) log to the session's
+    # active run, as the session file does on a classic cluster; drop files stay this thread's
+    session_payload = dict(payload, b=protocol.SESSION_BINDING) if limit is None else payload
+    try:
+        session.conf.set(protocol.SESSION_TAG_CONF, protocol.encode_tag(session_payload))
+    except Exception:  # noqa: BLE001 - a session that refuses the conf still forwards tagged jobs
+        logger.warning("spark_tracking: jobs of threads that started no run will not forward", exc_info=True)
     return True
 
 

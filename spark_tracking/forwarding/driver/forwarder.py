@@ -2,11 +2,15 @@
 
 Binding. When a run starts on the driver (MLflow calls our run-context provider), or
 configure() runs while a SparkContext is up, the current thread's Spark local properties get
-the relay address, the per-session secret and a binding ``<thread token>:<store index>``.
+the relay address, the per-session secret and a binding ``<thread token>.<count>:<store
+index>``, new at each run start.
 Spark hands local properties to every task of jobs this thread (or a thread it starts)
 submits. When a task first reaches the relay, the relay maps it to the run at the top of that
 driver thread's MLflow run stack — nested runs and runs in concurrent threads each get their
-own points — and keeps that run for the task's lifetime.
+own points — and keeps that run for the task's lifetime. Points that reach the relay only
+after the thread made a newer binding (spilled while the relay was unreachable, shipped after
+the run ended and the next one started) go to the run their binding was made for
+(``run_watch``).
 
 No active run. Tasks of a bound thread that log while the thread has no active run (it ended)
 get a run created for them — ``spark-tasks <app id>`` in the session's experiment — with one
@@ -60,11 +64,13 @@ from ..protocol import (
     PROP_SYSTEM_METRICS,
     SESSION_BINDING,
     SESSION_FILE_PREFIX,
+    thread_token,
 )
 from .bounded import BoundedDict
 from .decode import _clean_metrics, _clean_pairs
 from .relay import Relay, task_key
 from .run_ops import RunOps
+from .run_watch import RunWatch
 from .sink import Sink, Spool, Submission
 from .system_metrics import sampling_interval
 
@@ -176,6 +182,8 @@ class Forwarder:
         self._stacks: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> its MLflow run stack
         self.stages = stages or SparkStages(sc)  # Spark Connect: connect.ConnectStages
         self._recent: BoundedDict = BoundedDict(_MAX_THREADS)  # thread token -> binding, least recently bound first
+        self._binds = 0  # bindings made so far (each run start of a thread makes one)
+        self.run_watch = RunWatch()  # binding -> the run it was made for
         host = (
             host or cfg.relay_host or (sc.getConf().get("spark.driver.host") if sc is not None else None) or "127.0.0.1"
         )
@@ -242,17 +250,24 @@ class Forwarder:
         return len(self.sinks) - 1
 
     def bind_thread(self) -> str:
-        """Register this thread's run stack; returns its binding ``<thread token>:<sink index>``."""
+        """Register this thread's run stack; returns its binding ``<thread token>.<bind
+        count>:<sink index>``. The count tells the jobs of one run start from those of the next:
+        points that reach the driver late (spilled while the relay was unreachable, shipped
+        after the thread started another run) go to the run this binding was made for."""
         import mlflow
 
         index = self.sink_index(mlflow.get_tracking_uri())
         token = _thread_token()
         # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
         # is immune to Python reusing the ident of a thread that has ended
-        self._stacks[token] = mlflow_compat.active_run_stack()
+        stack = self._stacks[token] = mlflow_compat.active_run_stack()
+        with _lock:
+            self._binds += 1
+            binding = f"{token}.{self._binds}:{index}"
+        self.run_watch.watch(token, binding, stack)
         self._recent.pop(token, None)
-        self._recent[token] = f"{token}:{index}"
-        return f"{token}:{index}"
+        self._recent[token] = binding
+        return binding
 
     def bound_tokens(self) -> set:
         """The tokens of the driver threads bound so far."""
@@ -284,10 +299,10 @@ class Forwarder:
         return recent[-1][1]
 
     def _parse(self, binding: str) -> tuple[str, Sink]:
+        """(thread token, sink) of a binding; SESSION_BINDING is the most recent thread's."""
         if binding == SESSION_BINDING:
             binding = self._session_binding()
-        token, _, index = binding.partition(":")
-        return token, self.sinks[int(index)][1]
+        return thread_token(binding), self.sinks[int(binding.partition(":")[2])][1]
 
     def resolve(self, binding: str, worker: list) -> str:
         """The run a task's points go to: the run active in its driver thread when it first asked
@@ -302,6 +317,10 @@ class Forwarder:
 
     def _active_run(self, binding: str) -> str:
         token, sink = self._parse(binding)
+        if self.run_watch.superseded(token, binding):  # late points: the thread started another run since
+            made_for = self.run_watch.run_of(binding)
+            if made_for is not None:
+                return made_for
         stack = self._stacks.get(token)
         if stack:
             return stack[-1].info.run_id
@@ -403,6 +422,7 @@ class Forwarder:
         True when everything reached the store."""
         self.relay.stop()
         self.run_ops.close()
+        self.run_watch.stop()
         return all([sink.stop(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
 
 

@@ -20,7 +20,7 @@ import uuid
 from typing import TextIO
 
 from .. import protocol
-from ..protocol import DROP, DROP_RUN, JOB_TAGS, decode_tags
+from ..protocol import DROP, DROP_RUN, JOB_TAGS, SESSION_TAG_CONF, decode_tags
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +31,16 @@ _last: list = [None, None]  # [task context, its payload]: tags are parsed once 
 
 
 def _payload(ctx) -> dict | None:
+    """The binding of the task's job: its tag, else its Connect session's (``SESSION_TAG_CONF``:
+    a job from a thread that never started a run, e.g. a thread pool's)."""
     if _last[0] is not ctx:
         try:
-            job_tags = ctx.getLocalProperty(JOB_TAGS)
+            payload = decode_tags(ctx.getLocalProperty(JOB_TAGS))
+            if payload is None:
+                payload = decode_tags(ctx.getLocalProperty(SESSION_TAG_CONF))
         except Exception:  # noqa: BLE001 - never break the task: no binding then
-            job_tags = None
-        _last[:] = [ctx, decode_tags(job_tags)]
+            payload = None
+        _last[:] = [ctx, payload]
     return _last[1]
 
 
@@ -92,7 +96,7 @@ class DropConnection:
             return {"ack": self.seq}  # nothing logged since the last file: nothing to hand over
         if self.fh is None:
             os.makedirs(self.folder, exist_ok=True)
-            token = str(message.get("b", "")).partition(":")[0] or "unbound"
+            token = protocol.thread_token(str(message.get("b", ""))) or "unbound"
             self.path = os.path.join(self.folder, f"{token}-{os.getpid()}-{uuid.uuid4().hex}.jsonl")
             self.fh = open(self.path + ".part", "a", encoding="utf-8")  # noqa: SIM115 - open for the task's life
         self.fh.write(json.dumps({k: v for k, v in message.items() if k != "seq"}, separators=(",", ":")))

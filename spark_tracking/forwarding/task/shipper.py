@@ -219,10 +219,9 @@ class Shipper:
             message = {"id": new_id(), "op": "done", "b": b.binding, "w": b.worker}
             marker.ok = self._request(Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
             if marker.ok:
-                # then the node's backlog, within what is left of the task's budget: spilled
-                # frames name no run, so once the job is over they would land in whatever run the
-                # driver thread has active then (issue Q item 7 is open), not the one they were
-                # logged in; the task's own points and "done" are already in custody
+                # then the node's backlog, within what is left of the task's budget (the task's
+                # own points and "done" are already in custody); late frames keep their run:
+                # the driver sends them to the run their binding was made for (driver.run_watch)
                 self._resend_spilled(force=True, deadline=marker.deadline)
         if self._flush_deadline is not None and (marker.deadline is None or marker.deadline >= self._flush_deadline):
             self._flush_deadline = None
