@@ -33,10 +33,9 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 #: submissions waiting for the view thread; beyond, points are counted as not shown
 QUEUE_LIMIT = 4096
-#: the kind of a submission-like event that tells a task attempt failed: ``run_id`` (or None:
-#: matched by stage), ``worker`` (the relay's worker list), ``error`` (the error's text). The
-#: driver does not send it yet; the view takes it when it does (see docs/live-view.md)
-TASK_FAILED = "task_failed"
+#: the kind of the event that tells a task attempt failed (``observers.TaskFailed``: ``run_id``,
+#: or None: matched by stage; ``worker``, the relay's worker list; ``error``, its first line)
+TASK_FAILED = observers.TaskFailed.kind
 #: where get_portal_url points for a store with no UI of its own (``spark-tracking ui``)
 LOCAL_UI = "http://127.0.0.1:5000/"
 

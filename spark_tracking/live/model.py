@@ -229,6 +229,8 @@ class Snapshot:
     rows: list[Row] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    #: task attempts of the run that failed (all of them; ``failures`` keeps the newest)
+    failed_tasks: int = 0
     hidden_points: int = 0
 
     @property
@@ -412,6 +414,7 @@ class LiveRun:
             rows=rows,
             workers=workers,
             failures=list(self.failures),
+            failed_tasks=self.failed_attempts,
             hidden_points=hidden,
             **fields,
         )
