@@ -290,7 +290,7 @@ class LiveRun:
         elif attempt > state.attempt:
             if state.state != "failed":  # a new attempt: the previous one failed, whatever told us
                 self._failed(wid, stage, state.attempt, "")
-            state.attempt, state.state = attempt, "retried"
+            state.attempt, state.state, state.error = attempt, "retried", ""  # the error stays in failures
         if seen_ms is not None:
             state.last_seen_ms = max(seen_ms, state.last_seen_ms or seen_ms)
         return wid, state
