@@ -195,7 +195,8 @@ class RunDetails:
             self.not_shown += len(sub.metrics or ())
             return
         self._queue.append(sub)
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock (about 1 µs): once per refresh is enough
+            self._wake.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
