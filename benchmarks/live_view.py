@@ -103,6 +103,7 @@ def chart_latency(workers: int = 4, steps: int = 60, step_seconds: float = 0.1) 
                 if key == "loss":
                     arrived.setdefault((sub.worker[1], step), now)
 
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="spark-tracking-live-latency-"))
     store = f"sqlite:///{root / 'store.db'}"
     spark_tracking.configure(tracking_uri=store, home=str(root / "home"))
@@ -152,6 +153,7 @@ def chart_latency(workers: int = 4, steps: int = 60, step_seconds: float = 0.1) 
     own = sorted(c - t for c, t in zip(delays_by_point(frontend.charts), delays_by_point(frontend.tables)))
     return {
         "own": (pct(own, 0.5), pct(own, 0.95)),
+        "load": (load_before, os.getloadavg()[0]),
         "driver": (pct(driver, 0.5), pct(driver, 0.95), len(driver)),
         "points": len(logged),
         "chart": (pct(chart, 0.5), pct(chart, 0.95), len(chart)),
@@ -186,7 +188,8 @@ def latency_report(result: dict, workers: int, steps: int) -> str:
             f"The chart was drawn {result['draws']} times in {result['refreshes']} refreshes (goal: chart p95 ≤ 1.5 s). "
             f"The table shows a point at the first refresh after the driver received it; what the chart adds "
             f"beyond that (its draw and its wait between draws): p50 {result['own'][0]:.2f} s, "
-            f"p95 {result['own'][1]:.2f} s. Load average during the run: {os.getloadavg()[0]:.1f}.",
+            f"p95 {result['own'][1]:.2f} s. Load average (1 min) before the run {result['load'][0]:.1f}, "
+            f"after it {result['load'][1]:.1f}.",
         ]
     )
 
@@ -208,7 +211,9 @@ def start_view(store: str, refresh_interval: float = 1.0):
             super().update(snap, final)
             Headless.draws += self._png is not before
 
-    view = RunDetails("run", tracking_uri=store, status_interval=3600, refresh_interval=refresh_interval)
+    view = RunDetails(  # no history: the run exists only in the relay (a null store)
+        "run", tracking_uri=store, status_interval=3600, refresh_interval=refresh_interval, history=False
+    )
     frontend = Headless()
     view._start(frontend)
     return view, frontend
