@@ -117,10 +117,18 @@ def _wrap(owner, name: str, make: Callable[[Callable], Callable]) -> bool:
     return True
 
 
-def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[[], None]) -> list[str]:
+def wrap_worker_entry(
+    on_task_ready: Callable[[], None],
+    on_task_over: Callable[[], None],
+    on_task_error: Callable[[BaseException], None] | None = None,
+) -> list[str]:
     """In a PySpark Python worker: call ``on_task_ready()`` once the task context is complete
     (before the task's function runs) and ``on_task_over()`` when the task's function has
-    returned or raised — before the worker tells the JVM, which may then kill it.
+    returned or raised — before the worker tells the JVM, which may then kill it. When it
+    raised, ``on_task_error(exception)`` is called first: on 4.0.0/4.3.0 with what
+    ``handle_worker_exception(e, outfile)`` is handed; where only ``main`` is wrapped (3.5.0),
+    with the exception ``main`` was handling when it called ``sys.exit(-1)`` (the
+    ``SystemExit``'s ``__context__``), after the error went to the JVM.
 
     Wraps, where present, in the worker module (``pyspark.worker`` or the module the daemon
     was started with):
@@ -152,8 +160,13 @@ def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[
 
         return call
 
+    def report(error) -> None:
+        if on_task_error is not None and isinstance(error, BaseException):
+            _quietly(lambda: on_task_error(error))
+
     def on_error(original):
         def call(*args, **kwargs):
+            report(args[0] if args else kwargs.get("e"))
             _quietly(on_task_over)
             return original(*args, **kwargs)
 
@@ -163,6 +176,13 @@ def wrap_worker_entry(on_task_ready: Callable[[], None], on_task_over: Callable[
         def call(*args, **kwargs):
             try:
                 return original(*args, **kwargs)
+            except SystemExit as exc:
+                if exc.code not in (None, 0):  # main's error exit: the task's error is its context
+                    report(exc.__context__)
+                raise
+            except BaseException as exc:
+                report(exc)
+                raise
             finally:
                 _quietly(on_task_over)
 

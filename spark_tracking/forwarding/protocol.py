@@ -35,8 +35,12 @@ has custody (the points are in its sink and will be delivered or spooled to disk
 what is refused alone — never re-sent as is). ``"r"`` names an explicit run; without it the
 run active in the driver thread that bound the job.
 ``{"id": i, "seq": n, "op": "resolve", "b": ..., "w": ...}`` → ``{"ack": n, "run": run_id}``.
-``{"id": i, "seq": n, "op": "done", "b": ..., "w": ...}``: the task ended; → ``{"ack": n}``.
-The driver marks that worker done for every run it logged to; it never creates a run for it.
+``{"id": i, "seq": n, "op": "done", "b": ..., "w": ..., ["e": error]}``: the task ended; →
+``{"ack": n}``. The driver marks that worker done for every run it logged to; it never creates
+a run for it. ``"e"`` (``DONE_ERROR``) is there when the task's function raised: one line,
+``<exception type>: <first line of its message>``, at most ``MAX_ERROR_CHARS`` (``error_line``;
+never a traceback or its locals). The driver reports it to its observers (the live view) as
+the task attempt's failure, whether or not Spark retries the task.
 
 Binding, from the driver to tasks (Spark local properties, ``PROP_*``) and from a task to the
 processes it starts (environment, ``ENV_*``): relay address, session secret (only when the
@@ -140,6 +144,11 @@ STORE_CALLS = frozenset(
     }
 )
 
+
+#: the field of a "done" request naming the error the task's function raised (see above)
+DONE_ERROR = "e"
+#: the longest error line a "done" carries
+MAX_ERROR_CHARS = 300
 
 PROP_RELAY = "spark_tracking.relay"
 PROP_SECRET = "spark_tracking.secret"
@@ -288,3 +297,17 @@ def decode_tags(job_tags: str | None) -> dict | None:
         if isinstance(payload, dict) and isinstance(payload.get("b"), str):
             return payload
     return None
+
+
+def error_line(error) -> str:
+    """One line for a task's error: an exception as ``<type>: <its message's first line>``, a
+    string as its first non-blank line; stripped and cut to ``MAX_ERROR_CHARS``. "" for
+    anything else. Used on both sides: what a task sends and what the driver accepts."""
+    if isinstance(error, BaseException):
+        message = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    elif isinstance(error, str):
+        text = next((line.strip() for line in error.splitlines() if line.strip()), "")
+    else:
+        return ""
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"

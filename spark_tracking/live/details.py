@@ -3,11 +3,13 @@
 Data path: an observer registered with ``spark_tracking.forwarding.driver.observers`` gets every
 submission the driver relay takes in. On the relay's thread it only filters by run and appends
 to a bounded queue (O(1)); the view's own daemon thread (``spark-tracking-live``) drains the
-queue into a :class:`~spark_tracking.live.model.LiveRun` about once a second, reads
-``spark_tracking.stats()`` and redraws its frontend. Task points come from the relay. The store
-is read once for the run's history (what it held when the view opened: per-worker series through
-``layout``, the driver's own metrics), then every ``status_interval`` seconds for the run's status
-and the driver's own new points (one small request, plus one per driver key that moved).
+queue into a :class:`~spark_tracking.live.model.LiveRun`, reads ``spark_tracking.stats()`` and
+redraws its frontend: woken by the observer soon after something arrives (at most every
+``MIN_REFRESH_GAP`` seconds), and every ``refresh_interval`` seconds otherwise. Task points
+come from the relay. The store is read once for the run's history (what it held when the view
+opened: per-worker series through ``layout``, the driver's own metrics), then every
+``status_interval`` seconds for the run's status and the driver's own new points (one small
+request, plus one per driver key that moved).
 
 In a kernel the view also checks the run after every cell (IPython's ``post_run_cell``): a
 notebook executed in batch ends the run in a cell and the kernel exits right after, before the
@@ -33,10 +35,13 @@ logger = logging.getLogger(__name__)
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 #: submissions waiting for the view thread; beyond, points are counted as not shown
 QUEUE_LIMIT = 4096
-#: the kind of a submission-like event that tells a task attempt failed: ``run_id`` (or None:
-#: matched by stage), ``worker`` (the relay's worker list), ``error`` (the error's text). The
-#: driver does not send it yet; the view takes it when it does (see docs/live-view.md)
-TASK_FAILED = "task_failed"
+#: seconds at least between two refreshes woken by arriving points: a flood of points redraws
+#: about five times a second, not continuously (the chart's own share, ``notebook.CHART_SHARE``,
+#: may space its draws further)
+MIN_REFRESH_GAP = 0.2
+#: the kind of the event that tells a task attempt failed (``observers.TaskFailed``: ``run_id``,
+#: or None: matched by stage; ``worker``, the relay's worker list; ``error``, its first line)
+TASK_FAILED = observers.TaskFailed.kind
 #: where get_portal_url points for a store with no UI of its own (``spark-tracking ui``)
 LOCAL_UI = "http://127.0.0.1:5000/"
 
@@ -102,7 +107,8 @@ class RunDetails:
     workers table (state, attempt, step, latest values, points, last seen), the task failures
     and the forwarding counters. It first loads what the store already holds for the run (a
     run opened late or after it ended shows its history), then follows what the driver relay
-    receives from the tasks, about once a second, while the next cells run the Spark job.
+    receives from the tasks, within a fraction of a second (at most five refreshes a second), while
+    the next cells run the Spark job.
 
     When the run ends (FINISHED, FAILED, KILLED) the view stops and leaves the final state as
     static output (chart and tables), which a saved or exported notebook keeps. In a kernel it
@@ -116,7 +122,8 @@ class RunDetails:
     means the driver's active run, or, with none active, the first run tasks log to after
     ``show()``.
 
-    ``refresh_interval`` (seconds, default 1), ``status_interval`` (how often the run's status
+    ``refresh_interval`` (seconds, default 1: how often the view refreshes when nothing arrives;
+    points wake it sooner), ``status_interval`` (how often the run's status
     and the driver's own metrics are read from the store, default 5), ``max_points`` per curve
     (default 500; older points are thinned), ``max_metrics`` panels (12) and ``max_workers``
     curves per panel (64) bound the memory a view takes, whatever the run logs.
@@ -165,6 +172,7 @@ class RunDetails:
         self._frontend = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by the observer: something arrived, refresh soon
         self._done = threading.Event()
         self._status_at = -float("inf")
         self._kernel = None  # the IPython shell whose cells the view checks after
@@ -187,6 +195,8 @@ class RunDetails:
             self.not_shown += len(sub.metrics or ())
             return
         self._queue.append(sub)
+        if not self._wake.is_set():  # set() takes a lock (about 1 µs): once per refresh is enough
+            self._wake.set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -230,6 +240,7 @@ class RunDetails:
     def stop(self) -> None:
         """Stop refreshing now and leave the last state drawn (the run's end does it by itself)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         elif self._thread is None:
@@ -262,8 +273,19 @@ class RunDetails:
                 kernel.events.unregister("post_run_cell", self._after_cell)
 
     def _loop(self) -> None:
+        """Refresh soon after points (or a task's end) arrive, at most every MIN_REFRESH_GAP
+        seconds, and every ``refresh_interval`` seconds when nothing arrives (the run's status,
+        "last seen", the driver's own metrics). Waiting for the next tick instead cost up to a
+        whole interval between the driver receiving a point and the view showing it."""
+        gap = min(MIN_REFRESH_GAP, self.refresh_interval)
+        last = -float("inf")
         try:
-            while not self._stop.wait(self.refresh_interval):
+            while True:
+                self._wake.wait(self.refresh_interval)
+                if self._stop.wait(max(0.0, gap - (time.monotonic() - last))):
+                    break
+                self._wake.clear()  # before the refresh: what arrives during it wakes the next one
+                last = time.monotonic()
                 self.refresh()
                 if self.status in TERMINAL_STATUSES:
                     break

@@ -229,6 +229,8 @@ class Snapshot:
     rows: list[Row] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    #: task attempts of the run that failed (all of them; ``failures`` keeps the newest)
+    failed_tasks: int = 0
     hidden_points: int = 0
 
     @property
@@ -288,7 +290,7 @@ class LiveRun:
         elif attempt > state.attempt:
             if state.state != "failed":  # a new attempt: the previous one failed, whatever told us
                 self._failed(wid, stage, state.attempt, "")
-            state.attempt, state.state = attempt, "retried"
+            state.attempt, state.state, state.error = attempt, "retried", ""  # the error stays in failures
         if seen_ms is not None:
             state.last_seen_ms = max(seen_ms, state.last_seen_ms or seen_ms)
         return wid, state
@@ -412,6 +414,7 @@ class LiveRun:
             rows=rows,
             workers=workers,
             failures=list(self.failures),
+            failed_tasks=self.failed_attempts,
             hidden_points=hidden,
             **fields,
         )

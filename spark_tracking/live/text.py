@@ -103,7 +103,7 @@ def headline(snap: Snapshot) -> str:
 
 
 def properties_line(snap: Snapshot) -> str:
-    """The run's properties: experiment, start, duration."""
+    """The run's properties: experiment, start, duration, and its failed task attempts."""
     parts = []
     if snap.experiment:
         parts.append(f"experiment {snap.experiment}")
@@ -112,6 +112,8 @@ def properties_line(snap: Snapshot) -> str:
         end = snap.end_ms if snap.finished and snap.end_ms else snap.now_ms
         if end:
             parts.append(f"duration {duration(max(0.0, (end - snap.start_ms) / 1000))}")
+    if snap.failed_tasks:
+        parts.append(f"failed task attempts {snap.failed_tasks}")
     return "  |  ".join(parts)
 
 

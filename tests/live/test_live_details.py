@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 
 import pytest
 
@@ -90,6 +91,38 @@ def test_the_thread_stops_by_itself_when_the_run_ends(sqlite_uri, run_id):
     assert view.wait(60)
     assert (view.status, view.live.points) == ("FAILED", 3)
     assert "stopped" in repr(view)
+
+
+class Updates:
+    """A frontend that says when it was handed a snapshot."""
+
+    live = True
+
+    def __init__(self):
+        self.updated = threading.Event()
+        self.snaps = []
+
+    def open(self, snap):
+        pass
+
+    def update(self, snap):
+        self.snaps.append(snap)
+        self.updated.set()
+
+    def finish(self, snap):
+        pass
+
+
+def test_points_arriving_wake_the_view_without_waiting_for_its_tick(sqlite_uri, run_id):
+    view = RunDetails(run_id, tracking_uri=sqlite_uri, refresh_interval=3600, status_interval=3600)
+    frontend = Updates()
+    view._start(frontend)
+    assert not frontend.updated.is_set()
+    observers.notify(_points(run_id, 0, range(3)))
+    assert frontend.updated.wait(60)  # within a fraction of a second, not refresh_interval (an hour)
+    assert frontend.snaps[0].points == 3
+    view.stop()
+    assert view.wait(0)
 
 
 def test_with_no_run_it_follows_the_first_run_tasks_log_to(sqlite_uri, run_id):
@@ -224,13 +257,7 @@ def test_a_view_opened_late_loads_the_history_then_follows_the_relay(sqlite_uri,
     view.stop()
 
 
-class Failed:
-    """A task failure as the view takes it (details.TASK_FAILED): what the driver has to send."""
-
-    kind = details_module.TASK_FAILED
-
-    def __init__(self, run_id, worker, error):
-        self.run_id, self.worker, self.error, self.metrics = run_id, worker, error, ()
+Failed = observers.TaskFailed  # a task failure as the driver reports it
 
 
 def test_a_failed_task_is_shown_with_its_attempt_and_the_error_s_first_line(sqlite_uri, run_id):

@@ -1,6 +1,7 @@
 """The live view in a real Jupyter kernel, off the happy path: the docs snippet executed in batch
 (``jupyter nbconvert --execute``, no ``wait()``) and its HTML export in headless Chromium; a
-finished run opened late; a kernel without ipywidgets; a task that fails and is retried.
+finished run opened late; a kernel without ipywidgets; a task that fails and is retried; a task
+whose every attempt fails (the last one is never retried: the job fails).
 
 Real Spark (``local[2,2]``: two task slots, a failed task is retried once), a real SQLite MLflow
 store, the package's session hook (no tracking setup in the notebooks).
@@ -180,7 +181,7 @@ def test_the_html_export_shows_status_workers_and_a_curve_per_worker_in_a_browse
 @pytest.fixture(scope="module")
 def kernel(tmp_path_factory):
     """One kernel, several views: a finished run opened late, the same without ipywidgets, a run
-    whose task fails once and is retried."""
+    whose task fails once and is retried, a run whose job fails (a task fails on both attempts)."""
     tmp = tmp_path_factory.mktemp("live-kernel")
     store = f"sqlite:///{tmp / 'store.db'}"
     env = _kernel_env(tmp, store)
@@ -194,13 +195,13 @@ import spark_tracking
 
 spark = SparkSession.builder.getOrCreate()
 
-def train(rows, fail_partition=None):
+def train(rows, fail_partition=None, always=False):
     import mlflow
     from pyspark import TaskContext
     ctx = TaskContext.get()
     for step in range(30):
         mlflow.log_metric("loss", 1.0 / (step + 1) + ctx.partitionId(), step=step)
-        if ctx.partitionId() == fail_partition and ctx.attemptNumber() == 0 and step == 9:
+        if ctx.partitionId() == fail_partition and (always or ctx.attemptNumber() == 0) and step == 9:
             raise ValueError("bad batch at step 9")
     yield ctx.partitionId()
 
@@ -216,6 +217,13 @@ with mlflow.start_run(run_name="earlier") as earlier:
         "failed_view.show()",
         "spark.sparkContext.parallelize(range(2), 2).mapPartitions(lambda rows: train(rows, 1)).collect()\n"
         "mlflow.end_run()",
+        'doomed = mlflow.start_run(run_name="doomed")\ndoomed_view = spark_tracking.RunDetails(doomed)\n'
+        "doomed_view.show()",
+        "try:\n"
+        "    spark.sparkContext.parallelize(range(2), 2).mapPartitions(lambda rows: train(rows, 1, True)).collect()\n"
+        "except Exception as exc:\n"
+        '    print("the job failed:", "bad batch at step 9" in str(exc))\n'
+        'mlflow.end_run("FAILED")',
         "spark.stop()",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.strip()) for c in cells])
@@ -254,7 +262,28 @@ def test_a_task_that_fails_and_is_retried_is_shown(kernel):
     data = _view_output(nb, "failed_view.show()")
     text = data["text/plain"]
     assert re.search(r"^run \w{8} failing  FINISHED$", text, re.M), text
-    assert re.search(r"^task failed: worker 1, stage \d+, attempt 0: ", text, re.M), text
+    # the error line came with the failed attempt's end, before the retry started
+    assert re.search(r"^task failed: worker 1, stage \d+, attempt 0: ValueError: bad batch at step 9$", text, re.M), (
+        text
+    )
     assert re.search(r"^1 +done +\d+ +1 +29 +", text, re.M), text  # attempt 1 finished the task
     assert re.search(r"^0 +done +\d+ +0 +29 +", text, re.M), text
+    assert "failed task attempts 1" in text, text
     assert 'data-failures="1"' in data["text/html"]
+
+
+def test_a_task_that_fails_on_its_last_attempt_stays_failed_with_its_error(kernel):
+    nb, _, _ = kernel
+    (cell,) = [c for c in nb.cells if "the job failed" in c.source]
+    assert [o.get("text") for o in cell.outputs if o.output_type == "stream"] == ["the job failed: True\n"]
+    data = _view_output(nb, "doomed_view.show()")
+    text = data["text/plain"]
+    assert re.search(r"^run \w{8} doomed  FAILED$", text, re.M), text
+    assert "failed task attempts 2" in text, text
+    for attempt in (0, 1):
+        assert re.search(
+            rf"^task failed: worker 1, stage \d+, attempt {attempt}: ValueError: bad batch at step 9$", text, re.M
+        ), text
+    # attempt 1, never retried: the worker stays failed, with its error, at the step it reached
+    assert re.search(r"^1 +failed: ValueError: bad batch at step 9 +\d+ +1 +9 +", text, re.M), text
+    assert 'data-failures="2"' in data["text/html"]

@@ -137,8 +137,15 @@ def test_a_new_attempt_shows_the_failed_one_and_a_failure_event_gives_its_error(
     assert (snap.workers[0].state, snap.workers[0].error) == ("failed", "Traceback (most recent call last):")
     run.take([3, 1, 1, 107, None, 0], [("loss", 0.6, 1, s) for s in range(8)])  # the retry
     snap = run.snapshot(run_id="r")
-    assert (snap.workers[0].state, snap.workers[0].attempt, snap.workers[0].step) == ("retried", 1, 7)
+    # the retry's row carries no error of its own: the failed attempt's stays in the failures
+    assert (snap.workers[0].state, snap.workers[0].attempt, snap.workers[0].step, snap.workers[0].error) == (
+        "retried",
+        1,
+        7,
+        "",
+    )
     assert [(f.worker, f.stage, f.attempt) for f in snap.failures] == [(1, 3, 0)]  # not counted twice
+    assert snap.failed_tasks == 1
     # a retry nobody reported: the failed attempt is inferred from the new attempt number
     run.take([3, 2, 0, 102, None, 0], [("loss", 0.5, 1, 0)])
     run.take([3, 2, 1, 108, None, 0], [("loss", 0.5, 1, 1)])

@@ -56,6 +56,7 @@ import time
 
 from ..._compat import mlflow as mlflow_compat
 from ..protocol import (
+    DONE_ERROR,
     ENV_SECRET,
     PROP_BINDING,
     PROP_MAX_FRAME,
@@ -64,8 +65,10 @@ from ..protocol import (
     PROP_SYSTEM_METRICS,
     SESSION_BINDING,
     SESSION_FILE_PREFIX,
+    error_line,
     thread_token,
 )
+from . import observers
 from .bounded import BoundedDict
 from .decode import _clean_metrics, _clean_pairs
 from .relay import Relay, task_key
@@ -189,7 +192,12 @@ class Forwarder:
         )
         self.relay = Relay(
             self.secret, self, host, cfg.relay_port, cfg.relay_max_connections, cfg.relay_max_frame_bytes
-        ).start()
+        )
+        # "done" with the task's error, when its function raised (protocol.DONE_ERROR)
+        self.relay.register(
+            "done", lambda binding, worker, message: ({}, self.done(binding, worker, message.get(DONE_ERROR)))
+        )
+        self.relay.start()
         logger.info("spark_tracking: relay listening on %s", self.relay.address)
         self._created: BoundedDict = BoundedDict(_MAX_TASKS)  # run a task created -> that task
         self.run_ops = RunOps(
@@ -379,14 +387,28 @@ class Forwarder:
         sub.solo = created_by == task  # a run this task created (a child run per model): the user's keys
         return run, sink.submit(sub)
 
-    def done(self, binding: str, worker: list):
-        """A task ended: close its part of every run it logged to (never resolves a run)."""
+    def done(self, binding: str, worker: list, error=None):
+        """A task ended: close its part of every run it logged to (never resolves a run).
+        ``error``: the line of the error its function raised (the task says so in its "done"):
+        the observers (the live view) hear of the failed attempt, for each run it logged to, or
+        with no run (None) when it logged nothing; Spark may retry it or not."""
         with _lock:
             runs = self._logged_to.pop(task_key(binding, worker), None) or ()
         _, sink = self._parse(binding)
         settled = None
         for run in sorted(runs):
             settled = sink.submit(Submission("done", run, worker))
+        error = error_line(error)
+        if error:
+            logger.info(
+                "spark_tracking relay: task %s of stage %s (attempt %s) failed: %s",
+                worker[1],
+                worker[0],
+                worker[2],
+                error,
+            )
+            for run in sorted(runs) or [None]:
+                observers.notify(observers.TaskFailed(run, list(worker), error))
         return settled  # the sink settles submissions in order: the last one covers the others
 
     def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:

@@ -5,6 +5,10 @@ task frame: ``run_id``, ``worker``, ``metrics`` as ``(key, value, timestamp_ms, 
 the relay's handler thread, before anything is sent to the store. So an observer sees points
 the moment the driver has them, whatever the store does with them later.
 
+The forwarder also calls it with a :class:`TaskFailed` when a task's "done" says its function
+raised (``kind`` "task_failed"), after that task's "done" submissions: a task attempt that
+failed is visible whether or not Spark retries it.
+
 Cheap by construction: with no observer registered, :func:`notify` is a loop over an empty
 tuple. An observer runs on the forwarding path and must be O(1) and never block (the live
 view, ``spark_tracking.live``, appends the submission to a bounded queue and does its work on
@@ -21,6 +25,31 @@ from typing import Callable
 logger = logging.getLogger(__name__)
 
 Observer = Callable[[object], None]
+
+
+class TaskFailed:
+    """A task attempt whose function raised, as its "done" told the driver.
+
+    ``run_id``: a run it logged to (None when it logged nothing: an observer matches it by
+    stage); ``worker``: the relay's worker list ``[stage, partition, attempt, task_id, rank,
+    stage_attempt]``; ``error``: one line, ``<type>: <message's first line>``, at most
+    ``protocol.MAX_ERROR_CHARS`` (never a traceback)."""
+
+    __slots__ = ("error", "run_id", "worker")
+    kind = "task_failed"
+    metrics: tuple = ()  # shaped like a submission: no points
+
+    def __init__(self, run_id: str | None, worker: list, error: str):
+        self.run_id, self.worker, self.error = run_id, worker, error
+
+    @property
+    def attempt(self) -> int:
+        """The failed attempt's number (0 for the first)."""
+        return int(self.worker[2])
+
+    def __repr__(self) -> str:
+        return f"TaskFailed(run_id={self.run_id!r}, worker={self.worker!r}, error={self.error!r})"
+
 
 _observers: tuple[Observer, ...] = ()  # replaced, never mutated: notify() reads it without a lock
 _lock = threading.Lock()

@@ -39,6 +39,7 @@ import time
 from ... import validation
 from ..._compat import pyspark as compat
 from ...validation import InvalidInput
+from .. import protocol
 from . import binding as _binding
 from . import system_metrics as _system_metrics
 from .binding import Binding, TaskSettings
@@ -251,10 +252,10 @@ def _metric_row(b: Binding, key, value, step, ts) -> Point:
 # -- flush, stats ----------------------------------------------------------------------------
 
 
-def flush(timeout: float | None = 30.0, done: Binding | None = None) -> bool:
+def flush(timeout: float | None = 30.0, done: Binding | None = None, error: str = "") -> bool:
     """Wait until everything logged so far is in the driver's custody. True when it is; False
     when ``timeout`` passed (what is left is then in the spill file)."""
-    return shipper.flush(timeout, done)
+    return shipper.flush(timeout, done, error)
 
 
 def stats() -> dict:
@@ -285,15 +286,27 @@ def _on_task_start(task_context=None) -> None:
         _system_metrics.task_started(ctx, shipper)
 
 
+_task_error = ""  # the error line of the bound task's function, when it raised (sent with "done")
+
+
+def _on_task_error(exc: BaseException) -> None:
+    """The task's function raised ``exc`` (its end follows): its "done" says so, in one line."""
+    global _task_error
+    if _binding.cached() is not None:
+        _task_error = protocol.error_line(exc)
+
+
 def _on_task_end() -> None:
     """The task's function returned (or raised): hand its points to the driver within
     ``task_flush_timeout`` in total, then forget the task's binding."""
+    global _task_error
     b = _binding.cached()
+    error, _task_error = _task_error, ""
     _system_metrics.task_ended()  # no system-metrics point of this task after its flush
     try:
         if b is not None and b.from_task:
             timeout = b.settings.task_flush_timeout
-            if not flush(timeout, done=b):
+            if not flush(timeout, done=b, error=error):
                 _warn_left_over("task", timeout)
         # any task, bound or not, and only if MLflow ran in it: importing the task store imports
         # mlflow, and mlflow loading our plugins while the task store is half-imported leaves the
@@ -345,7 +358,7 @@ def install_task_hooks() -> None:
 def _install_in_worker() -> None:
     if "pyspark.taskcontext" in sys.modules or compat.is_daemon_process():
         compat.wrap_set_task_context(_on_task_start, _on_task_end)
-        compat.wrap_worker_entry(_on_task_start, _on_task_over)
+        compat.wrap_worker_entry(_on_task_start, _on_task_over, _on_task_error)
 
 
 def _on_task_over() -> None:

@@ -46,12 +46,13 @@ class Marker:
     """Put in the queue by :meth:`Shipper.flush`: set once everything before it is in the
     driver's custody (``ok``), or spilled (``ok`` False)."""
 
-    __slots__ = ("deadline", "done_binding", "event", "ok")
+    __slots__ = ("deadline", "done_binding", "error", "event", "ok")
 
-    def __init__(self, deadline: float | None, done_binding=None):
+    def __init__(self, deadline: float | None, done_binding=None, error: str = ""):
         self.event = threading.Event()
         self.ok = True
         self.done_binding = done_binding
+        self.error = error  # the task's error line, sent with its "done" (protocol.DONE_ERROR)
         self.deadline = deadline
 
 
@@ -122,10 +123,12 @@ class Shipper:
         """True while the shipper thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def flush(self, timeout: float | None = 30.0, done=None) -> bool:
+    def flush(self, timeout: float | None = 30.0, done=None, error: str = "") -> bool:
         """Wait until everything queued so far is in the driver's custody (True), or spilled
         (False). The shipper gives up on the network before ``timeout`` ends, leaving time to
-        spill: when this returns False after ``timeout``, what was queued is on disk."""
+        spill: when this returns False after ``timeout``, what was queued is on disk.
+        ``done``: the binding of a task that ended, whose "done" follows its points (with
+        ``error``, the line of the error its function raised, if it did)."""
         if not self.is_alive():
             if not self.queue and done is None:
                 return True
@@ -135,7 +138,7 @@ class Shipper:
             deadline = self.clock() + max(0.0, timeout - min(1.0, timeout * 0.2))
             current = self._flush_deadline
             self._flush_deadline = deadline if current is None else min(current, deadline)
-        marker = Marker(deadline, done)
+        marker = Marker(deadline, done, error)
         self._asked.append(marker)
         self.queue.append(marker)
         self.wake.set()
@@ -217,6 +220,8 @@ class Shipper:
         if marker.ok and marker.done_binding is not None:
             b = marker.done_binding
             message = {"id": new_id(), "op": "done", "b": b.binding, "w": b.worker}
+            if marker.error:
+                message[protocol.DONE_ERROR] = marker.error
             marker.ok = self._request(Request(b.relay, b.secret, message, 0), marker.deadline) is _OK
             if marker.ok:
                 # then the node's backlog, within what is left of the task's budget (the task's
