@@ -322,7 +322,10 @@ marks, home = sys.argv[1], sys.argv[2]
 spark = (SparkSession.builder.master("local-cluster[2,2,1024]")
          .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
          .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-         .config("spark.executorEnv.HOME", home).getOrCreate())
+         .config("spark.executorEnv.HOME", home)
+         # a barrier task that never arrives fails its stage in 2 min (Spark then re-runs it)
+         # instead of leaving the other waiting for the default 365 days
+         .config("spark.barrier.sync.timeout", "120s").getOrCreate())
 spark_tracking.configure()  # SPARK_TRACKING_TRACKING_URI
 
 def task(rows):
