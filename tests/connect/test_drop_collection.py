@@ -8,6 +8,7 @@ import json
 import mlflow
 
 import spark_tracking
+from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import forwarder as driver
 
 
@@ -21,7 +22,7 @@ def test_drop_files_are_collected_when_forwarding_shuts_down(tmp_path, sqlite_ur
     try:
         with mlflow.start_run() as run:
             binding = fw.bind_thread()
-            token = binding.partition(":")[0]
+            token = protocol.thread_token(binding)  # as the task side names its file
             lines = [
                 {"id": "t:1", "op": "points", "b": binding, "w": [1, 0, 0, 5, None, 0], "m": [["loss", 0.5, 1000, 3]]},
                 {"id": "t:2", "op": "done", "b": binding, "w": [1, 0, 0, 5, None, 0]},
