@@ -379,12 +379,9 @@ def _short(exc: BaseException) -> str:
 def _store_fix(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, ImportError):  # the azureml-mlflow route: its package is there but does not import
-        return (
-            "azureml-mlflow is installed but cannot be imported here, and sessions go through it while it is "
-            "installed: reinstall it under the runtime's constraints (on a cluster: spark-tracking install "
-            "--azureml-mlflow; elsewhere: pip install 'spark-tracking[azureml]'), or uninstall it (sessions then "
-            "log metrics, params and tags as https)"
-        )
+        from .store import AZUREML_MLFLOW_BROKEN_FIX
+
+        return AZUREML_MLFLOW_BROKEN_FIX[len("Fix: ") :]
     if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
         return (
             "grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "

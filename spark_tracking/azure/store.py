@@ -183,8 +183,21 @@ def _signed_azureml_uri(store_uri: str) -> str:
     # the cloud of the AML host (US Government, China) unless a source named the cloud
     chosen = (None if "azure_cloud" in cfg.sources else cloud_of_host(host)) or infer(cfg)[0]
     credential = ProviderCredential(provider_for_config(cfg, chosen))
-    sign_store_with(uri, f"https://{host}", workspace, credential, chosen.name)
+    try:
+        sign_store_with(uri, f"https://{host}", workspace, credential, chosen.name)
+    except ImportError as exc:  # its folder is on the path (so sessions route through it) but it breaks
+        raise ImportError(f"{exc}\n{AZUREML_MLFLOW_BROKEN_FIX}") from exc
     return uri
+
+
+#: The fix for an azureml-mlflow whose package is on the path but does not import (e.g. a version
+#: that does not support this MLflow): sessions (and ``doctor``) go through it while it is there.
+AZUREML_MLFLOW_BROKEN_FIX = (
+    "Fix: azureml-mlflow is installed but cannot be imported here, and sessions go through it while it is "
+    "installed: reinstall it under the runtime's constraints (on a cluster: spark-tracking install "
+    "--azureml-mlflow; elsewhere: pip install 'spark-tracking[azureml]'), or uninstall it (sessions then "
+    "log metrics, params and tags as https)"
+)
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:
