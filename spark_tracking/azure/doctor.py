@@ -238,11 +238,15 @@ class Doctor:
             add_linked_uri(self.tracking_uri)  # the token goes to the linked AML host only
         return MlflowClient(self.tracking_uri)
 
-    def _route(self) -> str:
-        """How sessions reach the store, for the store and probe-run steps."""
+    def _through_azureml(self) -> bool:
+        """Whether sessions reach the store through azureml-mlflow's store."""
         from .store import AZUREML_PREFIX
 
-        if (self.tracking_uri or "").startswith(AZUREML_PREFIX):
+        return (self.tracking_uri or "").startswith(AZUREML_PREFIX)
+
+    def _route(self) -> str:
+        """How sessions reach the store, for the store and probe-run steps."""
+        if self._through_azureml():
             return " (through azureml-mlflow's azureml:// store, as sessions do)"
         if self.auth:
             return " (as https with spark_tracking's request auth, as sessions do)"
@@ -307,6 +311,8 @@ class Doctor:
             "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)"
         )
         if azureml_mlflow_installed():
+            if self._failed("store") and self._through_azureml():
+                return Step("artifacts", "SKIP", "the store did not answer through azureml-mlflow")
             return Step(
                 "artifacts",
                 "PASS" if not models else "WARN",
