@@ -71,6 +71,7 @@ class Doctor:
         self.tracking_uri: str | None = None
         self.auth: str | None = None  # MLFLOW_TRACKING_AUTH of the store's route (the https one)
         self.aml = False  # the store is AML's MLflow endpoint (either route)
+        self.store_error: BaseException | None = None
         self.provider: TokenProvider | None = None
         self.found_source: Source | None = None
 
@@ -262,6 +263,7 @@ class Doctor:
             try:
                 self._client().search_experiments(max_results=1)
             except Exception as exc:  # noqa: BLE001 - reported with the fix
+                self.store_error = exc
                 return Step(
                     "store",
                     "FAIL",
@@ -311,8 +313,8 @@ class Doctor:
             "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)"
         )
         if azureml_mlflow_installed():
-            if self._failed("store") and self._through_azureml():
-                return Step("artifacts", "SKIP", "the store did not answer through azureml-mlflow")
+            if isinstance(self.store_error, ImportError):
+                return Step("artifacts", "SKIP", "azureml-mlflow cannot be imported (see the store step)")
             return Step(
                 "artifacts",
                 "PASS" if not models else "WARN",
