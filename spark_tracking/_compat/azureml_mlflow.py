@@ -27,3 +27,26 @@ def sign_store_with(tracking_uri: str, host_url: str, workspace, credential, clo
         cloud=_get_cloud_or_default(cloud_name),
     )
     _AzureMLServiceContextLoader.add_service_context(tracking_uri, context)
+
+
+def send_requests_with_auth(tracking_store, auth_name: str) -> None:
+    """Make every MLflow REST request of azureml-mlflow's tracking store name the request-auth
+    plugin ``auth_name`` too, so that the requests of this route pass through the same
+    ``requests`` auth as those of the https route (AML's workarounds live there once).
+
+    azureml-mlflow's ``AzureMLRestStore`` is MLflow's ``RestStore`` with host credentials of its
+    own: ``get_host_credentials`` returns ``MlflowHostCreds(url, token=...)`` for each request,
+    from the attribute ``get_host_creds`` that ``RestStore`` calls before every request (checked:
+    azureml-mlflow 1.62.0.post6, ``_store.azureml_reststore.AzureMLAbstractRestStore`` and
+    ``_store.tracking.store.AzureMLRestStore``). MLflow's ``http_request`` passes
+    ``fetch_auth(host_creds.auth)`` to ``requests`` as its auth when ``auth`` is set (MLflow 2.9.2,
+    3.0.1, 3.17: ``mlflow.utils.rest_utils``; the registry exists from MLflow 2.8). The token
+    azureml-mlflow put in the credentials stays: it is the same one, from the same provider."""
+    fetch = tracking_store.get_host_creds
+
+    def host_creds():
+        creds = fetch()
+        creds.auth = auth_name
+        return creds
+
+    tracking_store.get_host_creds = host_creds

@@ -4,6 +4,11 @@ Steps: the configuration (secrets masked); whether this process's session is con
 AML link; a token for the ARM scope; the store answering; a probe run created, written and
 deleted; artifact support; and, on a cluster (or with a Spark session given), that Spark workers
 resolve the same configuration.
+
+The store and the probe run go the way sessions go (``store.for_uri`` / ``store.for_link``): with
+azureml-mlflow installed, through its ``azureml://`` store signed with spark_tracking's credential;
+without it, as https with spark_tracking's request auth. A route that only sessions took would let
+the doctor pass while every run fails (e.g. an azureml-mlflow that cannot be imported).
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ class Doctor:
         self.clock = clock
         self.steps: list[Step] = []
         self.tracking_uri: str | None = None
-        self.auth: str | None = None
+        self.auth: str | None = None  # MLFLOW_TRACKING_AUTH of the store's route (the https one)
+        self.aml = False  # the store is AML's MLflow endpoint (either route)
+        self.store_error: BaseException | None = None
         self.provider: TokenProvider | None = None
         self.found_source: Source | None = None
 
@@ -117,7 +124,7 @@ class Doctor:
         """Where the tracking URI comes from: a chosen ``tracking_uri``, an AML workspace named by a
         setting, a config.json or the Databricks workspace's link, or the embedded store."""
         from .link import find_source
-        from .store import for_uri
+        from .store import for_uri, is_aml_tracking_uri
 
         self.found_source = None
         cfg = self.cfg
@@ -125,7 +132,8 @@ class Doctor:
             if cfg.tracking_uri_chosen:
                 chosen = for_uri(cfg.tracking_uri)
                 self.tracking_uri, self.auth = chosen.uri, chosen.auth
-                kind = "an AML store" if chosen.auth else "not an AML store"
+                self.aml = is_aml_tracking_uri(chosen.uri)
+                kind = "an AML store" if self.aml else "not an AML store"
                 return Step(
                     "source",
                     "PASS",
@@ -158,7 +166,7 @@ class Doctor:
                 "to log to AML: 'spark-tracking link --workspace-id <ARM id>', or "
                 "SPARK_TRACKING_AML_WORKSPACE_ID, or the workspace's config.json",
             )
-        self.auth = AUTH_NAME
+        self.aml, self.auth = True, AUTH_NAME  # the route is chosen once the link is read (see ``link``)
         return Step("source", "PASS", f"AML workspace named by {self.found_source.description}{platform}")
 
     def fallback(self) -> Step | None:
@@ -179,7 +187,7 @@ class Doctor:
 
     def token(self) -> Step | None:
         """A token for the ARM scope from the configured credential (``azure_credential``)."""
-        if self.auth is None:
+        if not self.aml:
             return Step("token", "SKIP", "no AML workspace") if self._failed("source") else None
         from .credentials import describe_identity, provider_for_config
 
@@ -198,6 +206,7 @@ class Doctor:
     def link(self) -> Step | None:
         """The AML workspace read from ARM, and its tracking URI."""
         from .link import resolve
+        from .store import for_link
 
         if self.found_source is None:
             return None
@@ -211,7 +220,8 @@ class Doctor:
             message = str(exc)
             head, _, fix = message.partition(". ")
             return Step("link", "FAIL", head, fix)
-        self.tracking_uri = found.tracking_uri
+        chosen = for_link(found)  # the store sessions use for this link
+        self.tracking_uri, self.auth = chosen.uri, chosen.auth
         return Step(
             "link",
             "PASS",
@@ -229,19 +239,42 @@ class Doctor:
             add_linked_uri(self.tracking_uri)  # the token goes to the linked AML host only
         return MlflowClient(self.tracking_uri)
 
+    def _through_azureml(self) -> bool:
+        """Whether sessions reach the store through azureml-mlflow's store."""
+        from .store import AZUREML_PREFIX
+
+        return (self.tracking_uri or "").startswith(AZUREML_PREFIX)
+
+    def _route(self) -> str:
+        """How sessions reach the store, for the store and probe-run steps."""
+        if self._through_azureml():
+            return " (through azureml-mlflow's azureml:// store, as sessions do)"
+        if self.auth:
+            return " (as https with spark_tracking's request auth, as sessions do)"
+        return ""
+
     def store(self) -> Step:
-        """The store answering a search for experiments."""
+        """The store answering a search for experiments, reached the way sessions reach it."""
         if self.tracking_uri is None or self._failed("token"):
             return Step("store", "SKIP", "needs a workspace and a token")
+        if self.tracking_uri == self.cfg.embedded_store_uri:
+            os.makedirs(self.cfg.home, exist_ok=True)  # as sessions do (MLflow 3.0 makes no folder for SQLite)
         with _AuthEnv(self.auth):
             try:
                 self._client().search_experiments(max_results=1)
             except Exception as exc:  # noqa: BLE001 - reported with the fix
-                return Step("store", "FAIL", f"{self.tracking_uri} did not answer: {_short(exc)}", _store_fix(exc))
-        return Step("store", "PASS", f"{self.tracking_uri} answers")
+                self.store_error = exc
+                return Step(
+                    "store",
+                    "FAIL",
+                    f"{self.tracking_uri}{self._route()} did not answer: {_short(exc)}",
+                    _store_fix(exc),
+                )
+        return Step("store", "PASS", f"{self.tracking_uri} answers{self._route()}")
 
     def probe_run(self) -> Step:
-        """A run created, written and deleted in the experiment ``spark-tracking-doctor``."""
+        """A run created, written and deleted in the experiment ``spark-tracking-doctor``, through
+        the store sessions use (so AML's workarounds of that route apply to it)."""
         if self._failed("store"):
             return Step("probe run", "SKIP", "the store did not answer")
         with _AuthEnv(self.auth):
@@ -268,7 +301,7 @@ class Doctor:
 
     def artifacts(self) -> Step | None:
         """Whether artifacts (and models) can be logged: azureml-mlflow installed, the MLflow version."""
-        if self.auth is None:
+        if not self.aml:
             return None
         from .._compat.mlflow import installed_version
         from .store import azureml_mlflow_installed
@@ -280,6 +313,8 @@ class Doctor:
             "which Azure ML lacks (log models with MLflow < 2.17, or save_model + log_artifacts)"
         )
         if azureml_mlflow_installed():
+            if isinstance(self.store_error, ImportError):
+                return Step("artifacts", "SKIP", "azureml-mlflow cannot be imported (see the store step)")
             return Step(
                 "artifacts",
                 "PASS" if not models else "WARN",
@@ -351,6 +386,10 @@ def _short(exc: BaseException) -> str:
 
 def _store_fix(exc: BaseException) -> str:
     text = str(exc)
+    if isinstance(exc, ImportError):  # the azureml-mlflow route: its package is there but does not import
+        from .store import AZUREML_MLFLOW_BROKEN_FIX
+
+        return AZUREML_MLFLOW_BROKEN_FIX[len("Fix: ") :]
     if "403" in text or "PERMISSION_DENIED" in text or "Forbidden" in text:
         return (
             "grant the identity the 'AzureML Data Scientist' role (or Contributor) on the AML workspace: "

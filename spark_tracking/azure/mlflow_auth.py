@@ -8,7 +8,9 @@ log-batch writer (metrics from Spark tasks) both go through it, so they share on
 it goes to; so the token is added only to requests for the linked AML hosts (the session's
 tracking URI), never to another MLflow server the same process talks to.
 
-What AML's MLflow endpoint does differently, handled here for every client at once:
+What AML's MLflow endpoint does differently, handled here for every client at once, on both
+routes: the https one, and azureml-mlflow's store, whose requests ``store.azureml_store`` passes
+through this auth as well (that store handles neither gap itself):
 
 - it has no "logged models" API (``/api/2.0/mlflow/logged-models``, used by ``log_model`` from
   MLflow 2.17/3.x, azure-sdk-for-python#44896): such a request is refused before it is sent,

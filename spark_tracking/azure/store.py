@@ -142,10 +142,25 @@ def azureml_store(store_uri: str, artifact_uri: str | None = None):
     this session's credential (the ``azure_credential``, ``azure_cloud`` and
     ``azure_authority_host`` settings, the token cached for the process) instead of azureml-mlflow's
     own chain, which ignores those settings, asks ARM for cloud metadata and ends in interactive
-    and device-code logins that wait for a person."""
-    from .._compat.mlflow import build_store
+    and device-code logins that wait for a person.
 
-    return build_store(_signed_azureml_uri(store_uri), artifact_uri)
+    Its requests also pass through the request auth of the https route
+    (``mlflow_auth.AmlRequestAuth``), which holds AML's workarounds once for both routes: the
+    logged-models API refused before it is sent, with the fix, and the ``mlflow.source.*`` tags
+    set again after AML dropped them at run creation. azureml-mlflow 1.62.0.post6 does neither:
+    its store is MLflow's ``RestStore`` with its own host credentials (``_store/tracking/store.py``
+    overrides no logged-model call and no ``create_run``)."""
+    from .._compat.mlflow import build_store, installed_version
+
+    uri = _signed_azureml_uri(store_uri)
+    tracking = build_store(uri, artifact_uri)
+    if installed_version() >= REQUEST_AUTH_SINCE:  # without request-auth plugins, as azureml-mlflow signs
+        from .._compat.azureml_mlflow import send_requests_with_auth
+        from .mlflow_auth import add_linked_uri
+
+        add_linked_uri("https://" + uri[len("azureml://") :])  # the host this store's requests go to
+        send_requests_with_auth(tracking, AUTH_NAME)
+    return tracking
 
 
 def _signed_azureml_uri(store_uri: str) -> str:
@@ -168,8 +183,21 @@ def _signed_azureml_uri(store_uri: str) -> str:
     # the cloud of the AML host (US Government, China) unless a source named the cloud
     chosen = (None if "azure_cloud" in cfg.sources else cloud_of_host(host)) or infer(cfg)[0]
     credential = ProviderCredential(provider_for_config(cfg, chosen))
-    sign_store_with(uri, f"https://{host}", workspace, credential, chosen.name)
+    try:
+        sign_store_with(uri, f"https://{host}", workspace, credential, chosen.name)
+    except ImportError as exc:  # its folder is on the path (so sessions route through it) but it breaks
+        raise ImportError(f"{exc}\n{AZUREML_MLFLOW_BROKEN_FIX}") from exc
     return uri
+
+
+#: The fix for an azureml-mlflow whose package is on the path but does not import (e.g. a version
+#: that does not support this MLflow): sessions (and ``doctor``) go through it while it is there.
+AZUREML_MLFLOW_BROKEN_FIX = (
+    "Fix: azureml-mlflow is installed but cannot be imported here, and sessions go through it while it is "
+    "installed: reinstall it under the runtime's constraints (on a cluster: spark-tracking install "
+    "--azureml-mlflow; elsewhere: pip install 'spark-tracking[azureml]'), or uninstall it (sessions then "
+    "log metrics, params and tags as https)"
+)
 
 
 def artifacts_need_azureml_mlflow(artifact_uri: str) -> Exception:

@@ -83,3 +83,59 @@ def test_its_artifact_repository_serves_the_sessions_runs_with_our_credential(li
     assert type(repo).__name__ == "AzureMLflowArtifactRepository"
     assert isinstance(repo.artifacts._service_context.auth, ProviderCredential)
     assert repo.artifacts._run_id == run.info.run_id
+
+
+# -- the AML workarounds of the https route apply on this route too ----------------------------------
+
+
+def test_source_tags_are_set_after_aml_dropped_them_at_creation(linked, mlflow_server, monkeypatch):
+    monkeypatch.setenv("SPARK_TRACKING_NOTEBOOK_PATH", "/Users/ana@contoso.com/churn/train")
+    spark_tracking.configure(strict=True)
+    assert mlflow.get_tracking_uri().startswith(store.AZUREML_PREFIX)
+    with mlflow.start_run() as run:
+        pass
+    tags = mlflow.MlflowClient(mlflow_server.uri).get_run(run.info.run_id).data.tags
+    assert (tags.get("mlflow.source.name"), tags.get("mlflow.source.type")) == (
+        "/Users/ana@contoso.com/churn/train",
+        "NOTEBOOK",
+    )
+    assert linked.rejected == [] and linked.tokens_issued == 1
+
+
+class _Echo(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input):
+        return model_input
+
+
+def test_log_model_fails_at_once_naming_the_cause_and_the_fix(linked):
+    from spark_tracking._compat.mlflow import installed_version
+
+    if installed_version() < (2, 17):
+        pytest.skip("log_model of MLflow < 2.17 creates no logged model")
+    spark_tracking.configure(strict=True)
+    assert mlflow.get_tracking_uri().startswith(store.AZUREML_PREFIX)
+    with mlflow.start_run():
+        with pytest.raises(Exception) as info:
+            mlflow.pyfunc.log_model(name="echo", python_model=_Echo())
+    message = str(info.value)
+    assert "Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow " in message
+    assert "Fix: log the model with MLflow < 2.17" in message
+    assert "404" not in message
+    assert not [p for server, _, p in linked.requests if "logged-models" in p]  # refused before sending
+
+
+# -- doctor probes this route ------------------------------------------------------------------------
+
+
+def test_doctor_probes_the_store_through_azureml_mlflow_as_sessions_do(linked, mlflow_server):
+    from spark_tracking.azure.doctor import doctor
+
+    lines: list[str] = []
+    assert doctor(emit=lambda text: lines.extend(text.splitlines())) is True
+    uri = f"{store.AZUREML_PREFIX}{_host(linked)}/mlflow/v2.0{AML_ID}"
+    assert f"[PASS] store: {uri} answers (through azureml-mlflow's azureml:// store, as sessions do)" in lines
+    probe = next(line for line in lines if line.startswith("[PASS] probe run: created, wrote and deleted run "))
+    run_id = probe.split(" deleted run ")[1].split()[0]
+    stored = mlflow.MlflowClient(mlflow_server.uri).get_run(run_id)
+    assert (stored.data.metrics, stored.info.lifecycle_stage) == ({"probe": 1.0}, "deleted")
+    assert linked.rejected == [] and linked.tokens_issued == 1

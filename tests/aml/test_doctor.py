@@ -7,9 +7,11 @@ import json
 import re
 
 import mlflow
+import pytest
 
 import spark_tracking
 from spark_tracking.azure.doctor import doctor
+from spark_tracking.azure.store import for_uri
 from spark_tracking.cli import main
 
 from .conftest import SECRET, arm_calls
@@ -42,7 +44,7 @@ def test_link_records_the_link_and_later_sessions_use_it_without_arm(
     spark_tracking.configure(strict=True)
     with mlflow.start_run():
         mlflow.log_metric("m", 1.0)
-    assert mlflow.get_tracking_uri() == uri
+    assert mlflow.get_tracking_uri() == for_uri(uri).uri  # through azureml-mlflow's store where it is installed
     assert len(arm_calls(azure)) == calls and azure.rejected == []
 
 
@@ -180,3 +182,55 @@ def test_no_secret_or_token_reaches_logs_output_or_files(
     for where, text in seen.items():
         for secret in [SECRET, *azure.issued]:
             assert secret not in text, f"a secret or token reached the {where}"
+
+
+def test_doctor_probes_the_route_sessions_use_and_fails_where_they_would(
+    azure, principal, workspace, tmp_path, monkeypatch
+):
+    """An azureml-mlflow that is installed but cannot be imported (e.g. a version that does not
+    support the runtime's MLflow): sessions go through its store, as they do whenever its package
+    is on the path, and fail at their first run; the doctor, probing the same route, fails too,
+    with the fix (it probed the https route and passed before)."""
+    import sys
+
+    package = tmp_path / "site" / "azureml"
+    (package / "mlflow").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "mlflow" / "__init__.py").write_text(
+        "raise ImportError(\"cannot import name 'RunOperations' from 'mlflow.utils.async_logging'\")\n"
+    )
+    for name in [m for m in sys.modules if m == "azureml" or m.startswith("azureml.")]:
+        monkeypatch.delitem(sys.modules, name)  # a real azureml-mlflow already imported (restored after)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setenv("SPARK_TRACKING_AML_WORKSPACE_ID", workspace)
+
+    spark_tracking.configure(strict=True)
+    with pytest.raises(ImportError) as info:
+        mlflow.start_run()  # what a session meets
+    assert str(info.value).startswith(
+        "cannot import name 'RunOperations' from 'mlflow.utils.async_logging'\nFix: azureml-mlflow is installed "
+        "but cannot be imported here, and sessions go through it while it is installed: reinstall it"
+    )
+
+    lines: list[str] = []
+    assert doctor(emit=lambda text: lines.extend(text.splitlines())) is False
+    assert _statuses(lines) == [
+        "PASS configuration",
+        "PASS current session",
+        "PASS source",
+        "PASS token",
+        "PASS link",
+        "FAIL store",
+        "SKIP probe run",
+        "SKIP artifacts",
+    ]
+    failed = lines.index(next(line for line in lines if line.startswith("[FAIL] store")))
+    host = azure.aml.url.split("://", 1)[1]
+    assert lines[failed] == (
+        f"[FAIL] store: spark-tracking-aml://azureml/{host}/mlflow/v2.0{workspace} (through azureml-mlflow's "
+        "azureml:// store, as sessions do) did not answer: ImportError: cannot import name 'RunOperations' from "
+        "'mlflow.utils.async_logging'"
+    )
+    assert lines[failed + 1].startswith(
+        "       fix: azureml-mlflow is installed but cannot be imported here, and sessions go through it"
+    )
