@@ -62,3 +62,13 @@ def test_import_finished_is_false_only_while_mlflow_imports(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["during", "False", "True"]
+
+
+def test_the_default_store_is_the_one_mlflow_uses_when_nothing_is_set(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = compat.default_tracking_uri()
+    assert uri.startswith(("sqlite:", "file:", "mlruns")), uri
+    store = compat.cached_store(uri)
+    assert store is compat.cached_store(uri)  # MLflow's own, built once per URI
+    assert store.get_experiment("0").name == "Default"

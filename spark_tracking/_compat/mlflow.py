@@ -62,6 +62,35 @@ def global_tracking_uri() -> str | None:
     return getattr(module, "_tracking_uri", None) if module is not None else None
 
 
+def default_tracking_uri() -> str:
+    """The tracking URI MLflow uses when none is set (no ``set_tracking_uri``, no
+    ``MLFLOW_TRACKING_URI``): its local default store.
+
+    Checked on MLflow 3.17.2 (``_tracking_service.utils._get_default_tracking_uri``: ``mlruns``
+    when it holds data, else ``sqlite:///mlflow.db``); 2.9.2 and 3.0.1 have no such function and
+    default to ``./mlruns`` as a ``file:`` URI (the else branch of their ``get_tracking_uri``)."""
+    import os
+
+    from mlflow.tracking._tracking_service import utils
+
+    default = getattr(utils, "_get_default_tracking_uri", None)
+    if default is not None:
+        return default()
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.utils.file_utils import path_to_local_file_uri
+
+    return path_to_local_file_uri(os.path.abspath(DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH))
+
+
+def cached_store(uri: str, artifact_uri: str | None = None):
+    """The tracking store MLflow itself uses for ``uri`` (built once per URI and process).
+
+    Checked on MLflow 2.9.2, 3.0.1 and 3.17.2 (``_tracking_service.utils._get_store``)."""
+    from mlflow.tracking._tracking_service import utils
+
+    return utils._get_store(uri, artifact_uri)
+
+
 def build_store(uri: str, artifact_uri: str | None = None):
     """A new tracking store for ``uri``, built by the builder MLflow's registry holds for its
     scheme (plugins included), for use from inside another store builder: MLflow 3 builds

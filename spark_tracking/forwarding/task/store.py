@@ -256,12 +256,10 @@ class TaskStore(AbstractStore):
         ``MLFLOW_TRACKING_URI`` from before it was routed here (kept in
         ``SPARK_TRACKING_TASK_DELEGATE_URI``), else MLflow's default."""
         if self._delegate is None:
-            from mlflow.tracking._tracking_service import utils
-
-            uri = os.environ.get(ENV_DELEGATE) or utils._get_default_tracking_uri()
+            uri = os.environ.get(ENV_DELEGATE) or mlflow_compat.default_tracking_uri()
             if uri.startswith(SCHEME):
                 raise RuntimeError("spark-tracking-task store cannot delegate to itself")
-            self._delegate = utils._get_store(uri, self._artifact_uri)
+            self._delegate = mlflow_compat.cached_store(uri, self._artifact_uri)
         return self._delegate
 
     # -- runs --------------------------------------------------------------------------------
