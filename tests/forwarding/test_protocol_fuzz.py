@@ -60,7 +60,7 @@ _unstarted_relay = Relay("fuzz", Stub(), "127.0.0.1", 0)
 @settings(max_examples=4000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(requests)
 def test_dispatch_never_raises_and_always_answers(message):
-    reply, settled = _unstarted_relay._dispatch(message)
+    reply, settled = _unstarted_relay.dispatch(message)
     assert settled is None
     assert ("error" in reply) or ("run" in reply) or (message.get("op") == "done")
 

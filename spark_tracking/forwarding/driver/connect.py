@@ -195,7 +195,7 @@ def bind_current_thread() -> bool:
     session = compat.connect_session()
     if session is None:
         return False
-    cfg = forwarder._config()
+    cfg = forwarder.config()
     if cfg.disabled or not cfg.forwarding:
         return False
     _share_secret_with_launched_server()
@@ -270,7 +270,7 @@ def collect_drops(fw, drop_dir: str | None) -> int:
         with open(claimed, encoding="utf-8") as fh:
             for line in fh:
                 # the relay's own dispatch: the same checks and ops as a request over the wire
-                fw.relay._dispatch(json.loads(line))
+                fw.relay.dispatch(json.loads(line))
         os.remove(claimed)
         moved += 1
     return moved

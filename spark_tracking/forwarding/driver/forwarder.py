@@ -88,7 +88,8 @@ _lock = threading.RLock()
 _forwarder: Forwarder | None = None
 
 
-def _config():
+def config():
+    """The session's settings (``session.active_config``), read where the driver needs them."""
     from ...session import active_config
 
     return active_config()
@@ -464,7 +465,7 @@ def bind_current_thread(sc=None) -> bool:
         if connect.session_of_this_thread() is not None or _spark_context() is None:
             return connect.bind_current_thread()
         sc = _spark_context()
-    cfg = _config()
+    cfg = config()
     if cfg.disabled or not cfg.forwarding:
         return False
     with _lock:

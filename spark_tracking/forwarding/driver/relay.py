@@ -337,11 +337,11 @@ class Relay:
     async def _handle(self, message: dict) -> dict:
         op = message.get("op")
         if op in _TASK_OPS:  # never behind a run op that waits on a stalled store
-            reply, settled = await asyncio.wrap_future(self._task_pool.submit(self._dispatch, message))
+            reply, settled = await asyncio.wrap_future(self._task_pool.submit(self.dispatch, message))
         else:
             try:
                 reply, settled = await asyncio.wait_for(
-                    asyncio.wrap_future(self._run_op_pool.submit(self._dispatch, message)), self.run_op_timeout
+                    asyncio.wrap_future(self._run_op_pool.submit(self.dispatch, message)), self.run_op_timeout
                 )
             except asyncio.TimeoutError:
                 self.counters["run_op_timeouts"] += 1
@@ -357,7 +357,7 @@ class Relay:
         """Live delivery: hold the ack until the store took the content, within what is left
         of the task's ``ack_wait`` budget; a task's "done" spends the rest and ends it."""
         worker = _worker(message["w"])
-        assert worker is not None  # _dispatch refused the request otherwise
+        assert worker is not None  # dispatch refused the request otherwise
         key = task_key(message["b"], worker)
         left = (
             self._budgets.pop(key, self.ack_wait)
@@ -372,7 +372,9 @@ class Relay:
         if message.get("op") != "done":
             self._budgets[key] = left - (self.clock() - start)
 
-    def _dispatch(self, message: dict) -> tuple[dict, Future | None]:
+    def dispatch(self, message: dict) -> tuple[dict, Future | None]:
+        """Answer one request (what a connection's frame, or a line of a drop file, asks): the
+        reply and, for points, the sink's future that settles when they are stored."""
         binding = message.get("b")
         worker = _worker(message.get("w"))
         if not isinstance(binding, str) or worker is None:

@@ -193,7 +193,7 @@ def test_workers_of_five_or_six_items_are_accepted(relay):
 def test_ops_are_a_table_new_ones_register():
     r = Relay("s3cret", Echo(), "127.0.0.1", 0)
     r.register("get_run", lambda binding, worker, message: ({"run": message.get("run_id")}, None))
-    reply, settled = r._dispatch({"op": "get_run", "b": "1:0", "w": [0, 0, 0, 0, None], "run_id": "abc"})
+    reply, settled = r.dispatch({"op": "get_run", "b": "1:0", "w": [0, 0, 0, 0, None], "run_id": "abc"})
     assert reply == {"run": "abc"} and settled is None
     assert set(r.ops) == {"done", "points", "resolve"} | protocol.RUN_OPS
 
