@@ -223,7 +223,7 @@ def bind_current_thread() -> bool:
     session_payload = dict(payload, b=protocol.SESSION_BINDING) if limit is None else payload
     try:
         session.conf.set(protocol.SESSION_TAG_CONF, protocol.encode_tag(session_payload))
-    except Exception:  # noqa: BLE001 - a session that refuses the conf still forwards tagged jobs
+    except Exception:  # a session that refuses the conf still forwards its tagged jobs
         logger.warning("spark_tracking: jobs of threads that started no run will not forward", exc_info=True)
     return True
 
