@@ -137,7 +137,7 @@ def _relay_host(cfg, session, limited: bool) -> str:
 
 class ConnectStages:
     """What the session's progress reports say about stages (``spark.registerProgressHandler``,
-    Spark 4): how many tasks one has, which are done — the interface of ``forwarder.SparkStages``,
+    Spark 4): how many tasks one has, which are done — the interface of ``stages.SparkStages``,
     which a Connect client cannot have (no status tracker). The driver emits a step's mean once
     every task of the stage logged it, and closes a stage's means when it is done."""
 

@@ -75,6 +75,7 @@ from .relay import Relay, task_key
 from .run_ops import RunOps
 from .run_watch import RunWatch
 from .sink import Sink, Spool, Submission
+from .stages import SparkStages
 from .system_metrics import sampling_interval
 
 logger = logging.getLogger(__name__)
@@ -132,36 +133,6 @@ def _py4j_debug_off():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-class SparkStages:
-    """What Spark's status tracker says about stages: how many tasks one has, which ended.
-    The task counts of running stages are cached; a stage's entry goes when it ends."""
-
-    def __init__(self, sc):
-        self.sc = sc
-        self._tasks: BoundedDict = BoundedDict(4096)
-
-    def tasks(self, stage: int) -> int | None:
-        """A stage's number of tasks, None when Spark does not know it (yet)."""
-        known = self._tasks.get(stage)
-        if known is None and self.sc is not None:
-            try:
-                info = self.sc.statusTracker().getStageInfo(stage)
-            except Exception:  # noqa: BLE001 - a stopping context: the count stays unknown
-                info = None
-            if info is not None:
-                known = self._tasks[stage] = info.numTasks
-        return known
-
-    def finished(self, stages: set) -> set:
-        """Those of ``stages`` Spark does not run any more (ended, failed or cancelled)."""
-        if self.sc is None:
-            return set()
-        ended = set(stages) - set(self.sc.statusTracker().getActiveStageIds())
-        for stage in ended:
-            self._tasks.pop(stage, None)
-        return ended
 
 
 class Forwarder:
