@@ -67,3 +67,21 @@ def write_aml_config(folder, **overrides) -> str:
 
 def arm_calls(azure) -> list[str]:
     return [path for server, _, path in azure.requests if server == "arm"]
+
+
+def log_model_is_refused_before_sending(fake_aml) -> None:
+    """``mlflow.pyfunc.log_model`` in the active run fails at once naming AML's missing
+    logged-models API and the fix, and nothing reached that API (both routes to AML)."""
+    import mlflow
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    with pytest.raises(Exception) as info:
+        mlflow.pyfunc.log_model(name="echo", python_model=Echo())
+    message = str(info.value)
+    assert "Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow " in message
+    assert "Fix: log the model with MLflow < 2.17" in message
+    assert "404" not in message
+    assert not [p for server, _, p in fake_aml.requests if "logged-models" in p]  # refused before sending

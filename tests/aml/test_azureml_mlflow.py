@@ -15,7 +15,7 @@ from spark_tracking.azure import store
 
 pytest.importorskip("azureml.mlflow", reason="azureml-mlflow is not installed (pip install 'spark-tracking[azureml]')")
 
-from .conftest import AML_ID  # noqa: E402
+from .conftest import AML_ID, log_model_is_refused_before_sending  # noqa: E402
 
 
 def _host(azure) -> str:
@@ -102,11 +102,6 @@ def test_source_tags_are_set_after_aml_dropped_them_at_creation(linked, mlflow_s
     assert linked.rejected == [] and linked.tokens_issued == 1
 
 
-class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input):
-        return model_input
-
-
 def test_log_model_fails_at_once_naming_the_cause_and_the_fix(linked):
     from spark_tracking._compat.mlflow import installed_version
 
@@ -115,13 +110,7 @@ def test_log_model_fails_at_once_naming_the_cause_and_the_fix(linked):
     spark_tracking.configure(strict=True)
     assert mlflow.get_tracking_uri().startswith(store.AZUREML_PREFIX)
     with mlflow.start_run():
-        with pytest.raises(Exception) as info:
-            mlflow.pyfunc.log_model(name="echo", python_model=_Echo())
-    message = str(info.value)
-    assert "Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow " in message
-    assert "Fix: log the model with MLflow < 2.17" in message
-    assert "404" not in message
-    assert not [p for server, _, p in linked.requests if "logged-models" in p]  # refused before sending
+        log_model_is_refused_before_sending(linked)
 
 
 # -- doctor probes this route ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import spark_tracking
 from spark_tracking import hook, session
 from spark_tracking.azure import link, store
 
-from .conftest import AML_ID, SUB, arm_calls
+from .conftest import AML_ID, SUB, arm_calls, log_model_is_refused_before_sending
 
 
 def aml_uri(azure) -> str:
@@ -87,21 +87,10 @@ def test_a_notebook_path_becomes_its_last_segment_against_aml(linked, monkeypatc
 # -- 3. artifacts and models without azureml-mlflow --------------------------------------------------
 
 
-class _Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input):
-        return model_input
-
-
 def test_log_model_against_aml_fails_at_once_naming_the_cause_and_the_fix(linked):
     spark_tracking.configure(strict=True)
     with mlflow.start_run():
-        with pytest.raises(Exception) as info:
-            mlflow.pyfunc.log_model(name="echo", python_model=_Echo())
-    message = str(info.value)
-    assert "Azure ML's MLflow endpoint has no logged-models API, which log_model of MLflow " in message
-    assert "Fix: log the model with MLflow < 2.17" in message
-    assert "404" not in message
-    assert not [p for server, _, p in linked.requests if "logged-models" in p]  # refused before sending
+        log_model_is_refused_before_sending(linked)
 
 
 def test_log_artifact_against_aml_without_azureml_mlflow_names_the_fix(linked, tmp_path):
