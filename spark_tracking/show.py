@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .layout import SYSTEM_PREFIX, group_metrics, split_metric_key
@@ -162,29 +163,60 @@ def _system_name(name: str) -> str:
     return name
 
 
-def system_rows(metrics: dict[str, list[tuple[int, float]]]) -> tuple[list[list[str]], list[str]]:
+class SeriesSummary:
+    """What the system-metrics table reads of one series: how many values, their sum, the last
+    and the highest (NaN values skipped). Built from a whole series (:meth:`of`) or one value at
+    a time (:meth:`add`, the live view's bounded state: four numbers per series)."""
+
+    __slots__ = ("count", "high", "last", "total")
+
+    def __init__(self):
+        self.count, self.total, self.last, self.high = 0, 0.0, math.nan, -math.inf
+
+    def add(self, value: float) -> None:
+        """Take the series' next value (NaN is skipped)."""
+        if math.isnan(value):
+            return
+        self.count += 1
+        self.total += value
+        self.last = value
+        self.high = max(self.high, value)
+
+    @classmethod
+    def of(cls, points: list[tuple[int, float]]) -> SeriesSummary:
+        """The summary of a whole series of ``(step, value)``."""
+        summary = cls()
+        for _, value in points:
+            summary.add(value)
+        return summary
+
+
+def system_rows(
+    metrics: Mapping[str, list[tuple[int, float]] | SeriesSummary],
+) -> tuple[list[list[str]], list[str]]:
     """Rows of the system-metrics table, one per worker (``driver``: MLflow's own series of the
     driver's machine, plain ``system/<name>``), and notes naming the outlying workers: the
-    busiest CPU, the most memory, the least-used GPU (a starved GPU, or a straggler)."""
-    by_worker: dict[str, dict[str, list[list[float]]]] = {}
-    for key, points in metrics.items():
+    busiest CPU, the most memory, the least-used GPU (a starved GPU, or a straggler).
+    ``metrics``: key -> its points, or their :class:`SeriesSummary` (other keys are ignored)."""
+    by_worker: dict[str, dict[str, list[SeriesSummary]]] = {}
+    for key, series in metrics.items():
         if not key.startswith(SYSTEM_PREFIX):
             continue
         base, worker = split_metric_key(key)
         who = "driver" if worker is None else str(worker)
         name = _system_name(base[len(SYSTEM_PREFIX) :])
-        values = [v for _, v in points if not math.isnan(v)]
-        if values:
-            by_worker.setdefault(who, {}).setdefault(name, []).append(values)
+        summary = series if isinstance(series, SeriesSummary) else SeriesSummary.of(series)
+        if summary.count:
+            by_worker.setdefault(who, {}).setdefault(name, []).append(summary)
     if not by_worker:
         return [], []
 
-    def read(series: list[list[float]], how: str) -> float:
+    def read(series: list[SeriesSummary], how: str) -> float:
         if how == "mean":  # over time and over the worker's GPUs
-            return sum(sum(s) / len(s) for s in series) / len(series)
+            return sum(s.total / s.count for s in series) / len(series)
         if how == "last":
-            return sum(s[-1] for s in series)
-        return max(max(s) for s in series)
+            return sum(s.last for s in series)
+        return max(s.high for s in series)
 
     order = sorted(by_worker, key=lambda w: (w != "driver", int(w) if w.isdigit() else -1))
     columns = [c for c in _SYSTEM_COLUMNS if any(c[1] in by_worker[w] for w in order)]

@@ -27,7 +27,7 @@ import time
 from collections import deque
 
 from ..forwarding.driver import observers
-from ..layout import group_metrics
+from ..layout import group_metrics, is_system_metric
 from .model import LiveRun, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -417,14 +417,15 @@ class RunDetails:
             )
 
     def _read_driver_metrics(self, client, run) -> None:
-        run_id = run.info.run_id
         """New points of the keys the driver logs itself: plain keys with no worker series in
         the store or from the relay (the sink's per-step means are skipped: they are plain
-        ``<key>`` beside ``<key>/worker_<n>``)."""
+        ``<key>`` beside ``<key>/worker_<n>``), and MLflow's own system metrics of the driver's
+        machine (plain ``system/<name>``, also beside the workers' ``system/<name>/worker_<n>``)."""
+        run_id = run.info.run_id
         groups = group_metrics(run.data.metrics)
         for base, (aggregate, workers) in groups.items():
-            if aggregate is None or workers:
-                continue
+            if aggregate is None or (workers and not is_system_metric(base)):
+                continue  # (MLflow's own system metrics of the driver's machine sit beside the workers')
             metric = self.live.metrics.get(base)
             if metric is not None and metric.curves:
                 continue  # forwarded from tasks (a single-task stage stores plain keys)

@@ -20,6 +20,14 @@ curve of that metric is thinned to every other kept step (the steps kept are tho
 ``origin + k * stride``, the same for every worker, so the mean stays aligned), and the latest
 point of each worker is always known. At most ``max_metrics`` metrics and ``max_workers``
 workers per metric are drawn; points beyond are counted in ``hidden_points``.
+
+Workers' system metrics (``system/<name>``, ``layout.is_system_metric``; the step is a Unix
+time) are no training curves: they never enter the chart, the metrics table or a worker's step.
+The view keeps what the system-metrics table of ``spark-tracking show`` reads
+(``show.system_rows``: CPU, memory, GPU per worker, and the outlying workers), as one running
+:class:`~spark_tracking.show.SeriesSummary` (count, sum, last, max) per worker and name, keyed
+as the store keys them (``system/<name>/worker_<w>``; the driver's machine, read from the
+store: plain ``system/<name>``); at most ``MAX_SYSTEM_SERIES`` of them.
 """
 
 from __future__ import annotations
@@ -29,12 +37,16 @@ import math
 from array import array
 from dataclasses import dataclass, field
 
+from ..layout import is_system_metric, worker_metric_key
 from ..layout import worker_id as worker_of  # the one home of the worker-id rule
+from ..show import SeriesSummary, system_rows
 
 #: the curve key of a metric's points the driver logged itself (not from tasks)
 DRIVER = "driver"
 #: how many task failures a view keeps (the newest)
 MAX_FAILURES = 20
+#: how many system-metric series (one per worker and name) a view keeps; beyond, not shown
+MAX_SYSTEM_SERIES = 1024
 
 
 class Curve:
@@ -232,11 +244,26 @@ class Snapshot:
     #: task attempts of the run that failed (all of them; ``failures`` keeps the newest)
     failed_tasks: int = 0
     hidden_points: int = 0
+    #: the system-metrics table (``show.system_rows``), header first ([] without system metrics):
+    #: a row per worker (CPU, memory, GPU), and the notes naming the outlying workers
+    system: list[list[str]] = field(default_factory=list)
+    system_notes: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         """True once the run ended (FINISHED, FAILED or KILLED)."""
         return self.status in ("FINISHED", "FAILED", "KILLED")
+
+
+class _SystemSeries:
+    """One worker's series of one system metric: its summary, and the last step taken (a
+    repeat of a step already taken, from the store's history or a retry, is not counted)."""
+
+    __slots__ = ("step", "summary")
+
+    def __init__(self):
+        self.step: int | None = None
+        self.summary = SeriesSummary()
 
 
 class _Worker:
@@ -266,6 +293,7 @@ class LiveRun:
         self.received = 0
         self.loaded = 0
         self.hidden_points = 0
+        self.system: dict[str, _SystemSeries] = {}  # stored key -> its running summary
         self.version = 0  # bumped by every change; a frontend redraws only when it moved
 
     def _metric(self, key: str) -> Metric | None:
@@ -275,6 +303,20 @@ class LiveRun:
                 return None
             metric = self.metrics[key] = Metric(self.max_points, self.max_workers)
         return metric
+
+    def _add_system(self, key: str, step: int, value: float) -> bool:
+        """A system-metric point under its stored key; True when it was new."""
+        series = self.system.get(key)
+        if series is None:
+            if len(self.system) >= MAX_SYSTEM_SERIES:
+                self.hidden_points += 1
+                return False
+            series = self.system[key] = _SystemSeries()
+        if series.step is not None and step <= series.step:
+            return False
+        series.step = step
+        series.summary.add(value)
+        return True
 
     def _worker(self, worker_list, seen_ms: int | None) -> tuple[int, _Worker]:
         """The worker of a relay worker list, its stage and attempt brought up to date."""
@@ -303,9 +345,15 @@ class LiveRun:
     def take(self, worker_list, metrics) -> None:
         """Points of one task frame: ``metrics`` as ``(key, value, timestamp_ms, step)``."""
         wid, state = self._worker(worker_list, max((m[2] for m in metrics), default=None))
-        if state.state in ("done", "failed"):
+        training = [m for m in metrics if not is_system_metric(m[0])]
+        if training and state.state in ("done", "failed"):  # a rank's sampler may outlive its task
             state.state = "running" if state.attempt == 0 else "retried"
         for key, value, _ts, step in metrics:
+            if is_system_metric(key):
+                if self._add_system(worker_metric_key(key, wid), step, value):
+                    self.points += 1
+                    self.received += 1
+                continue
             metric = self._metric(key)
             if metric is None:
                 self.hidden_points += 1
@@ -349,6 +397,12 @@ class LiveRun:
 
     def add_point(self, key: str, worker: int | None, step: int, value: float, timestamp_ms: int) -> None:
         """A point read from the store: a task's (``worker``) or the driver's own (None)."""
+        if is_system_metric(key):
+            if self._add_system(key if worker is None else worker_metric_key(key, worker), step, value):
+                self.points += 1
+                self.loaded += 1
+                self.version += 1
+            return
         metric = self._metric(key)
         if metric is None:
             self.hidden_points += 1
@@ -404,6 +458,7 @@ class LiveRun:
             for w, s in sorted(self.workers.items())
         ]
         hidden = self.hidden_points + sum(m.hidden for m in self.metrics.values())
+        system, notes = system_rows({key: series.summary for key, series in self.system.items()})
         return Snapshot(
             points=self.points,
             received=self.received,
@@ -416,5 +471,7 @@ class LiveRun:
             failures=list(self.failures),
             failed_tasks=self.failed_attempts,
             hidden_points=hidden,
+            system=system,
+            system_notes=notes,
             **fields,
         )

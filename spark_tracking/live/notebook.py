@@ -2,7 +2,7 @@
 
 One ``VBox`` in the cell's output: a header (``HTML``: run, status, properties, link, counters,
 failures), the chart (``Image``: a PNG drawn with matplotlib's Agg canvas, no pyplot, so nothing
-else in the notebook is touched) and the metrics and workers tables (``HTML``). Header and
+else in the notebook is touched) and the metrics, workers and system-metrics tables (``HTML``). Header and
 tables change at every refresh; the chart as often as ``CHART_SHARE`` allows, and at least every
 ``CHART_MAX_WAIT`` seconds. Updating a widget's value sends one small comm message from the
 view's thread; the frontend redraws that output while other cells run (as ``tqdm.notebook``
@@ -25,6 +25,7 @@ from typing import Any
 
 from .model import Snapshot
 from .text import (
+    SYSTEM_TITLE,
     counters_help,
     counters_line,
     failure_lines,
@@ -206,16 +207,29 @@ def _html_table(rows: list[list[str]], kind: str, left: int = 1) -> str:
     )
 
 
+def system_html(snap: Snapshot) -> str:
+    """The workers' system-metrics table (a row per worker: CPU, memory, GPU) with the notes
+    naming the outlying workers, as HTML; "" without system metrics."""
+    if not snap.system:
+        return ""
+    notes = "".join(f'<div style="color:#9a6700">{html.escape(note)}</div>' for note in snap.system_notes)
+    return (
+        f'<div class="spark-tracking-system-title" style="margin-top:6px"><b>{html.escape(SYSTEM_TITLE)}</b></div>'
+        f"{_html_table(snap.system, 'system')}{notes}"
+    )
+
+
 def table_html(snap: Snapshot) -> str:
-    """The metrics table and the workers table as HTML."""
+    """The metrics table, the workers table and the workers' system metrics as HTML."""
     rows = table_rows(snap)
+    system = system_html(snap)
     if len(rows) == 1:
-        return "<i>no points yet</i>"
+        return system or "<i>no points yet</i>"
     out = _html_table(rows, "metrics")
     workers = worker_rows(snap)
     if len(workers) > 1:
         out += _html_table(workers, "workers", left=2)
-    return out
+    return out + system
 
 
 def static_html(snap: Snapshot, png: bytes | None) -> str:

@@ -95,6 +95,18 @@ def worker_rows(snap: Snapshot) -> list[list[str]]:
     return rows
 
 
+#: the title of the system-metrics table (as ``spark-tracking show`` prints it)
+SYSTEM_TITLE = "system metrics per worker"
+
+
+def system_lines(snap: Snapshot) -> list[str]:
+    """The workers' system-metrics table (``show.system_rows``: a row per worker, CPU, memory,
+    GPU) and the notes naming the outlying workers; [] without system metrics."""
+    if not snap.system:
+        return []
+    return [SYSTEM_TITLE, *_table(snap.system, left=1), *snap.system_notes]
+
+
 def headline(snap: Snapshot) -> str:
     """The summary's first line: run id, name and status."""
     run = snap.run_id[:8] if snap.run_id else "(the next run tasks log to)"
@@ -156,10 +168,10 @@ def link_line(snap: Snapshot) -> str:
     return NO_UI_HINT if snap.run_id and snap.url == "" else ""
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def _table(rows: list[list[str]], left: int = 2) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
         for row in rows
     ]
 
@@ -178,7 +190,9 @@ def format_summary(snap: Snapshot) -> str:
         workers = worker_rows(snap)
         if len(workers) > 1:
             lines.extend(_table(workers))
-    else:
+    system = system_lines(snap)
+    lines.extend(system)
+    if len(rows) == 1 and not system:
         lines.append("no points yet")
     link = link_line(snap)
     if link:
