@@ -120,15 +120,23 @@ def flush(timeout: float | None = 30.0) -> bool:
     return forwarder.flush(timeout)
 
 
-def stats() -> dict[str, Any]:
+def stats(run_id: str | None = None) -> dict[str, Any]:
     """Counters of the forwarding path in this process: on the driver ``received``, ``sent``,
     ``requests``, ``retried``, ``spooled``, ``aggregated``, ``queued``, ``dropped`` (by cause)
-    and the relay's connection counters; in a task the buffer's."""
+    and the relay's connection counters, for the whole driver session; in a task the buffer's.
+
+    With ``run_id`` (on the driver): that run's ``received``, ``sent``, ``spooled`` and
+    ``dropped`` (by cause), for the 1,024 runs the driver took points for most recently."""
     if executor.current_binding() is not None:
+        if run_id is not None:
+            raise ValueError(
+                f"spark_tracking.stats(run_id={run_id!r}) in a Spark task: a run's counters are the "
+                "driver's; call it on the driver (in a task, stats() gives this task's buffer)"
+            )
         return executor.stats()
     from .forwarding.driver import forwarder
 
-    return forwarder.stats()
+    return forwarder.stats(run_id)
 
 
 def bind_current_thread() -> bool:

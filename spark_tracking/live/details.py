@@ -62,11 +62,12 @@ def _run_id_of(run) -> str | None:
     )
 
 
-def _counters() -> tuple[dict[str, int], dict[str, int]]:
-    """The driver session's forwarding counters, and its drops by cause."""
+def _counters(run_id: str | None) -> tuple[dict[str, int], dict[str, int]]:
+    """The run's forwarding counters on this driver, and its drops by cause (zeros before the
+    view knows its run)."""
     from .. import api
 
-    stats = api.stats()
+    stats = api.stats(run_id) if run_id is not None else {}
     dropped = {str(k): int(v) for k, v in (stats.get("dropped") or {}).items() if v}
     counters = {
         "received": int(stats.get("received", 0)),
@@ -330,7 +331,7 @@ class RunDetails:
 
     def snapshot(self) -> Snapshot:
         """What the view shows now (the run's state and points taken so far), without redrawing."""
-        counters, dropped_by = _counters()
+        counters, dropped_by = _counters(self.run_id)
         snap = self.live.snapshot(
             run_id=self.run_id,
             run_name=self.run_name,

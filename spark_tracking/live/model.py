@@ -228,7 +228,7 @@ class Snapshot:
     received: int = 0
     loaded: int = 0
     refresh: int = 0
-    #: the driver's forwarding counters (``spark_tracking.stats()``, the whole driver session):
+    #: the run's forwarding counters on this driver (``spark_tracking.stats(run_id)``):
     #: received, stored, spooled, dropped, and the drops by cause
     counters: dict[str, int] = field(default_factory=dict)
     dropped_by: dict[str, int] = field(default_factory=dict)

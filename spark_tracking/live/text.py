@@ -9,9 +9,10 @@ from .model import Snapshot
 
 #: what the counters mean, said once in every view
 COUNTERS_HELP = (
-    "received: points the driver took in from tasks; stored: points written to the store, "
-    "including the per-step means the driver adds (so it can exceed received); spooled: kept on "
-    "the driver's disk until the store answers; dropped: not stored, by cause"
+    "this run's values from tasks, counted by this driver: received: taken in from tasks; "
+    "stored: written to the store, including the per-step means the driver adds (so it can "
+    "exceed received); spooled: written to the driver's disk when the store did not answer "
+    "(stored later, then counted in stored too); dropped: not stored, by cause"
 )
 #: what each drop cause means (the sink's names)
 DROP_CAUSES = {
@@ -130,24 +131,24 @@ def properties_line(snap: Snapshot) -> str:
 
 
 def counters_line(snap: Snapshot) -> str:
-    """This run's points in the view, and the driver session's forwarding counters."""
+    """This run's forwarding counters on the driver, and the points the view took."""
     c = snap.counters
-    line = f"this run: {snap.received:,} points from tasks received"
-    if snap.loaded:
-        line += f", {snap.loaded:,} loaded from the store"
-    line += (
-        f"  |  driver session, all runs: received {c.get('received', 0):,}  stored {c.get('stored', 0):,}  "
+    line = (
+        f"this run: received {c.get('received', 0):,}  stored {c.get('stored', 0):,}  "
         f"spooled {c.get('spooled', 0):,}  dropped {c.get('dropped', 0):,}"
     )
     if snap.dropped_by:
         line += " (" + ", ".join(f"{cause} {n:,}" for cause, n in sorted(snap.dropped_by.items())) + ")"
+    line += f"  |  in the view: {snap.received:,} points from tasks"
+    if snap.loaded:
+        line += f", {snap.loaded:,} loaded from the store"
     if snap.hidden_points:
         line += f"  |  {snap.hidden_points:,} points not drawn (view limits)"
     return line
 
 
 def counters_help(snap: Snapshot) -> str:
-    """What the counters mean, with the causes of this session's drops."""
+    """What the counters mean, with the causes of this run's drops."""
     causes = [f"{cause}: {DROP_CAUSES.get(cause, cause)}" for cause in sorted(snap.dropped_by)]
     return COUNTERS_HELP + (" (" + "; ".join(causes) + ")" if causes else "")
 

@@ -283,12 +283,17 @@ def test_a_failed_task_is_shown_with_its_attempt_and_the_error_s_first_line(sqli
 def test_the_drops_are_explained_by_cause(monkeypatch, sqlite_uri, run_id):
     from spark_tracking import api
 
-    monkeypatch.setattr(
-        api, "stats", lambda: {"received": 824, "sent": 1000, "spooled": 0, "dropped": {"duplicate_attempt": 24}}
-    )
+    asked = []
+
+    def run_stats(run_id=None):
+        asked.append(run_id)
+        return {"received": 824, "sent": 1000, "spooled": 0, "dropped": {"duplicate_attempt": 24}}
+
+    monkeypatch.setattr(api, "stats", run_stats)
     view = RunDetails(run_id, tracking_uri=sqlite_uri)
     text = view.summary()
-    assert "driver session, all runs: received 824  stored 1,000  spooled 0  dropped 24 (duplicate_attempt 24)" in text
+    assert "this run: received 824  stored 1,000  spooled 0  dropped 24 (duplicate_attempt 24)" in text
+    assert set(asked) == {run_id}  # the run's counters, never the session's
     snap = view.snapshot()
     from spark_tracking.live.text import counters_help
 

@@ -240,7 +240,10 @@ def test_a_finished_run_opened_late_shows_its_history_and_the_driver_s_metrics(k
     text = data["text/plain"]
     assert re.search(r"^run \w{8} earlier  FINISHED$", text, re.M), text
     assert "no points yet" not in text
-    assert "this run: 0 points from tasks received, 61 loaded from the store" in text, text
+    # the run's counters on this driver (60 points from tasks, 30 means), and what the view took
+    assert (
+        "this run: received 60  stored 90  spooled 0  dropped 0  |  in the view: 0 points from tasks, 61 loaded" in text
+    ), text
     assert re.search(r"^loss +29 +\S+ +\S+ +\S+ +29 +2 +60 +-$", text, re.M), text
     assert re.search(r"^val_loss .* 0\.5$", text, re.M), text
     assert re.search(r'<img src="data:image/png;base64,', data["text/html"])

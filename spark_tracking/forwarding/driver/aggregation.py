@@ -21,6 +21,7 @@ from typing import Callable
 from ... import layout
 from .batches import new_pending
 from .bounded import BoundedDict
+from .tally import Tally
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,8 @@ class StageState:
 class Aggregator:
     """The sink's per-stage and per-run state: worker series, open means, params seen.
 
-    ``stage_tasks(stage)`` gives a stage's number of tasks (None: unknown yet); ``counters`` and
-    ``dropped`` are the sink's. State is kept for the ``max_stages`` most recent (run, stage)
+    ``stage_tasks(stage)`` gives a stage's number of tasks (None: unknown yet); ``tally`` is the
+    sink's counters. State is kept for the ``max_stages`` most recent (run, stage)
     pairs and the ``max_runs`` most recent runs, and at most ``max_open_steps`` open means per
     (run, stage). A submission marked ``solo`` (a run the task created) keeps the user's keys."""
 
@@ -59,8 +60,7 @@ class Aggregator:
         self,
         stage_tasks,
         aggregate: bool,
-        counters,
-        dropped,
+        tally: Tally,
         max_stages: int,
         max_runs: int,
         max_open_steps: int = MAX_OPEN_STEPS,
@@ -68,7 +68,8 @@ class Aggregator:
         self.stage_tasks = stage_tasks
         self.max_open_steps = max_open_steps
         self.aggregate = aggregate
-        self.counters, self.dropped = counters, dropped
+        self.tally = tally
+        self.counters = tally.counters
         self.stages: BoundedDict = BoundedDict(max_stages)  # (run, stage) -> StageState
         self.params: BoundedDict = BoundedDict(max_runs)  # run -> {param: value}
 
@@ -108,7 +109,7 @@ class Aggregator:
         for key, value, ts, step in sub.metrics:
             hw = state.high_water.get((wid, key))
             if hw is not None and hw[0] != who and step <= hw[1]:
-                self.dropped["duplicate_attempt"] += 1
+                self.tally.drop("duplicate_attempt", 1, run)
                 continue
             state.high_water[(wid, key)] = (who, step if hw is None else max(hw[1], step))
             # a worker's system metrics: always per worker, never a mean (plain system/<name> is
@@ -132,7 +133,7 @@ class Aggregator:
         seen = self.params.setdefault(run, {})
         for key, value in sub.params:
             if key in seen and seen[key] != value:
-                self.dropped["param_conflict"] += 1
+                self.tally.drop("param_conflict", 1, run)
                 logger.warning(
                     "spark_tracking: param %r of run %s was logged as %r and a task "
                     "logged %r; MLflow keeps the first value, the second is dropped",

@@ -15,11 +15,12 @@ import logging
 import random
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 
 from .batches import entities
 from .bounded import BoundedDict
 from .spool import Spool, strip_userinfo
+from .tally import Tally
 from .writers import RateLimiter, StoreError, is_invalid_request, write_artifact_bytes, writer_for
 
 logger = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ class Delivery:
         self.limiter = RateLimiter(rate_limit, clock, sleep)
         self.max_attempts = max_attempts
         self.clock, self.sleep = clock, sleep
-        self.counters: defaultdict[str, int] = defaultdict(int)
-        self.dropped: defaultdict[str, int] = defaultdict(int)
+        self.tally = Tally(max_runs)  # received, sent, spooled, dropped: the session's and per run
+        self.counters, self.dropped = self.tally.counters, self.tally.dropped
         self.run_points: BoundedDict = BoundedDict(max_runs)  # run -> metric points sent
         self.run_params: BoundedDict = BoundedDict(max_runs)  # run -> param keys it holds (capped stores)
         self.refused_runs: BoundedDict = BoundedDict(max_runs)  # run -> the store's refusal
@@ -126,7 +127,7 @@ class Delivery:
                 over.append(pair[0])
         if over:
             request["params"] = kept
-            self.dropped["param_cap"] += len(over)
+            self.tally.drop("param_cap", len(over), run)
             shown = ", ".join(repr(k) for k in over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
             logger.warning(
                 "spark_tracking sink: run %s has %d params, the most its store keeps in a run; dropped %d "
@@ -156,7 +157,7 @@ class Delivery:
         for attempt in range(self.max_attempts):
             try:
                 self._log_batch(request)
-                self.counters["sent"] += entities(request)
+                self.tally.count("sent", entities(request), run)
                 self._count_run_points(run, len(request["metrics"]))
                 return True
             except StoreError as exc:
@@ -250,7 +251,7 @@ class Delivery:
         return None
 
     def _drop_for_run(self, request: dict) -> bool:
-        self.dropped["run_refused"] += entities(request)
+        self.tally.drop("run_refused", entities(request), request["run_id"])
         return False
 
     def _split_refused(self, request: dict, exc: BaseException, suspect: bool = False) -> bool:
@@ -261,7 +262,7 @@ class Delivery:
         )
         if len(entries) <= 1:
             kind = entries[0][0] if entries else "request"
-            self.dropped["rejected_by_store"] += 1
+            self.tally.drop("rejected_by_store", 1, request["run_id"])
             logger.warning(
                 "spark_tracking sink: the store refused %s %r of run %s: %s",
                 kind[:-1],
@@ -285,7 +286,7 @@ class Delivery:
             self.counters["artifacts"] += 1
             return True
         except Exception as exc:  # noqa: BLE001 - counted as dropped, with a warning
-            self.dropped["artifact_failed"] += 1
+            self.tally.drop("artifact_failed", 1, run)
             logger.warning("spark_tracking sink: artifact %r of run %s could not be stored: %s", path, run, exc)
             return False
 
@@ -294,12 +295,12 @@ class Delivery:
         record = dict(request, tracking_uri=strip_userinfo(self.tracking_uri))
         n = entities(request)
         if self.spool.write(record) is None:
-            self.dropped["spool_full"] += n
+            self.tally.drop("spool_full", n, request["run_id"])
             logger.warning(
                 "spark_tracking sink: spool %s is full (spool_max_bytes); %d values dropped", self.spool.directory, n
             )
         else:
-            self.counters["spooled"] += n
+            self.tally.count("spooled", n, request["run_id"])
         self.spool_retry_at = max(self.clock() + 5.0, self.wait_until)
 
     def drain_spool(self) -> bool:
@@ -337,6 +338,6 @@ class Delivery:
                 self.spool.release(claimed)
                 raise
             self.spool.remove(claimed)
-            self.counters["sent"] += entities(request)
+            self.tally.count("sent", entities(request), request["run_id"])
             self.counters["replayed"] += 1
         return True

@@ -77,6 +77,7 @@ from .run_watch import RunWatch
 from .sink import Sink, Spool, Submission
 from .stages import SparkStages
 from .system_metrics import sampling_interval
+from .tally import RUN_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -334,12 +335,12 @@ class Forwarder:
         tags, bad_t = _clean_pairs(message.get("t", []))
         artifacts, bad_a = _clean_pairs(message.get("a", []))
         if bad_m + bad_p + bad_t + bad_a:
-            sink.dropped["malformed"] += bad_m + bad_p + bad_t + bad_a
+            sink.tally.drop("malformed", bad_m + bad_p + bad_t + bad_a, run)
             logger.warning(
                 "spark_tracking relay: dropped %d malformed entries from a task", bad_m + bad_p + bad_t + bad_a
             )
         if beyond:
-            sink.dropped["out_of_range"] += len(beyond)
+            sink.tally.drop("out_of_range", len(beyond), run)
             key, _, ts, step = beyond[0]
             logger.warning(
                 "spark_tracking relay: dropped %d point(s) of run %s whose step or timestamp MLflow cannot "
@@ -393,8 +394,11 @@ class Forwarder:
         """Deliver what every sink holds; True when all of it reached the stores."""
         return all([sink.flush(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
 
-    def stats(self) -> dict:
-        """The relay's counters and the sinks' counters, summed over stores."""
+    def stats(self, run_id: str | None = None) -> dict:
+        """The relay's counters and the sinks' counters, summed over stores; with ``run_id``,
+        that run's counters only (``tally.RUN_KEYS`` and ``dropped``)."""
+        if run_id is not None:
+            return _run_stats(run_id, [sink.tally.run(run_id) for _, sink in self.sinks])
         out: dict = {"relay": dict(self.relay.counters, address=self.relay.address)}
         totals: dict = {}
         for _, sink in self.sinks:
@@ -477,10 +481,23 @@ def _collect_drops(fw: Forwarder) -> None:
         connect.collect_drops(fw, fw.cfg.task_drop_dir)
 
 
-def stats() -> dict:
-    """The driver's forwarding counters (``spark_tracking.stats()``), zeros before forwarding started."""
+def _run_stats(run_id: str, parts: list[dict]) -> dict:
+    out: dict = {"run_id": run_id, **dict.fromkeys(RUN_KEYS, 0), "dropped": {}}
+    for part in parts:
+        for key in RUN_KEYS:
+            out[key] += part[key]
+        for cause, n in part["dropped"].items():
+            out["dropped"][cause] = out["dropped"].get(cause, 0) + n
+    return out
+
+
+def stats(run_id: str | None = None) -> dict:
+    """The driver's forwarding counters (``spark_tracking.stats()``), zeros before forwarding
+    started; with ``run_id``, that run's."""
     fw = _forwarder
     if fw is None:
+        if run_id is not None:
+            return _run_stats(run_id, [])
         return {
             "relay": None,
             "received": 0,
@@ -492,7 +509,7 @@ def stats() -> dict:
             "queued": 0,
             "dropped": {},
         }
-    return fw.stats()
+    return fw.stats(run_id)
 
 
 def shutdown(timeout: float = 30.0) -> bool:

@@ -113,13 +113,12 @@ class Sink:
         self.tracking_uri = tracking_uri
         self.spool = spool
         self.lock = self.delivery.lock
-        self.counters, self.dropped = self.delivery.counters, self.delivery.dropped
+        self.tally = self.delivery.tally  # the session's counters and each run's (stats())
+        self.counters, self.dropped = self.tally.counters, self.tally.dropped
         self.stages_finished = stages_finished
         self.batch_max_metrics = min(batch_max_metrics, validation.MAX_METRICS_PER_BATCH)
         self.max_values_per_key = max_values_per_key
-        self.aggregator = Aggregator(
-            stage_tasks, aggregate, self.counters, self.dropped, max_stages, max_runs, max_open_steps
-        )
+        self.aggregator = Aggregator(stage_tasks, aggregate, self.delivery.tally, max_stages, max_runs, max_open_steps)
         self.clock = clock
         self.linger = linger
         self.queue: deque[Submission] = deque()
@@ -148,7 +147,7 @@ class Sink:
         """Take custody of ``sub`` (queued for the sink thread, or spooled once the sink has stopped);
         the returned future is settled once its content is delivered or spooled."""
         n = len(sub.metrics) + len(sub.params) + len(sub.tags) + len(sub.artifacts)
-        self.counters["received"] += n
+        self.tally.count("received", n, sub.run_id)
         observers.notify(sub)  # the live view (spark_tracking.live); a no-op when none is registered
         if self.delivery.evacuated:  # stopped: straight to disk, custody is the same
             with self.lock:
@@ -273,7 +272,7 @@ class Sink:
             for request in self._requests(run, data):
                 self.delivery.to_spool(request)
             if data["artifacts"]:
-                self.dropped["artifact_failed"] += len(data["artifacts"])
+                self.tally.drop("artifact_failed", len(data["artifacts"]), run)
                 logger.warning(
                     "spark_tracking sink: %d artifacts of run %s were not stored before exit",
                     len(data["artifacts"]),
