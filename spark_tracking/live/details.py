@@ -169,6 +169,7 @@ class RunDetails:
         self.not_shown = 0  # points that arrived while the queue was full
         self._driver_seen: dict[str, tuple] = {}  # the driver's own keys: (step, timestamp) last read
         self._history_loaded = False
+        self._stages_due = False  # Spark's failed task counts are read at the next snapshot
         self._queue: deque = deque()
         self._frontend = None
         self._thread: threading.Thread | None = None
@@ -326,6 +327,9 @@ class RunDetails:
                 self.live.task_done(sub.worker, now_ms)
             elif sub.run_id is not None or int(sub.worker[0]) in self.live.stages:
                 self.live.task_failed(sub.worker, getattr(sub, "error", ""), now_ms)
+        if self._stages_due:
+            self._stages_due = False
+            self._read_stage_failures()
         self.refreshes += 1
         return self.snapshot()
 
@@ -362,6 +366,9 @@ class RunDetails:
         if self.run_id is None or (not force and now - self._status_at < self.status_interval):
             return
         self._status_at = now
+        self._stages_due = (
+            True  # Spark's failed task counts: with the next snapshot, once the relay's points named the stages
+        )
         try:
             client = self._client()
             run = client.get_run(self.run_id)
@@ -381,6 +388,24 @@ class RunDetails:
             self.url = self._link()
         if self._history_loaded:
             self._read_driver_metrics(client, run)
+
+    def _read_stage_failures(self, newest: int = 16) -> None:
+        """Spark's count of failed task attempts in the run's ``newest`` stages (its status
+        tracker, public API; on the driver of a classic SparkContext only: Spark Connect's client
+        has none). A task whose Python worker crashed never tells the driver it failed."""
+        from .._compat.pyspark import active_spark_context
+
+        sc = active_spark_context()
+        if sc is None or not self.live.stages:
+            return
+        try:
+            tracker = sc.statusTracker()
+            for stage in sorted(self.live.stages)[-newest:]:
+                info = tracker.getStageInfo(stage)
+                if info is not None:
+                    self.live.stage_failures(stage, int(info.numFailedTasks))
+        except Exception as exc:  # noqa: BLE001 - a stopping SparkContext: the events the driver got still show
+            logger.debug("spark_tracking live view: Spark's stage info unreadable: %s", exc)
 
     def _link(self) -> str:
         from ..portal import get_portal_url

@@ -243,6 +243,9 @@ class Snapshot:
     failures: list[Failure] = field(default_factory=list)
     #: task attempts of the run that failed (all of them; ``failures`` keeps the newest)
     failed_tasks: int = 0
+    #: stage -> task attempts Spark counts as failed that never reported to the driver (a Python
+    #: worker that crashed or was killed, a failure outside the task's Python code)
+    unreported: dict[int, int] = field(default_factory=dict)
     hidden_points: int = 0
     #: the system-metrics table (``show.system_rows``), header first ([] without system metrics):
     #: a row per worker (CPU, memory, GPU), and the notes naming the outlying workers
@@ -288,6 +291,8 @@ class LiveRun:
         self.workers: dict[int, _Worker] = {}
         self.failures: list[Failure] = []
         self.failed_attempts = 0
+        self._failed_in: dict[int, int] = {}  # stage -> failed attempts the driver was told of
+        self.spark_failed: dict[int, int] = {}  # stage -> failed attempts Spark's status tracker counts
         self.stages: set[int] = set()  # stages this run's tasks logged from
         self.points = 0
         self.received = 0
@@ -339,6 +344,7 @@ class LiveRun:
 
     def _failed(self, wid: int, stage: int, attempt: int, error: str) -> None:
         self.failed_attempts += 1
+        self._failed_in[stage] = self._failed_in.get(stage, 0) + 1
         self.failures.append(Failure(wid, stage, attempt, error))
         del self.failures[:-MAX_FAILURES]
 
@@ -377,6 +383,13 @@ class LiveRun:
         if int(worker_list[2]) >= state.attempt:
             state.state = "done"
         self.version += 1
+
+    def stage_failures(self, stage: int, failed: int) -> None:
+        """Spark's count of ``stage``'s failed task attempts (its status tracker): attempts that
+        never told the driver (a crashed Python worker) are counted and shown from it."""
+        if failed > self.spark_failed.get(stage, 0):
+            self.spark_failed[stage] = failed
+            self.version += 1
 
     def task_failed(self, worker_list, error: str, now_ms: int | None = None) -> None:
         """A task attempt of the run failed with ``error`` (its first line is kept)."""
@@ -458,6 +471,11 @@ class LiveRun:
             for w, s in sorted(self.workers.items())
         ]
         hidden = self.hidden_points + sum(m.hidden for m in self.metrics.values())
+        unreported = {
+            stage: n - self._failed_in.get(stage, 0)
+            for stage, n in sorted(self.spark_failed.items())
+            if n > self._failed_in.get(stage, 0)
+        }
         system, notes = system_rows({key: series.summary for key, series in self.system.items()})
         return Snapshot(
             points=self.points,
@@ -469,7 +487,8 @@ class LiveRun:
             rows=rows,
             workers=workers,
             failures=list(self.failures),
-            failed_tasks=self.failed_attempts,
+            failed_tasks=self.failed_attempts + sum(unreported.values()),
+            unreported=unreported,
             hidden_points=hidden,
             system=system,
             system_notes=notes,

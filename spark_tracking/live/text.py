@@ -154,11 +154,17 @@ def counters_help(snap: Snapshot) -> str:
 
 
 def failure_lines(snap: Snapshot) -> list[str]:
-    """One line per failed task attempt (the newest kept), with the error's first line."""
+    """One line per failed task attempt (the newest kept), with the error's first line; then,
+    per stage, the failed attempts only Spark knows of."""
     return [
         f"task failed: worker {f.worker}, stage {f.stage}, attempt {f.attempt}: "
         + (f.error or "(retried; the error was not reported to the driver)")
         for f in snap.failures
+    ] + [
+        f"stage {stage}: {n} task attempt{'s' * (n != 1)} failed without reporting an error "
+        "(the Python worker crashed or was killed, or the failure was outside the task's Python "
+        "code): the stage's page in the Spark UI and the executor's log have the cause"
+        for stage, n in snap.unreported.items()
     ]
 
 

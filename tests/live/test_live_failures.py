@@ -88,6 +88,49 @@ def test_a_task_failure_never_retried_shows_the_failed_worker_and_its_error_line
     assert "hunter2" not in summary and "Traceback" not in summary
 
 
+#: the same job, but the failing task's Python worker dies (os._exit, as an out-of-memory kill
+#: would end it): the task never tells the driver, only Spark's status tracker knows it failed
+#: Spark's listener bus counts the failure shortly after the job fails: the view reads Spark's
+#: count at each status read (here at every refresh) until it shows, within a bound
+CRASHED = (
+    NEVER_RETRIED.replace(
+        'raise ValueError("bad batch 3\\nFile data.csv, password=hunter2")', "spark_tracking.flush(); os._exit(3)"
+    )
+    .replace(
+        "    import mlflow\n    from pyspark import TaskContext",
+        "    import os\n\n    import mlflow\n    from pyspark import TaskContext",
+    )
+    .replace("status_interval=3600", "status_interval=0.001")
+    .replace(
+        "    snap = view.refresh()\n",
+        "    import time\n"
+        "    snap, bound = view.refresh(), time.monotonic() + 120\n"
+        "    while not snap.failed_tasks and time.monotonic() < bound:\n"
+        "        time.sleep(0.05)\n"
+        "        snap = view.refresh()\n",
+    )
+)
+
+
+def test_a_task_whose_python_worker_crashed_is_counted_from_spark_s_status(tmp_path):
+    assert "os._exit(3)" in CRASHED and "import os\n" in CRASHED and "status_interval=0.001" in CRASHED
+    assert "while not snap.failed_tasks" in CRASHED
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    home = tmp_path / "executor-home"
+    home.mkdir()
+    result = json.loads(run_driver(CRASHED, store, str(home), cwd=tmp_path).strip().splitlines()[-1])
+    assert result["job"] == "failed: "  # Spark's error names the crashed worker, not a Python exception
+    assert result["failures"] == []  # the driver was told nothing
+    assert result["failed_tasks"] == 1
+    summary = result["summary"]
+    assert "failed task attempts 1" in summary, summary
+    assert (
+        "stage 0: 1 task attempt failed without reporting an error (the Python worker crashed or was "
+        "killed, or the failure was outside the task's Python code): the stage's page in the Spark UI "
+        "and the executor's log have the cause"
+    ) in summary, summary
+
+
 def test_an_error_line_is_one_line_cut_to_its_limit():
     assert protocol.error_line(ValueError("bad batch 3\nsecond line")) == "ValueError: bad batch 3"
     assert protocol.error_line(KeyError()) == "KeyError"
