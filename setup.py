@@ -75,8 +75,17 @@ setup(
         # the task patterns' tests (tests/patterns) with the real client libraries; torch pinned
         # exactly: a range admitting a newer one downloads several GB of CUDA wheels. lightning
         # 2.6 installs beside it with nothing CUDA (checked: pip install --dry-run adds lightning,
-        # pytorch-lightning 2.6.6, torchmetrics 1.9.0, lightning-utilities 0.15.3)
-        "patterns": ["scikit-learn", "hyperopt", "torch==2.13.0", "lightning>=2.6,<2.7"],
+        # pytorch-lightning 2.6.6, torchmetrics 1.9.0, lightning-utilities 0.15.3); so do
+        # transformers 5 and accelerate 1 (checked: --dry-run adds tokenizers, safetensors,
+        # huggingface_hub and their pure-Python dependencies, nothing CUDA)
+        "patterns": [
+            "scikit-learn",
+            "hyperopt",
+            "torch==2.13.0",
+            "lightning>=2.6,<2.7",
+            "transformers>=5,<6",
+            "accelerate>=1,<2",
+        ],
     },
     entry_points={
         "console_scripts": ["spark-tracking=spark_tracking.cli:main"],
