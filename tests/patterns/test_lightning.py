@@ -7,13 +7,10 @@ rank 0's full ``train_loss`` series; no store is ever opened on an executor."""
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 import pytest
-from driver_program import run_on_cluster, spark_session
 
-from .conftest import executor_home, stores_under
+from .conftest import library_child_run, run_in_torch_distributor, stores_under
 
 pytest.importorskip("torch")
 pytest.importorskip(
@@ -21,11 +18,7 @@ pytest.importorskip(
     reason="lightning is not installed (the patterns extra installs it; see setup.py for where it cannot)",
 )
 
-TRAIN = """
-import json
-import mlflow, spark_tracking
-from pyspark.ml.torch.distributor import TorchDistributor
-
+TRAIN_FN = """
 def train_fn():
     import lightning as L
     import torch
@@ -67,31 +60,15 @@ def train_fn():
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=8))
     return logger.run_id, model.losses
 
-with mlflow.start_run() as run:
-    lightning_run, losses = TorchDistributor(local_mode=False, num_processes=2, use_gpu=False).run(train_fn)
-assert spark_tracking.flush(60)
-print(json.dumps([lightning_run, losses]))
-print(run.info.run_id)
-spark.stop()
 """
 
 
 def test_lightning_mlflow_logger_in_torch_distributor(tmp_path, sqlite_uri):
-    home = executor_home(tmp_path)
-    program = spark_session("local-cluster[2,1,1024]", {"HOME": home, "SPARK_TRACKING_TRACKING_URI": ""}) + TRAIN
-    *_, result, run_id = run_on_cluster(program, sqlite_uri, tmp_path)
-    lightning_run, losses = json.loads(result)
+    (lightning_run, losses), run_id, home = run_in_torch_distributor(TRAIN_FN, tmp_path, sqlite_uri)
     client = mlflow.MlflowClient(sqlite_uri)
-    experiment = client.get_experiment_by_name("lightning_logs")
-    assert experiment is not None, [e.name for e in client.search_experiments()]
-    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [lightning_run]
-    run = client.get_run(lightning_run)
-    assert run.data.tags["mlflow.parentRunId"] == run_id
-    assert run.info.status == "FINISHED"
+    run = library_child_run(client, "lightning_logs", lightning_run, run_id)
     assert run.data.params == {"lr": "0.05", "hidden": "4"}
     assert len(losses) == 8  # 32 rows per rank, batches of 8, two epochs
     got = sorted((m.step, m.value) for m in client.get_metric_history(lightning_run, "train_loss"))
     assert got == list(enumerate(losses))
-    driver_experiment = client.get_run(run_id).info.experiment_id
-    assert [r.info.run_id for r in client.search_runs([driver_experiment])] == [run_id]
     assert stores_under(home) == []

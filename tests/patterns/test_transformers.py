@@ -7,13 +7,10 @@ as params and its ``loss`` at every logging step; no store is ever opened on an 
 
 from __future__ import annotations
 
-import json
-
 import mlflow
 import pytest
-from driver_program import run_on_cluster, spark_session
 
-from .conftest import executor_home, stores_under
+from .conftest import library_child_run, run_in_torch_distributor, stores_under
 
 pytest.importorskip("torch")
 pytest.importorskip(
@@ -21,11 +18,7 @@ pytest.importorskip(
     reason="transformers is not installed (the patterns extra installs it; see setup.py for where it cannot)",
 )
 
-TRAIN = """
-import json, os
-import mlflow, spark_tracking
-from pyspark.ml.torch.distributor import TorchDistributor
-
+TRAIN_FN = """
 def train_fn(output_dir):
     import os
 
@@ -57,34 +50,17 @@ def train_fn(output_dir):
     losses = [(e["step"], e["loss"]) for e in trainer.state.log_history if "loss" in e]
     return mlflow.last_active_run().info.run_id, losses
 
-with mlflow.start_run() as run:
-    hf_run, losses = TorchDistributor(local_mode=False, num_processes=2, use_gpu=False).run(
-        train_fn, os.path.join(os.getcwd(), "hf-output")
-    )
-assert spark_tracking.flush(60)
-print(json.dumps([hf_run, losses]))
-print(run.info.run_id)
-spark.stop()
 """
 
 
 def test_transformers_trainer_reporting_to_mlflow_in_torch_distributor(tmp_path, sqlite_uri):
-    home = executor_home(tmp_path)
-    program = spark_session("local-cluster[2,1,1024]", {"HOME": home, "SPARK_TRACKING_TRACKING_URI": ""}) + TRAIN
-    *_, result, run_id = run_on_cluster(program, sqlite_uri, tmp_path)
-    hf_run, losses = json.loads(result)
+    output_dir = 'os.path.join(os.getcwd(), "hf-output")'
+    (hf_run, losses), run_id, home = run_in_torch_distributor(TRAIN_FN, tmp_path, sqlite_uri, args=output_dir)
     client = mlflow.MlflowClient(sqlite_uri)
-    experiment = client.get_experiment_by_name("hf_trainer")
-    assert experiment is not None, [e.name for e in client.search_experiments()]
-    assert [r.info.run_id for r in client.search_runs([experiment.experiment_id])] == [hf_run]
-    run = client.get_run(hf_run)
-    assert run.data.tags["mlflow.parentRunId"] == run_id
+    run = library_child_run(client, "hf_trainer", hf_run, run_id)
     assert run.info.run_name == "tiny-gpt2"
-    assert run.info.status == "FINISHED"
     assert run.data.params["learning_rate"] == "0.01" and run.data.params["max_steps"] == "6"
     assert len(losses) == 6
     got = sorted((m.step, m.value) for m in client.get_metric_history(hf_run, "loss"))
     assert got == [(step, pytest.approx(loss, rel=1e-6)) for step, loss in losses]
-    driver_experiment = client.get_run(run_id).info.experiment_id
-    assert [r.info.run_id for r in client.search_runs([driver_experiment])] == [run_id]
     assert stores_under(home) == []
