@@ -409,7 +409,7 @@ class Forwarder:
                         bucket[k] = bucket.get(k, 0) + v
                 else:
                     totals[key] = totals.get(key, 0) + value
-        for key in ("received", "sent", "retried", "spooled", "requests", "aggregated", "queued"):
+        for key in SESSION_COUNTERS:
             totals.setdefault(key, 0)
         totals.setdefault("dropped", {})
         out.update(totals)
@@ -481,6 +481,10 @@ def _collect_drops(fw: Forwarder) -> None:
         connect.collect_drops(fw, fw.cfg.task_drop_dir)
 
 
+#: the counters ``stats()`` always has (zero until counted), besides ``relay`` and ``dropped``
+SESSION_COUNTERS = ("received", "sent", "retried", "spooled", "requests", "aggregated", "queued")
+
+
 def _run_stats(run_id: str, parts: list[dict]) -> dict:
     out: dict = {"run_id": run_id, **dict.fromkeys(RUN_KEYS, 0), "dropped": {}}
     for part in parts:
@@ -498,17 +502,7 @@ def stats(run_id: str | None = None) -> dict:
     if fw is None:
         if run_id is not None:
             return _run_stats(run_id, [])
-        return {
-            "relay": None,
-            "received": 0,
-            "sent": 0,
-            "retried": 0,
-            "spooled": 0,
-            "requests": 0,
-            "aggregated": 0,
-            "queued": 0,
-            "dropped": {},
-        }
+        return {"relay": None, **dict.fromkeys(SESSION_COUNTERS, 0), "dropped": {}}
     return fw.stats(run_id)
 
 
