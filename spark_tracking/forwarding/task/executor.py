@@ -206,23 +206,10 @@ def forward_batch(run_id: str | None, metrics=(), params=(), tags=()) -> bool:
     return True
 
 
-def forward_metric(run_id: str | None, metric) -> bool:
-    """:func:`forward_batch` of one MLflow ``Metric``: the path of every plain
-    ``mlflow.log_metric`` in a task, so it builds no lists. False when this process is not bound."""
-    b = current_binding()
-    if b is None:
-        return False
-    if run_id is not None:
-        b = b.for_run(run_id)
-    _buf.append(_metric_row(b, metric.key, metric.value, metric.step, metric.timestamp))
-    if len(_buf) >= _batch_trigger:
-        _wake_shipper()
-    return True
-
-
 def forward_value(run_id: str | None, key, value, step, timestamp) -> bool:
-    """:func:`forward_metric` of the parts of a metric, without MLflow's ``Metric``: the fast
-    path of a plain ``mlflow.log_metric`` in a task. False when this process is not bound."""
+    """:func:`forward_batch` of one metric, by its parts: the path of every plain
+    ``mlflow.log_metric`` in a task, so it builds no lists and no MLflow ``Metric``. False when
+    this process is not bound."""
     b = current_binding()
     if b is None:
         return False

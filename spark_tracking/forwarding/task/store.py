@@ -147,11 +147,12 @@ def _target(run_id: str) -> str | None:
     return run_id
 
 
-def _forward_fluent_metric(run_id: str, key: str, value, step: int, timestamp: int) -> bool:
-    """A plain ``mlflow.log_metric`` in a task, taken before MLflow builds its clients
-    (``_compat.mlflow.put_fast_path_before_log_metric``): what :meth:`TaskStore.log_metric`
-    does with the ``Metric`` MLflow would build. False outside bound tasks (MLflow's path then
-    reaches the delegate)."""
+def _forward_metric(run_id: str, key: str, value, step: int, timestamp: int) -> bool:
+    """One metric of a task's run, by its parts: :meth:`TaskStore.log_metric`'s path, and the
+    fast path of a plain ``mlflow.log_metric`` in a task, taken before MLflow builds its clients
+    (``_compat.mlflow.put_fast_path_before_log_metric``). False outside bound tasks (MLflow's
+    path then reaches the delegate)."""
+    # one lookup for the common run (not handed out by the driver, or the one it handed out)
     target = None if run_id in _handed_out else _target(run_id) if run_id in _ever_handed_out else run_id
     try:
         return executor.forward_value(target, key, value, step, timestamp)
@@ -246,7 +247,7 @@ class TaskStore(AbstractStore):
         self._artifact_uri = artifact_uri
         self._delegate = None
         try:  # MLflow builds a store once per URI and process, after ``import mlflow`` finished
-            mlflow_compat.put_fast_path_before_log_metric(SCHEME, _forward_fluent_metric)
+            mlflow_compat.put_fast_path_before_log_metric(SCHEME, _forward_metric)
         except Exception:  # MLflow's own path still forwards, only slower
             logger.debug("spark_tracking: no fast path for mlflow.log_metric", exc_info=True)
 
@@ -353,13 +354,8 @@ class TaskStore(AbstractStore):
 
     def log_metric(self, run_id, metric):
         """:meth:`log_batch` of one metric, without building lists."""
-        # every plain mlflow.log_metric of a task comes here: no lists, one lookup
-        target = None if run_id in _handed_out else _target(run_id) if run_id in _ever_handed_out else run_id
-        try:
-            forwarded = executor.forward_metric(target, metric)
-        except InvalidInput as exc:
-            raise _mlflow_error(exc) from None
-        if not forwarded:
+        # a plain mlflow.log_metric of a task the fast path declined comes here: no lists
+        if not _forward_metric(run_id, metric.key, metric.value, metric.step, metric.timestamp):
             self.delegate.log_metric(run_id, metric)
 
     def log_param(self, run_id, param):
