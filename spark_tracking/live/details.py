@@ -366,9 +366,8 @@ class RunDetails:
         if self.run_id is None or (not force and now - self._status_at < self.status_interval):
             return
         self._status_at = now
-        self._stages_due = (
-            True  # Spark's failed task counts: with the next snapshot, once the relay's points named the stages
-        )
+        # Spark's failed task counts: with the next snapshot, once the relay's points named the stages
+        self._stages_due = True
         try:
             client = self._client()
             run = client.get_run(self.run_id)
@@ -394,16 +393,17 @@ class RunDetails:
         tracker, public API; on the driver of a classic SparkContext only: Spark Connect's client
         has none). A task whose Python worker crashed never tells the driver it failed."""
         from .._compat.pyspark import active_spark_context
+        from ..forwarding.driver.stages import SparkStages
 
         sc = active_spark_context()
         if sc is None or not self.live.stages:
             return
+        stages = SparkStages(sc)
         try:
-            tracker = sc.statusTracker()
             for stage in sorted(self.live.stages)[-newest:]:
-                info = tracker.getStageInfo(stage)
-                if info is not None:
-                    self.live.stage_failures(stage, int(info.numFailedTasks))
+                failed = stages.failed_tasks(stage)
+                if failed is not None:
+                    self.live.stage_failures(stage, failed)
         except Exception as exc:  # noqa: BLE001 - a stopping SparkContext: the events the driver got still show
             logger.debug("spark_tracking live view: Spark's stage info unreadable: %s", exc)
 

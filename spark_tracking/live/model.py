@@ -351,7 +351,7 @@ class LiveRun:
     def take(self, worker_list, metrics) -> None:
         """Points of one task frame: ``metrics`` as ``(key, value, timestamp_ms, step)``."""
         wid, state = self._worker(worker_list, max((m[2] for m in metrics), default=None))
-        training = [m for m in metrics if not is_system_metric(m[0])]
+        training = any(not is_system_metric(m[0]) for m in metrics)
         if training and state.state in ("done", "failed"):  # a rank's sampler may outlive its task
             state.state = "running" if state.attempt == 0 else "retried"
         for key, value, _ts, step in metrics:

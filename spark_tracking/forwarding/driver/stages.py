@@ -1,7 +1,8 @@
 """What Spark's status tracker says about a classic SparkContext's stages: the sink needs each
 stage's task count to write a step's mean once every worker reported it, and to know when a
-stage ended (its open means are then written with the workers that reported).
-``connect.ConnectStages`` answers the same for a Spark Connect session."""
+stage ended (its open means are then written with the workers that reported); the live view
+needs how many of a stage's task attempts failed. ``connect.ConnectStages`` answers the first
+two for a Spark Connect session (its client has no status tracker)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,12 @@ class SparkStages:
         for stage in ended:
             self._tasks.pop(stage, None)
         return ended
+
+    def failed_tasks(self, stage: int) -> int | None:
+        """How many task attempts of ``stage`` (its latest attempt) failed, as Spark counts them,
+        also those that never told the driver (a crashed Python worker); None when Spark does
+        not know the stage (never, or no more)."""
+        if self.sc is None:
+            return None
+        info = self.sc.statusTracker().getStageInfo(stage)
+        return None if info is None else int(info.numFailedTasks)
