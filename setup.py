@@ -94,10 +94,10 @@ setup(
         "mlflow.request_auth_provider": ["spark-tracking-azure=spark_tracking.azure.mlflow_auth:AzureAuthProvider"],
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task.store:TaskStore",
-            "spark-tracking-aml=spark_tracking.azure.store:lazy_link_store",
+            "spark-tracking-aml=spark_tracking.azure.tracking_store:lazy_link_store",
         ],
         # a registry for the session's own scheme: MLflow takes the registry URI from the tracking URI
-        "mlflow.model_registry_store": ["spark-tracking-aml=spark_tracking.azure.store:lazy_link_registry"],
+        "mlflow.model_registry_store": ["spark-tracking-aml=spark_tracking.azure.tracking_store:lazy_link_registry"],
         "mlflow.default_experiment_provider": [
             "spark_tracking=spark_tracking.plugins:SparkTrackingExperiment",
         ],

@@ -15,7 +15,7 @@ import os
 
 import mlflow
 import spark_tracking
-from spark_tracking.session import session_status
+from spark_tracking import session_status
 
 # is this session configured, and does MLflow log where it was configured to? (cause and fix if not)
 status = session_status(mlflow.get_tracking_uri())

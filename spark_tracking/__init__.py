@@ -3,7 +3,8 @@
 Importing this package is cheap (it runs in the startup hook of every Python process); the
 public names below load their modules on first use.
 
-- ``configure()``: point MLflow at the central store and name the experiment (session.py)
+- ``configure()``: point MLflow at the central store and name the experiment (session.py);
+  ``session_status(mlflow.get_tracking_uri())``: whether this session is configured (status.py)
 - ``log_metric/log_metrics/log_param/log_params/set_tag/set_tags``: log to the active run,
   from the driver or from inside Spark tasks (forwarded to the driver's run)
 - ``flush(timeout)``, ``stats()``: deliver what is in flight; counters of the forwarding path
@@ -20,6 +21,7 @@ from ._version import __version__
 _LAZY = {
     "configure": "spark_tracking.session",
     "current_config": "spark_tracking.session",
+    "session_status": "spark_tracking.status",
     "log_metric": "spark_tracking.api",
     "log_metrics": "spark_tracking.api",
     "log_param": "spark_tracking.api",

@@ -69,9 +69,9 @@ def _warn_if_unconfigured() -> None:
     try:
         from mlflow.tracking import get_tracking_uri
 
-        from . import session
+        from .status import warn_at_first_run
 
-        session.warn_at_first_run(get_tracking_uri())
+        warn_at_first_run(get_tracking_uri())
     except Exception:  # a warning must never stop a run from starting
         logger.debug("spark_tracking: session check failed", exc_info=True)
 

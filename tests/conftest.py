@@ -114,10 +114,10 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.chdir(tmp_path)
     _reset_mlflow_globals()
-    from spark_tracking import session
+    from spark_tracking import state
 
-    monkeypatch.setattr(session, "_current", None)
-    monkeypatch.setattr(session, "_current_uri", None)
+    monkeypatch.setattr(state, "_current", None)
+    monkeypatch.setattr(state, "_choice", None)
     yield
     _reset_mlflow_globals()
     from spark_tracking.forwarding.task import binding

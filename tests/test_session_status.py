@@ -9,7 +9,8 @@ import json
 import mlflow
 import pytest
 
-from spark_tracking import hook, session
+from spark_tracking import hook, session, state
+from spark_tracking import status as session_check
 from spark_tracking.cli import main
 
 STARTUP_HOOK_OFF = (
@@ -20,9 +21,9 @@ STARTUP_HOOK_OFF = (
 
 @pytest.fixture(autouse=True)
 def fresh_session_state(monkeypatch):
-    monkeypatch.setattr(session, "_last_failure", None, raising=False)
-    monkeypatch.setattr(session, "_warned_unconfigured", False, raising=False)
-    monkeypatch.setattr(session, "_choice", None)
+    monkeypatch.setattr(state, "_last_failure", None)
+    monkeypatch.setattr(session_check, "_warned_unconfigured", False)
+    monkeypatch.setattr(state, "_choice", None)
     assert not hook.is_enabled()
 
 
@@ -90,15 +91,15 @@ def test_the_runtime_default_set_after_configure_is_a_failure(tmp_path, monkeypa
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "15.4")
     store = f"sqlite:///{tmp_path}/central.db"
     session.configure(tracking_uri=store, strict=True)
-    status = session.session_status("databricks")
+    status = session_check.session_status("databricks")
     assert (status.level, status.detail, status.fix) == (
         "FAIL",
         f"MLflow's tracking URI is 'databricks', the Databricks Runtime's default, set after spark_tracking "
         f"configured this session for {store}",
         "run spark_tracking.configure() (it sets the session's store again)",
     )
-    assert session.session_status(store).configured
-    assert session.session_status("file:/elsewhere").level == "WARN"  # the user's own choice
+    assert session_check.session_status(store).configured
+    assert session_check.session_status("file:/elsewhere").level == "WARN"  # the user's own choice
 
 
 def test_doctor_fails_when_the_current_session_is_not_configured(set_up_machine, capsys):

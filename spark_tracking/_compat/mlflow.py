@@ -7,8 +7,16 @@ MLflow); nothing else in the package reaches into MLflow's internals.
 
 from __future__ import annotations
 
-from types import FrameType
-from typing import Any
+TYPE_CHECKING = False  # typing costs every interpreter start: the session imports this module
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import Any
+
+#: The variable ``mlflow server`` exports to its workers with its default artifact root; MLflow's
+#: SQL store takes its artifact root from it when it is given none (MLflow 3.x,
+#: ``tracking/_tracking_service/utils.py`` ``_get_sqlalchemy_store``; 2.9.2 reads it only in the
+#: server, ``server/handlers.py``). Checked: 2.9.2, 3.0.1, 3.17.2.
+SERVER_ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 
 
 def installed_version() -> tuple[int, ...]:

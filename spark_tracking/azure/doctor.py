@@ -115,7 +115,7 @@ class Doctor:
         the notebook's); a FAIL when a config file or the Databricks Runtime says it should be."""
         import mlflow  # loading MLflow's plugins configures a session whose startup hook did not run
 
-        from ..session import session_status
+        from ..status import session_status
 
         status = session_status(mlflow.get_tracking_uri())
         return Step("current session", status.level, status.detail, status.fix) if status.level else None
@@ -171,7 +171,7 @@ class Doctor:
 
     def fallback(self) -> Step | None:
         """A warning when an earlier session could not use the AML link and logged elsewhere."""
-        from ..session import read_fallback
+        from .session_link import read_fallback
 
         record = read_fallback(self.cfg)
         if record is None:

@@ -42,7 +42,7 @@ _TAG_SUBSCRIPTION = "spark.databricks.clusterUsageTags.azureSubscriptionId"
 _WORKSPACE_URL = "spark.databricks.workspaceUrl"
 
 
-class _Record:
+class Record:
     """A small immutable record (a NamedTuple without importing ``typing``)."""
 
     _fields: tuple = ()
@@ -72,7 +72,7 @@ class _Record:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._asdict().items())})"
 
 
-class Link(_Record):
+class Link(Record):
     """A resolved link: what ``spark-tracking link`` records and a session logs to:
     ``workspace_id``, ``tracking_uri``, ``region``, ``cloud``, ``source``."""
 
@@ -92,7 +92,7 @@ class Link(_Record):
         return parse_workspace_id(self.workspace_id)
 
 
-class Source(_Record):
+class Source(Record):
     """Where the workspace comes from, found without the network: ``kind`` is "aml" (a
     workspace ref), "databricks" (a Databricks resource id), "databricks-url" (subscription and
     workspace URL from the cluster tags) or "databricks-cluster" (the same, read once Spark is

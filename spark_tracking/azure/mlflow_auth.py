@@ -9,7 +9,7 @@ it goes to; so the token is added only to requests for the linked AML hosts (the
 tracking URI), never to another MLflow server the same process talks to.
 
 What AML's MLflow endpoint does differently, handled here for every client at once, on both
-routes: the https one, and azureml-mlflow's store, whose requests ``store.azureml_store`` passes
+routes: the https one, and azureml-mlflow's store, whose requests ``tracking_store.azureml_store`` passes
 through this auth as well (that store handles neither gap itself):
 
 - it has no "logged models" API (``/api/2.0/mlflow/logged-models``, used by ``log_model`` from
@@ -77,7 +77,7 @@ def linked_hosts() -> frozenset[str]:
     """The hosts (``host[:port]``, lowercase) of the AML endpoint this process is linked to:
     the session's tracking URI (this process's, or the one it inherited) and ``add_linked_uri``."""
     from ..config import MANAGED_URI_ENV
-    from ..session import current_tracking_uri
+    from ..state import current_tracking_uri
 
     hosts = set()
     for uri in (current_tracking_uri(), os.environ.get(MANAGED_URI_ENV), *_checked_uris):
@@ -166,7 +166,7 @@ def session_cloud(cfg, hosts=linked_hosts):
 def current_auth():
     """The auth for the session's configuration (built once per configuration and cloud)."""
     global _auth, _auth_key
-    from ..session import active_config
+    from ..state import active_config
     from .credentials import provider_for_config
 
     cfg = active_config()

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from spark_tracking import session
-from spark_tracking.azure import AzureLinkError
+from spark_tracking.azure import AzureLinkError, session_link
 
 FIX = (
     "its runs are not sent to the embedded store on the driver's local disk, which is deleted with the "
@@ -31,7 +31,7 @@ def expired_secret(azure, principal, workspace, monkeypatch, tmp_path):
 
 
 def _nothing_local(home) -> bool:
-    return not os.path.exists(home / "mlflow.db") and not os.path.exists(home / session.FALLBACK_FILE)
+    return not os.path.exists(home / "mlflow.db") and not os.path.exists(home / session_link.FALLBACK_FILE)
 
 
 def test_on_a_job_cluster_the_first_run_fails_with_the_cause_and_the_fix(expired_secret, monkeypatch):

@@ -92,7 +92,7 @@ _forwarder: Forwarder | None = None
 
 def config():
     """The session's settings (``session.active_config``), read where the driver needs them."""
-    from ...session import active_config
+    from ...state import active_config
 
     return active_config()
 
