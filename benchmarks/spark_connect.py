@@ -80,7 +80,7 @@ def main() -> int:
     import mlflow
 
     import spark_tracking
-    from spark_tracking.forwarding.driver import forwarder as driver
+    from spark_tracking.forwarding.driver import current as driver
 
     root = Path(tempfile.mkdtemp(prefix="spark-tracking-bench-connect-"))
     (root / "home").mkdir()

@@ -115,9 +115,9 @@ def flush(timeout: float | None = 30.0) -> bool:
     interpreter exit."""
     if executor.current_binding() is not None:
         return executor.flush(timeout)
-    from .forwarding.driver import forwarder
+    from .forwarding.driver import current
 
-    return forwarder.flush(timeout)
+    return current.flush(timeout)
 
 
 def stats(run_id: str | None = None) -> dict[str, Any]:
@@ -134,9 +134,9 @@ def stats(run_id: str | None = None) -> dict[str, Any]:
                 "driver's; call it on the driver (in a task, stats() gives this task's buffer)"
             )
         return executor.stats()
-    from .forwarding.driver import forwarder
+    from .forwarding.driver import current
 
-    return forwarder.stats(run_id)
+    return current.stats(run_id)
 
 
 def bind_current_thread() -> bool:
@@ -145,6 +145,6 @@ def bind_current_thread() -> bool:
     MLflow does it at each run start; call it yourself if you started the run before creating
     the SparkSession. Honours ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding``
     and ``SPARK_TRACKING_DISABLED``. True when bound."""
-    from .forwarding.driver import forwarder
+    from .forwarding.driver import binder
 
-    return forwarder.bind_current_thread()
+    return binder.bind_current_thread()

@@ -3,7 +3,7 @@ process that imports it (driver, executor Python workers, subprocesses).
 
 - ``mlflow.run_context_provider``: context tags on every new run (cluster, notebook, user,
   job, Spark application), and the binding that lets Spark tasks submitted from this thread
-  forward to the run (see ``forwarding.driver.forwarder``).
+  forward to the run (see ``forwarding.driver.binder`` and ``forwarder``).
 - ``mlflow.request_header_provider``: identifies spark_tracking in the User-Agent.
 - ``mlflow.default_experiment_provider``: names the experiment of a Databricks notebook at its
   first run, once the notebook context (dbutils) exists, which is after interpreter start.
@@ -56,9 +56,9 @@ class SparkTrackingRunContext(RunContextProvider):
         _warn_if_unconfigured()
         tags = context.context_tags(context.detect())
         try:
-            from .forwarding.driver import forwarder
+            from .forwarding.driver import binder
 
-            forwarder.bind_current_thread()
+            binder.bind_current_thread()
         except Exception:  # forwarding must never stop a run from starting
             logger.warning("spark_tracking: could not bind Spark tasks to this run", exc_info=True)
         return tags

@@ -12,7 +12,7 @@ import textwrap
 import mlflow
 
 import spark_tracking
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 
 AZURE_SECRET = "az-client-secret-9f8e7d"
 DATABRICKS_TOKEN = "dapi-token-1a2b3c4d"
@@ -67,7 +67,7 @@ EVENT_LOG_DRIVER = textwrap.dedent("""
     import sys
     import mlflow, spark_tracking
     from pyspark.sql import SparkSession
-    from spark_tracking.forwarding.driver import forwarder as driver
+    from spark_tracking.forwarding.driver import current as driver
     spark = (SparkSession.builder.master("local[1]").config("spark.driver.host", "127.0.0.1")
              .config("spark.ui.enabled", "false").config("spark.eventLog.enabled", "true")
              .config("spark.eventLog.dir", sys.argv[1]).config("spark.eventLog.compress", "false").getOrCreate())

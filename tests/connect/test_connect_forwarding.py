@@ -12,7 +12,7 @@ from conftest import history
 import spark_tracking
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import connect
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 
 
 @pytest.fixture

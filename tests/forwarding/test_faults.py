@@ -334,7 +334,7 @@ def test_a_stalled_store_holds_nothing_else_up(mlflow_server, tmp_path):
 EXITING_DRIVER = textwrap.dedent("""
     import sys
     from spark_tracking.config import Config
-    from spark_tracking.forwarding.driver import forwarder as driver
+    from spark_tracking.forwarding.driver import current as driver
     from spark_tracking.forwarding.task.transport import Connection as _Connection
     uri, home, run_id, secret = sys.argv[1:5]
     driver.EXIT_TIMEOUT = 1.0

@@ -14,7 +14,7 @@ from faults import wait_until
 import spark_tracking
 from spark_tracking._compat import mlflow as mlflow_compat
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 
 
 @pytest.fixture

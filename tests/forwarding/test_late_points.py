@@ -7,7 +7,7 @@ import pytest
 from conftest import history
 
 import spark_tracking
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.driver.relay import Relay
 
 

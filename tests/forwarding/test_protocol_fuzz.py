@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.driver.forwarder import _clean_metrics, _clean_pairs
+from spark_tracking.forwarding.driver.decode import clean_metrics, clean_pairs
 from spark_tracking.forwarding.driver.relay import Relay
 
 json_values = st.recursive(
@@ -34,8 +34,8 @@ requests = st.fixed_dictionaries(
 
 class Stub:
     def points(self, binding, worker, message):
-        m, _ = _clean_metrics(message.get("m", []))
-        p, _ = _clean_pairs(message.get("p", []))
+        m, _ = clean_metrics(message.get("m", []))
+        p, _ = clean_pairs(message.get("p", []))
         return "run", None
 
     def resolve(self, binding, worker):
@@ -68,9 +68,9 @@ def test_dispatch_never_raises_and_always_answers(message):
 @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(json_values)
 def test_cleaning_entries_from_the_wire_never_raises(value):
-    good, bad = _clean_metrics(value)
+    good, bad = clean_metrics(value)
     assert all(isinstance(k, str) and isinstance(v, float | int) for k, v, _, _ in good)
-    _clean_pairs(value)
+    clean_pairs(value)
 
 
 _relay = None
@@ -103,5 +103,5 @@ def teardown_module(module):
 
 
 def test_a_value_beyond_float_range_is_one_malformed_entry_not_a_failed_request():
-    good, bad = _clean_metrics([["k", 10**400, 1, 0], ["k", 1.5, 2, 1]])
+    good, bad = clean_metrics([["k", 10**400, 1, 0], ["k", 1.5, 2, 1]])
     assert good == [("k", 1.5, 2, 1)] and bad == 1

@@ -8,7 +8,7 @@ import pytest
 from faults import wait_until
 
 import spark_tracking
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.driver.relay import Relay
 
 from .conftest import history

@@ -7,7 +7,7 @@ Spark jobs whose tasks find them in the local property ``spark.job.tags`` (wrapp
 ``SparkConnect_SessionTag_User_<user>_Session_<session id>_Tag_<tag>``; checked on pyspark
 4.0 and 4.3).
 
-Client side (``bind_current_thread``, called by ``forwarder.bind_current_thread`` when there is
+Client side (``bind_current_thread``, called by ``binder.bind_current_thread`` when there is
 no SparkContext): the same relay and sink as on a classic cluster, and one tag per thread
 that carries the binding — relay address, the thread's binding token, the relay's frame
 limit — encoded as ``spark_tracking_v1_<base64url JSON>`` (tags may not hold commas).
@@ -50,6 +50,8 @@ import threading
 
 from .. import protocol
 from ..protocol import ENV_SECRET
+from . import current
+from .forwarder import Forwarder
 
 logger = logging.getLogger(__name__)
 
@@ -190,20 +192,23 @@ def bind_current_thread() -> bool:
     Honours ``forwarding``, ``disabled``, ``relay_host``, ``task_drop_dir`` and
     ``SPARK_TRACKING_RELAY_SECRET``."""
     from ..._compat import pyspark as compat
-    from . import forwarder
 
     session = compat.connect_session()
     if session is None:
         return False
-    cfg = forwarder.config()
+    cfg = current.config()
     if cfg.disabled or not cfg.forwarding:
         return False
     _share_secret_with_launched_server()
     limit = forwarding_limit(cfg, compat.connect_server_host(session))
-    fw = forwarder.use_forwarder(
+    fw = current.use_forwarder(
         session,
-        lambda: forwarder.Forwarder(
-            cfg, None, host=_relay_host(cfg, session, limit is not None), stages=ConnectStages.watch(session)
+        lambda: Forwarder(
+            cfg,
+            None,
+            host=_relay_host(cfg, session, limit is not None),
+            stages=ConnectStages.watch(session),
+            drops=collect_drops,
         ),
     )
     binding = fw.bind_thread()

@@ -8,7 +8,7 @@ from __future__ import annotations
 INT64 = range(-(2**63), 2**63)
 
 
-def _clean_metrics(rows, beyond: list | None = None) -> tuple[list, int]:
+def clean_metrics(rows, beyond: list | None = None) -> tuple[list, int]:
     """Points from the wire, checked again (a client may be buggy): (good, bad count). The one
     decode check of points on the driver. With ``beyond`` a list, points whose step or timestamp
     MLflow cannot store (outside signed 64 bits) go there instead of the bad count: a store fails
@@ -42,7 +42,8 @@ def _clean_metrics(rows, beyond: list | None = None) -> tuple[list, int]:
     return good, bad
 
 
-def _clean_pairs(rows) -> tuple[list, int]:
+def clean_pairs(rows) -> tuple[list, int]:
+    """(key, value) string pairs from the wire (params, tags, artifact names): (good, bad count)."""
     good, bad = [], 0
     for row in rows if isinstance(rows, list) else [None]:
         if isinstance(row, list) and len(row) == 2 and all(isinstance(x, str) for x in row):

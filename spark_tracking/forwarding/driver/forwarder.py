@@ -1,4 +1,4 @@
-"""Driver side: one relay and one sink per tracking store, started on first need.
+"""Driver side: the Forwarder, one relay and one sink per tracking store, started on first need.
 
 Binding. When a run starts on the driver (MLflow calls our run-context provider), or
 configure() runs while a SparkContext is up, the current thread's Spark local properties get
@@ -19,9 +19,10 @@ warning naming it.
 A task's end ("done") never resolves or creates a run: it closes the task's part of the runs
 it logged to, and a task that logged only to explicit run ids creates no run.
 
-Exit. At interpreter exit the driver gives the store ``EXIT_TIMEOUT`` seconds to take what it
-holds; whatever it did not take — points the relay acknowledged included — is written to the
-spool (``<home>/spool``) with one warning, for ``spark-tracking replay``.
+Exit. At interpreter exit the driver gives the store ``current.EXIT_TIMEOUT`` seconds to take
+what it holds; whatever it did not take — points the relay acknowledged included — is written to
+the spool (``<home>/spool``) with one warning, for ``spark-tracking replay``. This process's one
+forwarder (made on first need, flushed, counted, stopped) is kept by ``current``.
 
 Memory. Per-task, per-stage, per-run and per-thread state is bounded (least recently used
 entries are dropped past fixed sizes), so a long notebook session does not grow without end.
@@ -43,13 +44,11 @@ Runs, reads and artifacts a task asks for (``protocol.RUN_OPS``) are answered by
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import logging
 import os
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -70,38 +69,19 @@ from ..protocol import (
 )
 from . import observers
 from .bounded import BoundedDict
-from .decode import _clean_metrics, _clean_pairs
+from .decode import clean_metrics, clean_pairs
 from .relay import Relay, task_key
 from .run_ops import RunOps
 from .run_watch import RunWatch
 from .sink import Sink, Spool, Submission
 from .stages import SparkStages
 from .system_metrics import sampling_interval
-from .tally import RUN_KEYS
+from .tally import SESSION_COUNTERS, run_stats
 
 logger = logging.getLogger(__name__)
 
-#: seconds the store gets at interpreter exit before what is left goes to the spool
-EXIT_TIMEOUT = 30.0
 _MAX_TASKS = 65_536  # tasks whose run binding and logged-to runs are remembered
 _MAX_THREADS = 4096  # driver threads whose run stacks are remembered
-
-_lock = threading.RLock()
-_forwarder: Forwarder | None = None
-
-
-def config():
-    """The session's settings (``session.active_config``), read where the driver needs them."""
-    from ...state import active_config
-
-    return active_config()
-
-
-def _spark_context():
-    from ..._compat import pyspark as compat
-
-    return compat.active_spark_context()
-
 
 _tokens = threading.local()
 
@@ -139,8 +119,12 @@ def _py4j_debug_off():
 class Forwarder:
     """The relay plus a sink per tracking URI, and the run resolution between them."""
 
-    def __init__(self, cfg, sc, host: str | None = None, stages=None):
+    def __init__(self, cfg, sc, host: str | None = None, stages=None, drops=None):
         self.cfg = cfg
+        #: ``drops(forwarder, folder)`` moves the drop files of tasks that could not reach the
+        #: relay into their runs (Spark Connect without a reachable driver: ``connect.collect_drops``)
+        self._drops = drops
+        self._lock = threading.RLock()
         self.sc = sc
         self.owner = sc
         self.secret, self.secret_reaches_executors = _relay_secret(sc)
@@ -242,7 +226,7 @@ class Forwarder:
         # the thread's own run-stack list (MLflow pushes and pops in place): resolving through it
         # is immune to Python reusing the ident of a thread that has ended
         stack = self._stacks[token] = mlflow_compat.active_run_stack()
-        with _lock:
+        with self._lock:
             self._binds += 1
             binding = f"{token}.{self._binds}:{index}"
         self.run_watch.watch(token, binding, stack)
@@ -291,7 +275,7 @@ class Forwarder:
         key = task_key(binding, worker)
         run = self._runs.get(key)
         if run is None:
-            with _lock:
+            with self._lock:
                 run = self._runs.get(key) or self._active_run(binding)
                 self._runs[key] = run
         return run
@@ -330,10 +314,10 @@ class Forwarder:
         run = explicit if isinstance(explicit, str) and explicit else self.resolve(binding, worker)
         _, sink = self._parse(binding)
         beyond: list = []
-        metrics, bad_m = _clean_metrics(message.get("m", []), beyond)
-        params, bad_p = _clean_pairs(message.get("p", []))
-        tags, bad_t = _clean_pairs(message.get("t", []))
-        artifacts, bad_a = _clean_pairs(message.get("a", []))
+        metrics, bad_m = clean_metrics(message.get("m", []), beyond)
+        params, bad_p = clean_pairs(message.get("p", []))
+        tags, bad_t = clean_pairs(message.get("t", []))
+        artifacts, bad_a = clean_pairs(message.get("a", []))
         if bad_m + bad_p + bad_t + bad_a:
             sink.tally.drop("malformed", bad_m + bad_p + bad_t + bad_a, run)
             logger.warning(
@@ -353,7 +337,7 @@ class Forwarder:
                 ts,
             )
         task = task_key(binding, worker)
-        with _lock:
+        with self._lock:
             self._logged_to.setdefault(task, set()).add(run)
             created_by = self._created.get(run) if run in self._created else None
         sub = Submission("points", run, worker, metrics, params, tags, artifacts)
@@ -365,7 +349,7 @@ class Forwarder:
         ``error``: the line of the error its function raised (the task says so in its "done"):
         the observers (the live view) hear of the failed attempt, for each run it logged to, or
         with no run (None) when it logged nothing; Spark may retry it or not."""
-        with _lock:
+        with self._lock:
             runs = self._logged_to.pop(task_key(binding, worker), None) or ()
         _, sink = self._parse(binding)
         settled = None
@@ -390,6 +374,11 @@ class Forwarder:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def collect_drops(self) -> int:
+        """Move the drop files tasks of this forwarder's threads left into their runs (at
+        ``flush()`` and shutdown); the number of files moved."""
+        return self._drops(self, self.cfg.task_drop_dir) if self._drops is not None else 0
+
     def flush(self, timeout: float | None) -> bool:
         """Deliver what every sink holds; True when all of it reached the stores."""
         return all([sink.flush(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
@@ -398,7 +387,7 @@ class Forwarder:
         """The relay's counters and the sinks' counters, summed over stores; with ``run_id``,
         that run's counters only (``tally.RUN_KEYS`` and ``dropped``)."""
         if run_id is not None:
-            return _run_stats(run_id, [sink.tally.run(run_id) for _, sink in self.sinks])
+            return run_stats(run_id, [sink.tally.run(run_id) for _, sink in self.sinks])
         out: dict = {"relay": dict(self.relay.counters, address=self.relay.address)}
         totals: dict = {}
         for _, sink in self.sinks:
@@ -422,106 +411,3 @@ class Forwarder:
         self.run_ops.close()
         self.run_watch.stop()
         return all([sink.stop(timeout) for _, sink in self.sinks])  # noqa: C419 - every sink, no short cut
-
-
-def bind_current_thread(sc=None) -> bool:
-    """Bind Spark jobs submitted from this thread to this thread's active MLflow run.
-
-    Called by MLflow at each run start (run-context provider) and by configure(); call it
-    yourself if you started the run before creating the SparkSession. Honours
-    ``SPARK_TRACKING_FORWARDING`` / ``spark.sparktracking.forwarding`` and ``..._DISABLED``.
-    Returns True when bound.
-    """
-    if sc is None:
-        from . import connect
-
-        # a Spark Connect client has no SparkContext: it binds with job tags (this thread's
-        # Connect session wins over a SparkContext the process may also have)
-        if connect.session_of_this_thread() is not None or _spark_context() is None:
-            return connect.bind_current_thread()
-        sc = _spark_context()
-    cfg = config()
-    if cfg.disabled or not cfg.forwarding:
-        return False
-    with _lock:
-        use_forwarder(sc, lambda: Forwarder(cfg, sc)).bind(sc)
-    return True
-
-
-def use_forwarder(owner, make) -> Forwarder:
-    """The forwarder of ``owner`` (a SparkContext, or a Spark Connect session); a new owner
-    replaces the previous forwarder (made by ``make()``)."""
-    global _forwarder
-    with _lock:
-        if _forwarder is None or _forwarder.owner is not owner:
-            if _forwarder is not None:
-                _forwarder.stop(5.0)
-            _forwarder = make()
-            _forwarder.owner = owner
-        return _forwarder
-
-
-def forwarder() -> Forwarder | None:
-    """The driver's forwarder of this process, or None before forwarding started."""
-    return _forwarder
-
-
-def flush(timeout: float | None = 30.0) -> bool:
-    """Deliver everything the driver holds for the store; True when all of it arrived."""
-    fw = _forwarder
-    if fw is None:
-        return True
-    _collect_drops(fw)
-    return fw.flush(timeout)
-
-
-def _collect_drops(fw: Forwarder) -> None:
-    connect = sys.modules.get(f"{__package__}.connect")
-    if connect is not None:  # Spark Connect without a reachable driver: tasks' drop files
-        connect.collect_drops(fw, fw.cfg.task_drop_dir)
-
-
-#: the counters ``stats()`` always has (zero until counted), besides ``relay`` and ``dropped``
-SESSION_COUNTERS = ("received", "sent", "retried", "spooled", "requests", "aggregated", "queued")
-
-
-def _run_stats(run_id: str, parts: list[dict]) -> dict:
-    out: dict = {"run_id": run_id, **dict.fromkeys(RUN_KEYS, 0), "dropped": {}}
-    for part in parts:
-        for key in RUN_KEYS:
-            out[key] += part[key]
-        for cause, n in part["dropped"].items():
-            out["dropped"][cause] = out["dropped"].get(cause, 0) + n
-    return out
-
-
-def stats(run_id: str | None = None) -> dict:
-    """The driver's forwarding counters (``spark_tracking.stats()``), zeros before forwarding
-    started; with ``run_id``, that run's."""
-    fw = _forwarder
-    if fw is None:
-        if run_id is not None:
-            return _run_stats(run_id, [])
-        return {"relay": None, **dict.fromkeys(SESSION_COUNTERS, 0), "dropped": {}}
-    return fw.stats(run_id)
-
-
-def shutdown(timeout: float = 30.0) -> bool:
-    """Stop forwarding: deliver what the driver holds within ``timeout`` (on Spark Connect
-    without a reachable driver, the drop files tasks left first), spool the rest (with a
-    warning). True when everything reached the store. Called at interpreter exit."""
-    global _forwarder
-    with _lock:
-        fw, _forwarder = _forwarder, None
-    if fw is None:
-        return True
-    try:
-        _collect_drops(fw)
-    except Exception:  # never keeps the rest from being delivered or spooled
-        logger.warning("spark_tracking: could not collect the drop files of Spark tasks", exc_info=True)
-    return fw.stop(timeout)
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    shutdown(EXIT_TIMEOUT)

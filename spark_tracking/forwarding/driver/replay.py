@@ -37,7 +37,7 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
     """Deliver every spool file; returns how many were delivered, refused and left."""
     from mlflow.tracking import MlflowClient
 
-    from .decode import _clean_metrics
+    from .decode import clean_metrics
     from .spool import Spool
     from .writers import is_invalid_request
 
@@ -57,7 +57,7 @@ def replay(spool_dir: str, tracking_uri: str | None = None, progress: bool = Tru
             client = clients.get(uri) or clients.setdefault(uri, MlflowClient(uri))
             request = {k: record[k] for k in ("run_id", "metrics", "params", "tags")}
             beyond: list = []
-            request["metrics"], bad = _clean_metrics(request["metrics"], beyond)
+            request["metrics"], bad = clean_metrics(request["metrics"], beyond)
             _log_batch(client, request)
             if beyond or bad:  # the store fails on them (as if it were down): kept aside, the rest stored
                 reason = (

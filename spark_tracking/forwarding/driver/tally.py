@@ -15,6 +15,20 @@ from .bounded import BoundedDict
 
 #: the counters a run has (``dropped`` is by cause)
 RUN_KEYS = ("received", "sent", "spooled")
+#: the counters ``stats()`` always has (zero until counted), besides ``relay`` and ``dropped``
+SESSION_COUNTERS = ("received", "sent", "retried", "spooled", "requests", "aggregated", "queued")
+
+
+def run_stats(run_id: str, parts: list[dict]) -> dict:
+    """One run's counters (``spark_tracking.stats(run_id)``), summed over the parts of it each
+    sink holds (``Tally.run``)."""
+    out: dict = {"run_id": run_id, **dict.fromkeys(RUN_KEYS, 0), "dropped": {}}
+    for part in parts:
+        for key in RUN_KEYS:
+            out[key] += part[key]
+        for cause, n in part["dropped"].items():
+            out["dropped"][cause] = out["dropped"].get(cause, 0) + n
+    return out
 
 
 class Tally:

@@ -5,7 +5,7 @@ import mlflow
 import pytest
 
 from spark_tracking.config import Config
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 from spark_tracking.forwarding.records import decode
 from spark_tracking.forwarding.task.transport import Connection as _Connection

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from spark_tracking.config import Config
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.driver import forwarder as driver
+from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.task import binding, run_requests
 from spark_tracking.forwarding.task.transport import Connection as _Connection
 from spark_tracking.forwarding.task.transport import Refused
