@@ -59,7 +59,7 @@ _AML_SCHEMES = ("azureml://", "https://", "spark-tracking-aml:")
 def configure(*, strict: bool | None = None, resolve_link: bool = True, **settings) -> Config | None:
     """Point MLflow at the central store and name the experiment for this session.
 
-    Keyword arguments are settings (see ``spark_tracking.config.SETTINGS``), e.g.
+    Keyword arguments are settings (see ``spark_tracking.settings.SETTINGS``), e.g.
     ``tracking_uri=``, ``experiment_name=``, ``home=``; they win over every other source:
     explicit argument > Spark conf ``spark.sparktracking.*`` > ``SPARK_TRACKING_*`` /
     ``MLFLOW_TRACKING_URI`` / ``MLFLOW_EXPERIMENT_NAME`` > config file > platform default

@@ -6,7 +6,7 @@ from __future__ import annotations
 # `spark-tracking settings --markdown > docs/configuration.md` (tests/test_docs.py checks it).
 _PAGE_INTRO = """# Configuration
 
-<!-- Generated from spark_tracking/config.py by `spark-tracking settings --markdown`; do not edit. -->
+<!-- Generated from spark_tracking/settings.py by `spark-tracking settings --markdown`; do not edit. -->
 
 Every setting has one source order: **explicit argument > Spark conf
 `spark.sparktracking.<name>` > environment `SPARK_TRACKING_<NAME>` (and `MLFLOW_TRACKING_URI`
@@ -16,7 +16,7 @@ it; an Azure ML link wins over it (see [Azure ML](azure.md)). The config
 file is JSON without secrets: the first of `$SPARK_TRACKING_CONFIG_FILE`,
 `~/.spark_tracking/config.json`, `/etc/spark_tracking/config.json` (the one the init script
 writes). `spark-tracking settings` prints this table from the registry
-(`spark_tracking/config.py`); `spark-tracking settings --resolved` prints what this session
+(`spark_tracking/settings.py`); `spark-tracking settings --resolved` prints what this session
 resolves to, secrets masked.
 
 """
@@ -24,7 +24,7 @@ resolves to, secrets masked.
 
 def configuration_page() -> str:
     """The documentation page of every setting (docs/configuration.md), from ``SETTINGS``."""
-    from .config import settings_table_markdown
+    from .settings import settings_table_markdown
 
     return _PAGE_INTRO + settings_table_markdown() + "\n"
 
@@ -45,7 +45,8 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from .config import Config, settings_table_markdown
+    from .config import Config
+    from .settings import settings_table_markdown
 
     if args.resolved:
         cfg = Config.resolve()

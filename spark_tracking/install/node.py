@@ -40,7 +40,8 @@ import os
 import re
 import sys
 
-from ..config import SETTINGS, Config, ConfigError, read_config_file, write_config_file
+from ..config import Config, ConfigError, read_config_file, write_config_file
+from ..settings import SETTINGS
 
 DIST_NAME = "spark-tracking"
 #: A requirement on the key is satisfied by any of these installed distributions (same package).

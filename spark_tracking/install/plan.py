@@ -30,7 +30,7 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from ..config import ENV_PREFIX, SETTINGS, SPARK_CONF_PREFIX
+from ..settings import ENV_PREFIX, SETTINGS, SPARK_CONF_PREFIX
 
 INIT_SCRIPT_NAME = "spark-tracking-init.sh"
 WHEEL_ENV = "SPARK_TRACKING_WHEEL"
