@@ -124,7 +124,7 @@ def print_summary(run_id: str) -> None:
     to look at it."""
     import mlflow
 
-    from .show import format_metrics
+    from .show_text import format_metrics
     from .store import RunReader
 
     print(f"run id: {run_id}")

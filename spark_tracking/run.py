@@ -5,334 +5,45 @@ the run, so the results are visible in AML studio, the MLflow UI and ``spark-tra
 Where each call's data is stored is :mod:`spark_tracking.layout`; docs/vocabulary.md has the
 table of calls for users.
 
-A ``Run`` writes through one writer per process and run, chosen once: on the driver a
-:class:`_DriverWriter` (``MlflowClient`` on the store; a series continues after the steps already
-stored, a table after its stored rows), inside a Spark task a :class:`_TaskWriter` (the task's
-forwarding buffer through :mod:`spark_tracking.api`; steps count from 0 per task, so the
-workers' steps line up for the driver's mean). Reading the store (``get_metrics``,
-``get_file_names``, ``parent``, ...) is for the driver, through :class:`~spark_tracking.store.RunReader`:
-executors hold no credentials.
+A ``Run`` writes through one writer per process and run, chosen once
+(:mod:`spark_tracking.run_writers`): on the driver a
+:class:`~spark_tracking.run_writers.DriverWriter` (``MlflowClient`` on the store; a series
+continues after the steps already stored, a table after its stored rows), inside a Spark task a
+:class:`~spark_tracking.run_writers.TaskWriter` (the task's forwarding buffer through
+:mod:`spark_tracking.api`; steps count from 0 per task, so the workers' steps line up for the
+driver's mean). What a call is given is checked first (:mod:`spark_tracking.run_inputs`).
+Reading the store (``get_metrics``, ``get_file_names``, ``parent``, ...) is for the driver,
+through :class:`~spark_tracking.store.RunReader`: executors hold no credentials.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import posixpath
-import re
-import shutil
-import tempfile
-import threading
-import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import api, layout
 from .forwarding.protocol import PARENT_TAG
 from .layout import IMAGES_DIR, TABLES_DIR, TEXT_TAG_PREFIX
-from .store import RunReader, write_artifact_bytes
-from .validation import MAX_METRICS_PER_BATCH, InvalidInput, check_key, metric_value, tag_value
+from .run_inputs import check_file_name, classify_values, image_png, table_cell
+from .run_writers import DriverWriter, TaskWriter, Writer, writer_for
+from .store import RunReader
+from .validation import InvalidInput, check_key, tag_value
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["IMAGES_DIR", "TABLES_DIR", "TEXT_TAG_PREFIX", "InvalidInput", "Run"]
 
-_LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_FILE_NAME_RE = re.compile(r"^[\w.\- :]+$")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# -- validation ------------------------------------------------------------------------------
-
-
-def _check_file_name(name, kind: str) -> str:
-    """Names that become one artifact file name: no folders, MLflow's characters."""
-    check_key(name, kind)
-    if not _FILE_NAME_RE.match(name) or name in (".", ".."):
-        raise InvalidInput(
-            f"{kind} name {name!r} becomes an artifact file name: use letters, digits, "
-            "underscores (_), dashes (-), periods (.), spaces and colons, no slashes"
-        )
-    return name
-
-
-def _cell(table: str, column: str, value):
-    """A table cell as a JSON value (numbers, text, bool, None); numpy scalars unwrapped."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    item = getattr(value, "item", None)
-    if item is not None:
-        try:
-            value = item()
-        except (TypeError, ValueError, RuntimeError):
-            pass
-        else:
-            if value is None or isinstance(value, (bool, int, float, str)):
-                return value
-    raise InvalidInput(
-        f"table {table!r} column {column!r} got {value!r} ({type(value).__name__}); a cell must be "
-        "a number, a string, a bool or None"
-    )
-
-
-def _classify(name: str, values: list) -> tuple[str, list]:
-    """('number', floats) or ('text', strs) for log/log_list values; refuses anything else."""
-    if values and all(isinstance(v, str) for v in values):
-        return "text", list(values)
-    numbers = []
-    for v in values:
-        if isinstance(v, str):
-            raise InvalidInput(f"log_list({name!r}) mixes text and numbers; log them under two names")
-        if isinstance(v, bool) or v is None:
-            raise InvalidInput(
-                f"run.log({name!r}) got {v!r} ({type(v).__name__}); a value must be a number "
-                "(int or float, NaN and inf allowed) or a string. Log a flag as 0/1 or as text."
-            )
-        try:
-            numbers.append(metric_value(name, v))
-        except InvalidInput:
-            raise InvalidInput(
-                f"run.log({name!r}) got {v!r} ({type(v).__name__}); a value must be a number "
-                "(int or float, NaN and inf allowed) or a string"
-            ) from None
-    return "number", numbers
-
-
-def _to_png(name: str, path=None, plot=None) -> bytes:
-    if (path is None) == (plot is None):
-        raise InvalidInput(
-            f"log_image({name!r}) takes exactly one of path= (a PNG file) or plot= (a matplotlib figure or pyplot)"
-        )
-    if path is not None:
-        path = os.fspath(path)
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise InvalidInput(f"log_image({name!r}): cannot read {path!r}: {exc.strerror}") from None
-        if not data.startswith(_PNG_SIGNATURE):
-            raise InvalidInput(f"log_image({name!r}): {path!r} is not a PNG file; save the image as PNG")
-        return data
-    savefig = getattr(plot, "savefig", None)
-    if savefig is None:
-        raise InvalidInput(
-            f"log_image({name!r}): plot= must be a matplotlib Figure (or pyplot), not {type(plot).__name__}"
-        )
-    buf = io.BytesIO()
-    savefig(buf, format="png")
-    return buf.getvalue()
-
 
 def _shape(values: list):
     """AML's shape: one value as itself, several as a list."""
     return values[0] if len(values) == 1 else list(values)
-
-
-# -- writers: where a Run's calls go ---------------------------------------------------------
-
-
-class _Writer:
-    """What the logging calls share: the next step of each series, the texts and the rows
-    logged so far (so a series, a text list and a table grow across calls). Subclasses say
-    where things go and what the store already holds."""
-
-    def __init__(self):
-        self._steps: dict[str, int] = {}
-        self._texts: dict[str, list[str]] = {}
-        self._rows: dict[str, list[dict]] = {}
-
-    # where things go, and what is there already
-    def _stored_next_step(self, name: str) -> int:
-        raise NotImplementedError
-
-    def _stored_texts(self, tag: str) -> list[str]:
-        raise NotImplementedError
-
-    def _stored_rows(self, name: str) -> list[dict]:
-        raise NotImplementedError
-
-    def _part(self) -> layout.Part | None:
-        raise NotImplementedError
-
-    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
-        raise NotImplementedError
-
-    def _table_written(self, name: str, path: str) -> None:
-        """Called after a table file was (re)written."""
-
-    def set_tag(self, key: str, value: str) -> None:
-        raise NotImplementedError
-
-    def put_artifact(self, path: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    def upload_file(self, name: str, local_path: str) -> None:
-        """Store the local file ``local_path`` as the artifact ``name``."""
-        with open(local_path, "rb") as fh:
-            self.put_artifact(name, fh.read())
-
-    # the calls
-    def log_numbers(self, name: str, values: list[float]) -> None:
-        first = self._steps.get(name)
-        if first is None:
-            first = self._stored_next_step(name)
-        self._steps[name] = first + len(values)
-        self._write_metrics(name, first, values, _now_ms())
-
-    def log_texts(self, name: str, texts: list[str]) -> None:
-        tag = layout.text_tag(name)
-        check_key(tag, "tag")
-        known = self._texts.get(name)
-        if known is None:
-            known = self._stored_texts(tag)
-        value = tag_value(name, json.dumps(known + texts))
-        self._texts[name] = known + texts
-        self.set_tag(tag, value)
-
-    def append_rows(self, name: str, rows: list[dict]) -> None:
-        known = self._rows.get(name)
-        if known is None:
-            known = self._stored_rows(name)
-        known = known + rows
-        path = layout.table_path(name, self._part())
-        self.put_artifact(path, layout.encode_table(known))
-        self._rows[name] = known
-        self._table_written(name, path)
-
-    def log_image(self, name: str, png: bytes) -> None:
-        self.put_artifact(layout.image_path(name, self._part()), png)
-
-
-class _DriverWriter(_Writer):
-    """Writes to the store with ``MlflowClient``; series, texts and tables continue what the
-    store holds for the run."""
-
-    def __init__(self, client: MlflowClient, run_id: str):
-        super().__init__()
-        self.client, self.run_id = client, run_id
-        self.reader = RunReader(client, run_id)
-        self._tables_listed: set[str] = set()
-
-    def _stored_next_step(self, name: str) -> int:
-        return self.reader.next_step(name)
-
-    def _stored_texts(self, tag: str) -> list[str]:
-        raw = self.reader.get_run().data.tags.get(tag)
-        return list(json.loads(raw)) if raw else []
-
-    def _stored_rows(self, name: str) -> list[dict]:
-        return self.reader.table_rows(layout.table_path(name))
-
-    def _part(self) -> None:
-        return None
-
-    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
-        from mlflow.entities import Metric
-
-        for start in range(0, len(values), MAX_METRICS_PER_BATCH):
-            chunk = values[start : start + MAX_METRICS_PER_BATCH]
-            metrics = [Metric(name, v, timestamp, first_step + start + i) for i, v in enumerate(chunk)]
-            self.client.log_batch(self.run_id, metrics=metrics)
-
-    def _table_written(self, name: str, path: str) -> None:
-        # once per table: what mlflow.log_table does, so the MLflow UI offers the file as a table
-        if name in self._tables_listed:
-            return
-        logged = json.loads(self.reader.get_run().data.tags.get(_LOGGED_ARTIFACTS_TAG, "[]"))
-        entry = {"path": path, "type": "table"}
-        if entry not in logged:
-            self.client.set_tag(self.run_id, _LOGGED_ARTIFACTS_TAG, json.dumps([*logged, entry]))
-        self._tables_listed.add(name)
-
-    def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
-
-    def put_artifact(self, path: str, data: bytes) -> None:
-        write_artifact_bytes(self.client, self.run_id, path, data)
-
-    def upload_file(self, name: str, local_path: str) -> None:
-        directory, base = posixpath.split(name)
-        with tempfile.TemporaryDirectory(prefix="spark-tracking-upload-") as tmp:
-            local = os.path.join(tmp, base)  # the artifact takes the name, not the file's name
-            shutil.copyfile(local_path, local)
-            self.client.log_artifact(self.run_id, local, artifact_path=directory or None)
-
-
-class _TaskWriter(_Writer):
-    """Appends to this Spark task's forwarding buffer (``spark_tracking.api``); the relay logs
-    it to the run bound to the job. Nothing is read from the store: every series, text list
-    and table starts empty in each task, and tables and images are the task's own files."""
-
-    def __init__(self, part: layout.Part):
-        super().__init__()
-        self.part = part
-        self._verified: set[str] = set()
-
-    def check_run(self, run_id: str) -> None:
-        """Refuse a ``Run`` for another run than the task's: the relay would log its calls to
-        the task's run, silently."""
-        if run_id in self._verified:
-            return
-        bound = api.current_run_id()
-        if bound is not None and bound != run_id:
-            raise RuntimeError(
-                f"Run {run_id} is not the run this Spark task logs to ({bound}): tasks log to the "
-                f"run active on the driver when the job was submitted. Submit the job inside "
-                f"`with mlflow.start_run(run_id={run_id!r})`, or use Run.get_context() in the task."
-            )
-        self._verified.add(run_id)
-
-    def _stored_next_step(self, name: str) -> int:
-        return 0
-
-    def _stored_texts(self, tag: str) -> list[str]:
-        return []
-
-    def _stored_rows(self, name: str) -> list[dict]:
-        return []
-
-    def _part(self) -> layout.Part:
-        return self.part
-
-    def _write_metrics(self, name: str, first_step: int, values: list[float], timestamp: int) -> None:
-        for i, v in enumerate(values):
-            api.log_metric(name, v, step=first_step + i, timestamp=timestamp)
-
-    def set_tag(self, key: str, value: str) -> None:
-        api.set_tag(key, value)
-
-    def put_artifact(self, path: str, data: bytes) -> None:
-        api.log_artifact_bytes(path, data)
-
-
-# One writer per process and run, so a new Run object for the same run (Run.get_context() in
-# every call) continues its series: ("driver", tracking URI, run id) on the driver; ("task",
-# worker, pid) in a task, where only the current task's writer is kept.
-_writers: dict[tuple, _Writer] = {}
-_writers_lock = threading.Lock()
-
-
-def _writer_for(key: tuple, make: Callable[[], _Writer]) -> _Writer:
-    with _writers_lock:
-        writer = _writers.get(key)
-        if writer is None:
-            if key[0] == "task":  # a new task in a reused worker: forget the previous one
-                for old in [k for k in _writers if k[0] == "task"]:
-                    del _writers[old]
-            writer = _writers[key] = make()
-        return writer
-
-
-# -- Run ---------------------------------------------------------------------------------------
 
 
 class Run:
@@ -477,7 +188,7 @@ class Run:
         self._driver_only(what)
         return RunReader(self._client(), self.id)
 
-    def _writer(self) -> _Writer:
+    def _writer(self) -> Writer:
         """This process's writer for the run: the task's inside a Spark task, else the driver's."""
         if api.in_task():
             from .forwarding.task import executor
@@ -486,13 +197,13 @@ class Run:
             assert binding is not None, "in_task() means a binding"
             worker = binding.worker
             part = (int(worker[0]), layout.worker_id(worker))
-            writer = _writer_for(("task", tuple(worker), os.getpid()), lambda: _TaskWriter(part))
-            assert isinstance(writer, _TaskWriter)
+            writer = writer_for(("task", tuple(worker), os.getpid()), lambda: TaskWriter(part))
+            assert isinstance(writer, TaskWriter)
             if self._id is not None:
                 writer.check_run(self._id)
             return writer
         client = self._client()
-        return _writer_for(("driver", client.tracking_uri, self.id), lambda: _DriverWriter(client, self.id))
+        return writer_for(("driver", client.tracking_uri, self.id), lambda: DriverWriter(client, self.id))
 
     # -- logging -----------------------------------------------------------------------------
 
@@ -516,7 +227,7 @@ class Run:
         self._log_values(name, values)
 
     def _log_values(self, name: str, values: list) -> None:
-        kind, clean = _classify(name, values)
+        kind, clean = classify_values(name, values)
         writer = self._writer()
         if kind == "text":
             writer.log_texts(name, clean)
@@ -527,15 +238,15 @@ class Run:
         """Append one row to the table ``name``: ``run.log_row("metrics", epoch=1, acc=0.9)``.
         A table is an ``mlflow.log_table``-compatible JSON artifact (never metrics, so it costs
         no metric quota); a task writes its own rows to its own file."""
-        _check_file_name(name, "table")
+        check_file_name(name, "table")
         if not columns:
             raise InvalidInput(f"log_row({name!r}) got no columns; pass them as keywords, e.g. epoch=1")
-        self._writer().append_rows(name, [{c: _cell(name, c, v) for c, v in columns.items()}])
+        self._writer().append_rows(name, [{c: table_cell(name, c, v) for c, v in columns.items()}])
 
     def log_table(self, name: str, value: Mapping[str, Iterable], description: str = "") -> None:
         """Append the rows of ``{column: [values...]}`` (columns of equal length) to the
         table ``name`` (the same table ``log_row`` builds)."""
-        _check_file_name(name, "table")
+        check_file_name(name, "table")
         if not isinstance(value, Mapping) or not value:
             raise InvalidInput(
                 f"log_table({name!r}) takes a non-empty dict of column name -> list "
@@ -552,13 +263,13 @@ class Run:
                 f"log_table({name!r}) columns have different lengths {lengths}; every column needs one value per row"
             )
         n = next(iter(lengths.values()))
-        self._writer().append_rows(name, [{c: _cell(name, c, cols[c][i]) for c in cols} for i in range(n)])
+        self._writer().append_rows(name, [{c: table_cell(name, c, cols[c][i]) for c in cols} for i in range(n)])
 
     def log_image(self, name: str, path=None, plot=None, description: str = "") -> None:
         """Log a PNG file (``path=``) or a matplotlib figure (``plot=``, a Figure or pyplot)
         as the image ``name``, a PNG artifact."""
-        _check_file_name(name, "image")
-        self._writer().log_image(name, _to_png(name, path, plot))
+        check_file_name(name, "image")
+        self._writer().log_image(name, image_png(name, path, plot))
 
     def tag(self, key: str, value=None) -> None:
         """Set the MLflow tag ``key`` (``value=None``: an empty string, as AML's tag)."""

@@ -24,8 +24,8 @@ workers per metric are drawn; points beyond are counted in ``hidden_points``.
 Workers' system metrics (``system/<name>``, ``layout.is_system_metric``; the step is a Unix
 time) are no training curves: they never enter the chart, the metrics table or a worker's step.
 The view keeps what the system-metrics table of ``spark-tracking show`` reads
-(``show.system_rows``: CPU, memory, GPU per worker, and the outlying workers), as one running
-:class:`~spark_tracking.show.SeriesSummary` (count, sum, last, max) per worker and name, keyed
+(``show_text.system_rows``: CPU, memory, GPU per worker, and the outlying workers), as one running
+:class:`~spark_tracking.show_text.SeriesSummary` (count, sum, last, max) per worker and name, keyed
 as the store keys them (``system/<name>/worker_<w>``; the driver's machine, read from the
 store: plain ``system/<name>``); at most ``MAX_SYSTEM_SERIES`` of them.
 """
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from ..layout import is_system_metric, worker_metric_key
 from ..layout import worker_id as worker_of  # the one home of the worker-id rule
-from ..show import SeriesSummary, system_rows
+from ..show_text import SeriesSummary, system_rows
 
 #: the curve key of a metric's points the driver logged itself (not from tasks)
 DRIVER = "driver"
@@ -247,7 +247,7 @@ class Snapshot:
     #: worker that crashed or was killed, a failure outside the task's Python code)
     unreported: dict[int, int] = field(default_factory=dict)
     hidden_points: int = 0
-    #: the system-metrics table (``show.system_rows``), header first ([] without system metrics):
+    #: the system-metrics table (``show_text.system_rows``), header first ([] without system metrics):
     #: a row per worker (CPU, memory, GPU), and the notes naming the outlying workers
     system: list[list[str]] = field(default_factory=list)
     system_notes: list[str] = field(default_factory=list)

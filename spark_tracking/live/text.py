@@ -101,7 +101,7 @@ SYSTEM_TITLE = "system metrics per worker"
 
 
 def system_lines(snap: Snapshot) -> list[str]:
-    """The workers' system-metrics table (``show.system_rows``: a row per worker, CPU, memory,
+    """The workers' system-metrics table (``show_text.system_rows``: a row per worker, CPU, memory,
     GPU) and the notes naming the outlying workers; [] without system metrics."""
     if not snap.system:
         return []
