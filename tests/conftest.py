@@ -125,12 +125,19 @@ def clean_env(monkeypatch, tmp_path):
     binding.forget()  # a test that bound this process as a task must not leave it bound
 
 
-def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    """A metric's (step, value) in the store, in step order, after a flush: what reached the
-    driver is in the store (tasks may end before the store answers)."""
-    import spark_tracking
+def history(client, run_id: str, key: str, *, worker: int | None = None, flush: bool = True) -> list[tuple[int, float]]:
+    """A metric's (step, value) in the store, in step order (points of one step in the order
+    they were logged): the one reader of a metric's history in the tests. ``worker``: that
+    worker's series of ``key`` (``<key>/worker_<worker>``) instead of the mean. ``flush``
+    (the default): ``spark_tracking.flush()`` first, so what reached this driver is in the store
+    (tasks may end before the store answers); ``flush=False`` reads the store as it is (a Sink
+    or Forwarder of the test's own, or a test that checks what arrived without a flush)."""
+    if worker is not None:
+        key = f"{key}/worker_{worker}"
+    if flush:
+        import spark_tracking
 
-    spark_tracking.flush()
+        spark_tracking.flush()
     return [
         (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
     ]
@@ -139,6 +146,28 @@ def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
 @pytest.fixture
 def sqlite_uri(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def store(sqlite_uri, request, monkeypatch):
+    """spark_tracking configured on a fresh SQLite store under ``tmp_path``; the MlflowClient to
+    check it with. The one store fixture of the tests (``mlflow_server`` is the store behind
+    HTTP). In a test on a Spark Connect server (one that uses ``connect_server``, tests/connect)
+    this process is the Connect client on the driver node: it has the cluster's environment, the
+    relay secret included, before it configures, and its forwarding is shut down after the test."""
+    import mlflow
+
+    import spark_tracking
+
+    connect_server = request.getfixturevalue("connect_server") if "connect_server" in request.fixturenames else None
+    if connect_server is not None:
+        monkeypatch.setenv("SPARK_TRACKING_RELAY_SECRET", connect_server.secret)
+    spark_tracking.configure(tracking_uri=sqlite_uri)
+    yield mlflow.MlflowClient(sqlite_uri)
+    if connect_server is not None:
+        from spark_tracking.forwarding.driver import forwarder
+
+        forwarder.shutdown(10.0)
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import history
 
 from .conftest import REPO, Node
 
@@ -198,15 +199,15 @@ def test_the_vocabulary_notebook_logs_from_driver_and_tasks_and_shows_the_run(cl
     workers = [f"loss/worker_{w}" for w in range(4)]
     assert sorted(run.data.metrics) == sorted(["accuracy", "learning_rate", "loss", *workers])
 
-    def history(key):
-        return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    def series(key):
+        return history(client, run_id, key, flush=False)
 
-    assert history("accuracy") == list(enumerate([0.62, 0.71, 0.78, 0.82, 0.85]))
-    assert [s for s, _ in history("learning_rate")] == list(range(5))
-    per_worker = {key: history(key) for key in workers}
+    assert series("accuracy") == list(enumerate([0.62, 0.71, 0.78, 0.82, 0.85]))
+    assert [s for s, _ in series("learning_rate")] == list(range(5))
+    per_worker = {key: series(key) for key in workers}
     for key, points in per_worker.items():
         assert [s for s, _ in points] == list(range(6)), (key, points)
-    mean = history("loss")
+    mean = series("loss")
     assert [s for s, _ in mean] == list(range(6)), mean
     for step, value in mean:
         assert value == pytest.approx(sum(per_worker[k][step][1] for k in workers) / 4), (step, mean)

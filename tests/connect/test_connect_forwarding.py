@@ -6,22 +6,12 @@ from __future__ import annotations
 import logging
 
 import mlflow
-import pytest
 from conftest import history
 
 import spark_tracking
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import connect
 from spark_tracking.forwarding.driver import current as driver
-
-
-@pytest.fixture
-def store(sqlite_uri, connect_server, monkeypatch):
-    # the client runs on the driver node: it has the cluster's environment, the secret included
-    monkeypatch.setenv("SPARK_TRACKING_RELAY_SECRET", connect_server.secret)
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    yield mlflow.MlflowClient(sqlite_uri)
-    driver.shutdown(10.0)
 
 
 def _train(batches):

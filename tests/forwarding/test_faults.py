@@ -12,17 +12,11 @@ import threading
 
 import mlflow
 import pytest
-from conftest import MlflowServer
+from conftest import MlflowServer, history
 from faults import FaultProxy, wait_until
 
 import spark_tracking
 from spark_tracking.forwarding.driver.sink import RateLimiter, Sink, Spool, Submission
-
-
-def history(client, run_id, key):
-    return [
-        (m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: (m.step, m.timestamp))
-    ]
 
 
 def _sink(uri, tmp_path, sleeps=None, **kw):
@@ -54,7 +48,7 @@ def test_429_and_503_are_retried_after_the_servers_retry_after(mlflow_server, tm
         assert sink.flush(60)
         sink.stop()
     assert sleeps == [7.0, 7.0, 3.0]
-    assert history(client, run.info.run_id, "m") == [(i, float(i)) for i in range(1510)]
+    assert history(client, run.info.run_id, "m", flush=False) == [(i, float(i)) for i in range(1510)]
     assert sink.stats()["retried"] == 3 and sink.stats()["dropped"] == {}
 
 
@@ -91,8 +85,8 @@ def test_a_refused_point_or_param_never_rejects_the_rest(sqlite_uri, tmp_path, c
     sink.stop()
     data = client.get_run(rid).data
     assert data.params == {"lr": "0.1", "epochs": "3"}
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(5)]
-    assert history(client, rid, "n") == [(i, float(i)) for i in range(5)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(5)]
+    assert history(client, rid, "n", flush=False) == [(i, float(i)) for i in range(5)]
     assert sink.stats()["dropped"] == {"param_conflict": 1, "rejected_by_store": 1}
     assert "param 'lr' of run %s was logged as '0.1' and a task logged '0.2'" % rid in caplog.text
     assert "the store refused metric 'bad key!'" in caplog.text
@@ -162,10 +156,10 @@ def test_store_outage_mid_job_delivers_everything_after_recovery(spark, tmp_path
             assert spark_tracking.flush(120)
         assert max(worst) < 0.5, f"a log call waited {max(worst):.3f}s during the outage"
         for p in range(2):
-            assert history(client, run.info.run_id, f"loss/worker_{p}") == [
+            assert history(client, run.info.run_id, f"loss/worker_{p}", flush=False) == [
                 (s, float(p * 1000 + s)) for s in range(200)
             ]
-        assert history(client, run.info.run_id, "loss") == [(s, 500.0 + s) for s in range(200)]
+        assert history(client, run.info.run_id, "loss", flush=False) == [(s, 500.0 + s) for s in range(200)]
     finally:
         server.stop()
 
@@ -217,11 +211,11 @@ def test_killed_driver_spool_is_replayed_exactly_once(mlflow_server, tmp_path):
     ]
     out = subprocess.run(cli, capture_output=True, text=True, check=True)
     assert f"replayed 3 spool file(s) from {spool_dir}; 0 left" in out.stdout
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(3000)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(3000)]
     shutil.rmtree(spool_dir)
     shutil.copytree(backup, spool_dir)  # replay the same files again: idempotent
     subprocess.run(cli, capture_output=True, text=True, check=True)
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(3000)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(3000)]
     assert os.listdir(spool_dir) == []
     assert "hunter" not in json.dumps([open(backup / f).read() for f in files])
 
@@ -250,8 +244,8 @@ def test_a_retried_task_leaves_one_point_per_step(spark, sqlite_uri):
     client = mlflow.MlflowClient(sqlite_uri)
     assert attempts == [0, 1]
     expected_retried = [(s, float(s)) for s in range(10)] + [(s, 1000.0 + s) for s in range(10, 20)]
-    assert history(client, run.info.run_id, "loss/worker_1") == expected_retried
-    assert history(client, run.info.run_id, "loss/worker_0") == [(s, float(s)) for s in range(10)]
+    assert history(client, run.info.run_id, "loss/worker_1", flush=False) == expected_retried
+    assert history(client, run.info.run_id, "loss/worker_0", flush=False) == [(s, float(s)) for s in range(10)]
     assert spark_tracking.stats()["dropped"]["duplicate_attempt"] - before == 10
 
 
@@ -295,7 +289,7 @@ def test_nan_and_infinities_reach_a_rest_store_as_mlflow_allows(mlflow_server, t
     )
     assert sink.flush(60)
     sink.stop()
-    values = [v for _, v in history(client, rid, "v")]
+    values = [v for _, v in history(client, rid, "v", flush=False)]
     direct = client.create_run("0").info.run_id  # what MLflow itself stores for the same values
     from mlflow.entities import Metric
 
@@ -308,7 +302,7 @@ def test_nan_and_infinities_reach_a_rest_store_as_mlflow_allows(mlflow_server, t
             Metric("v", 0.25, 4, 3),
         ],
     )
-    expected = [v for _, v in history(client, direct, "v")]
+    expected = [v for _, v in history(client, direct, "v", flush=False)]
     assert values[0] != values[0] and expected[0] != expected[0]  # NaN
     assert values[1:] == expected[1:]  # MLflow's SQL store keeps ±inf as ±max float
 
@@ -328,7 +322,7 @@ def test_a_stalled_store_holds_nothing_else_up(mlflow_server, tmp_path):
         assert first.result(60) is True and second.result(60) is True
         assert sink.flush(60)
         sink.stop()
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(200)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(200)]
 
 
 EXITING_DRIVER = textwrap.dedent("""
@@ -384,7 +378,7 @@ def test_points_acknowledged_before_exit_with_a_frozen_store_are_replayed_exactl
             assert out.returncode == 0 and "0 left" in out.stdout, out.stdout + out.stderr
             shutil.rmtree(spool_dir)
             shutil.copytree(backup, spool_dir)
-        assert history(client, rid, "m/worker_0") == [(i, float(i)) for i in range(3000)]
-        assert history(client, rid, "m") == [(i, float(i)) for i in range(3000)]
+        assert history(client, rid, "m/worker_0", flush=False) == [(i, float(i)) for i in range(3000)]
+        assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(3000)]
     finally:
         server.stop()

@@ -17,12 +17,6 @@ from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver import current as driver
 
 
-@pytest.fixture
-def store(sqlite_uri):
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
-
-
 def _train(rows):
     import mlflow
     from pyspark import TaskContext
@@ -282,10 +276,6 @@ def test_on_the_driver_the_api_logs_to_the_active_run(store):
     _ = free_port
 
 
-def _no_flush_history(client, run_id, key):
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
 def test_a_task_logging_only_to_an_explicit_run_creates_no_run(spark, store, caplog):
     target = store.create_run("0").info.run_id
     with mlflow.start_run():
@@ -384,7 +374,7 @@ def test_means_are_written_when_the_stage_ends_though_some_tasks_never_logged(sp
         rid = run.info.run_id
         # no flush: the stage ended, so the means of the two workers that logged are written
         assert wait_until(lambda: len(store.get_metric_history(rid, "half")) == 5, 30), spark_tracking.stats()
-    assert _no_flush_history(store, rid, "half") == [(s, 5.0 + s) for s in range(5)]
+    assert history(store, rid, "half", flush=False) == [(s, 5.0 + s) for s in range(5)]
 
 
 def test_tasks_learn_the_relay_frame_limit_from_a_job_property(spark, store):

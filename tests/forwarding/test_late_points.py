@@ -3,18 +3,11 @@ the relay was unreachable, shipped after the notebook ended that run and started
 Real Spark (local-cluster) and a real store."""
 
 import mlflow
-import pytest
 from conftest import history
 
 import spark_tracking
 from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.driver.relay import Relay
-
-
-@pytest.fixture
-def store(sqlite_uri):
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
 
 
 def _log(key):

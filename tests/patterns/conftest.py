@@ -7,26 +7,12 @@ import json
 import os
 
 import mlflow
-import pytest
 from driver_program import run_on_cluster, spark_session
-
-import spark_tracking
-
-
-@pytest.fixture
-def store(sqlite_uri):
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
 
 
 def model_name_kwargs(name: str) -> dict:
     """``log_model(model, name=...)`` on MLflow 3, ``artifact_path=...`` on MLflow 2."""
     return {"name": name} if int(mlflow.__version__.split(".")[0]) >= 3 else {"artifact_path": name}
-
-
-def history(client, run_id: str, key: str) -> list:
-    spark_tracking.flush()
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 def executor_home(tmp_path) -> str:

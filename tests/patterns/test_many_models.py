@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import mlflow
 import pandas as pd
+from conftest import history
 
-from .conftest import history, model_name_kwargs
+from .conftest import model_name_kwargs
 
 GROUPS = ["a", "b", "c"]
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import mlflow
 import pytest
+from conftest import history
 from faults import wait_until
 
 import spark_tracking
 from spark_tracking.forwarding.driver import current as driver
 from spark_tracking.forwarding.driver.relay import Relay
-
-from .conftest import history
 
 
 def _log_fifty(key):

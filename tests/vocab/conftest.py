@@ -1,19 +1,9 @@
-"""Fixtures of the vocabulary tests: a configured session on a fresh SQLite store."""
+"""Fixtures of the vocabulary tests (their store is tests/conftest.py's ``store``: a configured
+session on a fresh SQLite store)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture
-def store(sqlite_uri):
-    """spark_tracking configured on a fresh SQLite store; the MlflowClient to check it with."""
-    import mlflow
-
-    import spark_tracking
-
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
 
 
 @pytest.fixture

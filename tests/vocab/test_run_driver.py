@@ -10,13 +10,10 @@ import math
 import mlflow
 import pandas as pd
 import pytest
+from conftest import history
 
 from spark_tracking import Run
 from spark_tracking.run import InvalidInput
-
-
-def points(client, run_id, key):
-    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
 
 def test_numbers_build_series_and_a_single_value_stays_a_scalar(store):
@@ -29,7 +26,7 @@ def test_numbers_build_series_and_a_single_value_stays_a_scalar(store):
     assert metrics["acc"] == 0.5 and type(metrics["acc"]) is float
     assert metrics["loss"] == [3.0, 2.5, 1.0] and all(type(v) is float for v in metrics["loss"])
     assert math.isnan(metrics["nan"])
-    assert points(store, run.id, "loss") == [(0, 3.0), (1, 2.5), (2, 1.0)]
+    assert history(store, run.id, "loss", flush=False) == [(0, 3.0), (1, 2.5), (2, 1.0)]
     run.complete()
     assert store.get_run(run.id).info.status == "FINISHED"
 
@@ -39,7 +36,7 @@ def test_a_new_run_object_continues_the_series_in_the_store(store):
         run.log("loss", 1.0)
         Run(run.id).log("loss", 0.5)  # a second object on the same run: next step, not step 0
         Run.get_context().log("loss", 0.25)
-    assert points(store, run.id, "loss") == [(0, 1.0), (1, 0.5), (2, 0.25)]
+    assert history(store, run.id, "loss", flush=False) == [(0, 1.0), (1, 0.5), (2, 0.25)]
     assert store.get_run(run.id).info.status == "FINISHED"
 
 
@@ -60,7 +57,7 @@ def test_log_list_of_numbers_and_of_text(store):
         run.log_list("curve", [25])
         metrics = run.get_metrics()
     assert metrics == {"curve": [1.0, 4.0, 9.0, 16.0, 25.0], "labels": ["cat", "dog"]}
-    assert points(store, run.id, "curve")[-1] == (4, 25.0)
+    assert history(store, run.id, "curve", flush=False)[-1] == (4, 25.0)
 
 
 def test_rows_build_a_table_readable_by_mlflow_load_table(store):

@@ -3,6 +3,7 @@ SQLite: long barrier stages, child runs a task created, the param cap, extreme v
 
 import mlflow
 import pytest
+from conftest import history
 
 from spark_tracking.config import Config
 from spark_tracking.forwarding.driver import current as driver
@@ -12,10 +13,6 @@ from spark_tracking.forwarding.task.transport import Connection as _Connection
 
 TS = 1_700_000_000_000
 SECRET = "means-secret"
-
-
-def history(client, run_id, key):
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 def _sink(uri, tmp_path, stage_tasks=lambda stage: 1, **kw):
@@ -43,8 +40,8 @@ def test_a_long_rank_stage_writes_its_means_while_it_runs_and_holds_few_open(sql
     assert len(state.agg) <= 100 and sink.stats()["aggregated"] >= 900
     assert sink.flush(60)
     sink.stop()
-    assert history(client, rid, "loss") == [(s, 1.5 + 10 * s) for s in range(1000)]
-    assert history(client, rid, "loss/worker_3") == [(s, 3.0 + 10 * s) for s in range(1000)]
+    assert history(client, rid, "loss", flush=False) == [(s, 1.5 + 10 * s) for s in range(1000)]
+    assert history(client, rid, "loss/worker_3", flush=False) == [(s, 3.0 + 10 * s) for s in range(1000)]
 
 
 # -- item 16: the mean of values near the float maximum --------------------------------------------
@@ -58,7 +55,7 @@ def test_the_mean_of_two_values_near_the_float_maximum_does_not_overflow(sqlite_
         sink.submit(Submission("points", rid, [1, partition, 0, partition, None, 0], [("big", 1e308, TS, 0)]))
     assert sink.flush(60)
     sink.stop()
-    assert history(client, rid, "big") == [(0, 1e308)]
+    assert history(client, rid, "big", flush=False) == [(0, 1e308)]
 
 
 # -- item 15: the param cap counts what the driver logged ------------------------------------------
@@ -134,5 +131,5 @@ def test_a_child_run_a_task_created_keeps_the_users_keys(forwarder, sqlite_uri):
     assert sink.flush(60)
     for child in children.values():
         assert set(client.get_run(child).data.metrics) == {"mse"}
-        assert history(client, child, "mse") == [(s, 1.0 / (s + 1)) for s in range(5)]
+        assert history(client, child, "mse", flush=False) == [(s, 1.0 / (s + 1)) for s in range(5)]
     assert set(client.get_run(parent).data.metrics) == {"loss", *(f"loss/worker_{p}" for p in range(4))}

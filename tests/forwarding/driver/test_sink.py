@@ -8,16 +8,13 @@ import subprocess
 import sys
 
 import mlflow
+from conftest import history
 from faults import FaultProxy, before_store_call
 
 from spark_tracking import cli
 from spark_tracking.forwarding.driver.sink import Sink, Spool, Submission
 
 TS = 1_700_000_000_000
-
-
-def history(client, run_id, key):
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 def _sink(uri, tmp_path, stage_tasks=lambda stage: 1, **kw):
@@ -82,7 +79,7 @@ def test_stop_with_a_stalled_store_writes_what_it_holds_to_the_spool(mlflow_serv
         in caplog.text
     )
     assert _replay(spool_dir, mlflow_server.uri, capsys)[0] == 0
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(200)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(200)]
 
 
 # -- two processes on one spool (item 4) ------------------------------------------------------
@@ -111,8 +108,8 @@ def test_two_processes_draining_one_spool_deliver_every_file_once(sqlite_uri, tm
     assert sink.flush(30) is True
     sink.stop()
     assert f"replayed 1 spool file(s) from {spool_dir}; 0 left" in other[0].stdout, other[0]
-    assert history(client, rid, "spooled") == [(i, float(i)) for i in range(100)]
-    assert history(client, rid, "live") == [(i, float(i)) for i in range(10)]
+    assert history(client, rid, "spooled", flush=False) == [(i, float(i)) for i in range(100)]
+    assert history(client, rid, "live", flush=False) == [(i, float(i)) for i in range(10)]
     assert os.listdir(spool_dir) == []
 
 
@@ -126,7 +123,7 @@ def test_a_claim_left_by_a_dead_process_is_delivered(sqlite_uri, tmp_path, capsy
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     os.rename(path, f"{path}.claim-{dead.stdout.strip()}")  # it claimed the file, then died
     assert _replay(spool.directory, sqlite_uri, capsys)[0] == 0
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(5)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(5)]
 
 
 # -- replay past a refused file (item 8) --------------------------------------------------------
@@ -160,7 +157,7 @@ def test_replay_reports_a_refused_file_sets_it_aside_and_goes_on(sqlite_uri, tmp
     assert (
         f"replayed 2 spool file(s) from {spool_dir}; 1 refused by the store, kept in {spool_dir / 'refused'}; 0 left"
     ) in out
-    assert history(client, good, "m") == [(i, float(i)) for i in range(20)]
+    assert history(client, good, "m", flush=False) == [(i, float(i)) for i in range(20)]
     assert sorted(os.listdir(spool_dir / "refused")) == [names[1], names[1] + ".reason.txt"]
     assert _replay(spool_dir, sqlite_uri, capsys)[0] == 0  # what was set aside is not retried
 
@@ -228,8 +225,8 @@ def test_a_rerun_stage_attempt_stores_each_step_once(sqlite_uri, tmp_path):
     assert sink.flush(60)
     sink.stop()
     for partition in range(2):
-        assert history(client, rid, f"loss/worker_{partition}") == [(s, float(s)) for s in range(5)]
-    assert history(client, rid, "loss") == [(s, float(s)) for s in range(5)]
+        assert history(client, rid, f"loss/worker_{partition}", flush=False) == [(s, float(s)) for s in range(5)]
+    assert history(client, rid, "loss", flush=False) == [(s, float(s)) for s in range(5)]
     assert sink.stats()["dropped"] == {"duplicate_attempt": 10}
 
 
@@ -246,8 +243,8 @@ def test_ranks_of_one_task_give_one_mean_per_step(sqlite_uri, tmp_path):
         )
     assert sink.flush(60)
     sink.stop()
-    assert history(client, rid, "loss") == [(s, 1.5 + 10 * s) for s in range(3)]
-    assert history(client, rid, "loss/worker_3") == [(s, 3.0 + 10 * s) for s in range(3)]
+    assert history(client, rid, "loss", flush=False) == [(s, 1.5 + 10 * s) for s in range(3)]
+    assert history(client, rid, "loss/worker_3", flush=False) == [(s, 3.0 + 10 * s) for s in range(3)]
 
 
 # -- bounded state (item 18) ------------------------------------------------------------------------
@@ -274,4 +271,4 @@ def test_state_per_stage_and_run_is_bounded(sqlite_uri, tmp_path):
     sink.stop()
     assert len(sink.aggregator.stages) <= 8 and len(sink.aggregator.params) <= 2
     assert len(sink.delivery.run_points) <= 2
-    assert sum(len(history(client, run, "m/worker_0")) for run in runs) == 40
+    assert sum(len(history(client, run, "m/worker_0", flush=False)) for run in runs) == 40

@@ -8,6 +8,7 @@ import time
 
 import mlflow
 import pytest
+from conftest import history
 from faults import FaultProxy
 
 from spark_tracking import cli
@@ -18,10 +19,6 @@ from spark_tracking.forwarding.task.transport import Connection as _Connection
 
 TS = 1_700_000_000_000
 SECRET = "store-faults-secret"
-
-
-def history(client, run_id, key):
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 def _sink(uri, tmp_path, **kw):
@@ -67,7 +64,7 @@ def test_a_step_beyond_64_bits_is_refused_at_decode_and_every_other_point_lands(
         )
         assert reply["run"] == rid, reply
     assert fw.flush(60) is True
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(400)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(400)]
     stats = fw.stats()
     assert stats["dropped"] == {"out_of_range": 2} and stats["spooled"] == 0
     assert (
@@ -89,7 +86,7 @@ def test_an_internal_error_on_one_entry_is_a_refusal_not_an_outage(sqlite_uri, t
     sink.submit(Submission("points", rid, [0, 0, 0, 0, None], [tuple(p) for p in _points(100, offset=400)]))
     assert sink.flush(120) is False  # one entry was refused
     sink.stop()
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(500)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(500)]
     stats = sink.stats()
     assert stats["dropped"] == {"rejected_by_store": 1} and stats.get("spooled", 0) == 0
     assert f"the store refused metric 'm' of run {rid}" in caplog.text
@@ -122,7 +119,7 @@ def test_replay_delivers_the_rest_of_a_file_holding_a_step_beyond_64_bits(sqlite
         f"was delivered; moved them to {os.path.join(spool.directory, 'refused', name)}"
     ) in out
     assert "0 left" in out
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(400)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(400)]
     assert Spool.read(os.path.join(spool.directory, "refused", name))["metrics"] == [["m", 1.0, TS, 2**63]]
 
 
@@ -146,7 +143,7 @@ def test_while_the_store_hangs_the_queue_is_bounded_and_the_rest_goes_to_the_spo
         proxy.release.set()
         assert sink.flush(120) is True
         sink.stop()
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(3100)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(3100)]
     assert caplog.text.count(f"the store at {proxy.uri} is behind (1000 values wait for it)") == 1
     assert sink.stats()["dropped"] == {}
 
@@ -169,7 +166,7 @@ def test_points_wait_at_most_spool_after_seconds_in_memory(mlflow_server, tmp_pa
         proxy.release.set()
         assert sink.flush(120) is True
         sink.stop()
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(300)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(300)]
     assert "is slow (100 values wait for it); what tasks send now goes to the spool" in caplog.text
 
 
@@ -194,5 +191,5 @@ def test_a_long_retry_after_is_honoured_in_full_without_the_sink_sleeping_throug
         now[0] += 91
         assert sink.flush(60) is True
         sink.stop()
-    assert history(client, rid, "m") == [(i, float(i)) for i in range(100)]
+    assert history(client, rid, "m", flush=False) == [(i, float(i)) for i in range(100)]
     assert "the store asked to wait" in caplog.text and "(Retry-After); spooling to" in caplog.text

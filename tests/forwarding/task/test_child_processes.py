@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import mlflow
+from conftest import history
 from driver_program import run_on_cluster, spark_session
 from faults import StalledRelay
 
@@ -62,17 +63,13 @@ spark.stop()
 )
 
 
-def series(client, run_id, key):
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-
-
 def test_processes_started_by_tasks_log_to_the_driver_run_as_their_rank(tmp_path, sqlite_uri):
     run_id = run_on_cluster(DRIVER, sqlite_uri, tmp_path)[-1]
     client = mlflow.MlflowClient(sqlite_uri)
     expected = {("rank_loss", w) for w in range(4)} | {("plain_loss", w) for w in range(2)}
     expected |= {("spawn_loss", w) for w in (4, 5)}
     for key, w in sorted(expected):
-        got = series(client, run_id, f"{key}/worker_{w}")
+        got = history(client, run_id, key, worker=w, flush=False)
         assert got == [(s, float(w * 10 + s)) for s in range(3)], (key, w, sorted(client.get_run(run_id).data.metrics))
 
 

@@ -15,12 +15,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def store(sqlite_uri):
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
-
-
 def _task(rows):
     import mlflow
     import numpy as np

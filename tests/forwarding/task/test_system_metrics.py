@@ -15,6 +15,7 @@ import types
 import mlflow
 import psutil
 import pytest
+from conftest import history
 from driver_program import run_on_cluster, spark_session
 
 from spark_tracking.forwarding import protocol
@@ -297,7 +298,7 @@ def test_each_worker_s_cpu_and_memory_series_show_what_its_process_used_and_off_
         } <= keys
 
     def series(name, w):
-        return [m.value for m in client.get_metric_history(on_run, f"system/{name}/worker_{w}")]
+        return [value for _, value in history(client, on_run, f"system/{name}", worker=w, flush=False)]
 
     cores = psutil.cpu_count() / 100  # percent of the node -> cores
     burner, sleeper = series("cpu_utilization_percentage", 0), series("cpu_utilization_percentage", 1)

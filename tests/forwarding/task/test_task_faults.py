@@ -8,23 +8,10 @@ import json
 import faults
 import mlflow
 import pytest
-from conftest import run_driver
+from conftest import history, run_driver
 from pyspark import cloudpickle
 
-import spark_tracking
-
 cloudpickle.register_pickle_by_value(faults)  # executors cannot import the tests' modules
-
-
-@pytest.fixture
-def store(sqlite_uri):
-    spark_tracking.configure(tracking_uri=sqlite_uri)
-    return mlflow.MlflowClient(sqlite_uri)
-
-
-def history(client, run_id, key):
-    spark_tracking.flush()
-    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
 def test_a_task_that_raises_after_logging_hands_over_its_curve(spark, store):
