@@ -9,7 +9,6 @@ import mlflow
 
 import spark_tracking
 from spark_tracking.forwarding import protocol
-from spark_tracking.forwarding.driver import connect
 from spark_tracking.forwarding.driver import current as driver
 
 
@@ -19,9 +18,7 @@ def test_drop_files_are_collected_when_forwarding_shuts_down(tmp_path, sqlite_ur
     monkeypatch.setenv("SPARK_TRACKING_TASK_DROP_DIR", str(drop))
     spark_tracking.configure(tracking_uri=sqlite_uri)
     owner = object()  # a Connect session stands here: no SparkContext
-    fw = driver.use_forwarder(
-        owner, lambda: driver.Forwarder(driver.config(), None, host="127.0.0.1", drops=connect.collect_drops)
-    )
+    fw = driver.use_forwarder(owner, lambda: driver.Forwarder(driver.config(), None, host="127.0.0.1"))
     try:
         with mlflow.start_run() as run:
             binding = fw.bind_thread()

@@ -43,7 +43,6 @@ as reachable), ``task_drop_dir``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -208,7 +207,6 @@ def bind_current_thread() -> bool:
             None,
             host=_relay_host(cfg, session, limit is not None),
             stages=ConnectStages.watch(session),
-            drops=collect_drops,
         ),
     )
     binding = fw.bind_thread()
@@ -254,28 +252,3 @@ def _warn_limit(limit: str, drop_dir: str | None) -> None:
         limit,
         where[0].upper() + where[1:],
     )
-
-
-def collect_drops(fw, drop_dir: str | None) -> int:
-    """Move the complete drop files of threads this process bound into their runs, through the
-    same handler as the relay (per-worker series and the mean). Returns the files moved."""
-    if not drop_dir or not os.path.isdir(drop_dir):
-        return 0
-    tokens = fw.bound_tokens()
-    moved = 0
-    for name in sorted(os.listdir(drop_dir)):
-        if not name.endswith(".jsonl") or name.partition("-")[0] not in tokens:
-            continue
-        path = os.path.join(drop_dir, name)
-        claimed = path + f".{os.getpid()}.claimed"
-        try:
-            os.rename(path, claimed)
-        except OSError:
-            continue  # another process took it
-        with open(claimed, encoding="utf-8") as fh:
-            for line in fh:
-                # the relay's own dispatch: the same checks and ops as a request over the wire
-                fw.relay.dispatch(json.loads(line))
-        os.remove(claimed)
-        moved += 1
-    return moved

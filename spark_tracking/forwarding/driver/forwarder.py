@@ -67,7 +67,7 @@ from ..protocol import (
     error_line,
     thread_token,
 )
-from . import observers
+from . import drops, observers
 from .bounded import BoundedDict
 from .decode import clean_metrics, clean_pairs
 from .relay import Relay, task_key
@@ -119,11 +119,8 @@ def _py4j_debug_off():
 class Forwarder:
     """The relay plus a sink per tracking URI, and the run resolution between them."""
 
-    def __init__(self, cfg, sc, host: str | None = None, stages=None, drops=None):
+    def __init__(self, cfg, sc, host: str | None = None, stages=None):
         self.cfg = cfg
-        #: ``drops(forwarder, folder)`` moves the drop files of tasks that could not reach the
-        #: relay into their runs (Spark Connect without a reachable driver: ``connect.collect_drops``)
-        self._drops = drops
         self._lock = threading.RLock()
         self.sc = sc
         self.owner = sc
@@ -377,7 +374,7 @@ class Forwarder:
     def collect_drops(self) -> int:
         """Move the drop files tasks of this forwarder's threads left into their runs (at
         ``flush()`` and shutdown); the number of files moved."""
-        return self._drops(self, self.cfg.task_drop_dir) if self._drops is not None else 0
+        return drops.collect(self, self.cfg.task_drop_dir)
 
     def flush(self, timeout: float | None) -> bool:
         """Deliver what every sink holds; True when all of it reached the stores."""
