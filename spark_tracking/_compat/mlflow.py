@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 #: SQL store takes its artifact root from it when it is given none (MLflow 3.x,
 #: ``tracking/_tracking_service/utils.py`` ``_get_sqlalchemy_store``; 2.9.2 reads it only in the
 #: server, ``server/handlers.py``). Checked: 2.9.2, 3.0.1, 3.17.2.
+#: Also, from MLflow 3.17.2 (``store/artifact/host_policy.py``, GHSA-mr9f-g8qf-4w4j), its presence
+#: marks the process and its subprocesses as a tracking server's: artifact URIs that name a host
+#: (http(s), abfss, hdfs, ftp, ...) other than this root's are refused. The session sets it only
+#: for the embedded store (``state``); a known limit there, not fixed yet.
 SERVER_ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 
 
