@@ -33,7 +33,6 @@ to be importable, and must never print a secret.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as metadata
 import json
 import os
@@ -58,10 +57,9 @@ _NOT_IN_FILE = {"config_file"}
 
 
 def _packaging(module: str):
-    try:
-        return importlib.import_module(f"packaging.{module}")
-    except ImportError:  # a bare runtime: pip's vendored copy is always there
-        return importlib.import_module(f"pip._vendor.packaging.{module}")
+    from .._compat.pip import packaging_module
+
+    return packaging_module(module)
 
 
 def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[str], list[str]]:
