@@ -95,6 +95,8 @@ setup(
         "mlflow.tracking_store": [
             "spark-tracking-task=spark_tracking.forwarding.task.store:TaskStore",
             "spark-tracking-aml=spark_tracking.azure.tracking_store:lazy_link_store",
+            # MLflow's SQL store, with the embedded store's artifacts in <home>/artifacts
+            "sqlite=spark_tracking.embedded_store:sqlite_store",
         ],
         # a registry for the session's own scheme: MLflow takes the registry URI from the tracking URI
         "mlflow.model_registry_store": ["spark-tracking-aml=spark_tracking.azure.tracking_store:lazy_link_registry"],

@@ -112,11 +112,8 @@ def _apply_auth(auth: str | None) -> None:
 
 def _apply_tracking_uri(cfg: Config, uri: str, auth: str | None = None) -> None:
     _apply_auth(auth)
-    if uri == cfg.embedded_store_uri:
-        from ._compat.mlflow import SERVER_ARTIFACT_ROOT_ENV
-
+    if uri == cfg.embedded_store_uri:  # its artifacts: embedded_store.sqlite_store
         os.makedirs(cfg.home, exist_ok=True)
-        os.environ.setdefault(SERVER_ARTIFACT_ROOT_ENV, cfg.embedded_artifact_root)
     previous = os.environ.get(MANAGED_URI_ENV)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     os.environ[MANAGED_URI_ENV] = uri

@@ -22,6 +22,23 @@ def test_configure_points_mlflow_at_the_embedded_store():
     assert os.path.isdir(os.path.expanduser("~/.spark_tracking"))
 
 
+def test_the_embedded_store_keeps_artifacts_in_home_and_leaves_host_artifact_uris_loadable(tmp_path):
+    """Artifacts of the embedded store go to <home>/artifacts on every MLflow (not ./mlruns), and
+    the session never makes the process look like a tracking server's to MLflow 3.17.2's artifact
+    host policy, which then refuses every host-addressed artifact URI (a model in ADLS)."""
+    spark_tracking.configure()
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "note.txt")
+    home = os.path.expanduser("~/.spark_tracking")
+    assert run.info.artifact_uri.startswith(os.path.join(home, "artifacts"))
+    assert os.path.isfile(os.path.join(run.info.artifact_uri, "note.txt"))
+    assert not os.path.exists(tmp_path / "mlruns")  # the working directory (clean_env chdir)
+    assert "_MLFLOW_SERVER_ARTIFACT_ROOT" not in os.environ
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    get_artifact_repository("https://models.example.com/m1")  # built, not refused (nothing is fetched)
+
+
 def test_a_user_set_mlflow_tracking_uri_is_left_alone(monkeypatch, sqlite_uri):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri)
     spark_tracking.configure()

@@ -12,14 +12,14 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-#: The variable ``mlflow server`` exports to its workers with its default artifact root; MLflow's
-#: SQL store takes its artifact root from it when it is given none (MLflow 3.x,
-#: ``tracking/_tracking_service/utils.py`` ``_get_sqlalchemy_store``; 2.9.2 reads it only in the
-#: server, ``server/handlers.py``). Checked: 2.9.2, 3.0.1, 3.17.2.
-#: Also, from MLflow 3.17.2 (``store/artifact/host_policy.py``, GHSA-mr9f-g8qf-4w4j), its presence
-#: marks the process and its subprocesses as a tracking server's: artifact URIs that name a host
-#: (http(s), abfss, hdfs, ftp, ...) other than this root's are refused. The session sets it only
-#: for the embedded store (``state``); a known limit there, not fixed yet.
+#: The variable ``mlflow server`` exports to its workers with its default artifact root. MLflow
+#: 3.17.2's client SQL store takes its root from it when given none
+#: (``tracking/_tracking_service/utils.py`` ``_get_sqlalchemy_store``; 2.9.2 and 3.0.1 read it
+#: only in the server, ``server/handlers.py``), and its presence marks the process and its
+#: subprocesses as a tracking server's (``store/artifact/host_policy.py``, GHSA-mr9f-g8qf-4w4j):
+#: artifact URIs that name a host (http(s), abfss, hdfs, ftp...) other than the root's are refused
+#: ("The tracking server does not connect to artifact location"). So spark_tracking never sets it:
+#: the embedded store gets its root from ``embedded_store.sqlite_store``. Checked: 2.9.2, 3.0.1, 3.17.2.
 SERVER_ARTIFACT_ROOT_ENV = "_MLFLOW_SERVER_ARTIFACT_ROOT"
 
 
@@ -112,6 +112,15 @@ def build_store(uri: str, artifact_uri: str | None = None):
 
     builder = utils._tracking_store_registry.get_store_builder(uri)
     return builder(store_uri=uri, artifact_uri=artifact_uri)
+
+
+def build_sqlalchemy_store(store_uri: str | None, artifact_uri: str | None):
+    """MLflow's own SQL tracking store (what its registry builds for ``sqlite://``, ``mysql://``...;
+    ``artifact_uri`` None: MLflow's default root). Checked: ``_get_sqlalchemy_store(store_uri,
+    artifact_uri)`` in 2.9.2, 3.0.1, 3.17.2 (``tracking/_tracking_service/utils.py``)."""
+    from mlflow.tracking._tracking_service import utils
+
+    return utils._get_sqlalchemy_store(store_uri, artifact_uri)
 
 
 def build_registry_store(uri: str, tracking_uri: str | None = None):
