@@ -165,9 +165,9 @@ def store(sqlite_uri, request, monkeypatch):
     spark_tracking.configure(tracking_uri=sqlite_uri)
     yield mlflow.MlflowClient(sqlite_uri)
     if connect_server is not None:
-        from spark_tracking.forwarding.driver import forwarder
+        from spark_tracking.forwarding.driver import current
 
-        forwarder.shutdown(10.0)
+        current.shutdown(10.0)
 
 
 def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
