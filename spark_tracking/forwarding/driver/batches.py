@@ -50,7 +50,7 @@ def cut_requests(run: str, data: dict, batch_max_metrics: int, max_values_per_ke
             or (max_values_per_key and per_key[key] >= max_values_per_key)
         ):
             close()
-        current["metrics"].append(list(point))
+        current["metrics"].append(point)  # the point tuple itself: no copy the collector must track
         per_key[key] += 1
         size += cost
     for kind, pairs in (("params", data["params"]), ("tags", data["tags"])):
