@@ -20,11 +20,11 @@ per metric (its relay, pool and sink threads; the clients' CPU is theirs). On tw
 the clients' processes take a core from the relay while they run, so the wall figure is an
 upper bound; the CPU figure is the relay's own cost.
 
-``--before REV`` measures the relay and sink of git revision REV too, in the same run, each
+``--before REV`` measures the relay path (``MODULES``) of git revision REV too, in the same run, each
 connection count alternating before/after (``MODULES`` of REV are loaded from ``git show``).
 
     .venv/bin/python benchmarks/relay.py [--before REV] [--connections 1,4,16,64,256,1024]
-    .venv/bin/python benchmarks/run.py --relay-only [--before REV]   # also rewrites its section
+    .venv/bin/python benchmarks/run.py --relay-only [--relay-before REV]   # also rewrites its section
 """
 
 from __future__ import annotations
@@ -137,13 +137,13 @@ def client_main(address: str, first: int, count: int, per_conn: int, frame: int)
 
 
 #: the driver modules the relay's path runs through that the "before" column takes from its revision
-MODULES = ("batches", "relay", "sink")
+MODULES = ("decode", "batches", "aggregation", "relay", "sink")
 
 
-def load_revision(rev: str) -> tuple[types.ModuleType, types.ModuleType]:
-    """The relay and sink modules of git revision ``rev``, loaded beside today's package: each of
-    ``MODULES`` comes from ``rev``, and the names a later one imported from an earlier one (the
-    sink's ``cut_requests``) are those of ``rev`` too; other neighbours are today's."""
+def load_revision(rev: str) -> dict[str, types.ModuleType]:
+    """``MODULES`` of git revision ``rev``, loaded beside today's package, by name; the names a
+    later one imported from an earlier one (the sink's ``cut_requests``, ``Aggregator``) are
+    those of ``rev`` too; other neighbours are today's."""
     import importlib
 
     loaded: dict = {}
@@ -171,14 +171,14 @@ def load_revision(rev: str) -> tuple[types.ModuleType, types.ModuleType]:
                 if module.__dict__.get(attr) is value and hasattr(old, attr):
                     setattr(module, attr, getattr(old, attr))
         loaded[name] = module
-    return loaded["relay"], loaded["sink"]
+    return loaded
 
 
-def current() -> tuple[types.ModuleType, types.ModuleType]:
-    """Today's relay and sink modules."""
-    from spark_tracking.forwarding.driver import relay, sink
+def current() -> dict[str, types.ModuleType]:
+    """Today's ``MODULES``, by name."""
+    import importlib
 
-    return relay, sink
+    return {name: importlib.import_module(f"{_DRIVER}.{name}") for name in MODULES}
 
 
 class _NullClient:
@@ -192,13 +192,11 @@ class _NullClient:
 class _Handler:
     """What the driver's handler does with points (the decode check, a Submission), one run."""
 
-    def __init__(self, sink, submission):
-        self.sink, self.submission = sink, submission
+    def __init__(self, sink, submission, clean):
+        self.sink, self.submission, self.clean = sink, submission, clean
 
     def points(self, binding, worker, message):
-        from spark_tracking.forwarding.driver.decode import _clean_metrics
-
-        metrics, bad = _clean_metrics(message.get("m", []))
+        metrics, bad = self.clean(message.get("m", []))
         assert not bad
         return "run", self.sink.submit(self.submission("points", "run", worker, metrics))
 
@@ -212,14 +210,18 @@ class _Handler:
 def measure(modules, connections: int, total: int, frame: int = 500, processes: int = 2) -> dict:
     """One measure: {"us": wall µs per metric, "cpu_us": relay process CPU µs per metric,
     "sent": points acknowledged, "stored": points in the null store}."""
-    relay_mod, sink_mod = modules
+    relay_mod, sink_mod = modules["relay"], modules["sink"]
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < 2 * connections + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2 * connections + 256), hard))
     store = _NullClient()
     sink = sink_mod.Sink(store, "null://", sink_mod.Spool(tempfile.mkdtemp(), 1 << 30), lambda stage: 1, linger=0.0)
     relay = relay_mod.Relay(
-        SECRET, _Handler(sink, sink_mod.Submission), "127.0.0.1", 0, max_connections=2 * connections
+        SECRET,
+        _Handler(sink, sink_mod.Submission, modules["decode"]._clean_metrics),
+        "127.0.0.1",
+        0,
+        max_connections=2 * connections,
     ).start()
     per_conn = total // connections
     procs = []
@@ -265,34 +267,39 @@ def measure(modules, connections: int, total: int, frame: int = 500, processes: 
     return {"us": elapsed / sent * 1e6, "cpu_us": cpu / sent * 1e6, "sent": sent, "stored": store.stored}
 
 
-def report(rows: list, total: int, frame: int, processes: int, before: str | None, loads: tuple) -> str:
-    """The Markdown section of results.md."""
+def report(rows: list, total: int, frame: int, processes: int, before: str | None, loads: tuple, rounds: int) -> str:
+    """The Markdown section of results.md: rows of (connections, before or None, after)."""
+    most = max(c for c, _, _ in rows)
+    one_frame = (
+        f" (from {total // frame:,} connections on, one frame per connection: {total // most:,} points at {most:,})"
+        if most > total // frame
+        else ""
+    )
     head = (
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; load average (1 min) "
         f"{loads[0]:.1f} before, {loads[1]:.1f} after. Relay + sink in one process on a null store, the driver's "
-        f"decode check included; {total:,} points per measure in frames of {frame} (one frame per connection at "
-        f"{total // frame:,} connections and beyond: 250 points at 1,024), from {processes} client processes "
-        "holding the connections, frames encoded before the clock starts (`benchmarks/relay.py`). Wall: µs per "
-        "metric from the first frame sent to the last point stored. CPU: the relay process's CPU time per metric "
-        "(its relay, pool and sink threads), the clients' left out."
+        f"decode check included; {total:,} points per measure in frames of {frame}{one_frame}, from {processes} client "
+        "processes holding the connections, frames encoded before the clock starts (`benchmarks/relay.py`). Wall: "
+        "µs per metric from the first frame sent to the last point stored. CPU: the relay process's CPU time per "
+        f"metric (its relay, pool and sink threads), the clients' left out. Medians of {rounds} measures per "
+        "connection count. Sent: points the relay acknowledged, stored: points the (null) store took, over all "
+        "measures of that count."
     )
     lines = ["## Relay alone (benchmarks/relay.py)", "", head, ""]
     if before:
         lines += [
-            f"Before: relay.py and sink.py of {before}; after: this tree; the two alternate at each connection "
-            "count in the same run.",
+            f"Before: {', '.join(m + '.py' for m in MODULES)} of the driver at {before}; after: this tree; the "
+            "two alternate (ABBA) in the same run.",
             "",
-            "| concurrent connections | before: wall µs/metric | before: CPU µs/metric | after: wall µs/metric | "
-            "after: CPU µs/metric | sent (after) | stored (after) |",
+            "| concurrent connections | before: wall µs/metric | before: CPU µs/metric | before: sent / stored | "
+            "after: wall µs/metric | after: CPU µs/metric | after: sent / stored |",
             "|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for c, old, new in rows:
             lines.append(
-                f"| {c} | {old['us']:.2f} | {old['cpu_us']:.2f} | {new['us']:.2f} | {new['cpu_us']:.2f} | "
-                f"{new['sent']:,} | {new['stored']:,} |"
+                f"| {c} | {old['us']:.2f} | {old['cpu_us']:.2f} | {old['sent']:,} / {old['stored']:,} | "
+                f"{new['us']:.2f} | {new['cpu_us']:.2f} | {new['sent']:,} / {new['stored']:,} |"
             )
-        lost = [c for c, old, new in rows if old["stored"] != old["sent"]]
-        lines += ["", f"Before, every acknowledged point was stored{' except at ' + str(lost) if lost else ''}."]
     else:
         lines += [
             "| concurrent connections | wall µs/metric | CPU µs/metric | sent | stored |",
@@ -303,42 +310,54 @@ def report(rows: list, total: int, frame: int, processes: int, before: str | Non
     return "\n".join(lines)
 
 
-def run(connections=CONNECTIONS, total: int = 256_000, frame: int = 500, processes: int = 2, before=None) -> str:
-    """Measure every connection count (before and after alternating when ``before`` names a
-    revision); the report section."""
+def run(
+    connections=CONNECTIONS, total: int = 256_000, frame: int = 500, processes: int = 2, before=None, rounds: int = 3
+) -> str:
+    """Measure every connection count ``rounds`` times (before and after alternating, in ABBA order
+    over the counts, when ``before`` names a revision); the report section, with medians."""
+    import statistics
+
     loads = [os.getloadavg()[0]]
-    old_modules = load_revision(before) if before else None
-    new_modules = current()
-    for modules in (old_modules, new_modules):  # warm up: imports (MLflow's entities), first connections
-        if modules is not None:
-            measure(modules, 4, 20_000, frame, processes)
-    rows = []
-    for i, c in enumerate(connections):
-        old = new = None
-        order = ("old", "new") if i % 2 == 0 else ("new", "old")
-        for which in order if old_modules else ("new",):
-            result = measure(old_modules if which == "old" else new_modules, c, total, frame, processes)
-            if which == "old":
-                old = result
-            else:
-                new = result
-            print(c, which, {k: round(v, 2) for k, v in result.items()}, file=sys.stderr, flush=True)
-        rows.append((c, old, new))
+    sets = {"new": current()}
+    if before:
+        sets["old"] = load_revision(before)
+    for modules in sets.values():  # warm up: imports (MLflow's entities), first connections
+        measure(modules, 4, 20_000, frame, processes)
+    samples: dict = {(c, which): [] for c in connections for which in sets}
+    n = 0
+    for _ in range(rounds):
+        for c in connections:
+            order = sorted(sets, reverse=n % 2 == 1)
+            n += 1
+            for which in order:
+                result = measure(sets[which], c, total, frame, processes)
+                samples[(c, which)].append(result)
+                print(c, which, {k: round(v, 2) for k, v in result.items()}, file=sys.stderr, flush=True)
     loads.append(os.getloadavg()[0])
-    return report(rows, total, frame, processes, before, tuple(loads))
+
+    def summary(results: list) -> dict:
+        return {
+            "us": statistics.median(r["us"] for r in results),
+            "cpu_us": statistics.median(r["cpu_us"] for r in results),
+            "sent": sum(r["sent"] for r in results),
+            "stored": sum(r["stored"] for r in results),
+        }
+
+    rows = [(c, summary(samples[(c, "old")]) if before else None, summary(samples[(c, "new")])) for c in connections]
+    return report(rows, total, frame, processes, before, tuple(loads), rounds)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", help="git revision whose relay.py and sink.py to measure alongside")
+    parser.add_argument("--before", help="git revision whose relay path (MODULES) to measure alongside")
     parser.add_argument("--connections", default=",".join(map(str, CONNECTIONS)))
     parser.add_argument("--total", type=int, default=256_000, help="points per measure")
     parser.add_argument("--frame", type=int, default=500, help="points per frame")
     parser.add_argument("--client-processes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="measures per connection count (medians)")
     args = parser.parse_args(argv)
-    print(
-        run([int(c) for c in args.connections.split(",")], args.total, args.frame, args.client_processes, args.before)
-    )
+    connections = [int(c) for c in args.connections.split(",")]
+    print(run(connections, args.total, args.frame, args.client_processes, args.before, args.rounds))
     return 0
 
 
