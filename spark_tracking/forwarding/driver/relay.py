@@ -23,7 +23,9 @@ mean stage attempt 0.
 Threads: points, "resolve" and "done" run on threads of their own, apart from the run
 operations (``protocol.RUN_OPS``: they call the store), so a stalled store cannot hold up a
 task's points or its end; a run operation that takes longer than ``run_op_timeout`` seconds
-gets an error reply naming the operation (the task raises it as an MlflowException).
+gets an error reply naming the operation (the task raises it as an MlflowException). Their
+results, and the sink's deliveries the acks wait on, come back to the loop through one inbox
+(``_Inbox``): one wake-up of the loop for all that arrive together.
 
 Acknowledgement: an ack to ``points`` means the driver has custody (the sink delivers or
 spools it, at interpreter exit too). The relay holds the ack while the store takes the points
