@@ -355,8 +355,10 @@ class Relay:
     async def _handle(self, message: dict) -> dict:
         op = message.get("op")
         if op in _TASK_OPS:  # never behind a run op that waits on a stalled store
-            reply, settled = await self._on_loop(self._task_pool.submit(self.dispatch, message), cancel=True)
-            for kind in _CONTENT:  # dispatched: the sink has the points, the relay needs them no more
+            # the handler gets its own dict (it may keep it); the relay's drops the points once
+            # dispatched (the sink has them) rather than hold them while the ack waits
+            reply, settled = await self._on_loop(self._task_pool.submit(self.dispatch, dict(message)), cancel=True)
+            for kind in _CONTENT:
                 message.pop(kind, None)
         else:
             try:
