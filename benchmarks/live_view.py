@@ -34,7 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.join(HERE, "..", "tests"))
 
-from run import relay_scaling, write_section  # noqa: E402
+import relay  # noqa: E402  (benchmarks/relay.py)
+from run import write_section  # noqa: E402
 
 SECTION = "live_view"
 LATENCY_SECTION = "live_view_latency"
@@ -256,8 +257,9 @@ def with_view(view_on: bool, store: str, work, refresh_interval: float = 1.0) ->
 def measure(view_on: bool, store: str, calls: int, points: int) -> dict:
     # the observer's own cost on the calling thread: the view registered, its thread idle
     ns, _ = with_view(view_on, store, lambda: submit_cost(calls), refresh_interval=3600)
-    (us, sent, stored), seen = with_view(view_on, store, lambda: relay_scaling(4, points))
-    return {"ns": ns, "us": us, "sent": sent, "stored": stored, **(seen or {})}
+    # the relay alone's measure (its clients in other processes), here at 4 connections
+    result, seen = with_view(view_on, store, lambda: relay.measure(relay.current(), 4, points))
+    return {"ns": ns, "us": result["us"], "sent": result["sent"], "stored": result["stored"], **(seen or {})}
 
 
 def main() -> int:

@@ -29,9 +29,10 @@ Against one `mlflow server` (SQLite, 127.0.0.1, --workers 1) and local Spark
       when each becomes readable (p50/p95 from the log call to readable, poll interval included)
 
 and the relay alone (null store) from 1 to 1024 concurrent executor connections (cost per
-metric). Prints a Markdown report and writes it to benchmarks/results.md.
+metric; benchmarks/relay.py says what it measures), its own section of results.md, which
+--relay-only rewrites alone. Prints a Markdown report and writes it to benchmarks/results.md.
 
-    .ci/setup && .venv/bin/python benchmarks/run.py [--points N] [--floor-only]
+    .ci/setup && .venv/bin/python benchmarks/run.py [--points N] [--floor-only] [--relay-only [--relay-before REV]]
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
+import relay  # noqa: E402  (benchmarks/relay.py)
 from conftest import QUIET_ENV, MlflowServer, spark_builder  # noqa: E402
 
 
@@ -266,53 +268,6 @@ def ceiling(client, run_id: str, total: int) -> float:
     return total / (time.perf_counter() - t)
 
 
-def relay_scaling(connections: int, total: int) -> tuple[float, int, int]:
-    """Relay + sink with a null store; returns (µs per metric, sent, stored)."""
-    import concurrent.futures
-    import resource
-    import tempfile
-
-    from faults import SinkHandler
-
-    from spark_tracking.forwarding.driver.relay import Relay
-    from spark_tracking.forwarding.driver.sink import Sink, Spool
-    from spark_tracking.forwarding.task.transport import Connection
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4 * connections + 256:  # both ends of every connection live in this process
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * connections + 256), hard))
-
-    class NullClient:
-        stored = 0
-
-        def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):
-            NullClient.stored += len(metrics)
-
-    sink = Sink(NullClient(), "null://", Spool(tempfile.mkdtemp(), 1 << 30), lambda stage: 1, linger=0.0)
-    relay = Relay("s3cret", SinkHandler(sink, "run"), "127.0.0.1", 0, max_connections=2 * connections).start()
-    per_conn = total // connections
-    frame = 500
-
-    def client(i: int) -> int:
-        conn = Connection(relay.address, "s3cret", timeout=120)
-        sent = 0
-        for start in range(0, per_conn, frame):
-            rows = [["m", 1.0, 1, start + k] for k in range(min(frame, per_conn - start))]
-            conn.request({"op": "points", "b": "0:0", "w": [0, i, 0, i, None], "m": rows})
-            sent += len(rows)
-        conn.close()
-        return sent
-
-    t = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
-        sent = sum(pool.map(client, range(connections)))
-    sink.flush(60)
-    elapsed = time.perf_counter() - t
-    relay.stop()
-    sink.stop()
-    return elapsed / sent * 1e6, sent, NullClient.stored
-
-
 # -- MLflow's own floor (issue F item 7) ------------------------------------------------------
 
 FLOOR_SECTION = "mlflow_floor"
@@ -424,8 +379,15 @@ def main() -> int:
     parser.add_argument("--floor-rounds", type=int, default=8, help="alternated rounds for (e)/(e')")
     parser.add_argument("--floor-only", action="store_true", help="run (e)/(e') alone; rewrite only their section")
     parser.add_argument("--train-iterations", type=int, default=3000, help="iterations per round and mode for (g)")
+    parser.add_argument("--relay-only", action="store_true", help="run the relay alone; rewrite only its section")
+    parser.add_argument("--relay-before", help="with the relay: also measure relay.py and sink.py of this git revision")
     args = parser.parse_args()
     os.environ.update(QUIET_ENV)
+    if args.relay_only:
+        section = relay.run(before=args.relay_before)
+        print(section)
+        write_section(relay.SECTION, section)
+        return 0
     import tempfile
     from pathlib import Path
 
@@ -503,7 +465,6 @@ def main() -> int:
         training = training_throughput(spark, server.uri, args.train_iterations)
         with mlflow.start_run(run_name="benchmark-latency") as run:
             p50, p95, seen = latency(spark, client, run.info.run_id)
-        scaling = [(c, *relay_scaling(c, 256_000)) for c in (1, 4, 16, 64, 256, 1024)]
     finally:
         if spark is not None:
             spark.stop()
@@ -538,18 +499,13 @@ def main() -> int:
         "",
         f"(f) From the log call in a running task to readable in the store (the driver polls every 20 ms): "
         f"p50 {p50 * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms ({seen} points, one every 25 ms).",
-        "",
-        "Relay alone (null store), 256,000 points in frames of 500 (one frame per connection at 1024):",
-        "",
-        "| concurrent connections | µs per metric | sent | stored |",
-        "|---:|---:|---:|---:|",
     ]
-    for c, us, sent, stored in scaling:
-        lines.append(f"| {c} | {us:.2f} | {sent:,} | {stored:,} |")
     report = "\n".join(lines)
-    print(report + "\n\n" + floor)
+    scaling = relay.run(before=args.relay_before)  # Spark and the server are stopped: the relay alone
+    print(report + "\n\n" + floor + "\n\n" + scaling)
     write_report(report)
     write_section(FLOOR_SECTION, floor)
+    write_section(relay.SECTION, scaling)
     return 0
 
 

@@ -106,19 +106,23 @@ class Aggregator:
         # when the stage ends (a task may start several ranks)
         mean_of = expected if worker[4] is None else None
         system_prefix = layout.SYSTEM_PREFIX
-        for key, value, ts, step in sub.metrics:
-            hw = state.high_water.get((wid, key))
+        high_water, metrics = state.high_water, out["metrics"]
+        for point in sub.metrics:
+            key, value, ts, step = point
+            series = (wid, key)
+            hw = high_water.get(series)
             if hw is not None and hw[0] != who and step <= hw[1]:
                 self.tally.drop("duplicate_attempt", 1, run)
                 continue
-            state.high_water[(wid, key)] = (who, step if hw is None else max(hw[1], step))
+            if hw is None or step > hw[1]:  # else it stays (who, its step): another attempt's was dropped above
+                high_water[series] = (who, step)
             # a worker's system metrics: always per worker, never a mean (plain system/<name> is
             # MLflow's own series of the driver's machine; layout.SYSTEM_PREFIX)
             system = key.startswith(system_prefix)
             if not multi and not system:
-                out["metrics"].append((key, value, ts, step))
+                metrics.append(point if type(point) is tuple else (key, value, ts, step))
                 continue
-            out["metrics"].append((layout.worker_metric_key(key, wid), value, ts, step))
+            metrics.append((layout.worker_metric_key(key, wid), value, ts, step))
             if (
                 self.aggregate
                 and not system

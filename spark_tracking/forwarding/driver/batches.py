@@ -38,20 +38,20 @@ def cut_requests(run: str, data: dict, batch_max_metrics: int, max_values_per_ke
         size = 0
         per_key.clear()
 
+    # metrics come first: while they are cut, a request holds metrics only (entities = metrics)
+    most = min(batch_max_metrics, validation.MAX_ENTITIES_PER_BATCH)
+    metrics = current["metrics"]
     for point in data["metrics"]:
         key = point[0]
         cost = key_cost.get(key)
         if cost is None:  # the JSON of one metric: key, value, timestamp and step at full length
             cost = key_cost[key] = len(json.dumps(key)) + 110
-        if (
-            len(current["metrics"]) >= batch_max_metrics
-            or entities(current) >= validation.MAX_ENTITIES_PER_BATCH
-            or size + cost > budget
-            or (max_values_per_key and per_key[key] >= max_values_per_key)
-        ):
+        if len(metrics) >= most or size + cost > budget or (max_values_per_key and per_key[key] >= max_values_per_key):
             close()
-        current["metrics"].append(list(point))
-        per_key[key] += 1
+            metrics = current["metrics"]
+        metrics.append(point)  # the point tuple itself: no copy the collector must track
+        if max_values_per_key:
+            per_key[key] += 1
         size += cost
     for kind, pairs in (("params", data["params"]), ("tags", data["tags"])):
         for key, value in pairs.items():

@@ -23,7 +23,9 @@ mean stage attempt 0.
 Threads: points, "resolve" and "done" run on threads of their own, apart from the run
 operations (``protocol.RUN_OPS``: they call the store), so a stalled store cannot hold up a
 task's points or its end; a run operation that takes longer than ``run_op_timeout`` seconds
-gets an error reply naming the operation (the task raises it as an MlflowException).
+gets an error reply naming the operation (the task raises it as an MlflowException). Their
+results, and the sink's deliveries the acks wait on, come back to the loop through one inbox
+(``_Inbox``): one wake-up of the loop for all that arrive together.
 
 Acknowledgement: an ack to ``points`` means the driver has custody (the sink delivers or
 spools it, at interpreter exit too). The relay holds the ack while the store takes the points
@@ -40,6 +42,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Callable, Protocol
 
@@ -58,6 +61,7 @@ _RUN_OP_THREADS = 8
 REQUEST_LOG_SIZE = 65_536
 _PRE_AUTH_LIMIT = 1024
 _MIN_AUTHENTICATING = 64  # connections allowed to be authenticating at once, at least
+_CONTENT = ("m", "p", "t", "a")  # what a points request carries (in the sink's custody once dispatched)
 
 #: an op: (binding, worker, message) -> (reply fields, future settled once the store took the
 #: request's content, or None)
@@ -134,6 +138,7 @@ class Relay:
         self._requests: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # id -> asyncio future of the reply
         self._budgets: BoundedDict = BoundedDict(REQUEST_LOG_SIZE)  # task key -> ack wait left
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: _Inbox | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -177,6 +182,7 @@ class Relay:
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
+        self._inbox = _Inbox(loop)
         try:
             self._server = loop.run_until_complete(
                 asyncio.start_server(
@@ -226,7 +232,17 @@ class Relay:
         header = await reader.readexactly(protocol.HEADER.size)
         (length,) = protocol.HEADER.unpack(header)
         protocol.check_length(length, limit)
-        return protocol.decode_body(await reader.readexactly(length))
+        message = protocol.decode_body(await reader.readexactly(length))
+        rows = message.get("m")
+        if type(rows) is list:
+            # rows as tuples: the collector stops tracking a tuple of numbers and strings the first
+            # time it looks at it, but walks a list at every full collection for as long as it
+            # lives; frames of many connections at once otherwise fill the oldest generation with
+            # rows and make each full collection walk them all (the relay's main cost at 1,024
+            # connections). The decode check downstream sees the same values and shapes.
+            with contextlib.suppress(TypeError):  # a row that is not a list is left for the decode check
+                message["m"] = list(map(tuple, rows))
+        return message
 
     def _refuse(self, writer) -> None:
         self.counters["refused_connections"] += 1
@@ -296,7 +312,9 @@ class Relay:
                 self._idle_since[writer] = None
                 self.counters["requests"] += 1
                 reply = await self._answer(message)
-                writer.write(protocol.encode(dict(reply, ack=message.get("seq"))))
+                seq = message.get("seq")
+                del message  # an idle connection holds nothing of its last request
+                writer.write(protocol.encode(dict(reply, ack=seq)))
                 await writer.drain()
         except protocol.ProtocolError as exc:
             self.counters["protocol_errors"] += 1
@@ -337,7 +355,11 @@ class Relay:
     async def _handle(self, message: dict) -> dict:
         op = message.get("op")
         if op in _TASK_OPS:  # never behind a run op that waits on a stalled store
-            reply, settled = await asyncio.wrap_future(self._task_pool.submit(self.dispatch, message))
+            # the handler gets its own dict (it may keep it); the relay's drops the points once
+            # dispatched (the sink has them) rather than hold them while the ack waits
+            reply, settled = await self._on_loop(self._task_pool.submit(self.dispatch, dict(message)), cancel=True)
+            for kind in _CONTENT:
+                message.pop(kind, None)
         else:
             try:
                 reply, settled = await asyncio.wait_for(
@@ -367,10 +389,26 @@ class Relay:
         if settled is None or left <= 0:
             return
         start = self.clock()
-        with contextlib.suppress(asyncio.TimeoutError):  # the budget is spent: ack without waiting
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(settled)), left)
+        waiter = self._on_loop(settled, cancel=False)  # never cancels the sink's future
+        # the budget is spent: ack without waiting
+        timer = asyncio.get_running_loop().call_later(left, _settle_if_pending, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
         if message.get("op") != "done":
             self._budgets[key] = left - (self.clock() - start)
+
+    def _on_loop(self, future: Future, cancel: bool) -> asyncio.Future:
+        """An asyncio future settled like ``future`` (settled on another thread), through the inbox.
+        ``cancel``: cancelling the asyncio future cancels ``future`` too (as ``asyncio.wrap_future``)."""
+        inbox = self._inbox
+        assert inbox is not None
+        waiter = inbox.loop.create_future()
+        future.add_done_callback(lambda done: inbox.post(_copy_state, done, waiter))
+        if cancel:
+            waiter.add_done_callback(lambda w: w.cancelled() and future.cancel())
+        return waiter
 
     def dispatch(self, message: dict) -> tuple[dict, Future | None]:
         """Answer one request (what a connection's frame, or a line of a drop file, asks): the
@@ -392,6 +430,51 @@ class Relay:
         except Exception as exc:
             logger.warning("spark_tracking relay: request failed", exc_info=True)
             return {"error": f"{type(exc).__name__}: {exc}"}, None
+
+
+class _Inbox:
+    """Calls other threads hand to the loop, run many per wake-up of the loop.
+
+    Each ``call_soon_threadsafe`` writes to the loop's wake-up socket (a system call, and a turn
+    of the loop); with many connections, every request would cost two (its dispatch done, its
+    points stored) and the sink settles the requests of a round all at once. Here only the
+    first call after the loop emptied the inbox wakes it; the others join it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.calls: deque = deque()
+        self.waking = False
+
+    def post(self, fn: Callable, *args) -> None:
+        """Run ``fn(*args)`` on the loop (any thread; after the loop has closed: never)."""
+        self.calls.append((fn, args))
+        if not self.waking:  # the loop clears it before it takes the calls: none is left behind
+            self.waking = True
+            with contextlib.suppress(RuntimeError):  # the loop has closed (the relay stopped)
+                self.loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        self.waking = False
+        calls = self.calls
+        while calls:
+            fn, args = calls.popleft()
+            fn(*args)
+
+
+def _copy_state(source: Future, waiter: asyncio.Future) -> None:
+    if waiter.done():  # cancelled, or the budget ran out
+        return
+    if source.cancelled():
+        waiter.cancel()
+    elif source.exception() is not None:
+        waiter.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        waiter.set_result(source.result())
+
+
+def _settle_if_pending(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _is_int(x) -> bool:

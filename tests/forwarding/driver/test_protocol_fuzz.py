@@ -105,3 +105,53 @@ def teardown_module(module):
 def test_a_value_beyond_float_range_is_one_malformed_entry_not_a_failed_request():
     good, bad = clean_metrics([["k", 10**400, 1, 0], ["k", 1.5, 2, 1]])
     assert good == [("k", 1.5, 2, 1)] and bad == 1
+
+
+def _row_by_row(rows):
+    """The decode check's rule for each row on its own (protocol: metric rows)."""
+    good, bad = [], 0
+    for row in rows:
+        ok = isinstance(row, (list, tuple)) and len(row) == 4
+        if ok:
+            key, value, ts, step = row
+            ok = (
+                isinstance(key, str)
+                and key != ""
+                and type(value) in (int, float)
+                and type(ts) is int
+                and type(step) is int
+                and -(2**63) <= ts < 2**63
+                and -(2**63) <= step < 2**63
+            )
+            if ok and type(value) is int:
+                try:
+                    value = float(value)
+                except OverflowError:
+                    ok = False
+        if ok:
+            good.append((key, value, ts, step))
+        else:
+            bad += 1
+    return good, bad
+
+
+_int64 = st.integers(-(2**63), 2**63 - 1)
+_rows = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["loss", "acc", "system/cpu"]), st.floats(allow_nan=False), _int64, _int64),
+        st.tuples(
+            st.sampled_from(["loss", "", 1, None]),
+            st.one_of(st.floats(allow_nan=False), st.integers(), st.booleans(), st.text(max_size=2)),
+            st.one_of(st.integers(), st.floats(), st.booleans()),
+            st.one_of(st.integers(), st.floats(), st.none()),
+        ),
+        st.lists(st.integers(), max_size=5).map(tuple),
+    ).flatmap(lambda row: st.sampled_from([row, list(row)])),
+    max_size=30,
+)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_rows)
+def test_the_decode_check_of_whole_frames_is_the_rule_row_by_row(rows):
+    assert clean_metrics(rows) == _row_by_row(rows)
