@@ -218,7 +218,7 @@ def measure(modules, connections: int, total: int, frame: int = 500, processes: 
     sink = sink_mod.Sink(store, "null://", sink_mod.Spool(tempfile.mkdtemp(), 1 << 30), lambda stage: 1, linger=0.0)
     relay = relay_mod.Relay(
         SECRET,
-        # the decode check, by its name in the revision measured (private before d7825ba's successors)
+        # the decode check, by its name in the revision measured (_clean_metrics before M's split)
         _Handler(
             sink,
             sink_mod.Submission,

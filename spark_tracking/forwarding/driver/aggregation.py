@@ -19,6 +19,7 @@ import math
 from typing import Callable
 
 from ... import layout
+from ..records import Worker
 from .batches import new_pending
 from .bounded import BoundedDict
 from .tally import Tally
@@ -29,10 +30,10 @@ logger = logging.getLogger(__name__)
 MAX_OPEN_STEPS = 10_000
 
 
-def attempt_of(worker: list) -> tuple:
+def attempt_of(worker: Worker) -> tuple:
     """Which attempt of a task logged: (stage attempt, task attempt, task id). Spark restarts
     the task attempt at 0 in each stage attempt; the task id tells any two attempts apart."""
-    return (worker[5] if len(worker) > 5 else 0, worker[2], worker[3])
+    return (worker.stage_attempt, worker.attempt, worker.task_id)
 
 
 class StageState:
@@ -95,16 +96,16 @@ class Aggregator:
     def take(self, sub, pending: dict) -> None:
         """A task's points: its worker series (first attempt wins), the mean once every task reported."""
         run, worker = sub.run_id, sub.worker
-        stage = worker[0]
+        stage = worker.stage
         state = self._stage(run, stage)
         wid, who = layout.worker_id(worker), attempt_of(worker)
         out = pending.setdefault(run, new_pending())
         expected = self.stage_tasks(stage)
         # a run one task created (a child run per model) is that task's alone: the user's keys
-        multi = not sub.solo and (worker[4] is not None or expected is None or expected > 1)
+        multi = not sub.solo and (worker.rank is not None or expected is None or expected > 1)
         # the mean waits for one value per task; with ranks, how many there are is known only
         # when the stage ends (a task may start several ranks)
-        mean_of = expected if worker[4] is None else None
+        mean_of = expected if worker.rank is None else None
         system_prefix = layout.SYSTEM_PREFIX
         high_water, metrics = state.high_water, out["metrics"]
         for point in sub.metrics:
@@ -155,9 +156,9 @@ class Aggregator:
 
     def task_done(self, sub, pending: dict) -> None:
         """A task ended: once every task of its stage has, close the stage's open means."""
-        run, stage = sub.run_id, sub.worker[0]
+        run, stage = sub.run_id, sub.worker.stage
         state = self._stage(run, stage)
-        state.done.add(sub.worker[1])
+        state.done.add(sub.worker.partition)
         expected = self.stage_tasks(stage)
         if expected is not None and len(state.done) >= expected:
             self.close(pending, lambda r, s: r == run and s == stage)

@@ -67,6 +67,7 @@ from ..protocol import (
     error_line,
     thread_token,
 )
+from ..records import Worker
 from . import drops, observers
 from .bounded import BoundedDict
 from .decode import clean_metrics, clean_pairs
@@ -266,7 +267,7 @@ class Forwarder:
             binding = self._session_binding()
         return thread_token(binding), self.sinks[int(binding.partition(":")[2])][1]
 
-    def resolve(self, binding: str, worker: list) -> str:
+    def resolve(self, binding: str, worker: Worker) -> str:
         """The run a task's points go to: the run active in its driver thread when it first asked
         (a run created for it when that thread has none), the same for the rest of the attempt."""
         key = task_key(binding, worker)
@@ -304,7 +305,7 @@ class Forwarder:
             )
         return run
 
-    def points(self, binding: str, worker: list, message: dict):
+    def points(self, binding: str, worker: Worker, message: dict):
         """Take a task's points to the sink; returns the run id and the sink's future (malformed
         entries are dropped, counted and warned about)."""
         explicit = message.get("r")
@@ -341,7 +342,7 @@ class Forwarder:
         sub.solo = created_by == task  # a run this task created (a child run per model): the user's keys
         return run, sink.submit(sub)
 
-    def done(self, binding: str, worker: list, error=None):
+    def done(self, binding: str, worker: Worker, error=None):
         """A task ended: close its part of every run it logged to (never resolves a run).
         ``error``: the line of the error its function raised (the task says so in its "done"):
         the observers (the live view) hear of the failed attempt, for each run it logged to, or
@@ -356,16 +357,16 @@ class Forwarder:
         if error:
             logger.info(
                 "spark_tracking relay: task %s of stage %s (attempt %s) failed: %s",
-                worker[1],
-                worker[0],
-                worker[2],
+                worker.partition,
+                worker.stage,
+                worker.attempt,
                 error,
             )
             for run in sorted(runs) or [None]:
-                observers.notify(observers.TaskFailed(run, list(worker), error))
+                observers.notify(observers.TaskFailed(run, worker, error))
         return settled  # the sink settles submissions in order: the last one covers the others
 
-    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+    def run_op(self, op: str, binding: str, worker: Worker, message: dict) -> dict:
         """Serve a run operation a task asks for (see ``run_ops``)."""
         return self.run_ops.handle(op, binding, worker, message)
 

@@ -22,6 +22,8 @@ import logging
 import threading
 from typing import Callable
 
+from ..records import Worker
+
 logger = logging.getLogger(__name__)
 
 Observer = Callable[[object], None]
@@ -31,21 +33,21 @@ class TaskFailed:
     """A task attempt whose function raised, as its "done" told the driver.
 
     ``run_id``: a run it logged to (None when it logged nothing: an observer matches it by
-    stage); ``worker``: the relay's worker list ``[stage, partition, attempt, task_id, rank,
-    stage_attempt]``; ``error``: one line, ``<type>: <message's first line>``, at most
+    stage); ``worker``: the task's :class:`~spark_tracking.forwarding.records.Worker` (a worker
+    list is read into one); ``error``: one line, ``<type>: <message's first line>``, at most
     ``protocol.MAX_ERROR_CHARS`` (never a traceback)."""
 
     __slots__ = ("error", "run_id", "worker")
     kind = "task_failed"
     metrics: tuple = ()  # shaped like a submission: no points
 
-    def __init__(self, run_id: str | None, worker: list, error: str):
-        self.run_id, self.worker, self.error = run_id, worker, error
+    def __init__(self, run_id: str | None, worker, error: str):
+        self.run_id, self.worker, self.error = run_id, Worker(*worker), error
 
     @property
     def attempt(self) -> int:
         """The failed attempt's number (0 for the first)."""
-        return int(self.worker[2])
+        return self.worker.attempt
 
     def __repr__(self) -> str:
         return f"TaskFailed(run_id={self.run_id!r}, worker={self.worker!r}, error={self.error!r})"

@@ -47,6 +47,7 @@ from concurrent.futures import Future
 from typing import Callable, Protocol
 
 from .. import protocol
+from ..records import Worker
 from .bounded import BoundedDict
 from .pool import DaemonPool
 
@@ -65,29 +66,29 @@ _CONTENT = ("m", "p", "t", "a")  # what a points request carries (in the sink's 
 
 #: an op: (binding, worker, message) -> (reply fields, future settled once the store took the
 #: request's content, or None)
-Op = Callable[[str, list, dict], "tuple[dict, Future | None]"]
+Op = Callable[[str, Worker, dict], "tuple[dict, Future | None]"]
 
 
 class Handler(Protocol):
     """What the relay does with authenticated requests (blocking calls, run off the loop)."""
 
-    def points(self, binding: str, worker: list, message: dict) -> tuple[str | None, Future | None]:
+    def points(self, binding: str, worker: Worker, message: dict) -> tuple[str | None, Future | None]:
         """Take custody; return the run id and a future settled once the points are delivered
         or held for retry."""
 
-    def resolve(self, binding: str, worker: list) -> str | None:
+    def resolve(self, binding: str, worker: Worker) -> str | None:
         """The run id the task's points go to, or None when the binding names no run."""
 
-    def done(self, binding: str, worker: list) -> Future | None:
+    def done(self, binding: str, worker: Worker) -> Future | None:
         """The task ended: a future settled once everything it logged is delivered or held."""
 
-    def run_op(self, op: str, binding: str, worker: list, message: dict) -> dict:
+    def run_op(self, op: str, binding: str, worker: Worker, message: dict) -> dict:
         """One of ``protocol.RUN_OPS`` (runs, logged models, artifacts a task asks for)."""
 
 
-def task_key(binding: str, worker: list) -> tuple:
+def task_key(binding: str, worker: Worker) -> tuple:
     """One task attempt (the ranks of processes it started included)."""
-    return (binding, worker[0], worker[1], worker[2], worker[3], worker[5])
+    return (binding, worker.stage, worker.partition, worker.attempt, worker.task_id, worker.stage_attempt)
 
 
 class Relay:
@@ -162,10 +163,10 @@ class Relay:
         the reply's fields and a future to wait on (within the task's ack budget) or None."""
         self.ops[op] = fn
 
-    def _run_op(self, op: str, binding: str, worker: list, message: dict):
+    def _run_op(self, op: str, binding: str, worker: Worker, message: dict):
         return self.handler.run_op(op, binding, worker, message), None
 
-    def _points(self, binding: str, worker: list, message: dict):
+    def _points(self, binding: str, worker: Worker, message: dict):
         run, settled = self.handler.points(binding, worker, message)
         return {"run": run}, settled
 
@@ -481,12 +482,13 @@ def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _worker(worker) -> list | None:
-    """The worker list in its six-item form, or None when it is not one (``protocol``: the worker list)."""
+def _worker(worker) -> Worker | None:
+    """The :class:`Worker` a request names (``protocol``: the worker list, five items from tasks
+    of older versions, six now), or None when it is not one. The one decode of a worker."""
     if not isinstance(worker, list) or len(worker) not in (5, 6):
         return None
     if not all(_is_int(x) for x in worker[:4]) or not (worker[4] is None or _is_int(worker[4])):
         return None
-    if len(worker) == 5:
-        return [*worker, 0]
-    return worker if _is_int(worker[5]) else None
+    if len(worker) == 6 and not _is_int(worker[5]):
+        return None
+    return Worker(*worker)

@@ -24,7 +24,7 @@ import threading
 
 from ..._compat import mlflow as mlflow_compat
 from .. import protocol
-from ..records import decode, encode
+from ..records import Worker, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class RunOps:
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}  # run id -> experiment id (parents)
 
-    def handle(self, op: str, binding: str, worker: list, message: dict) -> dict:
+    def handle(self, op: str, binding: str, worker: Worker, message: dict) -> dict:
         """The reply to one request: ``{"v": value}``; errors travel as values the task raises
         again as an MlflowException with MLflow's error code (INTERNAL_ERROR and the error's
         text for a failure on the driver, e.g. of its artifact store), never as a dropped
