@@ -18,7 +18,7 @@ def bind_current_thread(sc=None) -> bool:
     if sc is None:
         # a Spark Connect client has no SparkContext: it binds with job tags (this thread's
         # Connect session wins over a SparkContext the process may also have)
-        if connect.session_of_this_thread() is not None or current.spark_context() is None:
-            return connect.bind_current_thread()
         sc = current.spark_context()
+        if sc is None or connect.session_of_this_thread() is not None:
+            return connect.bind_current_thread()
     return current.bind_spark_context(sc)
