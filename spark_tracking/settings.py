@@ -194,7 +194,8 @@ SETTINGS: tuple[Setting, ...] = (
         _float,
         30.0,
         "Seconds the end of a task waits to hand its points to the driver; what is left "
-        "then stays in the worker's spill file and ships with its next task.",
+        "then goes to the worker's spill file (a write that outlasts the timeout on a busy "
+        "machine is waited for, up to 10 s more) and ships with its next task.",
     ),
     Setting(
         "task_drop_dir",

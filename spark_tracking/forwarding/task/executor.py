@@ -12,7 +12,7 @@ Task start and end (PySpark has no public hook; every private touched is in
   (torchrun ranks, subprocesses);
 - end: PySpark resets the task context after the task's output is written and before the
   task reports success; there the task's points are handed to the driver, waiting at most
-  ``task_flush_timeout`` in total (what is left is then in the spill file);
+  ``task_flush_timeout`` in total (what is left is then in the spill file, its write waited for);
 - a task that raises: in a worker forked by the daemon with the startup hook installed (the
   init script's setup), and on PySpark 4.x in any worker that logged, the points are handed
   over before the worker reports the error to the JVM (which may then kill the worker).

@@ -89,6 +89,9 @@ class Shipper:
         self.interval = 0.2
         self.max_points = 100_000
         self.max_frame_bytes = protocol.MAX_FRAME_BYTES
+        # seconds a flush past its timeout waits for the disk write of what the network did not
+        # take (see flush); bounds a task's end at task_flush_timeout + spill_wait
+        self.spill_wait = 10.0
         self.pending: list = []  # items taken from the queue, not framed yet
         self.held: list = []  # frames the relay did not take yet, kept in memory with their ids
         self._lock = threading.Lock()
@@ -125,8 +128,13 @@ class Shipper:
 
     def flush(self, timeout: float | None = 30.0, done=None, error: str = "") -> bool:
         """Wait until everything queued so far is in the driver's custody (True), or spilled
-        (False). The shipper gives up on the network before ``timeout`` ends, leaving time to
-        spill: when this returns False after ``timeout``, what was queued is on disk.
+        (False). The shipper gives up on the network before ``timeout`` ends (``0.2 x timeout``,
+        at most 1 s, before) and writes what is left to disk. When that write ends after
+        ``timeout`` (a busy machine: a long GC pause, a loaded CPU or disk; seen in CI), this
+        waits for it, at most :attr:`spill_wait` more, so that False means "on disk": a rank
+        that exits right after loses nothing. Only when the disk write has not ended by then
+        (or a request sent before the flush holds the thread) does it return with what is left
+        still in memory, where the thread spills it.
         ``done``: the binding of a task that ended, whose "done" follows its points (with
         ``error``, the line of the error its function raised, if it did)."""
         if not self.is_alive():
@@ -142,7 +150,7 @@ class Shipper:
         self._asked.append(marker)
         self.queue.append(marker)
         self.wake.set()
-        if not marker.event.wait(timeout):
+        if not marker.event.wait(timeout) and not marker.event.wait(self.spill_wait):
             self.counters["flush_timeouts"] += 1
             return False
         return marker.ok
