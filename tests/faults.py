@@ -194,6 +194,27 @@ class StalledRelay:
             conn.close()
 
 
+def spilled_frames(store) -> list:
+    """The frames on disk in a spill folder: in complete files and in files a shipper claimed to
+    send again. A shipper's regular round claims spilled files every 5 s (renamed
+    ``<name>.claimed.<pid>``, given back when the relay does not take them): a test that reads
+    only complete files races it (seen in CI: the points were on disk, under the claimed name).
+    A file renamed between the listing and the read is read again."""
+    import json
+
+    for _ in range(100):
+        try:
+            frames = []
+            for name in sorted(os.listdir(store.folder)):
+                if not name.startswith("."):  # a file being written is ".<name>.tmp"
+                    with open(os.path.join(store.folder, name)) as fh:
+                        frames.extend(json.loads(line) for line in fh)
+            return frames
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"the spill folder {store.folder} kept changing under 100 reads")
+
+
 def tiny_spill(store, max_bytes: int = 16):
     """A full disk, without a tmpfs: cap the spill store at a few bytes."""
     store.max_bytes = max_bytes

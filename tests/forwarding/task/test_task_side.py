@@ -2,13 +2,12 @@
 the relay, spill files are atomic, private and bounded, keys are refused at the call, task end
 keeps its time budget, re-sent requests keep their id. Real relay, no Spark."""
 
-import json
 import os
 import stat
 import time
 
 import pytest
-from faults import FaultyTransport, RecordingHandler, StalledRelay, bind_as_task, tiny_spill
+from faults import FaultyTransport, RecordingHandler, StalledRelay, bind_as_task, spilled_frames, tiny_spill
 
 from spark_tracking.forwarding import protocol
 from spark_tracking.forwarding.driver.relay import Relay
@@ -185,10 +184,8 @@ def test_a_flush_that_runs_out_of_time_returns_once_what_is_left_is_on_disk(monk
 
 
 def spilled_steps() -> list:
-    """The steps of the points in this process's spill files, sorted."""
-    spill = executor.shipper.spill
-    frames = [json.loads(line) for name in spill.files() for line in open(os.path.join(spill.folder, name))]
-    return sorted(m[3] for f in frames for m in f["m"])
+    """The steps of the points on disk in this process's spill folder, sorted."""
+    return sorted(m[3] for f in spilled_frames(executor.shipper.spill) for m in f["m"])
 
 
 # -- items 2, 14, 15: spill files are atomic, private, owned and bounded ---------------------------
@@ -295,12 +292,7 @@ def test_a_child_run_with_the_relay_unreachable_names_cause_and_fix_and_keeps_th
         "wait in its buffer and spill file and reach the driver's run once the relay answers."
     )
     assert not executor.flush(3)  # the relay is still down: the point goes to the spill file
-    spilled = [
-        (m[0], m[1], m[3])
-        for name in executor.shipper.spill.files()
-        for line in open(os.path.join(executor.shipper.spill.folder, name))
-        for m in json.loads(line)["m"]
-    ]
+    spilled = [(m[0], m[1], m[3]) for f in spilled_frames(executor.shipper.spill) for m in f["m"]]
     assert spilled == [("loss", 0.5, 1)]
 
 
