@@ -319,6 +319,10 @@ class RunDetails:
     def refresh_snapshot(self) -> Snapshot:
         """Take in what the relay delivered and count a refresh; the snapshot to draw."""
         now_ms = int(self.wall() * 1000)
+        # Spark's word on the run's stages, read before the queue is taken in: a task tells the
+        # driver it ended or failed (acknowledged) before Spark counts it, so its word is in by then
+        failed, ended = self._read_stages() if self._stages_due else ({}, set())
+        self._stages_due = False
         while self._queue:
             sub = self._queue.popleft()
             if sub.kind == "points":
@@ -327,9 +331,10 @@ class RunDetails:
                 self.live.task_done(sub.worker, now_ms)
             elif sub.run_id is not None or int(sub.worker[0]) in self.live.stages:
                 self.live.task_failed(sub.worker, getattr(sub, "error", ""), now_ms)
-        if self._stages_due:
-            self._stages_due = False
-            self._read_stage_failures()
+        for stage, count in failed.items():
+            self.live.stage_failures(stage, count)
+        for stage in ended:
+            self.live.stage_ended(stage)
         self.refreshes += 1
         return self.snapshot()
 
@@ -388,24 +393,24 @@ class RunDetails:
         if self._history_loaded:
             self._read_driver_metrics(client, run)
 
-    def _read_stage_failures(self, newest: int = 16) -> None:
-        """Spark's count of failed task attempts in the run's ``newest`` stages (its status
-        tracker, public API; on the driver of a classic SparkContext only: Spark Connect's client
-        has none). A task whose Python worker crashed never tells the driver it failed."""
+    def _read_stages(self, newest: int = 16) -> tuple[dict[int, int], set[int]]:
+        """Spark's status tracker on the run's ``newest`` stages (public API; on the driver of a
+        classic SparkContext only: Spark Connect's client has none): each stage's failed task
+        attempts (a task whose Python worker crashed never tells the driver it failed), and the
+        stages that ended (a worker of one still "running" never told the driver it ended)."""
         from .._compat.pyspark import active_spark_context
         from ..forwarding.driver.stages import SparkStages
 
         sc = active_spark_context()
         if sc is None or not self.live.stages:
-            return
-        stages = SparkStages(sc)
+            return {}, set()
+        stages, newest_stages = SparkStages(sc), sorted(self.live.stages)[-newest:]
         try:
-            for stage in sorted(self.live.stages)[-newest:]:
-                failed = stages.failed_tasks(stage)
-                if failed is not None:
-                    self.live.stage_failures(stage, failed)
+            failed = {stage: n for stage in newest_stages if (n := stages.failed_tasks(stage)) is not None}
+            return failed, stages.finished(set(newest_stages))
         except Exception as exc:  # noqa: BLE001 - a stopping SparkContext: the events the driver got still show
             logger.debug("spark_tracking live view: Spark's stage info unreadable: %s", exc)
+            return {}, set()
 
     def _link(self) -> str:
         from ..portal import get_portal_url

@@ -21,13 +21,10 @@ curve of that metric is thinned to every other kept step (the steps kept are tho
 point of each worker is always known. At most ``max_metrics`` metrics and ``max_workers``
 workers per metric are drawn; points beyond are counted in ``hidden_points``.
 
-Workers' system metrics (``system/<name>``, ``layout.is_system_metric``; the step is a Unix
-time) are no training curves: they never enter the chart, the metrics table or a worker's step.
-The view keeps what the system-metrics table of ``spark-tracking show`` reads
-(``show_text.system_rows``: CPU, memory, GPU per worker, and the outlying workers), as one running
-:class:`~spark_tracking.show_text.SeriesSummary` (count, sum, last, max) per worker and name, keyed
-as the store keys them (``system/<name>/worker_<w>``; the driver's machine, read from the
-store: plain ``system/<name>``); at most ``MAX_SYSTEM_SERIES`` of them.
+Workers' system metrics (``system/<name>``; the step is a Unix time) never enter the chart, the
+metrics table or a worker's step: the view keeps what ``show_text.system_rows`` reads, one
+:class:`~spark_tracking.show_text.SeriesSummary` per series as the store keys it
+(``system/<name>/worker_<w>``; the driver's machine: ``system/<name>``), at most ``MAX_SYSTEM_SERIES``.
 """
 
 from __future__ import annotations
@@ -185,7 +182,7 @@ class WorkerRow:
     """One line of the workers table."""
 
     worker: int
-    #: running | done | failed | retried (running again after a failed attempt)
+    #: running | done | failed | retried (after a failed attempt) | unreported (its stage ended)
     state: str
     stage: int
     attempt: int
@@ -390,6 +387,12 @@ class LiveRun:
         if failed > self.spark_failed.get(stage, 0):
             self.spark_failed[stage] = failed
             self.version += 1
+
+    def stage_ended(self, stage: int) -> None:
+        """Spark runs no task of ``stage`` any more: its workers still "running" never said they
+        ended (a crashed worker, or a "done" still on disk: a late one marks it done)."""
+        for state in (w for w in self.workers.values() if w.stage == stage and w.state in ("running", "retried")):
+            state.state, self.version = "unreported", self.version + 1
 
     def task_failed(self, worker_list, error: str, now_ms: int | None = None) -> None:
         """A task attempt of the run failed with ``error`` (its first line is kept)."""

@@ -153,6 +153,20 @@ def test_a_new_attempt_shows_the_failed_one_and_a_failure_event_gives_its_error(
     assert run.snapshot(run_id="r").workers[1].state == "retried"
 
 
+def test_a_worker_whose_stage_ended_without_its_word_is_unreported_until_a_late_done():
+    run = LiveRun()
+    for partition in range(3):
+        run.take([3, partition, 0, 100 + partition, None, 0], [("loss", 0.5, 1, 0)])
+    run.task_done([3, 0, 0, 100, None, 0])
+    run.task_failed([3, 1, 0, 101, None, 0], "ValueError: bad batch")
+    run.take([4, 0, 0, 110, None, 0], [("loss", 0.4, 1, 1)])  # the next stage runs
+    run.stage_ended(3)  # Spark: stage 3 runs no task any more; worker 2 (a crashed worker) never said so
+    states = [(w.worker, w.stage, w.state) for w in run.snapshot(run_id="r").workers]
+    assert states == [(0, 4, "running"), (1, 3, "failed"), (2, 3, "unreported")]
+    run.task_done([3, 2, 0, 102, None, 0])  # its "done" arrives late (from a spill file)
+    assert run.snapshot(run_id="r").workers[2].state == "done"
+
+
 def test_history_from_the_store_and_the_driver_s_own_points():
     run = LiveRun()
     for s in range(5):
