@@ -475,10 +475,15 @@ class RunDetails:
         return getattr(self._frontend, "figure", None)
 
     def summary(self) -> str:
-        """The compact text summary of what the view shows now."""
+        """The compact text summary of what the view shows now; on a view never shown, of what
+        the store holds for the run (its status, properties and history)."""
         from .text import format_summary
 
         with self._lock:  # not while the view's thread changes what it reads
+            if self._frontend is None and not self._history_loaded:
+                self._read_run(force=True)
+                self._load_history()
+                return format_summary(self.refresh_snapshot())
             return format_summary(self.snapshot())
 
     def __repr__(self) -> str:

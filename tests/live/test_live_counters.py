@@ -4,6 +4,8 @@ task, the view of the next run shows that run's values only, not the session's d
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 
 import spark_tracking
@@ -59,7 +61,9 @@ def test_the_counters_are_the_run_s_not_the_driver_session_s(spark, sqlite_uri):
     }
     assert spark_tracking.stats()["dropped"]["duplicate_attempt"] >= 10  # the session's, all runs
 
-    text = RunDetails(clean, tracking_uri=sqlite_uri).summary()
+    text = RunDetails(clean, tracking_uri=sqlite_uri).summary()  # a view never shown: what the store holds
+    assert text.splitlines()[0].endswith("  FINISHED"), text
+    assert "10 loaded from the store" in text and re.search(r"^acc +4 +0\.4 +0\.4 +0\.4 +4 +2 +10$", text, re.M), text
     assert "this run: received 10  stored 15  spooled 0  dropped 0  |" in text, text
     assert "duplicate_attempt" not in text
     view = RunDetails(retried, tracking_uri=sqlite_uri)
