@@ -21,6 +21,12 @@ class Worker(NamedTuple):
     rank: int | None = None
     stage_attempt: int = 0
 
+    @classmethod
+    def of(cls, worker) -> Worker:
+        """``worker`` as a Worker: itself when it is one (the relay's decode made it), else read
+        from a worker list (five or six items, as tests and in-process callers pass)."""
+        return worker if isinstance(worker, cls) else cls(*worker)
+
 
 def _message_class(full_name: str):
     from google.protobuf import descriptor_pool

@@ -42,7 +42,7 @@ class TaskFailed:
     metrics: tuple = ()  # shaped like a submission: no points
 
     def __init__(self, run_id: str | None, worker, error: str):
-        self.run_id, self.worker, self.error = run_id, Worker(*worker), error
+        self.run_id, self.worker, self.error = run_id, Worker.of(worker), error
 
     @property
     def attempt(self) -> int:

@@ -57,8 +57,8 @@ class Submission:
     def __init__(self, kind: str, run_id=None, worker=None, metrics=(), params=(), tags=(), artifacts=()):
         self.kind = kind  # "points" | "done" | "flush"
         self.run_id = run_id
-        #: who sent it (None for a flush); a worker list of the wire, five or six items, is read once here
-        self.worker: Worker | None = None if worker is None else Worker(*worker)
+        #: who sent it (None for a flush)
+        self.worker: Worker | None = None if worker is None else Worker.of(worker)
         self.metrics, self.params, self.tags, self.artifacts = metrics, params, tags, artifacts
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.at = 0.0  # when the sink queued it (its clock)
