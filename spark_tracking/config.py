@@ -181,9 +181,14 @@ def platform_default_uri(environ: Mapping[str, str] | None = None) -> str | None
     """
     environ = os.environ if environ is None else environ
     raw = str(environ.get("MLFLOW_TRACKING_URI", "")).strip()
-    if raw.lower() in _PLATFORM_URIS and environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return raw
-    return None
+    return raw if is_platform_uri(raw, environ) else None
+
+
+def is_platform_uri(uri, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``uri`` is ``databricks`` / ``databricks-uc`` on a Databricks Runtime: the
+    platform's default (see ``platform_default_uri``), not a store the user chose."""
+    environ = os.environ if environ is None else environ
+    return str(uri).lower() in _PLATFORM_URIS and bool(environ.get("DATABRICKS_RUNTIME_VERSION"))
 
 
 def active_spark_conf(wanted: Callable[[str], bool] | None = None) -> dict[str, str]:

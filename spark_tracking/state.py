@@ -13,7 +13,7 @@ import _thread
 import os
 import sys
 
-from .config import MANAGED_URI_ENV, Config
+from .config import MANAGED_URI_ENV, Config, is_platform_uri
 
 #: MLflow's request-auth plugin name, set for AML stores; the marker tells spark_tracking's own
 #: value from one the user exported.
@@ -135,11 +135,7 @@ def _apply_to_imported_mlflow(uri: str, previous: str | None) -> None:
         # A "databricks" set there on Databricks is the runtime's doing, not the user's (the
         # other way the runtime may make it the default; see config.platform_default_uri).
         set_uri = global_tracking_uri()
-        runtime = os.environ.get("DATABRICKS_RUNTIME_VERSION") and str(set_uri).lower() in (
-            "databricks",
-            "databricks-uc",
-        )
-        if set_uri is None or set_uri in (previous, uri) or runtime:
+        if set_uri is None or set_uri in (previous, uri) or is_platform_uri(set_uri):
             fluent_utils.set_tracking_uri(uri)
 
 

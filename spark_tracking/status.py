@@ -8,7 +8,7 @@ import os
 import sys
 
 from . import hook
-from .config import find_config_file
+from .config import find_config_file, is_platform_uri
 from .state import current_choice, current_config, env_flag, last_failure, logger
 
 _warned_unconfigured = False
@@ -78,7 +78,7 @@ def session_status(uri_in_force: str | None) -> SessionStatus:
         )
     if uri_in_force is None or uri_in_force == uri:
         return SessionStatus("PASS", f"configured: runs go to {uri} ({choice.why})")
-    if on_runtime and str(uri_in_force).lower() in ("databricks", "databricks-uc"):
+    if is_platform_uri(uri_in_force):
         return SessionStatus(
             "FAIL",
             f"MLflow's tracking URI is {uri_in_force!r}, the Databricks Runtime's default, set after "
