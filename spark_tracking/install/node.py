@@ -39,6 +39,7 @@ import os
 import re
 import sys
 
+from .._compat.pip import packaging_module
 from ..config import Config, ConfigError, read_config_file, write_config_file
 from ..settings import SETTINGS
 
@@ -56,15 +57,9 @@ SERVICE_PRINCIPAL_ENV = ("AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SEC
 _NOT_IN_FILE = {"config_file"}
 
 
-def _packaging(module: str):
-    from .._compat.pip import packaging_module
-
-    return packaging_module(module)
-
-
 def constraint_lines(installed: dict[str, str], skip: str = "") -> tuple[list[str], list[str]]:
     """(``name==version`` lines pip accepts, ``name version`` of what was left out as not PEP 440)."""
-    versions = _packaging("version")
+    versions = packaging_module("version")
     lines, left_out = [], []
     for name, version in sorted(installed.items()):
         if name == skip:
@@ -92,7 +87,7 @@ def equivalent_pins(installed: dict[str, str]) -> dict[str, str]:
 
 def unsatisfied(requirements: list[str], installed: dict[str, str]) -> list[str]:
     """The requirements nothing installed satisfies (an equivalent distribution counts)."""
-    requirement, canonical = _packaging("requirements").Requirement, _packaging("utils").canonicalize_name
+    requirement, canonical = packaging_module("requirements").Requirement, packaging_module("utils").canonicalize_name
     out = []
     for text in requirements:
         req = requirement(text)
@@ -108,7 +103,7 @@ def unsatisfied(requirements: list[str], installed: dict[str, str]) -> list[str]
 def to_install(report: dict, installed: dict[str, str]) -> list[str]:
     """``name==version`` of what pip's ``--dry-run --report`` would install, minus a distribution
     whose equivalent is installed at the same version (same package folder, same code)."""
-    canonical = _packaging("utils").canonicalize_name
+    canonical = packaging_module("utils").canonicalize_name
     out = []
     for item in report.get("install", []):
         meta = item.get("metadata") or {}
@@ -121,7 +116,7 @@ def to_install(report: dict, installed: dict[str, str]) -> list[str]:
 
 def installed_versions() -> dict[str, str]:
     """Canonical name -> version of every distribution on sys.path (first one wins)."""
-    canonical = _packaging("utils").canonicalize_name
+    canonical = packaging_module("utils").canonicalize_name
     found: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
@@ -136,7 +131,7 @@ def missing_requirements(requirements: list[str], installed: dict[str, str]) -> 
     Pure: ``requirements`` as in ``Requires-Dist``, ``installed`` from installed_versions().
     Requirements behind an extra are skipped (the runtime provides pyspark and friends).
     """
-    requirement, canonical = _packaging("requirements").Requirement, _packaging("utils").canonicalize_name
+    requirement, canonical = packaging_module("requirements").Requirement, packaging_module("utils").canonicalize_name
     missing, warnings = [], []
     for text in requirements:
         req = requirement(text)
@@ -295,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(missing))
         return 0
     if command == "constraints":
-        canonical = _packaging("utils").canonicalize_name
+        canonical = packaging_module("utils").canonicalize_name
         installed = installed_versions()
         lines, left_out = constraint_lines({**equivalent_pins(installed), **installed}, skip=canonical(DIST_NAME))
         if left_out:
