@@ -389,10 +389,11 @@ class LiveRun:
             self.version += 1
 
     def stage_ended(self, stage: int) -> None:
-        """Spark runs no task of ``stage`` any more: its workers still "running" never said they
-        ended (a crashed worker, or a "done" still on disk: a late one marks it done)."""
-        for state in (w for w in self.workers.values() if w.stage == stage and w.state in ("running", "retried")):
-            state.state, self.version = "unreported", self.version + 1
+        """Spark ended ``stage``: its workers still running never said so (crashed, or a late "done")."""
+        for state in self.workers.values():
+            if state.stage == stage and state.state in ("running", "retried"):
+                state.state = "unreported"
+                self.version += 1
 
     def task_failed(self, worker_list, error: str, now_ms: int | None = None) -> None:
         """A task attempt of the run failed with ``error`` (its first line is kept)."""
